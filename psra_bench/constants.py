@@ -1,0 +1,73 @@
+"""Named constants: Redis key patterns, default TTLs, pool sizes and schema facts.
+
+One module so a reader finds every magic value in one place (as arq's ``constants.py``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HS_CODE_KEY",
+    "HS_SEARCH_KEY",
+    "RULE_ID_KEY",
+    "RULES_AGREEMENT_KEY",
+    "ASSESSMENT_KEY",
+    "VERDICT_KEY",
+    "JOB_KEY",
+    "ENTITY_PREFIXES",
+    "DEFAULT_TTL",
+    "TTL_HS_CODES",
+    "TTL_RULES",
+    "TTL_ASSESSMENTS",
+    "TTL_VERDICTS",
+    "REDIS_MAX_CONNECTIONS",
+    "MAX_CONCURRENT_JOBS",
+    "BASELINE_INDEX_COUNT",
+    "MIGRATED_INDEX_COUNT",
+    "PERFORMANCE_MIGRATION",
+]
+
+#: Key of one HS code lookup: ``hs:code:{code}``.
+HS_CODE_KEY = "hs:code:{code}"
+#: Key of one HS description search result: ``hs:search:{query}:{limit}``.
+HS_SEARCH_KEY = "hs:search:{query}:{limit}"
+#: Key of one rule by its id: ``rule:id:{rule_id}``.
+RULE_ID_KEY = "rule:id:{rule_id}"
+#: Key of the rule list of one agreement: ``rules:agreement:{code}``.
+RULES_AGREEMENT_KEY = "rules:agreement:{code}"
+#: Key of one assessment result: ``assessment:{rule_id}:{hs_code}:{origin}:{dest}``.
+ASSESSMENT_KEY = "assessment:{rule_id}:{hs_code}:{origin}:{dest}"
+#: Key of one verdict: ``verdict:{evaluation_id}``.
+VERDICT_KEY = "verdict:{evaluation_id}"
+#: Key of one async job's state hash: ``job:{job_id}``.
+JOB_KEY = "job:{job_id}"
+
+#: Entity name -> the key prefix its keys start with (used for stats and invalidation).
+ENTITY_PREFIXES: dict[str, tuple[str, ...]] = {
+    "hs_codes": ("hs:",),
+    "rules": ("rule:", "rules:"),
+    "assessments": ("assessment:",),
+    "verdicts": ("verdict:",),
+}
+
+#: CACHE_DEFAULT_TTL: seconds a cache entry lives when no entity TTL applies.
+DEFAULT_TTL = 3600
+#: HS codes are static reference data: one hour.
+TTL_HS_CODES = 3600
+#: Rules change now and then: thirty minutes.
+TTL_RULES = 1800
+#: Assessment results depend on live data: five minutes.
+TTL_ASSESSMENTS = 300
+#: Verdicts are history and never change: one hour.
+TTL_VERDICTS = 3600
+
+#: The spec's connection pool size for the cache client.
+REDIS_MAX_CONNECTIONS = 50
+#: The spec's MAX_CONCURRENT_JOBS default.
+MAX_CONCURRENT_JOBS = 10
+
+#: Indexes in schema public before the performance migration (the spec's "Before: 20").
+BASELINE_INDEX_COUNT = 20
+#: Indexes in schema public after it (the spec's "After: 46").
+MIGRATED_INDEX_COUNT = 46
+#: Name of the spec's index migration, as recorded in psra_bench.schema_migrations.
+PERFORMANCE_MIGRATION = "0001_performance_indexes"

@@ -1,0 +1,244 @@
+"""Typed settings, built from the environment in exactly one place (:meth:`Settings.from_env`).
+
+Everything below the CLI / app / notebook edge receives a :class:`Settings` object; no other
+module reads ``os.environ``. ``db_dsn`` or ``redis`` left as ``None`` mean "use the embedded
+server", which :func:`psra_bench.services.ensure_services` starts and fills in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from . import constants
+from .exceptions import ConfigError
+
+__all__ = ["RedisSettings", "TTLSettings", "Settings", "redact", "default_home"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with the password of any ``scheme://user:password@host`` URL replaced by ``***``."""
+    text = re.sub(r"(\w[\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)", r"\1***\3", text)
+    return re.sub(r"(password=)(\S+)", r"\1***", text)
+
+
+def default_home() -> Path:
+    """The per-user data folder that holds embedded servers' state when PSRA_BENCH_HOME is unset."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("psra-bench", appauthor=False))
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where and how to reach Redis (or Valkey); a ``redis://`` / ``rediss://`` URL round-trips."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    max_connections: int = constants.REDIS_MAX_CONNECTIONS
+    socket_timeout: float = 0.5
+    socket_connect_timeout: float = 0.5
+
+    @classmethod
+    def from_url(cls, url: str, variable: str = "REDIS_URL", **overrides: Any) -> RedisSettings:
+        """Parse ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS)."""
+        allowed = "a URL like redis://[:password@]host[:port][/db] or rediss://… for TLS"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            raise ConfigError(variable, redact(url), allowed) from e
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ConfigError(variable, redact(url), allowed)
+        db_text = parts.path.lstrip("/") or "0"
+        if not db_text.isdigit():
+            raise ConfigError(variable, redact(url), allowed + " (db must be a whole number)")
+        return cls(
+            host=parts.hostname,
+            port=port or 6379,
+            db=int(db_text),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            ssl=parts.scheme == "rediss",
+            **overrides,
+        )
+
+    def url(self, *, with_password: bool = True) -> str:
+        """The URL of this server; ``with_password=False`` gives the form safe for logs."""
+        auth = ""
+        if self.password is not None or self.username:
+            user = quote(self.username or "", safe="")
+            secret = quote(self.password or "", safe="") if with_password else "***"
+            auth = f"{user}:{secret}@"
+        scheme = "rediss" if self.ssl else "redis"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def __repr__(self) -> str:
+        return f"RedisSettings({self.url(with_password=False)!r})"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.Redis`` / ``redis.asyncio.Redis`` / their pools."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "db": self.db,
+            "username": self.username,
+            "password": self.password,
+            "ssl": self.ssl,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_connect_timeout,
+        }
+
+
+@dataclass(frozen=True)
+class TTLSettings:
+    """Cache time-to-live per entity, in seconds (the spec's table)."""
+
+    hs_codes: int = constants.TTL_HS_CODES
+    rules: int = constants.TTL_RULES
+    assessments: int = constants.TTL_ASSESSMENTS
+    verdicts: int = constants.TTL_VERDICTS
+    default: int = constants.DEFAULT_TTL
+
+    def for_entity(self, entity: str) -> int:
+        """TTL of ``entity`` (hs_codes, rules, assessments, verdicts or default)."""
+        if entity not in {f.name for f in dataclasses.fields(self)}:
+            allowed = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ConfigError("entity", entity, f"one of {allowed}")
+        return int(getattr(self, entity))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of psra-bench's configuration; build it with :meth:`from_env` or directly in tests."""
+
+    db_dsn: str | None = None
+    redis: RedisSettings | None = None
+    home: Path = field(default_factory=default_home)
+    enable_cache: bool = True
+    enable_async_tasks: bool = True
+    max_concurrent_jobs: int = constants.MAX_CONCURRENT_JOBS
+    ttl: TTLSettings = field(default_factory=TTLSettings)
+    #: Prefix put before every Redis key, so several users (or test runs) share one server.
+    cache_namespace: str = ""
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    def __repr__(self) -> str:
+        dsn = redact(self.db_dsn) if self.db_dsn else "embedded"
+        return (
+            f"Settings(db={dsn!r}, redis={self.redis!r}, home={str(self.home)!r}, "
+            f"enable_cache={self.enable_cache}, max_concurrent_jobs={self.max_concurrent_jobs}, "
+            f"ttl={self.ttl}, cache_namespace={self.cache_namespace!r})"
+        )
+
+    @property
+    def embedded_db(self) -> bool:
+        """True when no PSRA_DB_DSN was given and the embedded PostgreSQL is used."""
+        return self.db_dsn is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        """True when no Redis was configured and the embedded Valkey is used."""
+        return self.redis is None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (settings are immutable)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (``os.environ`` unless ``env`` is given)."""
+        env = os.environ if env is None else env
+        db_dsn = env.get("PSRA_DB_DSN") or None
+        if db_dsn is not None:
+            _check_dsn(db_dsn)
+        return cls(
+            db_dsn=db_dsn,
+            redis=_redis_from_env(env),
+            home=Path(env["PSRA_BENCH_HOME"]).expanduser() if env.get("PSRA_BENCH_HOME") else default_home(),
+            enable_cache=_bool(env, "ENABLE_CACHE", True),
+            enable_async_tasks=_bool(env, "ENABLE_ASYNC_TASKS", True),
+            max_concurrent_jobs=_int(env, "MAX_CONCURRENT_JOBS", constants.MAX_CONCURRENT_JOBS, minimum=1),
+            ttl=TTLSettings(
+                hs_codes=_int(env, "CACHE_TTL_HS_CODES", constants.TTL_HS_CODES, minimum=1),
+                rules=_int(env, "CACHE_TTL_RULES", constants.TTL_RULES, minimum=1),
+                assessments=_int(env, "CACHE_TTL_ASSESSMENTS", constants.TTL_ASSESSMENTS, minimum=1),
+                verdicts=_int(env, "CACHE_TTL_VERDICTS", constants.TTL_VERDICTS, minimum=1),
+                default=_int(env, "CACHE_DEFAULT_TTL", constants.DEFAULT_TTL, minimum=1),
+            ),
+            cache_namespace=_namespace(env.get("PSRA_CACHE_NAMESPACE", "")),
+            db_pool_min=_int(env, "PSRA_DB_POOL_MIN", 1, minimum=1),
+            db_pool_max=_int(env, "PSRA_DB_POOL_MAX", 10, minimum=1),
+        )
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(name, raw, "use true or false (also 1/0, yes/no, on/off)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError as e:
+        raise ConfigError(name, raw, f"use a whole number ≥ {minimum}") from e
+    if value < minimum:
+        raise ConfigError(name, raw, f"use a whole number ≥ {minimum}")
+    return value
+
+
+def _namespace(raw: str) -> str:
+    if raw and not re.fullmatch(r"[A-Za-z0-9_.-]+:?", raw):
+        raise ConfigError("PSRA_CACHE_NAMESPACE", raw, "use letters, digits, '_', '.', '-' (a ':' is added)")
+    return raw if not raw or raw.endswith(":") else raw + ":"
+
+
+def _check_dsn(dsn: str) -> None:
+    allowed = "use a URL like postgresql://user[:password]@host[:port]/dbname"
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ConfigError("PSRA_DB_DSN", redact(dsn), allowed) from e
+    if parts.scheme not in ("postgresql", "postgres") or not (parts.hostname or "host=" in parts.query):
+        raise ConfigError("PSRA_DB_DSN", redact(dsn), allowed)
+    if not parts.path.strip("/"):
+        raise ConfigError("PSRA_DB_DSN", redact(dsn), allowed + " (the database name is missing)")
+
+
+def _redis_from_env(env: Mapping[str, str]) -> RedisSettings | None:
+    url = env.get("REDIS_URL") or None
+    if url is not None:
+        return RedisSettings.from_url(url)
+    if not any(env.get(k) for k in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")):
+        return None
+    return RedisSettings(
+        host=env.get("REDIS_HOST") or "127.0.0.1",
+        port=_int(env, "REDIS_PORT", 6379, minimum=1),
+        db=_int(env, "REDIS_DB", 0, minimum=0),
+        password=env.get("REDIS_PASSWORD") or None,
+    )

@@ -1,0 +1,114 @@
+"""Shared fixtures: real servers, fresh databases, isolated Redis key namespaces.
+
+The servers are the embedded PostgreSQL and Valkey (under ``.psra-bench/test-home`` in the
+checkout) unless PSRA_DB_DSN / REDIS_URL (or REDIS_HOST...) name real ones. Tests never touch
+data they did not create: each session creates its own database(s) and drops them, and every
+Redis key lives under a per-session namespace that is deleted (SCAN + UNLINK) at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from psra_bench import db
+from psra_bench.reference import load_reference_data
+from psra_bench.services import ensure_services
+from psra_bench.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _delete_namespace(client: redis.Redis, namespace: str) -> None:
+    batch: list[Any] = []
+    for key in client.scan_iter(match=namespace + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+@pytest.fixture(scope="session")
+def server_settings() -> Settings:
+    """Settings with concrete endpoints: configured servers, or the embedded ones (started here)."""
+    env = dict(os.environ)
+    env.setdefault("PSRA_BENCH_HOME", str(ROOT / ".psra-bench" / "test-home"))
+    return ensure_services(Settings.from_env(env))
+
+
+@pytest.fixture(scope="session")
+def make_database(server_settings: Settings) -> Iterator[Callable[..., str]]:
+    """Factory: ``make_database(schema=True, reference=True)`` -> DSN of a fresh database, dropped at the end."""
+    assert server_settings.db_dsn is not None
+    created: list[str] = []
+
+    def make(*, schema: bool = True, reference: bool = True) -> str:
+        name = f"psra_test_{uuid.uuid4().hex[:10]}"
+        assert server_settings.db_dsn is not None
+        dsn = db.create_database(server_settings.db_dsn, name)
+        created.append(name)
+        if schema:
+            with db.connect(dsn) as conn:
+                db.apply_schema(conn)
+                if reference:
+                    load_reference_data(conn)
+                conn.commit()
+        return dsn
+
+    yield make
+    for name in created:
+        db.drop_database(server_settings.db_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def settings(server_settings: Settings, make_database: Callable[..., str]) -> Iterator[Settings]:
+    """Session settings: a fresh database with schema + HS codes + rules, and its own Redis namespace."""
+    namespace = f"psra-test-{uuid.uuid4().hex[:8]}:"
+    s = server_settings.replace(db_dsn=make_database(), cache_namespace=namespace)
+    yield s
+    assert s.redis is not None
+    client = redis.Redis(**s.redis.client_kwargs())
+    try:
+        _delete_namespace(client, namespace)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def namespaced_settings(settings: Settings) -> Iterator[Settings]:
+    """Per-test settings with a fresh Redis namespace (same database), cleaned after the test."""
+    namespace = f"{settings.cache_namespace}{uuid.uuid4().hex[:6]}:"
+    s = settings.replace(cache_namespace=namespace)
+    yield s
+    assert s.redis is not None
+    client = redis.Redis(**s.redis.client_kwargs())
+    try:
+        _delete_namespace(client, namespace)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the test server (decode_responses=False); closed after the test."""
+    assert settings.redis is not None
+    client = redis.Redis(**settings.redis.client_kwargs())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the session database (autocommit)."""
+    assert settings.db_dsn is not None
+    with db.connect(settings.db_dsn, autocommit=True) as c:
+        yield c
