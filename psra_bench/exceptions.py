@@ -21,6 +21,7 @@ __all__ = [
     "JobNotFoundError",
     "ParameterError",
     "MeasurementError",
+    "RuleDefinitionError",
 ]
 
 
@@ -119,3 +120,14 @@ class ParameterError(PsraBenchError):
 
 class MeasurementError(PsraBenchError):
     """A measurement could not be made (too few samples, a failed run...)."""
+
+
+class RuleDefinitionError(PsraBenchError):
+    """A stored rule's payload has a field whose value the assessment engine cannot use."""
+
+    def __init__(self, rule_id: str, field: str, value: object, allowed: str) -> None:
+        self.rule_id = rule_id
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"rule {rule_id}: {field}={value!r} is not valid: {allowed}.")

@@ -15,7 +15,10 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["HsRow", "hs_rows", "hs_sections", "rules", "load_reference_data", "RULE_NAMESPACE"]
+__all__ = [
+    "HsRow", "hs_rows", "hs_sections", "rules", "load_reference_data", "prepare_database", "table_counts",
+    "RULE_NAMESPACE",
+]
 
 #: uuid5 namespace so a rule's primary key is the same in every database.
 RULE_NAMESPACE = uuid.UUID("6f1c1d55-3f0e-4f0f-9a53-52a1b7c8e001")
@@ -107,3 +110,27 @@ def load_reference_data(conn: psycopg.Connection[Any]) -> dict[str, int]:
                 ],
             )
     return {"hs_codes": len(hs_rows()), "psra_rules": len(rules())}
+
+
+def prepare_database(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Apply the baseline schema and load the reference data if it is missing; return table counts."""
+    from . import db
+
+    db.apply_schema(conn)
+    hs = conn.execute("SELECT count(*) FROM hs_codes").fetchone()
+    rl = conn.execute("SELECT count(*) FROM psra_rules").fetchone()
+    if not hs or not rl or hs[0] < len(hs_rows()) or rl[0] != len(rules()):
+        load_reference_data(conn)
+    if not conn.autocommit:
+        conn.commit()
+    return table_counts(conn)
+
+
+def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Row counts of the PSRA tables (exact counts; cheap at the scales psra-bench uses)."""
+    out = {}
+    for table in ("hs_codes", "psra_rules", "psra_verdicts", "tenants", "suppliers", "supplier_declarations",
+                  "erp_outbox"):
+        row = conn.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
+        out[table] = int(row[0]) if row else 0
+    return out

@@ -182,7 +182,8 @@ def start_postgres(home: Path) -> str:
             port_file.write_text(f"{port}\n")
             opts = (
                 f"-p {port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200 "
-                "-c shared_buffers=256MB -c track_io_timing=on -c listen_addresses=127.0.0.1"
+                "-c shared_buffers=256MB -c track_io_timing=on -c listen_addresses=127.0.0.1 "
+                "-c wal_level=minimal -c max_wal_senders=0"
             )
             res = _pg_run(
                 [_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / "server.log"), "-w", "-t", "60",
@@ -315,11 +316,14 @@ def stop_valkey(home: Path) -> bool:
 def ensure_services(settings: Settings) -> Settings:
     """Return ``settings`` with concrete endpoints, starting the embedded servers it needs."""
     changes: dict[str, object] = {}
+    embedded = list(settings.embedded_services)
     if settings.db_dsn is None:
         changes["db_dsn"] = start_postgres(settings.home)
+        embedded.append("postgres")
     if settings.redis is None:
         changes["redis"] = start_valkey(settings.home)
-    return settings.replace(**changes) if changes else settings
+        embedded.append("valkey")
+    return settings.replace(**changes, embedded_services=tuple(embedded)) if changes else settings
 
 
 def stop_services(settings: Settings) -> list[str]:
@@ -335,7 +339,7 @@ def stop_services(settings: Settings) -> list[str]:
 def services_status(settings: Settings) -> list[ServiceStatus]:
     """Describe the two servers without starting anything."""
     out = []
-    if settings.db_dsn is None:
+    if settings.embedded_db:
         _, pgdata, port_file = _pg_paths(settings.home)
         proc = _pg_running(pgdata)
         port = _read_int(port_file)
@@ -343,13 +347,15 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
                                  f"postgresql://postgres@127.0.0.1:{port}/{_PG_DB}" if port else "-",
                                  proc.pid if proc else None, str(pgdata)))
     else:
+        assert settings.db_dsn is not None
         out.append(ServiceStatus("postgres", False, True, redact(settings.db_dsn)))
-    if settings.redis is None:
+    if settings.embedded_redis:
         base, pid_file, port_file = _valkey_paths(settings.home)
         proc = _valkey_running(pid_file)
         port = _read_int(port_file)
         out.append(ServiceStatus("valkey", True, proc is not None,
                                  f"redis://127.0.0.1:{port}/0" if port else "-", proc.pid if proc else None, str(base)))
     else:
+        assert settings.redis is not None
         out.append(ServiceStatus("redis", False, True, settings.redis.url(with_password=False)))
     return out

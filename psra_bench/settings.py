@@ -136,6 +136,8 @@ class Settings:
     cache_namespace: str = ""
     db_pool_min: int = 1
     db_pool_max: int = 10
+    #: Which endpoints services.ensure_services filled in with embedded servers ("postgres", "valkey").
+    embedded_services: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         dsn = redact(self.db_dsn) if self.db_dsn else "embedded"
@@ -148,12 +150,12 @@ class Settings:
     @property
     def embedded_db(self) -> bool:
         """True when no PSRA_DB_DSN was given and the embedded PostgreSQL is used."""
-        return self.db_dsn is None
+        return self.db_dsn is None or "postgres" in self.embedded_services
 
     @property
     def embedded_redis(self) -> bool:
         """True when no Redis was configured and the embedded Valkey is used."""
-        return self.redis is None
+        return self.redis is None or "valkey" in self.embedded_services
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (settings are immutable)."""

@@ -1,0 +1,214 @@
+"""``psra-bench``: a thin command line over the library's plain functions.
+
+Settings come from the environment here, once; each command calls into ``psra_bench`` and
+prints. A :class:`PsraBenchError` becomes one sentence on stderr and exit code 2 — never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .exceptions import PsraBenchError
+from .settings import Settings, redact
+
+__all__ = ["main", "cli"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Format rows as an aligned plain-text table."""
+    cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PsraBenchError as e:
+            click.echo(f"error: {redact(str(e))}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+def _ready(ctx: click.Context) -> Settings:
+    """Settings with live endpoints: embedded servers started if no servers are configured."""
+    from .services import ensure_services
+
+    return ensure_services(_settings(ctx))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="psra-bench")
+@click.pass_context
+@_errors
+def cli(ctx: click.Context) -> None:
+    """Benchmark and tune the PSRA backend: real PostgreSQL, real Redis, honest numbers."""
+    ctx.obj = Settings.from_env()
+
+
+# ----------------------------------------------------------------------------- services
+@cli.group()
+def services() -> None:
+    """Start, stop or inspect the embedded PostgreSQL and Valkey."""
+
+
+@services.command("up")
+@click.pass_context
+@_errors
+def services_up(ctx: click.Context) -> None:
+    """Start the embedded servers (configured servers are only checked)."""
+    from .db import connect
+    from .redisconn import check_redis
+    from .services import services_status
+
+    settings = _ready(ctx)
+    assert settings.db_dsn is not None
+    connect(settings.db_dsn).close()
+    check_redis(settings)
+    _print_status(services_status(_settings(ctx)))
+
+
+@services.command("down")
+@click.pass_context
+@_errors
+def services_down(ctx: click.Context) -> None:
+    """Stop the embedded servers; configured servers are never stopped."""
+    from .services import stop_services
+
+    stopped = stop_services(_settings(ctx))
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@services.command("status")
+@click.pass_context
+@_errors
+def services_status_cmd(ctx: click.Context) -> None:
+    """Show whether each server runs, where, and whether psra-bench manages it."""
+    from .services import services_status
+
+    _print_status(services_status(_settings(ctx)))
+
+
+def _print_status(statuses: Sequence[Any]) -> None:
+    click.echo(_table(["service", "managed", "running", "endpoint", "pid", "data"],
+                      [[s.name, "embedded" if s.managed else "configured", "yes" if s.running else "no",
+                        s.endpoint, s.pid or "", s.data_dir or ""] for s in statuses]))
+
+
+# ----------------------------------------------------------------------------- seed
+@cli.command()
+@click.option("--verdicts", "verdicts", type=int, default=100_000, show_default=True,
+              help="How many synthetic verdicts to write.")
+@click.option("--seed", "seed", type=int, default=42, show_default=True, help="Random seed (same seed, same data).")
+@click.option("--tenants", type=int, default=200, show_default=True, help="How many tenants.")
+@click.option("--force", is_flag=True, help="Replace existing verdicts.")
+@click.option("--append", is_flag=True, help="Add to existing verdicts.")
+@click.pass_context
+@_errors
+def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool, append: bool) -> None:
+    """Create the schema, load HS codes and rules, and write synthetic verdicts with COPY."""
+    from .db import connect
+    from .exceptions import ParameterError
+    from .reference import prepare_database
+    from .seed import seed_database
+
+    if force and append:
+        raise ParameterError("--force/--append", "both", "pass at most one of them")
+    settings = _ready(ctx)
+    assert settings.db_dsn is not None
+    with connect(settings.db_dsn, autocommit=True) as conn:
+        counts = prepare_database(conn)
+        click.echo(f"reference data: {counts['hs_codes']:,} HS codes, {counts['psra_rules']} rules")
+        mode = "force" if force else "append" if append else "refuse"
+        with click.progressbar(length=verdicts, label="seeding verdicts", file=sys.stderr) as bar:
+            result = seed_database(conn, verdicts, seed=seed, tenants=tenants, mode=mode, progress=bar.update)
+    click.echo(f"wrote {result.verdicts:,} verdicts for {result.tenants} tenants in {result.seconds:.1f} s "
+               f"({result.rows_per_second:,.0f} rows/s); seed {result.seed}, checksum {result.checksum}")
+
+
+# ----------------------------------------------------------------------------- migrate
+@cli.command()
+@click.argument("action", type=click.Choice(["up", "down", "status", "verify"]))
+@click.argument("name", required=False)
+@click.pass_context
+@_errors
+def migrate(ctx: click.Context, action: str, name: str | None) -> None:
+    """Apply (up), roll back (down), inspect (status) or verify the index migration."""
+    from . import migrate as m
+    from .db import connect
+    from .reference import prepare_database
+
+    names = m.resolve_migrations(name)
+    settings = _ready(ctx)
+    assert settings.db_dsn is not None
+    with connect(settings.db_dsn, autocommit=True) as conn:
+        prepare_database(conn)
+        if action == "status":
+            for n in names:
+                st = m.migration_status(conn, n)
+                click.echo(f"{n}: {st.state} (recorded: {st.recorded or 'nothing'}); "
+                           f"{len(st.present)}/{len(st.present) + len(st.missing) + len(st.invalid)} indexes valid; "
+                           f"{st.index_count} indexes in schema public")
+                if st.invalid:
+                    click.echo(f"  INVALID (run `migrate up` to rebuild): {', '.join(st.invalid)}")
+            return
+        if action == "verify":
+            for t in m.verify(conn):
+                click.echo(f"\n{t.title}\n" + _table(t.columns, t.rows))
+            return
+
+    def report(kind: str, index: str, seconds: float) -> None:
+        click.echo(f"  {kind} {index} ({seconds:.2f} s)", err=True)
+
+    for n in (names if action == "up" else list(reversed(names))):
+        if action == "up":
+            r = m.migrate_up(settings.db_dsn, n, progress=report)
+            click.echo(f"{n}: created {len(r['created'])}, repaired {len(r['repaired'])}, already present "
+                       f"{len(r['already'])}; {r['index_count']} indexes in schema public")
+        else:
+            r = m.migrate_down(settings.db_dsn, n, progress=report)
+            if not r["dropped"]:
+                click.echo(f"{n}: not applied, nothing to roll back; {r['index_count']} indexes in schema public")
+            else:
+                click.echo(f"{n}: dropped {len(r['dropped'])}; {r['index_count']} indexes in schema public")
+
+
+# ----------------------------------------------------------------------------- doctor
+@cli.command()
+@click.pass_context
+@_errors
+def doctor(ctx: click.Context) -> None:
+    """Show what psra-bench is connected to: versions, extensions, tables, indexes, Redis memory policy."""
+    from .doctor import diagnose
+
+    for section, rows in diagnose(_ready(ctx)).items():
+        click.echo(f"\n{section}")
+        click.echo(_table(["item", "value"], [[k, v] for k, v in rows.items()]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="psra-bench")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

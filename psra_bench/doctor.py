@@ -1,0 +1,62 @@
+"""``psra-bench doctor``: what psra-bench is connected to, gathered as plain data (no passwords)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import constants, db
+from .migrate import MIGRATIONS, migration_status
+from .redisconn import create_redis, redis_info
+from .reference import prepare_database
+from .settings import Settings, redact
+
+__all__ = ["diagnose"]
+
+
+def diagnose(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Sections of facts: settings, PostgreSQL, tables, migrations, Redis."""
+    assert settings.db_dsn is not None and settings.redis is not None
+    out: dict[str, dict[str, Any]] = {
+        "settings": {
+            "postgres": ("embedded " if settings.embedded_db else "configured ") + redact(settings.db_dsn),
+            "redis": ("embedded " if settings.embedded_redis else "configured ")
+            + settings.redis.url(with_password=False),
+            "state folder": str(settings.home),
+            "cache": "on" if settings.enable_cache else "off",
+            "async tasks": "on" if settings.enable_async_tasks else "off",
+            "max concurrent jobs": settings.max_concurrent_jobs,
+            "TTLs (hs/rules/assess/verdicts/default)": "/".join(
+                str(v) for v in (settings.ttl.hs_codes, settings.ttl.rules, settings.ttl.assessments,
+                                 settings.ttl.verdicts, settings.ttl.default)),
+        }
+    }
+    with db.connect(settings.db_dsn, autocommit=True) as conn:
+        counts = prepare_database(conn)
+        exts = conn.execute("SELECT extname || ' ' || extversion FROM pg_extension ORDER BY extname").fetchall()
+        out["postgresql"] = {
+            "version": db.server_version(conn),
+            "extensions": ", ".join(r[0] for r in exts),
+            "indexes in schema public": f"{db.index_count(conn)} (baseline {constants.BASELINE_INDEX_COUNT}, "
+            f"migrated {constants.MIGRATED_INDEX_COUNT})",
+        }
+        for name in ("shared_buffers", "work_mem", "max_connections", "wal_level"):
+            row = conn.execute(f"SHOW {name}".encode()).fetchone()
+            out["postgresql"][name] = row[0] if row else "?"
+        out["tables"] = {k: f"{v:,}" for k, v in counts.items()}
+        out["migrations"] = {}
+        for name in MIGRATIONS:
+            st = migration_status(conn, name)
+            out["migrations"][name] = st.state + (f" (invalid: {', '.join(st.invalid)})" if st.invalid else "")
+    client = create_redis(settings)
+    try:
+        info = redis_info(client)
+    finally:
+        client.close()
+    out["redis"] = {
+        "server": f"{info['server']} {info['version']}",
+        "maxmemory": info["maxmemory_human"] if info["maxmemory"] else "0 (no limit)",
+        "maxmemory-policy": info["maxmemory_policy"],
+        "used memory": info["used_memory"],
+        "keyspace hits/misses": f"{info['keyspace_hits']}/{info['keyspace_misses']}",
+    }
+    return out

@@ -1,0 +1,247 @@
+"""The job queue's Lua scripts: every state change of a job is one atomic script on the Redis server.
+
+Keys (``ns`` is ``settings.cache_namespace``):
+
+* ``{ns}job:{job_id}`` — the job's state hash (constants.JOB_KEY);
+* ``{ns}jobs:queue:{priority}`` — one FIFO list of pending job ids per priority;
+* ``{ns}jobs:processing`` — ZSET of running job ids scored by lease deadline (ms, server clock);
+  its size is the number of jobs running across all workers, which the dequeue script caps;
+* ``{ns}jobs:workers`` — ZSET of live worker ids scored by "alive until" (ms);
+* ``{ns}jobs:events`` — pub/sub channel: ``new`` (submitted / slot freed) and ``cancel:{id}``.
+
+Times come from the server's ``TIME`` so workers on other hosts agree on lease deadlines.
+Scripts build job hash keys from the namespace, so they assume a single (non-cluster) Redis.
+A running job is "owned" by (worker_id, attempts); heartbeats, progress, finish and re-queue
+compare both, so a worker whose lease was reaped can no longer change the job.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SUBMIT",
+    "DEQUEUE",
+    "HEARTBEAT",
+    "PROGRESS",
+    "FINISH",
+    "REQUEUE",
+    "CANCEL",
+    "REAP",
+    "WORKER_ALIVE",
+]
+
+_NOW = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+_OWNED = """
+local function owned(jk, worker, attempt)
+  local f = redis.call('HMGET', jk, 'status', 'worker_id', 'attempts', 'cancel_requested')
+  return f[1] == 'running' and f[2] == worker and f[3] == attempt, f[4] == '1'
+end
+"""
+
+# Move running jobs whose lease deadline passed back to the front of their queue (PENDING), or
+# end them: CANCELLED if a cancel was requested, FAILED once `max_attempts` workers were lost.
+_REAP_FN = """
+local function reap(processing, ns, now, max_attempts, max_age, limit, channel)
+  local ids = redis.call('ZRANGEBYSCORE', processing, '-inf', now, 'LIMIT', 0, limit)
+  local moved = 0
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', processing, id)
+    local jk = ns .. 'job:' .. id
+    local f = redis.call('HMGET', jk, 'status', 'priority', 'lost', 'cancel_requested', 'ttl_seconds')
+    if f[1] == 'running' then
+      moved = moved + 1
+      local lost = tonumber(f[3] or '0') + 1
+      local ttl = tonumber(f[5] or '3600')
+      if f[4] == '1' then
+        redis.call('HSET', jk, 'status', 'cancelled', 'lost', lost, 'completed_at', now,
+          'error', 'cancelled on request (its worker was lost before it could stop the job)')
+        redis.call('EXPIRE', jk, ttl)
+      elseif lost >= max_attempts then
+        local times = ' times'
+        if lost == 1 then times = ' time' end
+        redis.call('HSET', jk, 'status', 'failed', 'lost', lost, 'completed_at', now,
+          'error', 'worker lost ' .. lost .. times .. ' (max_attempts=' .. max_attempts .. ')')
+        redis.call('EXPIRE', jk, ttl)
+      else
+        local queue = ns .. 'jobs:queue:' .. f[2]
+        redis.call('HSET', jk, 'status', 'pending', 'lost', lost, 'progress', 0,
+          'progress_message', 'requeued: its worker was lost')
+        redis.call('LPUSH', queue, id)
+        redis.call('EXPIRE', queue, max_age)
+        redis.call('EXPIRE', jk, max_age)
+      end
+    end
+  end
+  if moved > 0 then redis.call('PUBLISH', channel, 'new') end
+  return moved
+end
+"""
+
+#: KEYS: job hash, queue list, channel. ARGV: job_id, job_type, priority, payload, ttl_seconds,
+#: metadata json, max_age. Returns created_at (ms).
+SUBMIT = (
+    _NOW
+    + """
+local now = now_ms()
+redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'job_type', ARGV[2], 'priority', ARGV[3],
+  'payload', ARGV[4], 'ttl_seconds', ARGV[5], 'metadata', ARGV[6], 'status', 'pending',
+  'created_at', now, 'progress', 0, 'attempts', 0, 'lost', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', KEYS[3], 'new')
+return now
+"""
+)
+
+#: KEYS: processing, channel, then the queue lists from highest to lowest priority.
+#: ARGV: ns, worker_id, lease_ms, max_running, max_attempts, max_age.
+#: Returns {'job', id, job_type, payload, attempt, priority} or {'full'} or {'empty'}.
+DEQUEUE = (
+    _NOW
+    + _REAP_FN
+    + """
+local now = now_ms()
+local ns = ARGV[1]
+reap(KEYS[1], ns, now, tonumber(ARGV[5]), tonumber(ARGV[6]), 20, KEYS[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {'full'} end
+for i = 3, #KEYS do
+  while true do
+    local id = redis.call('LPOP', KEYS[i])
+    if not id then break end
+    local jk = ns .. 'job:' .. id
+    local f = redis.call('HMGET', jk, 'status', 'job_type', 'payload', 'priority')
+    if f[1] == 'pending' then
+      local attempt = redis.call('HINCRBY', jk, 'attempts', 1)
+      redis.call('HSET', jk, 'status', 'running', 'started_at', now, 'worker_id', ARGV[2],
+        'progress', 0, 'progress_message', '')
+      redis.call('EXPIRE', jk, ARGV[6])
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+      redis.call('EXPIRE', KEYS[1], ARGV[6])
+      return {'job', id, f[2], f[3], tostring(attempt), f[4]}
+    end
+    -- otherwise the id is stale (its hash expired): drop it and look further
+  end
+end
+return {'empty'}
+"""
+)
+
+#: KEYS: job hash, processing. ARGV: job_id, worker_id, attempt, lease_ms, max_age.
+#: Returns -1 if the job is no longer this worker's, 1 if a cancel was requested, else 0.
+HEARTBEAT = (
+    _NOW
+    + _OWNED
+    + """
+local mine, cancel = owned(KEYS[1], ARGV[2], ARGV[3])
+if not mine or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return -1 end
+redis.call('ZADD', KEYS[2], 'XX', now_ms() + tonumber(ARGV[4]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if cancel then return 1 end
+return 0
+"""
+)
+
+#: KEYS: job hash. ARGV: worker_id, attempt, percent, message. Returns -1 / 1 / 0 as HEARTBEAT.
+PROGRESS = (
+    _OWNED
+    + """
+local mine, cancel = owned(KEYS[1], ARGV[1], ARGV[2])
+if not mine then return -1 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[3], 'progress_message', ARGV[4])
+if cancel then return 1 end
+return 0
+"""
+)
+
+#: KEYS: job hash, processing, channel. ARGV: job_id, worker_id, attempt, status, result json,
+#: error, traceback. Compare-and-set: returns 1 if this worker/attempt still owned the job and
+#: ended it, 0 otherwise (a late finisher whose lease was reaped changes nothing).
+FINISH = (
+    _NOW
+    + _OWNED
+    + """
+if not owned(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+local now = now_ms()
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[4] == 'completed' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'completed_at', now, 'result', ARGV[5], 'progress', 100)
+else
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'completed_at', now, 'error', ARGV[6],
+    'error_traceback', ARGV[7])
+end
+redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds')))
+redis.call('PUBLISH', KEYS[3], 'new')
+return 1
+"""
+)
+
+#: KEYS: job hash, processing, channel. ARGV: job_id, worker_id, attempt, ns, max_age.
+#: A worker that stops gracefully gives an unfinished job back (front of its queue, PENDING).
+REQUEUE = (
+    _OWNED
+    + """
+if not owned(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
+local queue = ARGV[4] .. 'jobs:queue:' .. redis.call('HGET', KEYS[1], 'priority')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'pending', 'progress', 0, 'progress_message', 'requeued: its worker stopped')
+redis.call('LPUSH', queue, ARGV[1])
+redis.call('EXPIRE', queue, ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', KEYS[3], 'new')
+return 1
+"""
+)
+
+#: KEYS: job hash, channel. ARGV: job_id, ns. Returns {'missing'}, {'cancelled'} (was pending),
+#: {'cancelling'} (running: flag set, the worker stops it) or {'final', status} (already ended).
+CANCEL = (
+    _NOW
+    + """
+local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'ttl_seconds')
+if not f[1] then return {'missing'} end
+if f[1] == 'pending' then
+  redis.call('LREM', ARGV[2] .. 'jobs:queue:' .. f[2], 0, ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'completed_at', now_ms(), 'cancel_requested', '1',
+    'error', 'cancelled on request before it started')
+  redis.call('EXPIRE', KEYS[1], tonumber(f[3]))
+  return {'cancelled'}
+elseif f[1] == 'running' then
+  redis.call('HSET', KEYS[1], 'cancel_requested', '1')
+  redis.call('PUBLISH', KEYS[2], 'cancel:' .. ARGV[1])
+  return {'cancelling'}
+end
+return {'final', f[1]}
+"""
+)
+
+#: KEYS: processing, channel. ARGV: ns, max_attempts, max_age, limit. Returns jobs moved.
+REAP = (
+    _NOW
+    + _REAP_FN
+    + """
+return reap(KEYS[1], ARGV[1], now_ms(), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), KEYS[2])
+"""
+)
+
+#: KEYS: workers zset. ARGV: worker_id, alive_ms (0 = remove), max_age. Prunes dead workers.
+WORKER_ALIVE = (
+    _NOW
+    + """
+local now = now_ms()
+if tonumber(ARGV[2]) > 0 then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return redis.call('ZCARD', KEYS[1])
+"""
+)
