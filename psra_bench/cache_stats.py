@@ -72,11 +72,11 @@ class CacheStats:
         self._latency: dict[tuple[str, str], LatencySummary] = defaultdict(LatencySummary)
         self._pending: dict[str, int] = defaultdict(int)
 
-    def record(self, entity: str, counter: str, seconds: float | None = None) -> None:
-        """Count one ``counter`` event of ``entity``; hits and misses carry their latency in seconds."""
+    def record(self, entity: str, counter: str, seconds: float | None = None, amount: int = 1) -> None:
+        """Count ``amount`` ``counter`` events of ``entity``; hits and misses carry their latency in seconds."""
         with self._lock:
-            self._counts[entity][counter] += 1
-            self._pending[f"{entity}:{counter}"] += 1
+            self._counts[entity][counter] += amount
+            self._pending[f"{entity}:{counter}"] += amount
             if seconds is not None:
                 self._latency[(entity, counter)].add(seconds, self.reservoir_size)
                 self._pending[f"{entity}:{counter}_us"] += int(seconds * 1_000_000)

@@ -179,6 +179,10 @@ class JobQueue:
         else:
             self._validators.pop(job_type, None)
 
+    def handler_for(self, job_type: str) -> JobHandler | None:
+        """The handler registered for ``job_type`` here, or None."""
+        return self._handlers.get(job_type)
+
     @property
     def handlers(self) -> Mapping[str, JobHandler]:
         """Registered job types and their handlers (read-only view)."""

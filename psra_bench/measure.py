@@ -480,7 +480,7 @@ def ab_schedule(rounds: int, order: str = "abba", *, seed: int = 0) -> tuple[str
     out: list[str] = []
     for i in range(rounds):
         if order == "abba":
-            flip = i % 2 == 1
+            flip = False
         elif order == "random":
             flip = bool(rng.integers(0, 2))
         else:

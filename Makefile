@@ -1,0 +1,48 @@
+# The targets people and CI both call. The first run creates .venv and installs everything.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The machine's own servers, for `make test-servers` (override on the command line).
+SERVER_DSN   ?= postgresql://postgres@127.0.0.1:5432/test
+SERVER_REDIS ?= redis://127.0.0.1:6379/0
+
+.PHONY: install report report-quick test test-servers lint bench clean services-down
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## The main job: the performance report on the embedded servers (reports/<run-id>/).
+report: install
+	$(BIN)/psra-bench report $(ARGS)
+
+report-quick: install
+	$(BIN)/psra-bench report --quick $(ARGS)
+
+## The test suite on the embedded PostgreSQL 18 + Valkey (or on PSRA_DB_DSN / REDIS_URL when set).
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+## The same suite against real servers (PostgreSQL 15 and Redis 7 on this machine by default).
+test-servers: install
+	PSRA_DB_DSN=$(SERVER_DSN) REDIS_URL=$(SERVER_REDIS) $(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check psra_bench tests benchmarks loadtests
+	$(BIN)/ruff format --check psra_bench tests benchmarks loadtests
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python benchmarks/bench_queries.py
+	$(BIN)/python benchmarks/bench_cache.py
+	$(BIN)/python benchmarks/bench_jobs.py
+
+services-down: install
+	$(BIN)/psra-bench services down
+
+clean:
+	rm -rf $(VENV) .venv-arq .pytest_cache .ruff_cache .mypy_cache
