@@ -205,6 +205,49 @@ def doctor(ctx: click.Context) -> None:
         click.echo(_table(["item", "value"], [[k, v] for k, v in rows.items()]))
 
 
+# ----------------------------------------------------------------------------- serve / worker
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--job-workers/--no-job-workers", default=True, show_default=True,
+              help="Also run job workers inside the API process.")
+@click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
+@click.pass_context
+@_errors
+def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_log: bool) -> None:
+    """Run the PSRA API (FastAPI + uvicorn); OpenAPI at /docs."""
+    import uvicorn
+
+    from .app import create_app
+    from .db import connect
+    from .reference import prepare_database
+
+    settings = _ready(ctx)
+    assert settings.db_dsn is not None
+    with connect(settings.db_dsn, autocommit=True) as conn:
+        prepare_database(conn)
+    click.echo(f"PSRA API on http://{host}:{port} (docs at /docs); cache "
+               f"{'on' if settings.enable_cache else 'off'}", err=True)
+    uvicorn.run(create_app(settings, run_workers=job_workers), host=host, port=port, access_log=access_log,
+                log_level="warning")
+
+
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(1, 1000), default=None,
+              help="Jobs this process runs at once (default: MAX_CONCURRENT_JOBS).")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.pass_context
+@_errors
+def worker(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
+    """Run a job worker process; several may share one Redis (the cap is global)."""
+    from .psra_service import worker_handlers_setup
+    from .worker import run_worker
+
+    settings = _ready(ctx)
+    done = run_worker(settings, concurrency, handlers_setup=worker_handlers_setup(settings), burst=burst)
+    click.echo(f"worker stopped after {done} jobs", err=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="psra-bench")

@@ -1,0 +1,140 @@
+"""What every notebook and the report runner share: settings, the dataset, result files.
+
+Notebooks are an edge of the system: they call :func:`notebook_settings` (which reads the
+environment once and starts the embedded servers if needed), :func:`ensure_dataset` (a
+dedicated database, seeded once per scale and seed, reused afterwards) and write their results
+with :func:`save_results` — JSON written atomically, so an interrupted run never leaves a
+half-written file that a later step would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import db
+from .exceptions import ParameterError
+from .reference import prepare_database
+from .seed import seed_database
+from .services import ensure_services
+from .settings import Settings
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "Dataset",
+    "notebook_settings",
+    "ensure_dataset",
+    "save_results",
+    "load_results",
+    "check_positive_int",
+    "check_positive_number",
+    "check_choice",
+]
+
+#: The database the report and the notebooks use (created on the configured or embedded server).
+DEFAULT_DATABASE = "psra_bench_report"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The seeded dataset a measurement ran on."""
+
+    database: str
+    verdicts: int
+    seed: int
+    tenants: int
+    checksum: str
+    seeded_now: bool
+    seed_rows_per_second: float | None
+
+
+def check_positive_int(name: str, value: Any, maximum: int | None = None) -> int:
+    """``value`` as an int ≥ 1 (and ≤ maximum), else ParameterError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
+        allowed = f"a whole number from 1 to {maximum:,}" if maximum else "a whole number ≥ 1"
+        raise ParameterError(name, value, allowed)
+    return value
+
+
+def check_positive_number(name: str, value: Any) -> float:
+    """``value`` as a finite float > 0, else ParameterError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ParameterError(name, value, "a number > 0")
+    return float(value)
+
+
+def check_choice(name: str, values: Any, allowed: list[str]) -> list[str]:
+    """``values`` (a name or list of names) checked against ``allowed``; ParameterError on the first unknown."""
+    items = [values] if isinstance(values, str) else list(values)
+    for v in items:
+        if v not in allowed:
+            raise ParameterError(name, v, "one of " + ", ".join(allowed))
+    return items
+
+
+def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any) -> Settings:
+    """Settings from the environment with live endpoints, pointed at ``database`` on the same server."""
+    if database is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+        raise ParameterError("database", database, "a lower-case PostgreSQL name (letters, digits, _)")
+    settings = ensure_services(Settings.from_env())
+    assert settings.db_dsn is not None
+    if database is not None:
+        with db.connect(settings.db_dsn, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{database}"'.encode())
+        settings = settings.replace(db_dsn=db.with_database(settings.db_dsn, database))
+    return settings.replace(**overrides) if overrides else settings
+
+
+def ensure_dataset(settings: Settings, verdicts: int, seed: int = 42, tenants: int = 200) -> Dataset:
+    """Make sure ``settings``' database holds exactly this seeded dataset; seed it (forcefully) if not."""
+    check_positive_int("verdicts", verdicts, 20_000_000)
+    check_positive_int("tenants", tenants, 100_000)
+    assert settings.db_dsn is not None
+    name = settings.db_dsn.rsplit("/", 1)[-1].split("?")[0]
+    with db.connect(settings.db_dsn, autocommit=True) as conn:
+        prepare_database(conn)
+        last = conn.execute(
+            "SELECT seed, verdicts, checksum FROM psra_bench.seed_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        count = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()
+        tenant_count = conn.execute("SELECT count(*) FROM tenants").fetchone()
+        if (last and last[0] == seed and last[1] == verdicts and count and count[0] == verdicts
+                and tenant_count and tenant_count[0] == tenants):
+            return Dataset(name, verdicts, seed, tenants, str(last[2]), False, None)
+        result = seed_database(conn, verdicts, seed=seed, tenants=tenants, mode="force")
+    return Dataset(name, verdicts, seed, tenants, result.checksum, True, result.rows_per_second)
+
+
+def save_results(output_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
+    """Write ``<output_dir>/<name>.json`` atomically (temp file + rename); return its path."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_results(output_dir: str | Path, name: str) -> dict[str, Any] | None:
+    """Read ``<output_dir>/<name>.json`` if it exists."""
+    path = Path(output_dir) / f"{name}.json"
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
