@@ -2,8 +2,9 @@
 
 The statement runs inside a transaction that is always rolled back (a savepoint when the
 connection is already in one), so explaining an UPDATE or INSERT measures it without keeping
-its effects. Parameters use psycopg 3's server-side binding: the server plans the statement
-with the bound values (a custom plan), exactly as it would for the application's query.
+its effects (sequences still advance: nextval is never rolled back). Parameters use psycopg 3's
+server-side binding: the server plans the statement with the bound values (a custom plan),
+exactly as it would for the application's query.
 """
 
 from __future__ import annotations
