@@ -248,6 +248,44 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
     click.echo(f"worker stopped after {done} jobs", err=True)
 
 
+# ----------------------------------------------------------------------------- report
+@cli.command()
+@click.option("--quick", is_flag=True, help="A small run (target ≤ 2 minutes).")
+@click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of report parameters (unknown keys are an error).")
+@click.option("--verdicts", type=int, default=None, help="Dataset scale (default 1,000,000; quick 20,000).")
+@click.option("--seed", type=int, default=None, help="Dataset seed (default 42).")
+@click.option("--iterations", type=int, default=None, help="Timed calls per query per round.")
+@click.option("--rounds", type=int, default=None, help="Interleaved before/after rounds.")
+@click.option("--users", type=int, default=None, help="Load test users.")
+@click.option("--duration", type=int, default=None, help="Load test seconds per configuration.")
+@click.option("--section", "sections", multiple=True,
+              type=click.Choice(["01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test"]),
+              help="Run only these sections (repeatable; default all).")
+@click.option("--reports-dir", default=None, help="Where run folders and history.jsonl go (default reports).")
+@click.pass_context
+@_errors
+def report(ctx: click.Context, quick: bool, params_file: str | None, verdicts: int | None, seed: int | None,
+           iterations: int | None, rounds: int | None, users: int | None, duration: int | None,
+           sections: tuple[str, ...], reports_dir: str | None) -> None:
+    """The main job: measure everything and write reports/<run-id>/ (HTML, Markdown, JSON, plots, notebooks)."""
+    from .runner import ReportParams, load_params_file, merge_params, run_report
+
+    base = ReportParams.quick_defaults() if quick else ReportParams()
+    file_values = load_params_file(params_file) if params_file else {}
+    params = merge_params(base, file_values, {
+        "verdicts": verdicts, "seed": seed, "iterations": iterations, "rounds": rounds, "users": users,
+        "duration": duration, "sections": tuple(sections) or None, "reports_dir": reports_dir})
+    _ready(ctx)
+    run = run_report(params, progress=lambda msg: click.echo(msg, err=True))
+    click.echo(f"\nreport finished in {run.seconds:.0f} s: {run.run_dir / 'report.html'}")
+    if run.results:
+        from .report_sections import summary_lines
+
+        for line in summary_lines(run.results):
+            click.echo(line)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="psra-bench")

@@ -1,0 +1,47 @@
+"""Regenerate notebooks/05_report.ipynb: `python notebooks/_build/make_05.py`."""
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+cells = [
+    new_markdown_cell(
+        "# 05 — Performance report\n\n"
+        "Assembles the results that notebooks 01–04 wrote into `output_dir` (this run's folder) into\n"
+        "`report.html`, `report.md` and `results.json`, compares with the previous comparable run in\n"
+        "`history.jsonl` and flags regressions. All logic is in `psra_bench.report`."
+    ),
+    new_code_cell(
+        'output_dir = "reports/_scratch"  # the run folder holding 01…04 results\n'
+        'run_id = "scratch"\n'
+        'reports_dir = "reports/_scratch"  # where history.jsonl lives\n'
+        "quick = True\n"
+        'database = "psra_bench_report"\n'
+        "verdicts = 5000\n"
+        "seed = 42",
+        metadata={"tags": ["parameters"]},
+    ),
+    new_code_cell(
+        "from pathlib import Path\n\n"
+        "from psra_bench.report import SECTION_FILES, assemble_report\n"
+        "from psra_bench.report_sections import summary_lines\n\n"
+        "present = [stem for _, stem in SECTION_FILES if (Path(output_dir) / f'{stem}.json').exists()]\n"
+        "print('section results found:', ', '.join(present) or 'none')"
+    ),
+    new_code_cell(
+        "if present:\n"
+        "    results = assemble_report(output_dir, run_id, reports_dir=reports_dir, quick=quick)\n"
+        "    print('\\n'.join(summary_lines(results)))\n"
+        "    print('report:', Path(output_dir) / 'report.html')\n"
+        "else:\n"
+        "    print('nothing to assemble: run notebooks 01-04 (or `psra-bench report`) first')"
+    ),
+]
+nb = new_notebook(cells=cells, metadata={
+    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+    "language_info": {"name": "python"},
+})
+out = Path(__file__).resolve().parent.parent / "05_report.ipynb"
+nbformat.write(nb, out)
+print(out)
