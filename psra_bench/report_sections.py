@@ -1,0 +1,156 @@
+"""Per-section tables of the report: each builder turns one notebook's results into tables + notes.
+
+Tables are shaped like the spec's (Query Performance, Cache Hit Rates, Overall System
+Performance) with the spec's claimed figure beside the one measured in this run, and every
+measured figure carries n and its 95 % CI. ``SECTION_HEADLINES`` picks the stats (with
+samples) that later runs compare against for regressions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Table", "fmt", "ci", "SECTION_BUILDERS", "SECTION_HEADLINES", "summary_lines"]
+
+
+@dataclass
+class Table:
+    """One table of the report."""
+
+    section: str
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"section": self.section, "title": self.title, "columns": self.columns, "rows": self.rows,
+                "note": self.note}
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A number for a table cell ('–' for missing)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def ci(pair: Sequence[float] | None, digits: int = 2) -> str:
+    """'[lo, hi]' for a confidence interval."""
+    if not pair or len(pair) != 2 or pair[0] is None:
+        return "–"
+    return f"[{fmt(float(pair[0]), digits)}, {fmt(float(pair[1]), digits)}]"
+
+
+def _pct(value: Any) -> str:
+    return "–" if value is None else f"{float(value):+.0f} %"
+
+
+# ----------------------------------------------------------------------------- 01 query latency
+
+
+def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
+    """The spec's Query Performance table, measured; plus write cost and index sizes."""
+    name = "Query performance (before vs after the index migration)"
+    rows = []
+    for r in section.get("table", []):
+        rows.append([
+            r["operation"],
+            f"{fmt(r['spec_before_ms'], 0)} → {fmt(r['spec_after_ms'], 0)} ({_pct(-r['spec_improvement_pct'])})"
+            if r.get("spec_before_ms") else "–",
+            fmt(r["before_p50_ms"], 3), ci(r["before_p50_ci"], 3), fmt(r["after_p50_ms"], 3),
+            ci(r["after_p50_ci"], 3),
+            f"{fmt(r['before_p95_ms'], 2)} → {fmt(r['after_p95_ms'], 2)}",
+            f"{fmt(r['before_p99_ms'], 2)} → {fmt(r['after_p99_ms'], 2)}",
+            _pct(-r["improvement_pct"]) if r.get("improvement_pct") is not None else "–",
+            f"{r['n_before']}/{r['n_after']}", fmt(r.get("p_value"), 4), r["verdict"],
+        ])
+    method = section.get("method", {})
+    tables = [Table(name, "Query latency, ms (spec claim vs measured)",
+                    ["operation", "spec claim (before → after)", "before p50", "95% CI", "after p50", "95% CI",
+                     "p95 before → after", "p99 before → after", "change in p50", "n before/after", "p (MWU)",
+                     "verdict"], rows,
+                    note=f"n = timed calls per side ({method.get('iterations_per_round')} × "
+                         f"{method.get('rounds_per_side')} interleaved rounds, schedule "
+                         f"{method.get('schedule')}); 'faster' needs ratio ≥ {method.get('factor')} and p < "
+                         f"{method.get('alpha')}. Negative change = faster.")]
+    wc = section.get("write_cost")
+    if wc:
+        tables.append(Table(name, "Write cost of the indexes (insert throughput into psra_verdicts)",
+                            ["indexes", "median rows/s", "95% CI", "batches", "rows per batch"],
+                            [[wc["index_counts"]["before"], fmt(wc["before"]["median_rows_per_s"], 0),
+                              ci(wc["before"]["median_rows_per_s_ci"], 0), wc["batches"]["before"],
+                              wc["rows_per_batch"]],
+                             [wc["index_counts"]["after"], fmt(wc["after"]["median_rows_per_s"], 0),
+                              ci(wc["after"]["median_rows_per_s_ci"], 0), wc["batches"]["after"],
+                              wc["rows_per_batch"]]],
+                            note=f"insert batch time after/before = {fmt(wc['ratio'], 2)} "
+                                 f"(CI {ci(wc.get('ratio_ci'))}); verdict: {wc['verdict']}."))
+    sizes = section.get("sizes") or {}
+    if sizes.get("by_table"):
+        tables.append(Table(name, "Index count and size per table (after the migration)",
+                            ["table", "indexes", "new", "index MiB", "of which new MiB"],
+                            [[t, v["indexes"], v["new_indexes"], fmt(v["index_bytes"] / 2**20, 1),
+                              fmt(v["new_index_bytes"] / 2**20, 1)] for t, v in sizes["by_table"].items()],
+                            note=f"{sizes.get('index_count_before')} → {sizes.get('index_count_after')} indexes; "
+                                 "the spec estimated 150–200 MB of overhead."))
+    notes = [f"Query latency: {method.get('timing', '')}. {method.get('statistics', '')}."]
+    return tables, notes
+
+
+def _query_headline(section: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"{q}.after": r["after"] for q, r in section.get("queries", {}).items() if r.get("after")}
+
+
+# ----------------------------------------------------------------------------- generic sections
+
+
+def _generic(title: str) -> Callable[[Mapping[str, Any]], tuple[list[Table], list[str]]]:
+    def build(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
+        tables = []
+        for t in section.get("tables", []):
+            tables.append(Table(title, t["title"], list(t["columns"]), [list(r) for r in t["rows"]], t.get("note", "")))
+        return tables, list(section.get("notes", []))
+
+    return build
+
+
+SECTION_BUILDERS: dict[str, Callable[[Mapping[str, Any]], tuple[list[Table], list[str]]]] = {
+    "query_latency": query_tables,
+    "cache": _generic("Cache hit rates"),
+    "ttl": _generic("TTL tuning"),
+    "load": _generic("Overall system performance under load"),
+}
+
+SECTION_HEADLINES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "query_latency": _query_headline,
+}
+
+
+def summary_lines(results: Mapping[str, Any]) -> list[str]:
+    """A short plain-text summary for the terminal: the first table of each section."""
+    lines = []
+    seen = set()
+    for t in results.get("tables", []):
+        if t["section"] in seen:
+            continue
+        seen.add(t["section"])
+        lines.append(f"\n{t['section']} — {t['title']}")
+        cols = t["columns"]
+        cells = [cols] + [[str(c) for c in r] for r in t["rows"]]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(cols))]
+        for row in cells:
+            lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    if results.get("regressions"):
+        lines.append(f"\nREGRESSIONS: {len(results['regressions'])} (see the report)")
+    return lines
