@@ -27,33 +27,32 @@ robust failed criterion (combination all: smallest penalty) or the thinnest fail
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from .exceptions import RuleDefinitionError
 
 __all__ = [
     "EU_MEMBER_STATES",
-    "ISO_COUNTRY_CODES",
     "TARIFF_SHIFT_TYPES",
     "RVC_METHODS",
     "SEVERITIES",
-    "PASS",
-    "FAIL",
-    "UNKNOWN",
     "TariffShift",
     "RvcRequirement",
     "Rule",
     "Material",
     "Facts",
-    "Finding",
+    "Reason",
     "Outcome",
     "Figures",
     "Evaluation",
+    "Target",
     "RuleSelection",
-    "normalize_hs",
     "jurisdiction_covers",
     "party_of",
     "agreement_parties",
@@ -68,18 +67,6 @@ __all__ = [
 #: The 27 member states of the European Union (ISO 3166-1 alpha-2; Greece is GR, not EL).
 EU_MEMBER_STATES: frozenset[str] = frozenset(
     "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
-)
-
-#: The 249 officially assigned ISO 3166-1 alpha-2 country codes.
-ISO_COUNTRY_CODES: frozenset[str] = frozenset(
-    """AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS
-    BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG
-    EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR
-    HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR
-    LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG
-    NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE
-    SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA
-    UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW""".split()
 )
 
 #: Tariff-shift types -> how many HS digits must change (chapter, heading, subheading).
@@ -104,14 +91,6 @@ _DE_MINIMIS_WEIGHT = 0.1
 _MAX_PENALTY = 0.5
 
 
-def normalize_hs(value: object) -> str | None:
-    """'8471.30', '8471 30' or '847130' -> '847130'; None when it is not 6 digits."""
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        return None
-    digits = str(value).strip().replace(".", "").replace(" ", "")
-    return digits if len(digits) == 6 and digits.isascii() and digits.isdigit() else None
-
-
 def jurisdiction_covers(jurisdiction: str, country: str) -> bool:
     """True when ``country`` belongs to ``jurisdiction`` (itself, or an EU member state for "EU")."""
     return jurisdiction == country or (jurisdiction == "EU" and country in EU_MEMBER_STATES)
@@ -131,11 +110,6 @@ class TariffShift:
 
     type: str
     exceptions: tuple[str, ...]
-
-    @property
-    def digits(self) -> int:
-        """How many leading HS digits must differ: 2 (CC), 4 (CTH) or 6 (CTSH)."""
-        return TARIFF_SHIFT_TYPES[self.type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +143,11 @@ class Rule:
     process_required: tuple[str, ...]
     process_disallowed: tuple[str, ...]
     citations: tuple[str, ...]
-    severities: tuple[tuple[str, str], ...]
+    severities: Mapping[str, str]
     lineage_required: bool
     ledger_reference: str | None
+    #: Every ISO country the jurisdictions cover ("EU" expanded), for O(1) origin checks.
+    countries: frozenset[str] = frozenset()
 
     @property
     def hs_code(self) -> str:
@@ -183,11 +159,6 @@ class Rule:
         """Specificity: 6 (subheading), 4 (heading) or 2 (chapter)."""
         return len(self.hs_code)
 
-    @property
-    def has_process(self) -> bool:
-        """True when the rule requires or forbids some operation."""
-        return bool(self.process_required or self.process_disallowed)
-
     def matches(self, hs6: str) -> bool:
         """True when the 6-digit product code falls under the rule's chapter/heading/subheading."""
         return hs6.startswith(self.hs_code)
@@ -198,14 +169,11 @@ class Rule:
 
     def covers(self, country: str) -> bool:
         """True when ``country`` is in one of the rule's jurisdictions."""
-        return any(jurisdiction_covers(j, country) for j in self.jurisdictions)
+        return country in self.countries
 
     def severity(self, code: str) -> str:
         """Severity the payload gives reason ``code`` (``high`` when it names none)."""
-        for known, severity in self.severities:
-            if known == code:
-                return severity
-        return "high"
+        return self.severities.get(code, "high")
 
     def clause(self, criterion: str) -> str:
         """Citation string of one criterion, e.g. 'CETA Annex 5-A, HS 39 [criteria.rvc]'."""
@@ -213,11 +181,14 @@ class Rule:
         return f"{base} [criteria.{criterion}]"
 
 
+def _require(ok: bool, rule_id: str, field: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise RuleDefinitionError(rule_id, field, value, allowed)
+
+
 def _date(rule_id: str, field: str, value: object) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
     if isinstance(value, dt.date):
-        return value
+        return value.date() if isinstance(value, dt.datetime) else value
     try:
         return dt.date.fromisoformat(str(value))
     except ValueError:
@@ -225,100 +196,89 @@ def _date(rule_id: str, field: str, value: object) -> dt.date:
 
 
 def _percent(rule_id: str, field: str, value: object) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise RuleDefinitionError(rule_id, field, value, "a percentage from 0 to 100")
     try:
-        number = Decimal(str(value))
+        number = None if isinstance(value, bool) else Decimal(str(value)) if value is not None else None
     except ArithmeticError:
-        raise RuleDefinitionError(rule_id, field, value, "a percentage from 0 to 100") from None
-    if not number.is_finite() or not 0 <= number <= 100:
-        raise RuleDefinitionError(rule_id, field, value, "a percentage from 0 to 100")
+        number = None
+    ok = number is not None and number.is_finite() and 0 <= number <= 100
+    _require(ok, rule_id, field, value, "a percentage from 0 to 100")
+    assert number is not None
     return number
 
 
-def _codes(rule_id: str, field: str, values: object, lengths: tuple[int, ...]) -> tuple[str, ...]:
-    if not isinstance(values, list | tuple) or not all(
-        isinstance(v, str) and v.isdigit() and len(v) in lengths for v in values
-    ):
-        allowed = "a list of HS codes of " + " or ".join(str(n) for n in lengths) + " digits"
-        raise RuleDefinitionError(rule_id, field, values, allowed)
-    return tuple(values)
-
-
-def _operations(rule_id: str, field: str, values: object) -> tuple[str, ...]:
-    if not isinstance(values, list | tuple) or not all(isinstance(v, str) and v for v in values):
-        raise RuleDefinitionError(rule_id, field, values, "a list of operation names such as POLYMERIZATION")
-    return tuple(v.upper() for v in values)
+def _strings(rule_id: str, field: str, values: object, digits: tuple[int, ...] = ()) -> tuple[str, ...]:
+    items = list(values) if isinstance(values, list | tuple) else [None]
+    ok = all(isinstance(v, str) and v and (not digits or (v.isdigit() and len(v) in digits)) for v in items)
+    allowed = f"a list of HS codes of {' or '.join(map(str, digits))} digits" if digits else "a list of names"
+    _require(ok, rule_id, field, values, allowed)
+    return tuple(str(v) if digits else str(v).upper() for v in items)
 
 
 def _compile_criteria(rule_id: str, criteria: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(criteria) - _CRITERIA_KEYS)
-    if unknown:
-        raise RuleDefinitionError(rule_id, "payload.criteria", unknown[0], "one of " + ", ".join(sorted(_CRITERIA_KEYS)))
-    out: dict[str, Any] = {}
+    where = "payload.criteria"
+    _require(not unknown, rule_id, where, unknown[:1], "keys among " + ", ".join(sorted(_CRITERIA_KEYS)))
     combination = criteria.get("combination", "all")
-    if combination not in ("all", "any"):
-        raise RuleDefinitionError(rule_id, "payload.criteria.combination", combination, "all or any")
-    out["combination"] = combination
-    shift = criteria.get("tariff_shift")
-    out["tariff_shift"] = None
-    if shift is not None:
+    _require(combination in ("all", "any"), rule_id, f"{where}.combination", combination, "all or any")
+    out: dict[str, Any] = {"combination": combination, "tariff_shift": None, "rvc": None}
+    if (shift := criteria.get("tariff_shift")) is not None:
         kind = shift.get("type") if isinstance(shift, Mapping) else shift
-        if kind not in TARIFF_SHIFT_TYPES:
-            raise RuleDefinitionError(rule_id, "payload.criteria.tariff_shift.type", kind, "CC, CTH or CTSH")
-        exceptions = _codes(rule_id, "payload.criteria.tariff_shift.exceptions", shift.get("exceptions", []), (2, 4, 6))
-        out["tariff_shift"] = TariffShift(kind, exceptions)
-    rvc = criteria.get("rvc")
-    out["rvc"] = None
-    if rvc is not None:
+        _require(kind in TARIFF_SHIFT_TYPES, rule_id, f"{where}.tariff_shift.type", kind, "CC, CTH or CTSH")
+        exceptions = _strings(rule_id, f"{where}.tariff_shift.exceptions", shift.get("exceptions", []), (2, 4, 6))
+        out["tariff_shift"] = TariffShift(str(kind), exceptions)
+    if (rvc := criteria.get("rvc")) is not None:
         method = rvc.get("method") if isinstance(rvc, Mapping) else rvc
-        if method not in RVC_METHODS:
-            raise RuleDefinitionError(rule_id, "payload.criteria.rvc.method", method, "one of " + ", ".join(RVC_METHODS))
-        out["rvc"] = RvcRequirement(method, _percent(rule_id, "payload.criteria.rvc.threshold", rvc.get("threshold")))
+        _require(method in RVC_METHODS, rule_id, f"{where}.rvc.method", method, "one of " + ", ".join(RVC_METHODS))
+        out["rvc"] = RvcRequirement(str(method), _percent(rule_id, f"{where}.rvc.threshold", rvc.get("threshold")))
     for key in ("non_originating_max_percent", "de_minimis_percent"):
         value = criteria.get(key)
-        out[key] = None if value is None else _percent(rule_id, f"payload.criteria.{key}", value)
+        out[key] = None if value is None else _percent(rule_id, f"{where}.{key}", value)
     process = criteria.get("process") or {}
-    if not isinstance(process, Mapping):
-        raise RuleDefinitionError(rule_id, "payload.criteria.process", process, "an object with required/disallowed")
-    out["process_required"] = _operations(rule_id, "payload.criteria.process.required", process.get("required", []))
-    out["process_disallowed"] = _operations(
-        rule_id, "payload.criteria.process.disallowed", process.get("disallowed", [])
-    )
+    _require(isinstance(process, Mapping), rule_id, f"{where}.process", process, "an object: required, disallowed")
+    for key in ("required", "disallowed"):
+        out[f"process_{key}"] = _strings(rule_id, f"{where}.process.{key}", process.get(key, []))
     return out
 
 
 def compile_rule(raw: Mapping[str, Any] | Rule) -> Rule:
-    """Check and convert one rule (a ``psra_rules`` row or a rules.json entry) into a :class:`Rule`."""
+    """Check and convert one rule (a ``psra_rules`` row or a rules.json entry) into a :class:`Rule`.
+
+    Results are memoized on the rule's canonical JSON, so callers that pass the same dicts on every
+    request (rows from a cache) pay the compilation once.
+    """
     if isinstance(raw, Rule):
         return raw
+    return _compile_text(json.dumps(raw, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=1024)
+def _compile_text(text: str) -> Rule:
+    return _compile(json.loads(text))
+
+
+def _compile(raw: Mapping[str, Any]) -> Rule:
     rule_id = str(raw.get("rule_id") or "?")
     payload = raw.get("payload") or {}
-    if not isinstance(payload, Mapping):
-        raise RuleDefinitionError(rule_id, "payload", payload, "a JSON object")
+    _require(isinstance(payload, Mapping), rule_id, "payload", payload, "a JSON object")
     chapter = str(raw.get("hs_chapter") or "").strip()
-    heading = (str(raw["hs_heading"]).strip() or None) if raw.get("hs_heading") else None
-    subheading = (str(raw["hs_subheading"]).strip() or None) if raw.get("hs_subheading") else None
-    if not (len(chapter) == 2 and chapter.isdigit()):
-        raise RuleDefinitionError(rule_id, "hs_chapter", chapter, "two digits such as 39")
-    if heading is not None and not (len(heading) == 4 and heading.isdigit() and heading.startswith(chapter)):
-        raise RuleDefinitionError(rule_id, "hs_heading", heading, f"four digits of chapter {chapter}")
-    if subheading is not None and not (
-        len(subheading) == 6 and subheading.isdigit() and heading is not None and subheading.startswith(heading)
-    ):
-        raise RuleDefinitionError(rule_id, "hs_subheading", subheading, f"six digits of heading {heading}")
-    criteria = _compile_criteria(rule_id, payload.get("criteria") or {})
-    decision = payload.get("decision") or {}
-    audit = payload.get("audit") or {}
-    severities = tuple(
-        (str(r["code"]), str(r.get("severity", "high")))
+    heading = str(raw.get("hs_heading") or "").strip() or None
+    subheading = str(raw.get("hs_subheading") or "").strip() or None
+    _require(len(chapter) == 2 and chapter.isdigit(), rule_id, "hs_chapter", chapter, "two digits such as 39")
+    ok = heading is None or (len(heading) == 4 and heading.isdigit() and heading.startswith(chapter))
+    _require(ok, rule_id, "hs_heading", heading, f"four digits of chapter {chapter}")
+    ok = subheading is None or (len(subheading) == 6 and subheading.isdigit() and subheading[:4] == heading)
+    _require(ok, rule_id, "hs_subheading", subheading, f"six digits of heading {heading}")
+    decision, audit = payload.get("decision") or {}, payload.get("audit") or {}
+    severities: Mapping[str, str] = {
+        str(r["code"]): str(r.get("severity", "high"))
         for r in decision.get("disqualification_reasons", [])
         if isinstance(r, Mapping) and "code" in r
-    )
-    for code, severity in severities:
-        if severity not in SEVERITIES:
-            raise RuleDefinitionError(rule_id, f"payload.decision.disqualification_reasons[{code}].severity",
-                                      severity, "one of " + ", ".join(SEVERITIES))
+    }
+    for code, severity in severities.items():
+        field = f"payload.decision.disqualification_reasons[{code}].severity"
+        _require(severity in SEVERITIES, rule_id, field, severity, "one of " + ", ".join(SEVERITIES))
+    effective_to = raw.get("effective_to")
+    jurisdictions = tuple(str(j).upper() for j in raw.get("jurisdictions") or ())
     return Rule(
         rule_id=rule_id,
         agreement_code=str(raw.get("agreement_code") or ""),
@@ -326,16 +286,18 @@ def compile_rule(raw: Mapping[str, Any] | Rule) -> Rule:
         hs_chapter=chapter,
         hs_heading=heading,
         hs_subheading=subheading,
-        jurisdictions=tuple(str(j).upper() for j in raw.get("jurisdictions") or ()),
+        jurisdictions=jurisdictions,
         effective_from=_date(rule_id, "effective_from", raw.get("effective_from")),
-        effective_to=None if raw.get("effective_to") is None else _date(rule_id, "effective_to", raw["effective_to"]),
+        effective_to=None if effective_to is None else _date(rule_id, "effective_to", effective_to),
         priority=int(raw.get("priority") or 0),
         supersedes=tuple(str(s) for s in raw.get("supersedes") or ()),
         citations=tuple(str(c) for c in decision.get("citations", [])),
-        severities=severities,
+        severities=MappingProxyType(dict(severities)),
         lineage_required=bool(audit.get("lineage_required", False)),
         ledger_reference=audit.get("ledger_reference"),
-        **criteria,
+        countries=frozenset(c for c in jurisdictions if c != "EU")
+        | (EU_MEMBER_STATES if "EU" in jurisdictions else set()),
+        **_compile_criteria(rule_id, payload.get("criteria") or {}),
     )
 
 
@@ -353,6 +315,17 @@ def agreement_parties(rules: Iterable[Rule], agreement_code: str) -> tuple[str, 
 
 
 @dataclass(frozen=True, slots=True)
+class Target:
+    """What a rule must apply to: agreement, 6-digit product code, route and date."""
+
+    agreement_code: str
+    hs_code: str
+    origin_country: str
+    destination_country: str
+    on_date: dt.date
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSelection:
     """The rule that governs a product, and the applicable rules it was chosen from."""
 
@@ -360,53 +333,28 @@ class RuleSelection:
     applicable: tuple[Rule, ...]
     superseded: tuple[str, ...]
 
-    @property
-    def rules_evaluated(self) -> int:
-        """How many rules were applicable (agreement, route, date and product), superseded ones included."""
-        return len(self.applicable)
 
-
-def applicability(
-    rule: Rule, *, agreement_code: str, hs_code: str, origin_country: str, destination_country: str, on_date: dt.date
-) -> str | None:
-    """Why ``rule`` does not apply to this product, route and date (None when it applies)."""
-    if rule.agreement_code != agreement_code:
-        return f"it belongs to {rule.agreement_code}, not {agreement_code}"
-    if not rule.matches(hs_code):
-        return f"it covers HS {rule.hs_code}, not {hs_code}"
-    for country in (origin_country, destination_country):
+def applicability(rule: Rule, target: Target) -> str | None:
+    """Why ``rule`` does not apply to the target product, route and date (None when it applies)."""
+    if rule.agreement_code != target.agreement_code:
+        return f"it belongs to {rule.agreement_code}, not {target.agreement_code}"
+    if not rule.matches(target.hs_code):
+        return f"it covers HS {rule.hs_code}, not {target.hs_code}"
+    for country in (target.origin_country, target.destination_country):
         if not rule.covers(country):
             return f"its jurisdictions {', '.join(rule.jurisdictions)} do not cover {country}"
-    if not rule.effective_on(on_date):
+    if not rule.effective_on(target.on_date):
         end = rule.effective_to.isoformat() if rule.effective_to else "open"
-        return f"it is effective {rule.effective_from.isoformat()} to {end}, not on {on_date.isoformat()}"
+        return f"it is effective {rule.effective_from.isoformat()} to {end}, not on {target.on_date.isoformat()}"
     return None
 
 
-def select_rule(
-    rules: Iterable[Rule],
-    *,
-    agreement_code: str,
-    hs_code: str,
-    origin_country: str,
-    destination_country: str,
-    on_date: dt.date,
-) -> RuleSelection:
+def select_rule(rules: Iterable[Rule], target: Target) -> RuleSelection:
     """Most specific (subheading > heading > chapter), then highest-priority applicable, non-superseded rule."""
-    applicable = [
-        r
-        for r in rules
-        if applicability(
-            r,
-            agreement_code=agreement_code,
-            hs_code=hs_code,
-            origin_country=origin_country,
-            destination_country=destination_country,
-            on_date=on_date,
-        )
-        is None
-    ]
-    applicable.sort(key=lambda r: (-r.level, -r.priority, -r.effective_from.toordinal(), r.rule_id))
+    applicable = sorted(
+        (r for r in rules if applicability(r, target) is None),
+        key=lambda r: (-r.level, -r.priority, -r.effective_from.toordinal(), r.rule_id),
+    )
     superseded = {s for r in applicable for s in r.supersedes}
     remaining = [r for r in applicable if r.rule_id not in superseded]
     return RuleSelection(
@@ -427,11 +375,6 @@ class Material:
     hs_code: str
     origin_country: str
     value: Decimal
-
-    @property
-    def label(self) -> str:
-        """How messages name the line, e.g. 'bill_of_materials[2] (HS 520512 from CN)'."""
-        return f"bill_of_materials[{self.index}] (HS {self.hs_code} from {self.origin_country})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +397,7 @@ class Facts:
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class Reason:
     """One reason of a verdict: code, severity, one-sentence message, clause it rests on."""
 
     code: str
@@ -471,23 +414,23 @@ class Outcome:
     result: str
     margin: Decimal | None
     de_minimis_used: bool
-    findings: tuple[Finding, ...]
+    reasons: tuple[Reason, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Figures:
-    """The computed values behind a verdict (percentages in %, values in the request's currency)."""
+    """The computed values behind a verdict: values in the request's currency, percentages in % (4 decimals)."""
 
-    product_value: Decimal
-    originating_value: Decimal
-    non_originating_value: Decimal
-    non_shifting_value: Decimal | None = None
+    product_value: float
+    originating_value: float
+    non_originating_value: float
+    non_shifting_value: float | None = None
     rvc_method: str | None = None
-    rvc_percent: Decimal | None = None
-    rvc_threshold: Decimal | None = None
-    nom_percent: Decimal | None = None
-    nom_max_percent: Decimal | None = None
-    de_minimis_percent: Decimal | None = None
+    rvc_percent: float | None = None
+    rvc_threshold: float | None = None
+    nom_percent: float | None = None
+    nom_max_percent: float | None = None
+    de_minimis_percent: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -496,7 +439,7 @@ class Evaluation:
 
     status: str
     confidence: float
-    findings: tuple[Finding, ...]
+    reasons: tuple[Reason, ...]
     figures: Figures
     outcomes: tuple[Outcome, ...]
 
@@ -509,127 +452,112 @@ def _num(value: Decimal) -> str:
     return f"{value:f}"
 
 
+def _f(value: Decimal | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def _result(
+    rule: Rule, criterion: str, result: str, code: str, message: str, margin: Decimal | None = None, dm: bool = False
+) -> Outcome:
+    """One criterion's outcome with its one finding (pass: info; unknown: medium; fail: the payload's severity)."""
+    severity = "info" if result == PASS else ("medium" if result == UNKNOWN else rule.severity(code))
+    return Outcome(criterion, result, margin, dm, (Reason(code, severity, message, rule.clause(criterion)),))
+
+
 def _tariff_shift(rule: Rule, facts: Facts, non_originating: list[Material]) -> tuple[Outcome, Decimal]:
     shift = rule.tariff_shift
     assert shift is not None
-    digits = shift.digits
-    level = _LEVEL_NAMES[digits]
-    product_part = facts.hs_code[:digits]
-    clause = rule.clause("tariff_shift")
+    digits = TARIFF_SHIFT_TYPES[shift.type]
+    level, product_part = _LEVEL_NAMES[digits], facts.hs_code[:digits]
     failing: list[str] = []
     failing_value = Decimal(0)
     for m in non_originating:
+        label = f"bill_of_materials[{m.index}] (HS {m.hs_code} from {m.origin_country})"
         excepted = next((e for e in shift.exceptions if m.hs_code.startswith(e)), None)
         if m.hs_code[:digits] == product_part:
-            failing.append(f"{m.label} does not change {level} {product_part}")
+            failing.append(f"{label} does not change {level} {product_part}")
         elif excepted is not None:
-            failing.append(f"{m.label} comes from excepted HS {excepted}")
+            failing.append(f"{label} comes from excepted HS {excepted}")
         else:
             continue
         failing_value += m.value
     if not failing:
-        what = f"every non-originating input changes {level} ({shift.type})" if non_originating else (
-            "there are no non-originating inputs"
-        )
-        return Outcome("tariff_shift", PASS, None, False, (Finding("TARIFF_SHIFT_MET", "info", what + ".", clause),)), (
-            failing_value
-        )
-    detail = "; ".join(failing)
-    tolerance = rule.de_minimis_percent
+        what = f"every non-originating input changes {level}" if non_originating else "no input is non-originating"
+        return _result(rule, "tariff_shift", PASS, "TARIFF_SHIFT_MET", f"{shift.type} met: {what}."), failing_value
+    detail, tolerance = "; ".join(failing), rule.de_minimis_percent
     if tolerance is None:
         message = f"{shift.type} not met: {detail}."
-        finding = Finding("TARIFF_SHIFT_NOT_MET", rule.severity("TARIFF_SHIFT_NOT_MET"), message, clause)
-        return Outcome("tariff_shift", FAIL, None, False, (finding,)), failing_value
+        return _result(rule, "tariff_shift", FAIL, "TARIFF_SHIFT_NOT_MET", message), failing_value
     share = failing_value / facts.product_value * _HUNDRED
-    summary = (
-        f"their value {_num(failing_value)} is {_pct(share)} of the product value {_num(facts.product_value)}"
-    )
+    summary = f"{detail}; their value {_num(failing_value)} is {_pct(share)} of the product value"
     if share <= tolerance:
-        findings = (
-            Finding("DE_MINIMIS_APPLIED", "info",
-                    f"{detail}; {summary}, within the {_num(tolerance)}% de minimis tolerance.",
-                    rule.clause("de_minimis_percent")),
-            Finding("TARIFF_SHIFT_MET", "info", f"{shift.type} met with the de minimis tolerance.", clause),
+        message = f"{shift.type} met with the de minimis tolerance: {summary}, within {_num(tolerance)}%."
+        return _result(rule, "tariff_shift", PASS, "DE_MINIMIS_APPLIED", message, tolerance - share, True), (
+            failing_value
         )
-        return Outcome("tariff_shift", PASS, tolerance - share, True, findings), failing_value
-    message = f"{shift.type} not met: {detail}; {summary}, above the {_num(tolerance)}% de minimis tolerance."
-    finding = Finding("TARIFF_SHIFT_NOT_MET", rule.severity("TARIFF_SHIFT_NOT_MET"), message, clause)
-    return Outcome("tariff_shift", FAIL, share - tolerance, False, (finding,)), failing_value
-
-
-def _missing(criterion: str, code: str, field: str, rule: Rule, why: str) -> Outcome:
-    message = f"{field} is missing: {why}."
-    return Outcome(criterion, UNKNOWN, None, False, (Finding(code, "medium", message, rule.clause(criterion)),))
+    message = f"{shift.type} not met: {summary}, above the {_num(tolerance)}% de minimis tolerance."
+    return _result(rule, "tariff_shift", FAIL, "TARIFF_SHIFT_NOT_MET", message, share - tolerance), failing_value
 
 
 def _rvc(rule: Rule, facts: Facts, vom: Decimal, vnm: Decimal) -> tuple[Outcome, Decimal | None]:
     req = rule.rvc
     assert req is not None
-    av_name = "ex-works price" if facts.ex_works_price is not None else "transaction value"
-    av = facts.product_value
+    av, av_name = facts.product_value, "ex-works price" if facts.ex_works_price is not None else "transaction value"
+    base = {"transaction_value": facts.transaction_value, "net_cost": facts.net_cost}.get(req.method, av)
+    if base is None:
+        field = req.method if req.method == "net_cost" else "transaction_value"
+        message = f"{field} is missing: the {req.method.replace('_', '-')} RVC method needs it."
+        return _result(rule, "rvc", UNKNOWN, f"MISSING_{field.upper()}", message), None
     if req.method == "build_up":
-        base, value, formula = av, vom, f"VOM {_num(vom)} / AV {_num(av)} ({av_name})"
-    elif req.method == "build_down":
-        base, value, formula = av, av - vnm, f"(AV {_num(av)} − VNM {_num(vnm)}) / AV ({av_name})"
-    elif req.method == "transaction_value":
-        if facts.transaction_value is None:
-            return _missing("rvc", "MISSING_TRANSACTION_VALUE", "transaction_value", rule,
-                            "the transaction-value RVC method needs it"), None
-        tv = facts.transaction_value
-        base, value, formula = tv, tv - vnm, f"(TV {_num(tv)} − VNM {_num(vnm)}) / TV"
+        value, formula = vom, f"VOM {_num(vom)} / AV {_num(av)} ({av_name})"
     else:
-        if facts.net_cost is None:
-            return _missing("rvc", "MISSING_NET_COST", "net_cost", rule, "the net-cost RVC method needs it"), None
-        nc = facts.net_cost
-        base, value, formula = nc, nc - vnm, f"(NC {_num(nc)} − VNM {_num(vnm)}) / NC"
+        name = {"build_down": "AV", "transaction_value": "TV", "net_cost": "NC"}[req.method]
+        value, formula = base - vnm, f"({name} {_num(base)} − VNM {_num(vnm)}) / {name}"
+        formula += f" ({av_name})" if name == "AV" else ""
     rvc = value / base * _HUNDRED
-    method = req.method.replace("_", "-")
-    message = f"RVC ({method}) = {formula} = {_pct(rvc)}; at least {_num(req.threshold)}% is required."
+    message = (
+        f"RVC ({req.method.replace('_', '-')}) = {formula} = {_pct(rvc)}; at least {_num(req.threshold)}% is required."
+    )
     if rvc >= req.threshold:
-        finding = Finding("RVC_MET", "info", message, rule.clause("rvc"))
-        return Outcome("rvc", PASS, rvc - req.threshold, False, (finding,)), rvc
-    finding = Finding("INSUFFICIENT_RVC", rule.severity("INSUFFICIENT_RVC"), message, rule.clause("rvc"))
-    return Outcome("rvc", FAIL, req.threshold - rvc, False, (finding,)), rvc
+        return _result(rule, "rvc", PASS, "RVC_MET", message, rvc - req.threshold), rvc
+    return _result(rule, "rvc", FAIL, "INSUFFICIENT_RVC", message, req.threshold - rvc), rvc
 
 
 def _max_nom(rule: Rule, facts: Facts, vnm: Decimal) -> tuple[Outcome, Decimal | None]:
-    limit = rule.non_originating_max_percent
+    limit, criterion = rule.non_originating_max_percent, "non_originating_max_percent"
     assert limit is not None
-    criterion = "non_originating_max_percent"
     if facts.ex_works_price is None:
-        return _missing(criterion, "MISSING_EX_WORKS_PRICE", "ex_works_price", rule,
-                        "the non-originating maximum is a share of the ex-works price"), None
+        message = "ex_works_price is missing: the non-originating maximum is a share of the ex-works price."
+        return _result(rule, criterion, UNKNOWN, "MISSING_EX_WORKS_PRICE", message), None
     nom = vnm / facts.ex_works_price * _HUNDRED
-    message = (f"non-originating materials = VNM {_num(vnm)} / ex-works {_num(facts.ex_works_price)} = "
-               f"{_pct(nom)}; at most {_num(limit)}% is allowed.")
+    message = (
+        f"non-originating materials = VNM {_num(vnm)} / ex-works price {_num(facts.ex_works_price)} = "
+        f"{_pct(nom)}; at most {_num(limit)}% is allowed."
+    )
     if nom <= limit:
-        finding = Finding("NON_ORIGINATING_WITHIN_LIMIT", "info", message, rule.clause(criterion))
-        return Outcome(criterion, PASS, limit - nom, False, (finding,)), nom
-    code = "NON_ORIGINATING_EXCEEDED"
-    return Outcome(criterion, FAIL, nom - limit, False,
-                   (Finding(code, rule.severity(code), message, rule.clause(criterion)),)), nom
+        return _result(rule, criterion, PASS, "NON_ORIGINATING_WITHIN_LIMIT", message, limit - nom), nom
+    return _result(rule, criterion, FAIL, "NON_ORIGINATING_EXCEEDED", message, nom - limit), nom
 
 
 def _process(rule: Rule, facts: Facts) -> Outcome:
-    clause = rule.clause("process")
     if facts.processes is None:
         needs = ", ".join(rule.process_required + rule.process_disallowed)
-        return _missing("process", "PROCESS_DATA_MISSING", "processes", rule,
-                        f"the rule checks the operations {needs}")
+        message = f"processes is missing: the rule checks the operations {needs}."
+        return _result(rule, "process", UNKNOWN, "PROCESS_DATA_MISSING", message)
     missing = [p for p in rule.process_required if p not in facts.processes]
     forbidden = [p for p in rule.process_disallowed if p in facts.processes]
-    findings: list[Finding] = []
-    if missing:
-        findings.append(Finding("MISSING_PROCESS", rule.severity("MISSING_PROCESS"),
-                                f"required operation(s) {', '.join(missing)} not performed in the origin country.",
-                                clause))
-    if forbidden:
-        findings.append(Finding("DISALLOWED_PROCESS", rule.severity("DISALLOWED_PROCESS"),
-                                f"operation(s) {', '.join(forbidden)} do not confer origin under this rule.", clause))
-    if findings:
-        return Outcome("process", FAIL, None, False, tuple(findings))
+    failures = [
+        _result(rule, "process", FAIL, code, message)
+        for code, names, message in (
+            ("MISSING_PROCESS", missing, f"required operation(s) {', '.join(missing)} not performed."),
+            ("DISALLOWED_PROCESS", forbidden, f"operation(s) {', '.join(forbidden)} do not confer origin."),
+        )
+        if names
+    ]
+    if failures:
+        return Outcome("process", FAIL, None, False, tuple(f for o in failures for f in o.reasons))
     done = ", ".join(rule.process_required) or "no disallowed operation"
-    return Outcome("process", PASS, None, False, (Finding("PROCESS_MET", "info", f"performed: {done}.", clause),))
+    return _result(rule, "process", PASS, "PROCESS_MET", f"performed in the origin country: {done}.")
 
 
 def _all(results: Sequence[str]) -> str:
@@ -673,48 +601,49 @@ def confidence(status: str, combination: str, criteria: Sequence[Outcome], proce
 
 def evaluate(rule: Rule, facts: Facts) -> Evaluation:
     """Apply ``rule`` to ``facts``: status qualified / not_qualified / insufficient_data, with reasons."""
-    originating = [m for m in facts.materials if rule.covers(m.origin_country)]
-    non_originating = [m for m in facts.materials if not rule.covers(m.origin_country)]
-    vom = sum((m.value for m in originating), Decimal(0))
-    vnm = sum((m.value for m in non_originating), Decimal(0))
+    non_originating: list[Material] = []
+    vom = vnm = Decimal(0)
+    for m in facts.materials:
+        if m.origin_country in rule.countries:
+            vom += m.value
+        else:
+            vnm += m.value
+            non_originating.append(m)
     criteria: list[Outcome] = []
     figures: dict[str, Any] = {}
     if rule.tariff_shift is not None:
         outcome, non_shifting = _tariff_shift(rule, facts, non_originating)
         criteria.append(outcome)
-        figures["non_shifting_value"] = non_shifting
-        figures["de_minimis_percent"] = rule.de_minimis_percent
+        figures.update(non_shifting_value=_f(non_shifting), de_minimis_percent=_f(rule.de_minimis_percent))
     if rule.rvc is not None:
         outcome, rvc = _rvc(rule, facts, vom, vnm)
         criteria.append(outcome)
-        figures.update(rvc_method=rule.rvc.method, rvc_percent=rvc, rvc_threshold=rule.rvc.threshold)
+        figures.update(rvc_method=rule.rvc.method, rvc_percent=_f(rvc), rvc_threshold=_f(rule.rvc.threshold))
     if rule.non_originating_max_percent is not None:
         outcome, nom = _max_nom(rule, facts, vnm)
         criteria.append(outcome)
-        figures.update(nom_percent=nom, nom_max_percent=rule.non_originating_max_percent)
-    process = _process(rule, facts) if rule.has_process else None
+        figures.update(nom_percent=_f(nom), nom_max_percent=_f(rule.non_originating_max_percent))
+    process = _process(rule, facts) if rule.process_required or rule.process_disallowed else None
     results = [o.result for o in criteria]
     combined = _all(results) if rule.combination == "all" else _any(results)
     final = _all([combined] + ([process.result] if process is not None else []))
     status = {PASS: "qualified", FAIL: "not_qualified", UNKNOWN: "insufficient_data"}[final]
-    findings: list[Finding] = []
+    reasons: list[Reason] = []
     for outcome in criteria:
         if status == "qualified" and outcome.result != PASS:
             # An alternative that was not needed: keep it visible, but only as information.
-            findings.extend(
-                Finding(f.code, "info", f.message + " (not needed: another alternative is met)", f.clause)
-                for f in outcome.findings
+            reasons.extend(
+                Reason(f.code, "info", f.message + " (not needed: another alternative is met)", f.clause)
+                for f in outcome.reasons
             )
         else:
-            findings.extend(outcome.findings)
+            reasons.extend(outcome.reasons)
     if process is not None:
-        findings.extend(process.findings)
+        reasons.extend(process.reasons)
     return Evaluation(
         status=status,
         confidence=confidence(status, rule.combination, criteria, process),
-        findings=tuple(findings),
-        figures=Figures(
-            product_value=facts.product_value, originating_value=vom, non_originating_value=vnm, **figures
-        ),
+        reasons=tuple(reasons),
+        figures=Figures(float(facts.product_value), float(vom), float(vnm), **figures),
         outcomes=tuple(criteria) + ((process,) if process is not None else ()),
     )

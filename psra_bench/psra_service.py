@@ -12,24 +12,12 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from .assessment import AssessmentRequest, assess, parse_request, verdict_row, verdict_to_dict
+from .assessment import AssessmentRequest, assess, parse_request, store_verdict, verdict_to_dict
 from .exceptions import ValidationError
 from .jobs import JobQueue, register_default_handlers
 from .settings import Settings
 
 __all__ = ["assess_with_cache", "setup_default_handlers", "worker_handlers_setup"]
-
-_INSERT = """
-INSERT INTO psra_verdicts (id, evaluation_id, request_id, rule_id, tenant_id, status, confidence, citations,
-    reasons, notes, ledger_reference, input_payload, input_hash, processing_time_ms, rules_evaluated,
-    agreement_code, hs_subheading, effective_date, export_country, import_country, lineage_required,
-    decided_at, created_at, updated_at)
-VALUES (%(id)s, %(evaluation_id)s, %(request_id)s, %(rule_id)s, %(tenant_id)s, %(status)s, %(confidence)s,
-    %(citations)s, %(reasons)s, %(notes)s, %(ledger_reference)s, %(input_payload)s, %(input_hash)s,
-    %(processing_time_ms)s, %(rules_evaluated)s, %(agreement_code)s, %(hs_subheading)s, %(effective_date)s,
-    %(export_country)s, %(import_country)s, %(lineage_required)s, %(decided_at)s, %(created_at)s,
-    %(updated_at)s)"""
-
 
 def _rules_for(cached: Any, req: AssessmentRequest) -> list[dict[str, Any]]:
     if req.agreement_code:
@@ -57,7 +45,7 @@ def assess_with_cache(pool: ConnectionPool, cached: Any, request: AssessmentRequ
     if isinstance(hit, dict) and hit.get("input_hash") == verdict.input_hash:
         return {**hit["verdict"], "cached": True}
     with pool.connection() as conn, conn.transaction():
-        conn.execute(_INSERT, verdict_row(verdict, req))
+        store_verdict(conn, verdict, req)
     out = verdict_to_dict(verdict)
     cache.cache_assessment(*key, {"input_hash": verdict.input_hash, "verdict": out})
     return {**out, "cached": False}
