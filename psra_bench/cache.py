@@ -9,49 +9,55 @@ bypasses it. ``settings.enable_cache=False`` makes reads miss and writes no-ops.
 
 :func:`cache_result` and :func:`invalidate_cache` decorate sync and async functions; a miss is
 computed once however many callers ask at the same time (an in-process flight per key plus a
-Redis lock with a token, released by compare-and-delete). Keys come from
+Redis lock with a token, released by compare-and-delete). The spec's helpers are methods of
+both services (``cache_hs_code``, ``get_cached_hs_code``, ``cache_rule``, ``get_cached_rule``,
+``cache_assessment``, ``get_cached_assessment``, ``invalidate_hs_codes``, ``invalidate_rules``,
+``invalidate_assessments``). Keys come from
 :mod:`psra_bench.cache_keys`, counters and the breaker from :mod:`psra_bench.cache_stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import json
 import logging
-import string
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 import redis
-import redis.asyncio
-import redis.asyncio.cluster
-import redis.asyncio.retry
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from . import cache_keys as keys
+from .cache_decorators import CacheLike, cache_result, invalidate_cache
 from .cache_stats import CacheStats, CircuitBreaker
 from .exceptions import CacheError, CacheSerializationError
 from .settings import Settings, redact
 
+if TYPE_CHECKING:
+    from .cache_async import AsyncCacheService
+
 __all__ = [
-    "MISSING", "STATS_KEY", "LOCK_PREFIX", "CacheService", "AsyncCacheService", "get_cache", "close_caches",
-    "cache_result", "invalidate_cache", "cache_hs_code", "get_cached_hs_code", "cache_rule", "get_cached_rule",
-    "cache_assessment", "get_cached_assessment", "invalidate_hs_codes", "invalidate_rules",
-    "invalidate_assessments",
+    "MISSING",
+    "STATS_KEY",
+    "LOCK_PREFIX",
+    "CacheService",
+    "AsyncCacheService",
+    "get_cache",
+    "close_caches",
+    "CacheLike",
+    "cache_result",
+    "invalidate_cache",
 ]
 
 _log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _Missing:
@@ -78,9 +84,16 @@ def _short(value: object, width: int = 60) -> str:
 class _Core:
     """What the sync and asyncio services share: keys, values, TTLs, counters, breaker."""
 
-    def __init__(self, settings: Settings, stats: CacheStats | None, breaker: CircuitBreaker | None,
-                 breaker_threshold: int, breaker_reset: float, lock_timeout: float,
-                 stats_flush_interval: float) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stats: CacheStats | None,
+        breaker: CircuitBreaker | None,
+        breaker_threshold: int,
+        breaker_reset: float,
+        lock_timeout: float,
+        stats_flush_interval: float,
+    ) -> None:
         if not isinstance(lock_timeout, int | float) or lock_timeout <= 0:
             raise CacheError(f"lock_timeout={lock_timeout!r} is not valid: use seconds > 0.")
         self.settings = settings
@@ -92,8 +105,6 @@ class _Core:
         self.stats_flush_interval = stats_flush_interval
         self._last_flush = time.monotonic()
         self._where = settings.redis.url(with_password=False) if settings.redis else "an injected client"
-        if settings.redis is None and self.enabled:
-            raise CacheError("settings.redis is None: call services.ensure_services(settings) before get_cache().")
 
     def physical(self, key: str) -> str:
         """The key as stored: namespace + logical key (CacheError for an empty or non-string key)."""
@@ -114,7 +125,9 @@ class _Core:
         except (TypeError, ValueError) as e:
             raise CacheSerializationError(
                 f"cannot cache key {key!r}: the value {_short(value)} is not JSON-serializable ({e}); "
-                "store str, int, float, bool, None, lists or dicts with string keys", key=key) from e
+                "store str, int, float, bool, None, lists or dicts with string keys",
+                key=key,
+            ) from e
 
     def ttl_ms(self, key: str, ttl: float | None) -> int:
         """Milliseconds to keep ``key``: ``ttl`` seconds, or the TTL of the key's entity (else the default)."""
@@ -122,8 +135,9 @@ class _Core:
             entity = keys.entity_of(key)
             ttl = self.settings.ttl.for_entity(entity if entity in _TTL_ENTITIES else "default")
         elif isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise CacheError(f"ttl={ttl!r} is not valid for key {key!r}: use seconds > 0, or None for the "
-                             "entity's TTL.", key=key)
+            raise CacheError(
+                f"ttl={ttl!r} is not valid for key {key!r}: use seconds > 0, or None for the entity's TTL.", key=key
+            )
         return max(1, round(ttl * 1000))
 
     def _skip(self, entity: str) -> bool:
@@ -143,9 +157,14 @@ class _Core:
             _log.warning("cache: %s failed: %s", op, redact(str(error)))
             return
         if self.breaker.failure():
-            _log.warning("cache: Redis at %s failed %d times (%s: %s); circuit open, retry in %.1f s",
-                         self._where, self.breaker.failures, type(error).__name__, redact(str(error)),
-                         self.breaker.reset_after)
+            _log.warning(
+                "cache: Redis at %s failed %d times (%s: %s); circuit open, retry in %.1f s",
+                self._where,
+                self.breaker.failures,
+                type(error).__name__,
+                redact(str(error)),
+                self.breaker.reset_after,
+            )
 
     def _decoded(self, entity: str, raw: bytes | None, default: Any) -> tuple[bool, Any]:
         if raw is None:
@@ -168,45 +187,103 @@ class _Core:
             return pending, False
         return pending, True
 
+    # -- entities -----------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:  # overridden by both services
+        """The cached value of ``key`` or ``default``."""
+        raise NotImplementedError
+
+    def set(self, key: str, value: Any, ttl: float | None = None) -> Any:  # overridden by both services
+        """Store ``value`` under ``key``."""
+        raise NotImplementedError
+
+    def cache_hs_code(self, code: str, data: Any, ttl: float | None = None) -> Any:
+        """Cache one HS code under ``hs:code:{code}`` (TTL: settings.ttl.hs_codes); awaitable on the async service."""
+        return self.set(keys.hs_code_key(code), data, ttl)
+
+    def get_cached_hs_code(self, code: str) -> Any:
+        """The cached HS code, or None."""
+        return self.get(keys.hs_code_key(code))
+
+    def cache_rule(self, rule_id: str, data: Any, ttl: float | None = None) -> Any:
+        """Cache one rule under ``rule:id:{rule_id}`` (TTL: settings.ttl.rules)."""
+        return self.set(keys.rule_key(rule_id), data, ttl)
+
+    def get_cached_rule(self, rule_id: str) -> Any:
+        """The cached rule, or None."""
+        return self.get(keys.rule_key(rule_id))
+
+    def cache_assessment(
+        self, rule_id: str, hs_code: str, origin_country: str, dest_country: str, result: Any, ttl: float | None = None
+    ) -> Any:
+        """Cache one assessment result (TTL: settings.ttl.assessments)."""
+        return self.set(keys.assessment_key(rule_id, hs_code, origin_country, dest_country), result, ttl)
+
+    def get_cached_assessment(self, rule_id: str, hs_code: str, origin_country: str, dest_country: str) -> Any:
+        """The cached assessment result, or None."""
+        return self.get(keys.assessment_key(rule_id, hs_code, origin_country, dest_country))
+
+    def invalidate(self, entity: str) -> Any:  # overridden by both services
+        """Delete every key of ``entity``; return the count."""
+        raise NotImplementedError
+
+    def invalidate_hs_codes(self) -> Any:
+        """Delete ``hs:*`` (codes and searches); return the count (awaitable on the async service)."""
+        return self.invalidate("hs_codes")
+
+    def invalidate_rules(self) -> Any:
+        """Delete ``rule:*`` and ``rules:*``; return the count."""
+        return self.invalidate("rules")
+
+    def invalidate_assessments(self) -> Any:
+        """Delete ``assessment:*``; return the count."""
+        return self.invalidate("assessments")
+
     def stats(self) -> dict[str, Any]:
         """This process's counters per entity (hits, misses, errors, skipped, sets, deletes, latencies)."""
-        return {"enabled": self.enabled, "namespace": self.namespace, "breaker": self.breaker.as_dict(),
-                "entities": self.counters.snapshot()}
+        return {
+            "enabled": self.enabled,
+            "namespace": self.namespace,
+            "breaker": self.breaker.as_dict(),
+            "entities": self.counters.snapshot(),
+        }
 
 
 def _sync_client(settings: Settings) -> redis.Redis:
     assert settings.redis is not None
     kwargs = settings.redis.client_kwargs()
+    if kwargs.pop("ssl", False):  # a pool takes TLS as its connection class
+        kwargs["connection_class"] = redis.SSLConnection
     # One immediate retry repairs a connection the server dropped (restart); a timeout is not retried.
-    pool = redis.BlockingConnectionPool(max_connections=settings.redis.max_connections,
-                                        timeout=max(1.0, settings.redis.socket_timeout), **kwargs,
-                                        retry=Retry(NoBackoff(), 1, (redis.ConnectionError,)))
+    pool = redis.BlockingConnectionPool(
+        max_connections=settings.redis.max_connections,
+        timeout=max(1.0, settings.redis.socket_timeout),
+        **kwargs,
+        retry=Retry(NoBackoff(), 1, (redis.ConnectionError,)),
+    )
     return redis.Redis.from_pool(pool)
-
-
-def _async_client(settings: Settings) -> redis.asyncio.Redis:
-    assert settings.redis is not None
-    kwargs = settings.redis.client_kwargs()
-    pool = redis.asyncio.BlockingConnectionPool(
-        max_connections=settings.redis.max_connections, timeout=max(1.0, settings.redis.socket_timeout),
-        retry=redis.asyncio.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)), **kwargs)
-    return redis.asyncio.Redis.from_pool(pool)
 
 
 class CacheService(_Core):
     """Sync cache: get/set/delete/delete_pattern/exists/get_ttl/ping, single-flight get_or_compute, stats."""
 
-    def __init__(self, settings: Settings, *, client: redis.Redis | redis.cluster.RedisCluster | None = None,
-                 breaker_threshold: int = 5, breaker_reset: float = 5.0, lock_timeout: float = 10.0,
-                 stats_flush_interval: float = 1.0) -> None:
-        super().__init__(settings, None, None, breaker_threshold, breaker_reset, lock_timeout,
-                         stats_flush_interval)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: redis.Redis | redis.cluster.RedisCluster | None = None,
+        breaker_threshold: int = 5,
+        breaker_reset: float = 5.0,
+        lock_timeout: float = 10.0,
+        stats_flush_interval: float = 1.0,
+    ) -> None:
+        super().__init__(settings, None, None, breaker_threshold, breaker_reset, lock_timeout, stats_flush_interval)
         self._owns_client = client is None
         self.client: Any = client if client is not None else (_sync_client(settings) if settings.redis else None)
+        if self.client is None and self.enabled:
+            raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
         self._flights: dict[str, Future[Any]] = {}
         self._flights_lock = threading.Lock()
-        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncCacheService] = (
-            weakref.WeakKeyDictionary())
+        self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncCacheService] = weakref.WeakKeyDictionary()
 
     # -- plain operations ---------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -292,8 +369,9 @@ class CacheService(_Core):
         try:
             if isinstance(self.client, redis.cluster.RedisCluster):
                 nodes = [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
-                count = keys.scan_unlink_nodes(nodes, match, by_slot=True,
-                                               fallback=lambda group: int(self.client.unlink(*group)))
+                count = keys.scan_unlink_nodes(
+                    nodes, match, by_slot=True, fallback=lambda group: int(self.client.unlink(*group))
+                )
             else:
                 count = keys.scan_unlink_nodes([self.client], match)
         except _ERRORS as e:
@@ -316,8 +394,9 @@ class CacheService(_Core):
         return ok
 
     # -- single flight ------------------------------------------------------------
-    def get_or_compute(self, key: str, compute: Callable[[], Any], ttl: float | None = None,
-                       lock_timeout: float | None = None) -> Any:
+    def get_or_compute(
+        self, key: str, compute: Callable[[], Any], ttl: float | None = None, lock_timeout: float | None = None
+    ) -> Any:
         """The cached value of ``key``, else ``compute()`` run once among all concurrent callers and cached."""
         if not self.enabled:
             self.physical(key)
@@ -442,52 +521,16 @@ class CacheService(_Core):
         if shared and self.client is not None:
             self._simple(STATS_KEY, "UNLINK", lambda k: self.client.unlink(k), 0)
 
-    # -- entities -----------------------------------------------------------------
-    def cache_hs_code(self, code: str, data: Any, ttl: float | None = None) -> bool:
-        """Cache one HS code under ``hs:code:{code}`` (TTL: settings.ttl.hs_codes)."""
-        return self.set(keys.hs_code_key(code), data, ttl)
-
-    def get_cached_hs_code(self, code: str) -> Any:
-        """The cached HS code, or None."""
-        return self.get(keys.hs_code_key(code))
-
-    def cache_rule(self, rule_id: str, data: Any, ttl: float | None = None) -> bool:
-        """Cache one rule under ``rule:id:{rule_id}`` (TTL: settings.ttl.rules)."""
-        return self.set(keys.rule_key(rule_id), data, ttl)
-
-    def get_cached_rule(self, rule_id: str) -> Any:
-        """The cached rule, or None."""
-        return self.get(keys.rule_key(rule_id))
-
-    def cache_assessment(self, rule_id: str, hs_code: str, origin_country: str, dest_country: str,
-                         result: Any, ttl: float | None = None) -> bool:
-        """Cache one assessment result (TTL: settings.ttl.assessments)."""
-        return self.set(keys.assessment_key(rule_id, hs_code, origin_country, dest_country), result, ttl)
-
-    def get_cached_assessment(self, rule_id: str, hs_code: str, origin_country: str, dest_country: str) -> Any:
-        """The cached assessment result, or None."""
-        return self.get(keys.assessment_key(rule_id, hs_code, origin_country, dest_country))
-
     def invalidate(self, entity: str) -> int:
         """Delete every key of ``entity`` (hs_codes, rules, assessments, verdicts); return the count."""
         return sum(self.delete_pattern(p) for p in keys.entity_patterns(entity))
-
-    def invalidate_hs_codes(self) -> int:
-        """Delete ``hs:*`` (codes and searches); return the count."""
-        return self.invalidate("hs_codes")
-
-    def invalidate_rules(self) -> int:
-        """Delete ``rule:*`` and ``rules:*``; return the count."""
-        return self.invalidate("rules")
-
-    def invalidate_assessments(self) -> int:
-        """Delete ``assessment:*``; return the count."""
-        return self.invalidate("assessments")
 
     # -- lifecycle ----------------------------------------------------------------
     @property
     def aio(self) -> AsyncCacheService:
         """The asyncio twin for the running event loop (same namespace, counters and breaker)."""
+        from .cache_async import AsyncCacheService
+
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -496,11 +539,17 @@ class CacheService(_Core):
             service = self._aio.get(loop)
             if service is None or service.closed:
                 if not self._owns_client:
-                    raise CacheError("this CacheService was given its own client; build "
-                                     "AsyncCacheService(settings, client=...) for asyncio callers.")
-                service = AsyncCacheService(self.settings, stats=self.counters, breaker=self.breaker,
-                                            lock_timeout=self.lock_timeout,
-                                            stats_flush_interval=self.stats_flush_interval)
+                    raise CacheError(
+                        "this CacheService was given its own client; build "
+                        "AsyncCacheService(settings, client=...) for asyncio callers."
+                    )
+                service = AsyncCacheService(
+                    self.settings,
+                    stats=self.counters,
+                    breaker=self.breaker,
+                    lock_timeout=self.lock_timeout,
+                    stats_flush_interval=self.stats_flush_interval,
+                )
                 self._aio[loop] = service
             return service
 
@@ -514,5 +563,41 @@ class CacheService(_Core):
 
 def _keyspace(info: dict[str, Any]) -> dict[str, Any]:
     hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
-    return {"keyspace_hits": hits, "keyspace_misses": misses,
-            "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None}
+    return {
+        "keyspace_hits": hits,
+        "keyspace_misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``AsyncCacheService`` is defined in cache_async (it builds on _Core above) and re-exported here lazily."""
+    if name == "AsyncCacheService":
+        from .cache_async import AsyncCacheService
+
+        return AsyncCacheService
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --------------------------------------------------------------------------- shared services and helpers
+
+_SERVICES: dict[Settings, CacheService] = {}
+_SERVICES_LOCK = threading.Lock()
+
+
+def get_cache(settings: Settings) -> CacheService:
+    """The one shared CacheService of ``settings`` (created on first use, keyed on the settings object)."""
+    with _SERVICES_LOCK:
+        service = _SERVICES.get(settings)
+        if service is None:
+            service = _SERVICES[settings] = CacheService(settings)
+        return service
+
+
+def close_caches() -> None:
+    """Close and forget every service made by :func:`get_cache`."""
+    with _SERVICES_LOCK:
+        services = list(_SERVICES.values())
+        _SERVICES.clear()
+    for service in services:
+        service.close()

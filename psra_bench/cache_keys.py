@@ -15,8 +15,9 @@ on one standalone server and on each primary of a cluster.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-import unicodedata
+import string
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +49,7 @@ __all__ = [
     "entity_patterns",
     "canonical_json",
     "function_key",
+    "ArgumentKeys",
     "slot_groups",
     "scan_unlink_nodes",
     "ascan_unlink_nodes",
@@ -64,6 +66,7 @@ _PREFIXES: tuple[tuple[str, str], ...] = tuple(
     (prefix, entity) for entity, prefixes in constants.ENTITY_PREFIXES.items() for prefix in prefixes
 )
 _GLOB_SPECIAL = {"*", "?", "[", "]", "\\"}
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
 
@@ -89,10 +92,15 @@ def _component(name: str, value: object) -> str:
 
 
 def normalize_query(query: str) -> str:
-    """Search text as it is keyed: Unicode NFC, lower case, runs of whitespace collapsed to one space."""
+    """Search text as it is keyed: stripped, ASCII letters lower-cased; nothing that could change a result.
+
+    The DAL strips the text and matches it with ILIKE, so only these two folds are safe: inner
+    whitespace and non-ASCII case are kept (two spaces never match one; PostgreSQL's case folding
+    of non-ASCII letters depends on the server's locale).
+    """
     if not isinstance(query, str):
         raise CacheError(f"query={query!r} is not valid: use a string of search text.")
-    text = " ".join(unicodedata.normalize("NFC", query).lower().split())
+    text = query.strip().translate(_ASCII_LOWER)
     if not text:
         raise CacheError(f"query={query!r} is not valid: use a non-blank string of search text.")
     return text
@@ -205,8 +213,9 @@ def slot_groups(keys: Iterable[bytes], by_slot: bool = True) -> dict[int, list[b
     return dict(groups)
 
 
-def _unlink_groups(node: redis.Redis, keys: list[bytes], by_slot: bool,
-                   fallback: Callable[[list[bytes]], int] | None) -> int:
+def _unlink_groups(
+    node: redis.Redis, keys: list[bytes], by_slot: bool, fallback: Callable[[list[bytes]], int] | None
+) -> int:
     groups = list(slot_groups(keys, by_slot).values())
     if len(groups) == 1:
         try:
@@ -229,9 +238,15 @@ def _unlink_groups(node: redis.Redis, keys: list[bytes], by_slot: bool,
     return total
 
 
-def scan_unlink_nodes(nodes: Sequence[redis.Redis], match: str, *, count: int = SCAN_COUNT,
-                      batch: int = UNLINK_BATCH, by_slot: bool = False,
-                      fallback: Callable[[list[bytes]], int] | None = None) -> int:
+def scan_unlink_nodes(
+    nodes: Sequence[redis.Redis],
+    match: str,
+    *,
+    count: int = SCAN_COUNT,
+    batch: int = UNLINK_BATCH,
+    by_slot: bool = False,
+    fallback: Callable[[list[bytes]], int] | None = None,
+) -> int:
     """SCAN each node for ``match`` and UNLINK what it holds, ``batch`` keys per round trip; return keys deleted.
 
     With ``by_slot`` each UNLINK carries keys of one hash slot only (cluster nodes); a group the
@@ -260,8 +275,14 @@ async def _aunlink_groups(node: redis.asyncio.Redis, keys: list[bytes], by_slot:
     return sum(int(n) for n in await pipe.execute())
 
 
-async def ascan_unlink_nodes(nodes: Sequence[redis.asyncio.Redis], match: str, *, count: int = SCAN_COUNT,
-                             batch: int = UNLINK_BATCH, by_slot: bool = False) -> int:
+async def ascan_unlink_nodes(
+    nodes: Sequence[redis.asyncio.Redis],
+    match: str,
+    *,
+    count: int = SCAN_COUNT,
+    batch: int = UNLINK_BATCH,
+    by_slot: bool = False,
+) -> int:
     """Asyncio twin of :func:`scan_unlink_nodes` for standalone node clients."""
     total = 0
     for node in nodes:
@@ -276,23 +297,98 @@ async def ascan_unlink_nodes(nodes: Sequence[redis.asyncio.Redis], match: str, *
     return total
 
 
-async def ascan_unlink_cluster(cluster: redis.asyncio.cluster.RedisCluster, match: str, *,
-                               count: int = SCAN_COUNT, batch: int = UNLINK_BATCH) -> int:
+async def ascan_unlink_cluster(
+    cluster: redis.asyncio.cluster.RedisCluster, match: str, *, count: int = SCAN_COUNT, batch: int = UNLINK_BATCH
+) -> int:
     """SCAN every primary of an asyncio cluster client and UNLINK per hash slot through its pipeline."""
+    client: Any = cluster  # redis-py types scan() as the standalone (cursor, keys) shape
     total = 0
     for node in cluster.get_primaries():
         cursor = 0
         pending: list[bytes] = []
         while True:
-            cursors, keys = await cluster.scan(cursor, match=match, count=count, target_nodes=node)
+            cursors, keys = await client.scan(cursor, match=match, count=count, target_nodes=node)
             cursor = int(cursors[node.name])
             pending.extend(keys)
             if len(pending) >= batch or (cursor == 0 and pending):
-                pipe = cluster.pipeline()
+                pipe: Any = cluster.pipeline()
                 for group in slot_groups(pending).values():
-                    pipe.unlink(*group)
+                    pipe.execute_command("UNLINK", *group)  # queued; pipe.unlink() would split and await
                 total += sum(int(n) for n in await pipe.execute())
                 pending = []
             if cursor == 0:
                 break
     return total
+
+
+# --------------------------------------------------------------------------- keys from arguments
+
+
+def _argument_text(owner: str, name: str, value: Any) -> str:
+    try:
+        return escape_component(value if isinstance(value, str) else canonical_json(value))
+    except (TypeError, ValueError):
+        raise CacheSerializationError(
+            f"cannot build a cache key for {owner}(): argument {name}={_short(value)} ({type(value).__name__}) "
+            "is not JSON-serializable; pass str, int, float, bool, None, lists or dicts"
+        ) from None
+
+
+class ArgumentKeys:
+    """Stable cache keys from a function's arguments: bound by signature with defaults applied.
+
+    ``f(1)``, ``f(a=1)`` and ``f()`` (default ``a=1``) give one key. ``key`` may be None
+    (``fn:{module.qualname}:{digest}``), a template such as ``"hs:code:{code}"`` whose fields are
+    parameters (each value escaped), or a callable taking the function's arguments and returning
+    the key. A first parameter named ``self`` or ``cls`` is left out, as are ``exclude``'s.
+    """
+
+    def __init__(
+        self, func: Callable[..., Any], key: str | Callable[..., str] | None = None, exclude: Iterable[str] = ()
+    ) -> None:
+        self.signature = inspect.signature(func)
+        self.name = f"{func.__module__}.{func.__qualname__}"
+        params = list(self.signature.parameters)
+        self.exclude = set(exclude)
+        unknown = self.exclude - set(params)
+        if unknown:
+            raise CacheError(
+                f"exclude={sorted(unknown)!r} is not valid for {self.name}(): use parameter names of {params}."
+            )
+        if params and params[0] in ("self", "cls"):
+            self.exclude.add(params[0])
+        if key is not None and not isinstance(key, str) and not callable(key):
+            raise CacheError(f"key={key!r} is not valid for {self.name}(): use a template string, a callable or None.")
+        self.key = key
+        if isinstance(key, str):
+            fields = {f for _, f, _, _ in string.Formatter().parse(key) if f is not None}
+            bad = fields - (set(params) - self.exclude)
+            if bad or "" in fields:
+                raise CacheError(
+                    f"key={key!r} is not valid for {self.name}(): its {{fields}} must be parameter "
+                    f"names of {[p for p in params if p not in self.exclude]}."
+                )
+
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by name, defaults applied, excluded ones dropped."""
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return {k: v for k, v in bound.arguments.items() if k not in self.exclude}
+
+    def fill(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """``template`` with each ``{parameter}`` replaced by the escaped argument."""
+        arguments = self.arguments(args, kwargs)
+        return template.format_map({k: _argument_text(self.name, k, v) for k, v in arguments.items()})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        """The logical cache key of calling the function with these arguments."""
+        if isinstance(self.key, str):
+            return self.fill(self.key, args, kwargs)
+        if self.key is not None:
+            built = self.key(*args, **kwargs)
+            if not isinstance(built, str) or not built:
+                raise CacheError(
+                    f"the key= function of {self.name}() returned {built!r}: it must return a non-empty string."
+                )
+            return built
+        return function_key(self.name, self.arguments(args, kwargs))

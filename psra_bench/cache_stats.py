@@ -71,15 +71,19 @@ class CacheStats:
         self._counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COUNTERS, 0))
         self._latency: dict[tuple[str, str], LatencySummary] = defaultdict(LatencySummary)
         self._pending: dict[str, int] = defaultdict(int)
+        self._names: dict[tuple[str, str], tuple[str, str]] = {}
 
     def record(self, entity: str, counter: str, seconds: float | None = None, amount: int = 1) -> None:
         """Count ``amount`` ``counter`` events of ``entity``; hits and misses carry their latency in seconds."""
+        names = self._names.get((entity, counter))
+        if names is None:  # field names built once per (entity, counter): the hot path only adds
+            names = self._names[(entity, counter)] = (f"{entity}:{counter}", f"{entity}:{counter}_us")
         with self._lock:
             self._counts[entity][counter] += amount
-            self._pending[f"{entity}:{counter}"] += amount
+            self._pending[names[0]] += amount
             if seconds is not None:
                 self._latency[(entity, counter)].add(seconds, self.reservoir_size)
-                self._pending[f"{entity}:{counter}_us"] += int(seconds * 1_000_000)
+                self._pending[names[1]] += int(seconds * 1_000_000)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per entity: the counters, hit_rate, and hit/miss latency summaries (ms)."""
@@ -198,5 +202,10 @@ class CircuitBreaker:
 
     def as_dict(self) -> dict[str, Any]:
         """State, consecutive failures and how often it opened."""
-        return {"state": self.state, "failures": self.failures, "times_opened": self.times_opened,
-                "threshold": self.threshold, "reset_after": self.reset_after}
+        return {
+            "state": self.state,
+            "failures": self.failures,
+            "times_opened": self.times_opened,
+            "threshold": self.threshold,
+            "reset_after": self.reset_after,
+        }

@@ -1,0 +1,172 @@
+"""CachedDAL against the real PostgreSQL and Redis: same answers as the DAL, spec keys/TTLs, invalidation."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from psycopg_pool import ConnectionPool
+
+from psra_bench import cache_keys as keys
+from psra_bench import db, reference
+from psra_bench.cache import MISSING, CacheService
+from psra_bench.cached_dal import CachedDAL
+from psra_bench.dal import PostgresDAL
+from psra_bench.exceptions import ValidationError
+from psra_bench.settings import Settings
+
+
+class CountingDAL(PostgresDAL):
+    """The real DAL, counting how often each lookup reaches PostgreSQL."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        super().__init__(pool)
+        self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def fetch_all(self, name: str, params: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            self.calls[name] = self.calls.get(name, 0) + 1
+        return super().fetch_all(name, params)
+
+
+@pytest.fixture(scope="module")
+def pool(settings: Settings, make_database: Callable[..., str]) -> Iterator[ConnectionPool]:
+    """A pool on a database of this module's own (the tests write HS codes)."""
+    p = db.create_pool(settings.replace(db_dsn=make_database()), max_size=12)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def cached(pool: ConnectionPool, namespaced_settings: Settings) -> Iterator[CachedDAL]:
+    """A CachedDAL over a counting DAL and a fresh cache namespace."""
+    service = CacheService(namespaced_settings)
+    yield CachedDAL(CountingDAL(pool), service)
+    service.close()
+
+
+def _calls(c: CachedDAL) -> dict[str, int]:
+    assert isinstance(c.dal, CountingDAL)
+    return c.dal.calls
+
+
+def test_hs_code_lookup_is_cached_under_the_spec_key(cached: CachedDAL) -> None:
+    direct = PostgresDAL(cached.dal.pool).hs_code_by_code("847130")
+    assert direct is not None and direct["code"] == "847130"
+    assert cached.hs_code_by_code("8471.30") == direct
+    assert cached.hs_code_by_code("847130") == direct and cached.hs_code_by_code("8471 30") == direct
+    assert _calls(cached) == {"hs_code_by_code": 1}
+    assert 3590 <= (cached.cache.get_ttl("hs:code:847130") or 0) <= 3600
+    assert cached.hs_code_by_code("000000") is None and cached.hs_code_by_code("0000.00") is None
+    assert _calls(cached) == {"hs_code_by_code": 2}  # the unknown code is cached too (as None)
+    assert cached.cache.get("hs:code:000000", MISSING) is None
+    with pytest.raises(ValidationError, match="code"):
+        cached.hs_code_by_code("84*")
+    assert cached.cache.stats()["entities"]["hs_codes"]["hits"] == 4  # 3 lookups + the get above
+
+
+def test_hs_search_matches_the_dal(cached: CachedDAL) -> None:
+    direct = PostgresDAL(cached.dal.pool)
+    for query, limit in (("computers", 5), ("Horses", 20), ("100%", 10), ("a_b", 3), ("ü*", 5)):
+        assert cached.hs_search(query, limit) == direct.hs_search(query, limit)
+        assert cached.hs_search(f"  {query.upper()} ", limit) == direct.hs_search(query, limit)
+    assert _calls(cached) == {"hs_search": 6}  # "Ü*" is a key of its own: non-ASCII case is not folded
+    assert cached.cache.exists(keys.hs_search_key("computers", 5))
+    assert cached.cache.exists("hs:search:100%25:10")
+    with pytest.raises(ValidationError):
+        cached.hs_search("x", 5)
+    with pytest.raises(ValidationError):
+        cached.hs_search("computers", 0)
+
+
+def test_rules_lookups_match_the_dal(cached: CachedDAL) -> None:
+    direct = PostgresDAL(cached.dal.pool)
+    rules = reference.rules()
+    agreements = sorted({r["agreement_code"] for r in rules})
+    chapters = sorted({r["hs_chapter"] for r in rules}) + ["01"]
+    for agreement in agreements:
+        for chapter in chapters:
+            assert cached.rules_by_agreement_chapter(agreement, chapter) == direct.rules_by_agreement_chapter(
+                agreement, chapter
+            )
+        assert cached.rules_by_agreement(agreement) == direct.rules_by_agreement(agreement)
+    assert _calls(cached) == {"rules_by_agreement": len(agreements)}  # one query per agreement, then hits
+    for rule in rules:
+        assert cached.rule_by_id(rule["rule_id"]) == direct.rule_by_id(rule["rule_id"])
+    assert cached.rule_by_id("NOPE-1") is None and cached.rule_by_id("NOPE-1") is None
+    assert _calls(cached)["rule_by_id"] == len(rules) + 1
+    key = keys.rules_agreement_key(agreements[0])
+    assert 1790 <= (cached.cache.get_ttl(key) or 0) <= 1800
+    assert 1790 <= (cached.cache.get_ttl(keys.rule_key(rules[0]["rule_id"])) or 0) <= 1800
+
+
+def test_update_hs_codes_writes_through_and_invalidates(cached: CachedDAL) -> None:
+    before = cached.hs_code_by_code("010121")
+    assert before is not None
+    cached.hs_search("horses", 5)
+    rule_id = reference.rules()[0]["rule_id"]
+    cached.rule_by_id(rule_id)
+    cached.cache.cache_assessment(rule_id, "010121", "DE", "FR", {"verdict": "qualified"})
+    assert cached.update_hs_codes([{"code": "0101.21", "description": "Pure-bred breeding horses (updated)"}]) == 1
+    after = cached.hs_code_by_code("010121")
+    assert after is not None and after["description"] == "Pure-bred breeding horses (updated)"
+    assert not cached.cache.exists(keys.hs_search_key("horses", 5))
+    assert cached.cache.get_cached_assessment(rule_id, "010121", "DE", "FR") is None
+    assert cached.cache.exists(keys.rule_key(rule_id))  # rules untouched
+    assert _calls(cached)["hs_code_by_code"] == 2
+
+
+def test_reload_rules_drops_rules_and_assessments(cached: CachedDAL) -> None:
+    rules = reference.rules()
+    cached.rules_by_agreement(rules[0]["agreement_code"])
+    cached.rule_by_id(rules[0]["rule_id"])
+    cached.rule_by_id(rules[1]["rule_id"])
+    cached.cache.cache_assessment(rules[0]["rule_id"], "390110", "DE", "CA", {"verdict": "qualified"})
+    cached.hs_code_by_code("390110")
+    assert cached.reload_rules() == 4
+    assert cached.cache.exists("hs:code:390110")
+    cached.rule_by_id(rules[0]["rule_id"])
+    assert _calls(cached)["rule_by_id"] == 3
+
+
+def test_concurrent_cold_lookups_reach_postgres_once(cached: CachedDAL) -> None:
+    barrier = threading.Barrier(10)
+    results: list[Any] = []
+
+    def call() -> None:
+        barrier.wait()
+        results.append(cached.hs_code_by_code("870321"))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 10 and all(r == results[0] and r is not None for r in results)
+    assert _calls(cached) == {"hs_code_by_code": 1}
+
+
+def test_verdicts_are_cached_once_they_exist(cached: CachedDAL, pool: ConnectionPool) -> None:
+    evaluation_id = uuid.uuid4()
+    assert cached.verdict_by_evaluation_id(evaluation_id) is None
+    assert not cached.cache.exists(keys.verdict_key(str(evaluation_id)))  # absence is not cached
+    with pool.connection() as conn:
+        conn.execute(
+            """INSERT INTO psra_verdicts (id, evaluation_id, request_id, rule_id, tenant_id, status, confidence,
+                   input_hash, agreement_code, hs_subheading, effective_date, export_country, import_country,
+                   decided_at, created_at, updated_at)
+               VALUES (%s, %s, %s, 'CETA-HS39-001', %s, 'qualified', 0.9, %s, 'CETA', '390110', '2025-01-01',
+                       'DE', 'CA', now(), now(), now())""",
+            (uuid.uuid4(), evaluation_id, uuid.uuid4(), uuid.uuid4(), "0" * 64),
+        )
+    row = cached.verdict_by_evaluation_id(str(evaluation_id).upper())
+    assert row is not None and row["evaluation_id"] == str(evaluation_id) and row["status"] == "qualified"
+    assert cached.verdict_by_evaluation_id(evaluation_id) == row
+    assert _calls(cached) == {"verdict_by_evaluation_id": 2}
+    assert 3590 <= (cached.cache.get_ttl(keys.verdict_key(str(evaluation_id))) or 0) <= 3600
+    with pytest.raises(ValidationError, match="evaluation_id"):
+        cached.verdict_by_evaluation_id("not-a-uuid")
