@@ -1,0 +1,248 @@
+"""Generate notebooks/02_cache_hit_rates.ipynb (run: python notebooks/_build/make_02.py).
+
+All outputs are left empty (no cell is checked by nbval: every output depends on the machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+OUT = Path(__file__).resolve().parent.parent / "02_cache_hit_rates.ipynb"
+
+INTRO = """\
+# 02 — Cache hit rates, live
+
+The spec's **Cache Hit Rates (after warm-up)** table (section 4), measured: a seeded workload —
+Zipf-skewed HS code lookups, rule lookups and assessments, plus data updates — replayed through
+the real `CacheService` / `CachedDAL` / `assess_with_cache` against the real Redis and PostgreSQL.
+
+**Method** (details in `psra_bench/cache_replay.py`): the trace spans a simulated period (two
+hours by default) with the production TTLs (300–3600 s). The replay runs it on a compressed clock
+— event *i* is issued `t_i / compression` real seconds after the start and every TTL the cache
+sets is divided by the same factor — so keys really expire in Redis during the run. The
+compression is calibrated against the machine's current speed so events start on time (the lag
+is reported). Reads in the first `warmup_s` simulated seconds fill the cache but are not counted.
+Hit rates carry a Wilson 95 % interval; latencies (whole call, as a caller sees it) p50/p95 with
+bootstrap CIs. Data updates change HS descriptions and rule titles in PostgreSQL; without
+invalidation the replay measures how stale the served values were. The same trace with the
+unscaled TTLs goes through the TTL simulation of notebook 03, and the two are compared.
+
+Results: `<output_dir>/02_cache_hit_rates.json` and `02_cache_hit_rates_*.png`."""
+
+PARAMETERS = """\
+output_dir = "reports/_scratch"  # where the JSON results and PNG plots go
+database = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
+verdicts = 20_000  # dataset scale (rows in psra_verdicts)
+seed = 42  # dataset seed and trace seed
+requests = 1000  # reads in the trace (the report passes its cache_requests, 20,000 in a full run)
+duration_s = 7200.0  # simulated period, seconds
+warmup_s = 1800.0  # simulated seconds not counted
+zipf_s = 1.1  # key skew of reads (0 = uniform)
+hs_updates_per_hour = 12.0  # HS description changes per simulated hour
+rule_updates_per_hour = 2.0  # rule changes per simulated hour
+ttls = None  # per-entity TTL seconds, e.g. {"assessments": 600}; None or left out: the configured TTLs
+invalidate_on_update = False  # True: updates go through CachedDAL's invalidation (no staleness, fewer hits)
+compression = None  # simulated seconds per real second; None: calibrated"""
+
+VALIDATE = """\
+from psra_bench.cache_experiments import check_replay_params
+
+notebook_params = dict(
+    output_dir=output_dir, verdicts=verdicts, seed=seed, requests=requests, duration_s=duration_s,
+    warmup_s=warmup_s, zipf_s=zipf_s, hs_updates_per_hour=hs_updates_per_hour,
+    rule_updates_per_hour=rule_updates_per_hour, ttls=ttls, compression=compression,
+    invalidate_on_update=invalidate_on_update,
+)
+params = check_replay_params(**notebook_params)
+print(f"parameters OK: {requests:,} reads over {duration_s:g} simulated s, invalidate: {invalidate_on_update}")"""
+
+SETUP = """\
+from psra_bench.workbench import ensure_dataset, notebook_settings
+
+settings = notebook_settings(database)
+dataset = ensure_dataset(settings, verdicts, seed)
+print(dataset)"""
+
+RUN = """\
+import time
+
+from psra_bench.cache_replay import replay_live
+from psra_bench.cache_workload import generate_trace
+
+trace = generate_trace(params.spec)
+summary = trace.summary()
+print(f"trace {summary['fingerprint'][:12]}: {summary['events']:,} events, {summary['requests_per_s']:g} requests/s, "
+      f"{summary['updates_per_hour']:g} updates/h")
+t0 = time.perf_counter()
+live = replay_live(settings, trace, ttls=params.ttls_for(settings), compression=params.compression,
+                   invalidate_on_update=params.invalidate_on_update, seed=seed)
+print(f"replayed in {time.perf_counter() - t0:.1f} s (clock compressed {live['compression']:.0f}x); lag "
+      f"p95 {live['schedule']['lag_p95_s']:.2f} simulated s; cache errors {live['cache_errors']}")"""
+
+TABLE_MD = """\
+## Cache hit rates (shaped like the spec's table)
+
+`spec` columns are the spec's claims; ours are measured in this run. A *miss* is the whole
+read-through call (cache GET, the database query or the assessment's evaluation + INSERT, then the
+SET), which is what a caller waits for."""
+
+TABLE = """\
+from psra_bench.cache_experiments import format_table, hit_rate_table
+
+print(format_table(hit_rate_table(live)))
+print()
+for e, r in live["entities"].items():
+    if r["stale_reads"]:
+        print(f"{r['label']}: {r['stale_reads']} stale reads ({r['stale_share']:.1%} of n={r['n']}), "
+              f"mean {r['mean_stale_s']:.0f} s, max {r['max_stale_s']:.0f} s stale")
+    else:
+        print(f"{r['label']}: no stale reads (n={r['n']})")"""
+
+CHECK_MD = """\
+## The TTL simulation on the same trace
+
+`psra_bench.ttl_sim` replays the trace through a TTL-cache model with the *unscaled* TTLs; if
+the model is right, only scheduling lag separates it from the live run."""
+
+CHECK = """\
+from psra_bench.cache_experiments import cache_hit_results, comparison_table
+from psra_bench.ttl_sim import compare_sim_to_live, simulate
+from psra_bench.workbench import save_results
+
+sim = simulate(trace, live["ttls_s"], invalidate_on_update=live["invalidate_on_update"])
+check = {"source": "this notebook's live replay", "sim": sim, "comparison": compare_sim_to_live(sim, live),
+         "realized_clock_sim": live["realized_clock_sim"]}
+print(format_table(comparison_table(check)))
+results = cache_hit_results(live, {k: v for k, v in check.items() if k != "sim"}, settings=settings,
+                            dataset=dataset, params=notebook_params)
+print("saved", save_results(output_dir, "02_cache_hit_rates", results))"""
+
+PLOTS_MD = """## Plots (saved as PNG files in `output_dir`)"""
+
+PLOT_RATES = """\
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from psra_bench.cache_experiments import SPEC_CLAIMS
+
+out = Path(output_dir)
+names = list(live["entities"])
+rows = [live["entities"][e] for e in names]
+x = np.arange(len(rows))
+rate = np.array([r["hit_rate"] for r in rows])
+ci = np.array([r["hit_rate_ci"] for r in rows])
+fig, ax = plt.subplots(figsize=(8, 4.5))
+ax.bar(x, rate * 100, yerr=[(rate - ci[:, 0]) * 100, (ci[:, 1] - rate) * 100], capsize=6, alpha=0.8,
+       color="tab:blue", label="measured (95 % Wilson CI)")
+ax.scatter(x, [check["comparison"]["entities"][e]["sim_hit_rate"] * 100 for e in names], marker="D",
+           color="k", zorder=3, label="TTL simulation, same trace")
+for i, e in enumerate(names):
+    lo, hi = (float(v) for v in SPEC_CLAIMS[e][0].rstrip("%").split("-"))
+    ax.fill_between([i - 0.4, i + 0.4], lo, hi, color="tab:orange", alpha=0.3,
+                    label="spec's claim" if i == 0 else None)
+ax.set_xticks(x, [f"{r['label']}\\n(n={r['n']}, TTL {r['ttl_s']:g} s)" for r in rows])
+ax.set_ylabel("hit rate after warm-up, %")
+ax.set_ylim(0, 100)
+ax.set_title(f"Cache hit rates, live replay ({live['trace']['requests_per_s']:g} requests/s simulated)")
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+fig.tight_layout()
+fig.savefig(out / "02_cache_hit_rates_hit_rates.png", dpi=110)
+plt.close(fig)"""
+
+PLOT_LATENCY = """\
+fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.8), squeeze=False)
+for ax, r in zip(axes[0], rows):
+    for outcome, color in (("hit", "tab:green"), ("miss", "tab:red")):
+        stats = r["latency"][outcome]
+        if not stats:
+            continue
+        xs = np.sort(stats["samples_ms"])
+        label = "cache" if outcome == "hit" else ("DB" if r["miss_source"] == "database" else "compute")
+        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", color=color,
+                label=f"{label}: p50 {stats['p50']:.2f}, p95 {stats['p95']:.2f} ms (n={stats['n']})")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency of the whole call, ms")
+    ax.set_title(r["label"], fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+axes[0][0].set_ylabel("share of calls ≤ x")
+fig.suptitle("Latency CDFs: served from cache vs from the database / the assessment engine")
+fig.tight_layout()
+fig.savefig(out / "02_cache_hit_rates_latency.png", dpi=100)
+plt.close(fig)"""
+
+PLOT_TIMELINE = """\
+edges = np.array(live["timeline"]["edges_s"]) / 60
+mid = (edges[:-1] + edges[1:]) / 2
+fig, ax = plt.subplots(figsize=(9, 4))
+for e in names:
+    reads = np.array(live["timeline"][e]["reads"])
+    hits = np.array(live["timeline"][e]["hits"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ax.plot(mid, np.where(reads > 0, hits / reads * 100, np.nan), marker="o", ms=3,
+                label=f"{live['entities'][e]['label']} ({int(reads.sum())} reads)")
+ax.axvspan(0, live["warmup_s"] / 60, color="gray", alpha=0.15, label="warm-up (not counted)")
+ax.set_xlabel("simulated minutes")
+ax.set_ylabel("hit rate per bin, %")
+ax.set_ylim(0, 100)
+ax.set_title("Hit rate over the simulated period")
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
+fig.tight_layout()
+fig.savefig(out / "02_cache_hit_rates_timeline.png", dpi=100)
+plt.close(fig)
+print(sorted(p.name for p in out.glob("02_cache_hit_rates*")))"""
+
+NOTES = """\
+## Reading the results
+
+* Hit rates depend on the request rate relative to the TTLs and the key skew: the quick default
+  (1,000 reads over two simulated hours) is a light load; the report's full run replays 20,000.
+* An assessment hit is not free here: `assess_with_cache` evaluates the rule *before* it asks the
+  cache (the key does not name the bill of materials, so it compares the cached input hash), so a
+  hit only saves the INSERT of the verdict and the SET.
+* Staleness is measured, not assumed: the replay changes rows without invalidation and checks the
+  revision each cached read returns. Run with `invalidate_on_update = True` to see the other side
+  of the trade: CachedDAL then drops every HS code and assessment on each update (its
+  invalidation is per entity, not per key), which costs hits. Notebook 03 explores TTLs.
+* Absolute milliseconds come from one process on a shared 2-core machine; compare cache vs miss
+  ratios, not the spec's numbers."""
+
+
+def build() -> nbformat.NotebookNode:
+    """The notebook, all outputs empty."""
+    cells = [
+        new_markdown_cell(INTRO),
+        new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
+        new_code_cell(VALIDATE),
+        new_code_cell(SETUP),
+        new_code_cell(RUN),
+        new_markdown_cell(TABLE_MD),
+        new_code_cell(TABLE),
+        new_markdown_cell(CHECK_MD),
+        new_code_cell(CHECK),
+        new_markdown_cell(PLOTS_MD),
+        new_code_cell(PLOT_RATES),
+        new_code_cell(PLOT_LATENCY),
+        new_code_cell(PLOT_TIMELINE),
+        new_markdown_cell(NOTES),
+    ]
+    for i, cell in enumerate(cells):
+        cell["id"] = f"nb02-{i:02d}"  # stable ids: regenerating gives the same file
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+if __name__ == "__main__":
+    notebook = build()
+    nbformat.validate(notebook)
+    nbformat.write(notebook, OUT)
+    print(f"wrote {OUT}")
