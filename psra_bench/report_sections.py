@@ -132,8 +132,15 @@ SECTION_BUILDERS: dict[str, Callable[[Mapping[str, Any]], tuple[list[Table], lis
     "load": _generic("Overall system performance under load"),
 }
 
+def _cache_headline(section: Mapping[str, Any]) -> dict[str, Any]:
+    entities = (section.get("live") or {}).get("entities") or {}
+    return {f"{name}.hit": e["latency"]["hit"] for name, e in entities.items()
+            if isinstance(e.get("latency", {}).get("hit"), Mapping) and e["latency"]["hit"].get("n", 0) >= 2}
+
+
 SECTION_HEADLINES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "query_latency": _query_headline,
+    "cache": _cache_headline,
 }
 
 
