@@ -1,0 +1,399 @@
+"""The index migration: 20 -> 46 -> 20 with the spec's names and types, idempotence, recorded
+state, verification, and recovery from a cancelled build and from a killed migration process.
+
+Each test works on databases it creates (``make_database``), so it can apply and roll back freely.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from psra_bench import constants, db
+from psra_bench.exceptions import DatabaseConnectionError, MigrationError
+from psra_bench.migrate import (
+    MIGRATIONS,
+    migrate_down,
+    migrate_up,
+    migration_indexes,
+    migration_status,
+    resolve_migrations,
+    verify,
+)
+from psra_bench.seed import seed_database
+
+MIGRATION = "0001_performance_indexes"
+
+#: The spec's 26 new indexes (section 2), in the spec's order: name -> (table, "USING ..." part).
+SPEC_INDEXES: dict[str, tuple[str, str]] = {
+    # hs_codes (6)
+    "idx_hs_codes_description_trgm": ("hs_codes", "gin (description gin_trgm_ops)"),
+    "idx_hs_codes_code_description": ("hs_codes", "btree (code, description)"),
+    "idx_hs_codes_parent": ("hs_codes", "btree (parent) WHERE (parent IS NOT NULL)"),
+    "idx_hs_codes_section_level": ("hs_codes", "btree (section, level) WHERE (section IS NOT NULL)"),
+    "idx_hs_codes_version": ("hs_codes", "btree (version)"),
+    "idx_hs_codes_chapter_level": ("hs_codes", "btree (chapter, level) WHERE (chapter IS NOT NULL)"),
+    # psra_rules (7)
+    "idx_psra_rules_agreement_hs_chapter": ("psra_rules", "btree (agreement_code, hs_chapter)"),
+    "idx_psra_rules_hs_hierarchy": ("psra_rules", "btree (hs_chapter, hs_heading, hs_subheading)"),
+    "idx_psra_rules_effective_dates": ("psra_rules", "btree (effective_from, effective_to)"),
+    "idx_psra_rules_active": ("psra_rules", "btree (effective_from) WHERE (effective_to IS NULL)"),
+    "idx_psra_rules_priority": ("psra_rules", "btree (priority DESC)"),
+    "idx_psra_rules_jurisdictions": ("psra_rules", "gin (jurisdictions)"),
+    "idx_psra_rules_payload": ("psra_rules", "gin (payload)"),
+    # psra_verdicts (13)
+    "idx_psra_verdicts_created_at_desc": ("psra_verdicts", "btree (created_at DESC)"),
+    "idx_psra_verdicts_tenant_created": ("psra_verdicts", "btree (tenant_id, created_at DESC)"),
+    "idx_psra_verdicts_tenant_status": ("psra_verdicts", "btree (tenant_id, status)"),
+    "idx_psra_verdicts_agreement_hs": ("psra_verdicts", "btree (agreement_code, hs_subheading)"),
+    "idx_psra_verdicts_trade_route": ("psra_verdicts", "btree (export_country, import_country)"),
+    "idx_psra_verdicts_effective_date": ("psra_verdicts", "btree (effective_date)"),
+    "idx_psra_verdicts_tenant_effective": ("psra_verdicts", "btree (tenant_id, effective_date DESC)"),
+    "idx_psra_verdicts_input_hash": ("psra_verdicts", "btree (input_hash)"),
+    "idx_psra_verdicts_citations": ("psra_verdicts", "gin (citations)"),
+    "idx_psra_verdicts_reasons": ("psra_verdicts", "gin (reasons)"),
+    "idx_psra_verdicts_confidence": ("psra_verdicts", "btree (confidence DESC)"),
+    "idx_psra_verdicts_status_confidence": ("psra_verdicts", "btree (status, confidence DESC)"),
+    "idx_psra_verdicts_lineage_required": ("psra_verdicts", "btree (lineage_required) WHERE (lineage_required = true)"),
+}
+
+#: The spec's "existing indexes preserved" (9 of the baseline's 20).
+SPEC_PRESERVED = {
+    "idx_hs_codes_chapter", "idx_hs_codes_code", "idx_hs_codes_level",
+    "idx_psra_rules_agreement_code", "idx_psra_rules_rule_id",
+    "idx_psra_verdicts_evaluation_id", "idx_psra_verdicts_request_id", "idx_psra_verdicts_rule_id",
+    "idx_psra_verdicts_tenant_id",
+}  # fmt: skip
+
+#: Indexes per table after the migration (46 in all).
+MIGRATED_PER_TABLE = {"hs_codes": 10, "psra_rules": 10, "psra_verdicts": 18, "tenants": 1, "suppliers": 2,
+                      "supplier_declarations": 2, "erp_outbox": 3}  # fmt: skip
+
+
+def _indexes(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    rows = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'").fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _invalid(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           WHERE NOT (i.indisvalid AND i.indisready) ORDER BY 1"""
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _recorded(conn: psycopg.Connection[Any]) -> tuple[str, str] | None:
+    row = conn.execute(
+        "SELECT state, checksum FROM psra_bench.schema_migrations WHERE name = %s", (MIGRATION,)
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+@pytest.fixture(scope="module")
+def seeded_dsn(make_database: Callable[..., str]) -> str:
+    """A database with 60k verdicts, so index builds on psra_verdicts take a moment."""
+    dsn = make_database()
+    with db.connect(dsn, autocommit=True) as conn:
+        seed_database(conn, 60_000, seed=3)
+    return dsn
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_known_migrations_and_their_indexes() -> None:
+    assert MIGRATIONS == (MIGRATION,) == (constants.PERFORMANCE_MIGRATION,)
+    specs = migration_indexes(MIGRATION)
+    assert [s.name for s in specs] == list(SPEC_INDEXES)  # the spec's 26, in its order
+    assert [s.table for s in specs] == [t for t, _ in SPEC_INDEXES.values()]
+    assert all("CONCURRENTLY" in s.create and s.drop.startswith("DROP INDEX CONCURRENTLY") for s in specs)
+
+
+def test_resolve_migrations() -> None:
+    assert resolve_migrations(None) == [MIGRATION]
+    assert resolve_migrations("all") == [MIGRATION]
+    assert resolve_migrations(MIGRATION) == [MIGRATION]
+    with pytest.raises(MigrationError) as err:
+        resolve_migrations("nope")
+    message = str(err.value)
+    assert err.value.migration == "nope"
+    assert "nope" in message and MIGRATION in message  # the bad name and what is allowed
+    assert "\n" not in message
+
+
+# --------------------------------------------------------------------------- the round trip
+
+
+def test_round_trip_20_46_20(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    with db.connect(dsn, autocommit=True) as conn:
+        baseline = _indexes(conn)
+        assert db.index_count(conn) == len(baseline) == constants.BASELINE_INDEX_COUNT == 20
+        assert SPEC_PRESERVED <= set(baseline)
+        assert not set(SPEC_INDEXES) & set(baseline)
+        st = migration_status(conn)
+        assert (st.state, st.recorded, st.present, st.invalid) == ("not applied", None, [], [])
+        assert st.missing == list(SPEC_INDEXES) and st.index_count == 20
+
+        progress: list[tuple[str, str, float]] = []
+        up = migrate_up(dsn, progress=lambda kind, name, s: progress.append((kind, name, s)))
+        assert up["migration"] == MIGRATION
+        assert up["created"] == list(SPEC_INDEXES)
+        assert up["repaired"] == [] and up["already"] == []
+        assert up["index_count"] == db.index_count(conn) == constants.MIGRATED_INDEX_COUNT == 46
+        assert [(k, n) for k, n, _ in progress] == [("create", n) for n in SPEC_INDEXES]
+        assert all(s >= 0 for _, _, s in progress) and set(up["seconds"]) == set(SPEC_INDEXES)
+
+        after = _indexes(conn)
+        assert set(after) == set(baseline) | set(SPEC_INDEXES)
+        assert {n: after[n] for n in baseline} == baseline  # the old 20 are untouched
+        for name, (table, using) in SPEC_INDEXES.items():
+            assert after[name] == f"CREATE INDEX {name} ON public.{table} USING {using}"
+        assert _invalid(conn) == []
+
+        st = migration_status(conn)
+        assert (st.state, st.recorded, st.missing, st.invalid) == ("applied", "applied", [], [])
+        assert st.present == list(SPEC_INDEXES) and st.index_count == 46
+        recorded = _recorded(conn)
+        assert recorded is not None and recorded[0] == "applied" and len(recorded[1]) == 16
+
+        # Idempotent: a second up builds nothing.
+        again = migrate_up(dsn)
+        assert again["created"] == [] and again["repaired"] == []
+        assert again["already"] == list(SPEC_INDEXES) and again["index_count"] == 46
+        assert _indexes(conn) == after
+
+        dropped: list[str] = []
+        down = migrate_down(dsn, progress=lambda kind, name, s: dropped.append(name))
+        assert down["dropped"] == list(reversed(SPEC_INDEXES)) == dropped
+        assert down["index_count"] == db.index_count(conn) == 20
+        assert _indexes(conn) == baseline
+        assert _recorded(conn) is None
+        st = migration_status(conn)
+        assert (st.state, st.recorded) == ("not applied", None)
+
+        # Down again: a no-op.
+        assert migrate_down(dsn) == {"migration": MIGRATION, "dropped": [], "index_count": 20}
+        assert _indexes(conn) == baseline
+
+
+def test_partial_state_is_reported_and_completed(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    some = ["idx_hs_codes_version", "idx_psra_verdicts_input_hash"]
+    with db.connect(dsn, autocommit=True) as conn:
+        for spec in migration_indexes():
+            if spec.name in some:
+                conn.execute(spec.create.encode())
+        st = migration_status(conn)
+        assert st.state == "partial" and st.present == [n for n in SPEC_INDEXES if n in some]
+        assert len(st.missing) == 24 and st.index_count == 22
+        up = migrate_up(dsn)
+        assert up["already"] == st.present and up["created"] == st.missing and up["index_count"] == 46
+        assert migration_status(conn).state == "applied"
+
+
+def test_verify_tables(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    migrate_up(dsn)
+    with db.connect(dsn, autocommit=True) as conn:
+        tables = {t.title: t for t in verify(conn)}
+    assert list(tables) == [
+        "Index count (schema public)",
+        "Index size per table",
+        "Index usage",
+        "Unused indexes (candidates for removal)",
+        "Invalid indexes (left by an interrupted CREATE INDEX CONCURRENTLY)",
+    ]
+    count = tables["Index count (schema public)"]
+    assert count.columns == ["schemaname", "index_count"] and count.rows == [("public", 46)]
+    sizes = tables["Index size per table"]
+    assert sizes.columns[:2] == ["tablename", "num_indexes"]
+    assert {r[0]: r[1] for r in sizes.rows} == MIGRATED_PER_TABLE
+    usage = tables["Index usage"]
+    assert len(usage.rows) == 46 and {r[1] for r in usage.rows} >= set(SPEC_INDEXES)
+    unused = tables["Unused indexes (candidates for removal)"]
+    assert not any(r[1].endswith("_pkey") for r in unused.rows)
+    assert tables["Invalid indexes (left by an interrupted CREATE INDEX CONCURRENTLY)"].rows == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_up_and_down_refuse_a_database_without_the_schema(make_database: Callable[..., str]) -> None:
+    dsn = make_database(schema=False)
+    for fn in (migrate_up, migrate_down):
+        with pytest.raises(MigrationError) as err:
+            fn(dsn)
+        assert "schema is missing" in str(err.value) and "seed" in str(err.value)
+
+
+def test_unreachable_database_names_host_and_port() -> None:
+    with pytest.raises(DatabaseConnectionError) as err:
+        migrate_up("postgresql://psra:s3cr3t@127.0.0.1:1/psra")
+    message = str(err.value)
+    assert "127.0.0.1:1" in message and "s3cr3t" not in message
+    assert (err.value.host, err.value.port) == ("127.0.0.1", 1)
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def _verdict_build_in_progress(conn: psycopg.Connection[Any]) -> tuple[int, str] | None:
+    """(pid, index) of a CREATE INDEX CONCURRENTLY on psra_verdicts whose catalog entry already exists."""
+    rows = conn.execute(
+        """SELECT a.pid, a.query FROM pg_stat_activity a
+           WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.state = 'active'
+             AND a.query LIKE 'CREATE INDEX CONCURRENTLY%%ON psra\\_verdicts%%'"""
+    ).fetchall()
+    for pid, query in rows:
+        name = query.split()[6]  # CREATE INDEX CONCURRENTLY IF NOT EXISTS <name> ON ...
+        if conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone() != (None,):
+            return pid, name
+    return None
+
+
+@pytest.mark.slow
+def test_cancelled_build_leaves_invalid_index_that_up_repairs(seeded_dsn: str) -> None:
+    def run(errors: list[BaseException]) -> None:
+        try:
+            migrate_up(seeded_dsn)
+        except BaseException as e:  # handed to the test's thread
+            errors.append(e)
+
+    migrate_down(seeded_dsn)
+    with db.connect(seeded_dsn, autocommit=True) as conn:
+        invalid: list[str] = []
+        for _attempt in range(5):
+            errors: list[BaseException] = []
+            worker = threading.Thread(target=run, args=(errors,), daemon=True)
+            worker.start()
+            cancelled = None
+            while worker.is_alive() and cancelled is None:
+                found = _verdict_build_in_progress(conn)
+                if found:
+                    pid, cancelled = found
+                    conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                else:
+                    time.sleep(0.002)
+            worker.join(60)
+            assert not worker.is_alive()
+            if cancelled is None:  # every build finished before we caught one: start over
+                migrate_down(seeded_dsn)
+                continue
+            assert len(errors) == 1 and isinstance(errors[0], MigrationError), errors
+            err = errors[0]
+            assert err.migration == MIGRATION
+            if err.index == cancelled:
+                assert "cancelled" in str(err) and "migrate up" in str(err)
+            st = migration_status(conn)
+            assert st.recorded == "applying"
+            if st.invalid:
+                invalid = st.invalid
+                break
+            assert st.state == "partial"  # the cancel landed before the index existed; try again
+        assert invalid, "could not interrupt a CREATE INDEX CONCURRENTLY in 5 attempts"
+
+        st = migration_status(conn)
+        assert st.state == "needs repair" and st.invalid == invalid
+        assert _invalid(conn) == invalid
+        invalid_table = [t for t in verify(conn) if t.title.startswith("Invalid")][0]
+        assert [r[0] for r in invalid_table.rows] == invalid
+
+        up = migrate_up(seeded_dsn)
+        assert up["repaired"] == invalid
+        assert up["index_count"] == 46
+        assert set(up["created"]) | set(up["already"]) | set(up["repaired"]) == set(SPEC_INDEXES)
+        assert _invalid(conn) == []
+        st = migration_status(conn)
+        assert (st.state, st.recorded) == ("applied", "applied")
+        assert {n: d for n, d in _indexes(conn).items() if n in SPEC_INDEXES} == {
+            n: f"CREATE INDEX {n} ON public.{t} USING {u}" for n, (t, u) in SPEC_INDEXES.items()
+        }
+
+
+_MIGRATE_IN_CHILD = """
+import sys
+from psra_bench.migrate import migrate_up
+migrate_up(sys.argv[1], progress=lambda kind, name, s: print(name, flush=True))
+"""
+
+
+@pytest.mark.slow
+def test_killed_migration_process_is_completed_by_the_next_up(seeded_dsn: str) -> None:
+    migrate_down(seeded_dsn)
+    with subprocess.Popen(
+        [sys.executable, "-c", _MIGRATE_IN_CHILD, seeded_dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("idx_psra_verdicts_"):  # mid-way: the first verdicts index is built
+                break
+        child.kill()
+    with db.connect(seeded_dsn, autocommit=True) as conn:
+        # The orphaned backend finishes the statement it was running, then notices its client is gone.
+        deadline = time.monotonic() + 60
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND query LIKE 'CREATE INDEX%%' AND state = 'active'"
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        st = migration_status(conn)
+        assert st.state == "partial" and st.recorded == "applying"
+        assert st.invalid == [] and 14 <= len(st.present) < 26
+
+        up = migrate_up(seeded_dsn)
+        assert up["already"] == st.present and up["created"] == st.missing and up["repaired"] == []
+        assert up["index_count"] == db.index_count(conn) == 46
+        assert migration_status(conn).state == "applied" and _invalid(conn) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_build_is_reported_and_repaired(seeded_dsn: str) -> None:
+    """Ctrl-C in `migrate up`: psycopg cancels the running build, the next status shows it, the next up fixes it."""
+    migrate_down(seeded_dsn)
+    with db.connect(seeded_dsn, autocommit=True) as conn:
+        seen: list[str] = []
+        for _attempt in range(5):
+            with subprocess.Popen(
+                [sys.executable, "-c", _MIGRATE_IN_CHILD, seeded_dsn],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            ) as child:
+                found = None
+                while child.poll() is None and found is None:
+                    found = _verdict_build_in_progress(conn)
+                    if found is None:
+                        time.sleep(0.002)
+                if found is not None:
+                    child.send_signal(signal.SIGINT)
+                _, stderr = child.communicate(timeout=60)
+            if found is None:  # finished before we caught a build: start over
+                migrate_down(seeded_dsn)
+                continue
+            assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+            st = migration_status(conn)
+            assert st.recorded == "applying"
+            if st.invalid:
+                seen = st.invalid
+                break
+            assert st.state == "partial"
+        assert seen, "could not interrupt a CREATE INDEX CONCURRENTLY in 5 attempts"
+        assert migration_status(conn).state == "needs repair" and _invalid(conn) == seen
+
+        up = migrate_up(seeded_dsn)
+        assert up["repaired"] == seen and up["index_count"] == 46
+        assert migration_status(conn).state == "applied" and _invalid(conn) == []

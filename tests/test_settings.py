@@ -1,0 +1,308 @@
+"""Settings: the spec's defaults, every environment variable, and one clear ConfigError per bad value.
+
+Pure parsing: no server is needed. Every error message must name the variable and must never
+contain a password, and neither may ``repr()`` of a settings object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from psra_bench import constants
+from psra_bench.exceptions import ConfigError, PsraBenchError
+from psra_bench.settings import RedisSettings, Settings, TTLSettings, default_home, redact
+
+SECRET = "s3cr3t-Pw"
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_defaults_are_the_spec_values() -> None:
+    s = Settings.from_env({})
+    assert s.db_dsn is None and s.redis is None  # embedded servers
+    assert s.embedded_db and s.embedded_redis
+    assert s.enable_cache is True
+    assert s.enable_async_tasks is True
+    assert s.max_concurrent_jobs == 10
+    assert s.ttl == TTLSettings(hs_codes=3600, rules=1800, assessments=300, verdicts=3600, default=3600)
+    assert s.cache_namespace == ""
+    assert s.home == default_home()
+    assert s.embedded_services == ()
+
+
+def test_redis_defaults_are_the_spec_values() -> None:
+    r = RedisSettings()
+    assert (r.host, r.port, r.db, r.password, r.ssl) == ("127.0.0.1", 6379, 0, None, False)
+    assert r.max_connections == 50 == constants.REDIS_MAX_CONNECTIONS
+
+
+def test_ttl_for_entity() -> None:
+    ttl = TTLSettings()
+    assert [ttl.for_entity(e) for e in ("hs_codes", "rules", "assessments", "verdicts", "default")] == [
+        3600,
+        1800,
+        300,
+        3600,
+        3600,
+    ]
+    with pytest.raises(ConfigError) as err:
+        ttl.for_entity("users")
+    assert "users" in str(err.value) and "hs_codes" in str(err.value)
+
+
+def test_settings_are_immutable_and_replace_copies() -> None:
+    s = Settings.from_env({})
+    t = s.replace(max_concurrent_jobs=3)
+    assert (s.max_concurrent_jobs, t.max_concurrent_jobs) == (10, 3)
+    with pytest.raises(AttributeError):
+        s.max_concurrent_jobs = 5  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- each variable
+
+
+def test_db_dsn() -> None:
+    dsn = f"postgresql://psra:{SECRET}@psra-postgres:5432/psra_production"
+    s = Settings.from_env({"PSRA_DB_DSN": dsn})
+    assert s.db_dsn == dsn
+    assert not s.embedded_db
+    assert Settings.from_env({"PSRA_DB_DSN": "postgres://u@h/db"}).db_dsn == "postgres://u@h/db"
+    assert Settings.from_env({"PSRA_DB_DSN": ""}).db_dsn is None  # empty means unset
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://localhost", dict(host="localhost", port=6379, db=0, password=None, username=None, ssl=False)),
+        ("redis://cache.example:6380/3", dict(host="cache.example", port=6380, db=3, password=None, ssl=False)),
+        (f"redis://:{SECRET}@h:7000/2", dict(host="h", port=7000, db=2, password=SECRET, username=None)),
+        (f"redis://alice:{SECRET}@h/5", dict(host="h", port=6379, db=5, password=SECRET, username="alice")),
+        (f"rediss://:{SECRET}@tls.example:6390/1", dict(host="tls.example", port=6390, db=1, ssl=True)),
+        ("redis://:p%40ss%3Aw%2Frd@h/0", dict(password="p@ss:w/rd")),  # percent-encoded password
+    ],
+)
+def test_redis_url(url: str, expected: dict[str, object]) -> None:
+    r = Settings.from_env({"REDIS_URL": url}).redis
+    assert r is not None
+    for attr, value in expected.items():
+        assert getattr(r, attr) == value, attr
+    # The URL round-trips (password included when asked for).
+    assert RedisSettings.from_url(r.url()) == r
+    assert r.client_kwargs()["password"] == r.password
+    assert r.client_kwargs()["ssl"] is r.ssl
+
+
+def test_redis_host_port_password_db() -> None:
+    env = {"REDIS_HOST": "psra-redis", "REDIS_PORT": "6380", "REDIS_PASSWORD": SECRET, "REDIS_DB": "4"}
+    r = Settings.from_env(env).redis
+    assert r is not None
+    assert (r.host, r.port, r.password, r.db, r.ssl) == ("psra-redis", 6380, SECRET, 4, False)
+    # Any one of them is enough to mean "a configured Redis"; the rest default.
+    only_port = Settings.from_env({"REDIS_PORT": "6390"}).redis
+    assert only_port is not None and (only_port.host, only_port.port, only_port.db) == ("127.0.0.1", 6390, 0)
+    assert Settings.from_env({"REDIS_PASSWORD": ""}).redis is None
+
+
+def test_redis_url_wins_over_host_variables() -> None:
+    r = Settings.from_env({"REDIS_URL": "redis://a:1/1", "REDIS_HOST": "b", "REDIS_PORT": "2"}).redis
+    assert r is not None and (r.host, r.port, r.db) == ("a", 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("true", True),
+        ("1", True),
+        ("YES", True),
+        (" on ", True),
+        ("false", False),
+        ("0", False),
+        ("No", False),
+        ("off", False),
+    ],
+)
+def test_feature_flags(raw: str, value: bool) -> None:
+    s = Settings.from_env({"ENABLE_CACHE": raw, "ENABLE_ASYNC_TASKS": raw})
+    assert s.enable_cache is value
+    assert s.enable_async_tasks is value
+
+
+def test_flags_are_independent() -> None:
+    s = Settings.from_env({"ENABLE_CACHE": "false"})
+    assert (s.enable_cache, s.enable_async_tasks) == (False, True)
+    s = Settings.from_env({"ENABLE_ASYNC_TASKS": "false"})
+    assert (s.enable_cache, s.enable_async_tasks) == (True, False)
+
+
+def test_max_concurrent_jobs() -> None:
+    assert Settings.from_env({"MAX_CONCURRENT_JOBS": "1"}).max_concurrent_jobs == 1
+    assert Settings.from_env({"MAX_CONCURRENT_JOBS": " 32 "}).max_concurrent_jobs == 32
+
+
+def test_ttls() -> None:
+    env = {
+        "CACHE_DEFAULT_TTL": "100",
+        "CACHE_TTL_HS_CODES": "101",
+        "CACHE_TTL_RULES": "102",
+        "CACHE_TTL_ASSESSMENTS": "103",
+        "CACHE_TTL_VERDICTS": "104",
+    }
+    assert Settings.from_env(env).ttl == TTLSettings(
+        hs_codes=101, rules=102, assessments=103, verdicts=104, default=100
+    )
+    # One variable changes one TTL only.
+    ttl = Settings.from_env({"CACHE_TTL_RULES": "60"}).ttl
+    assert ttl == TTLSettings(rules=60)
+
+
+def test_home(tmp_path: Path) -> None:
+    assert Settings.from_env({"PSRA_BENCH_HOME": str(tmp_path / "state")}).home == tmp_path / "state"
+    assert Settings.from_env({"PSRA_BENCH_HOME": "~/psra-state"}).home == Path("~/psra-state").expanduser()
+    assert not (tmp_path / "state").exists()  # parsing creates nothing
+
+
+@pytest.mark.parametrize(("raw", "namespace"), [("", ""), ("team-a", "team-a:"), ("ci.run_7:", "ci.run_7:")])
+def test_cache_namespace(raw: str, namespace: str) -> None:
+    assert Settings.from_env({"PSRA_CACHE_NAMESPACE": raw}).cache_namespace == namespace
+
+
+def test_pool_sizes() -> None:
+    s = Settings.from_env({"PSRA_DB_POOL_MIN": "2", "PSRA_DB_POOL_MAX": "7"})
+    assert (s.db_pool_min, s.db_pool_max) == (2, 7)
+
+
+# --------------------------------------------------------------------------- invalid values
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("CACHE_DEFAULT_TTL", "1h"),
+        ("CACHE_DEFAULT_TTL", "3600.5"),
+        ("CACHE_TTL_HS_CODES", "abc"),
+        ("CACHE_TTL_RULES", "0"),
+        ("CACHE_TTL_ASSESSMENTS", "-300"),
+        ("CACHE_TTL_VERDICTS", "ten"),
+        ("MAX_CONCURRENT_JOBS", "0"),
+        ("MAX_CONCURRENT_JOBS", "-1"),
+        ("MAX_CONCURRENT_JOBS", "many"),
+        ("ENABLE_CACHE", "maybe"),
+        ("ENABLE_ASYNC_TASKS", "2"),
+        ("REDIS_PORT", "sixtythree"),
+        ("REDIS_DB", "-1"),
+        ("PSRA_CACHE_NAMESPACE", "has space"),
+        ("PSRA_CACHE_NAMESPACE", "a*b"),
+        ("PSRA_DB_POOL_MAX", "0"),
+    ],
+)
+def test_invalid_values_name_the_variable(variable: str, raw: str) -> None:
+    env = {variable: raw}
+    if variable.startswith("REDIS_"):
+        env["REDIS_PASSWORD"] = SECRET
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    message = str(err.value)
+    assert isinstance(err.value, PsraBenchError)
+    assert err.value.variable == variable
+    assert message.startswith(f"{variable}=")
+    assert repr(raw) in message  # the bad value is shown...
+    assert "\n" not in message  # ...in one sentence
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"mysql://u:{SECRET}@h/db",  # wrong scheme
+        f"postgresql://u:{SECRET}@h:notaport/db",  # bad port
+        f"postgresql://u:{SECRET}@h:99999/db",  # port out of range
+        f"postgresql://u:{SECRET}@h:5432",  # no database name
+        f"postgresql://u:{SECRET}@h:5432/",
+        f"postgresql://u:{SECRET}@/db",  # no host
+        "just-a-word",
+    ],
+)
+def test_malformed_dsn(dsn: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"PSRA_DB_DSN": dsn})
+    message = str(err.value)
+    assert err.value.variable == "PSRA_DB_DSN"
+    assert message.startswith("PSRA_DB_DSN=")
+    assert "postgresql://" in message  # says what is allowed
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://:{SECRET}@h:6379/0",  # wrong scheme
+        f"redis://:{SECRET}@h:port/0",  # bad port
+        f"redis://:{SECRET}@h:6379/zero",  # db not a number
+        f"redis://:{SECRET}@:6379/0",  # no host
+        "localhost:6379",
+    ],
+)
+def test_malformed_redis_url(url: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"REDIS_URL": url})
+    message = str(err.value)
+    assert err.value.variable == "REDIS_URL"
+    assert message.startswith("REDIS_URL=")
+    assert "redis://" in message
+    assert SECRET not in message
+
+
+def test_whitespace_in_dsn_password_never_leaks() -> None:
+    """A password with a raw space is not a valid libpq URI; it must not show up in repr or errors."""
+    dsn = "postgresql://psra:my secret@db.example:5432/psra"
+    try:
+        s = Settings.from_env({"PSRA_DB_DSN": dsn})
+    except ConfigError as e:
+        assert "secret" not in str(e)
+    else:
+        assert "secret" not in repr(s)
+
+
+# --------------------------------------------------------------------------- no passwords in text
+
+
+def test_repr_hides_passwords() -> None:
+    s = Settings.from_env(
+        {"PSRA_DB_DSN": f"postgresql://psra:{SECRET}@db:5432/psra", "REDIS_URL": f"redis://u:{SECRET}@r:6379/1"}
+    )
+    text = repr(s)
+    assert SECRET not in text
+    assert "db:5432" in text and "r:6379" in text  # still says where
+    assert s.redis is not None
+    assert SECRET not in repr(s.redis)
+    assert SECRET not in s.redis.url(with_password=False)
+    assert SECRET in s.redis.url()  # the real URL keeps it, for clients
+    assert SECRET not in str(s.redis)
+
+
+def test_redis_password_from_host_variables_not_in_repr() -> None:
+    s = Settings.from_env({"REDIS_HOST": "r", "REDIS_PASSWORD": SECRET})
+    assert SECRET not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"postgresql://psra:{SECRET}@h:5432/db", "postgresql://psra:***@h:5432/db"),
+        (f"redis://:{SECRET}@h:6379/0", "redis://:***@h:6379/0"),
+        (f"rediss://user:{SECRET}@h/0", "rediss://user:***@h/0"),
+        ("postgresql://u:p%40ss@h/db", "postgresql://u:***@h/db"),
+        (
+            f"failed: connect to postgresql://u:{SECRET}@h/db refused",
+            "failed: connect to postgresql://u:***@h/db refused",
+        ),
+        (f"host=h password={SECRET} dbname=x", "host=h password=*** dbname=x"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),  # nothing to hide
+        ("no url here", "no url here"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    assert redact(text) == expected
