@@ -129,7 +129,7 @@ def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool
     from .db import connect
     from .exceptions import ParameterError
     from .reference import prepare_database
-    from .seed import seed_database
+    from .seed import seed_database, verdict_count
 
     if force and append:
         raise ParameterError("--force/--append", "both", "pass at most one of them")
@@ -139,6 +139,8 @@ def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool
         counts = prepare_database(conn)
         click.echo(f"reference data: {counts['hs_codes']:,} HS codes, {counts['psra_rules']} rules")
         mode = "force" if force else "append" if append else "refuse"
+        if mode == "refuse" and verdict_count(conn):
+            seed_database(conn, verdicts, seed=seed, tenants=tenants, mode=mode)  # raises SeedError, writes nothing
         with click.progressbar(length=verdicts, label="seeding verdicts", file=sys.stderr) as bar:
             result = seed_database(conn, verdicts, seed=seed, tenants=tenants, mode=mode, progress=bar.update)
     click.echo(f"wrote {result.verdicts:,} verdicts for {result.tenants} tenants in {result.seconds:.1f} s "

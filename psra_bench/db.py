@@ -67,6 +67,9 @@ def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Con
         return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10, **kwargs)
     except psycopg.OperationalError as e:
         raise _connection_error(dsn, e) from None
+    except psycopg.ProgrammingError:  # libpq rejected the DSN itself; its message may quote the password
+        host, port = dsn_host_port(dsn)
+        raise DatabaseConnectionError("PostgreSQL", host, port, "the DSN is malformed") from None
 
 
 def create_pool(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> ConnectionPool:

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import constants, db
 from .migrate import MIGRATIONS, migration_status
-from .redisconn import create_redis, redis_info
+from .redisconn import check_redis, create_redis, redis_info
 from .reference import prepare_database
 from .settings import Settings, redact
 
@@ -47,6 +47,7 @@ def diagnose(settings: Settings) -> dict[str, dict[str, Any]]:
         for name in MIGRATIONS:
             st = migration_status(conn, name)
             out["migrations"][name] = st.state + (f" (invalid: {', '.join(st.invalid)})" if st.invalid else "")
+    check_redis(settings)  # an unreachable server: one sentence with host and port
     client = create_redis(settings)
     try:
         info = redis_info(client)

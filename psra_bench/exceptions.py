@@ -22,6 +22,7 @@ __all__ = [
     "ParameterError",
     "MeasurementError",
     "RuleDefinitionError",
+    "JobInputError",
 ]
 
 
@@ -131,3 +132,16 @@ class RuleDefinitionError(PsraBenchError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"rule {rule_id}: {field}={value!r} is not valid: {allowed}.")
+
+
+class JobInputError(JobError):
+    """A job's submit argument or payload field (named by ``field``, e.g. items[3].code) is not allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{field}={shown} is not valid: {allowed}.")

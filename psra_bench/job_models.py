@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .exceptions import JobError
+from .exceptions import JobError, JobInputError
 
 __all__ = [
     "JobStatus",
@@ -69,7 +69,7 @@ class JobPriority(StrEnum):
 
 
 def parse_priority(value: object) -> JobPriority:
-    """``value`` as a JobPriority; anything else raises JobError naming the allowed values."""
+    """``value`` as a JobPriority; anything else raises JobInputError naming the allowed values."""
     if isinstance(value, JobPriority):
         return value
     if isinstance(value, str):
@@ -78,7 +78,7 @@ def parse_priority(value: object) -> JobPriority:
         except ValueError:
             pass
     allowed = ", ".join(p.value for p in JobPriority)
-    raise JobError(f"priority={value!r} is not valid: use one of {allowed}.")
+    raise JobInputError("priority", value, f"use one of {allowed}")
 
 
 #: Metadata keys the queue fills in itself; user metadata may not use them.

@@ -100,20 +100,27 @@ return now
 )
 
 #: KEYS: processing, channel, then the queue lists from highest to lowest priority.
-#: ARGV: ns, worker_id, lease_ms, max_running, max_attempts, max_age.
-#: Returns {'job', id, job_type, payload, attempt, priority} or {'full'} or {'empty'}.
+#: ARGV: ns, worker_id, lease_ms, max_running, max_attempts, max_age, count.
+#: Takes up to ``count`` jobs while fewer than max_running run. Returns {'jobs', id, job_type,
+#: payload, attempt, priority, id, ...} (5 fields per job), or {'full'} or {'empty'}.
 DEQUEUE = (
     _NOW
     + _REAP_FN
     + """
 local now = now_ms()
 local ns = ARGV[1]
+local cap = tonumber(ARGV[4])
 reap(KEYS[1], ns, now, tonumber(ARGV[5]), tonumber(ARGV[6]), 20, KEYS[2])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {'full'} end
-for i = 3, #KEYS do
-  while true do
-    local id = redis.call('LPOP', KEYS[i])
-    if not id then break end
+local room = cap - redis.call('ZCARD', KEYS[1])
+if room <= 0 then return {'full'} end
+local want = math.min(room, tonumber(ARGV[7]))
+local out = {'jobs'}
+local i = 3
+while i <= #KEYS and want > 0 do
+  local id = redis.call('LPOP', KEYS[i])
+  if not id then
+    i = i + 1
+  else
     local jk = ns .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'status', 'job_type', 'payload', 'priority')
     if f[1] == 'pending' then
@@ -122,13 +129,19 @@ for i = 3, #KEYS do
         'progress', 0, 'progress_message', '')
       redis.call('EXPIRE', jk, ARGV[6])
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
-      redis.call('EXPIRE', KEYS[1], ARGV[6])
-      return {'job', id, f[2], f[3], tostring(attempt), f[4]}
+      table.insert(out, id)
+      table.insert(out, f[2])
+      table.insert(out, f[3])
+      table.insert(out, tostring(attempt))
+      table.insert(out, f[4])
+      want = want - 1
     end
     -- otherwise the id is stale (its hash expired): drop it and look further
   end
 end
-return {'empty'}
+if #out == 1 then return {'empty'} end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return out
 """
 )
 
@@ -161,8 +174,9 @@ return 0
 )
 
 #: KEYS: job hash, processing, channel. ARGV: job_id, worker_id, attempt, status, result json,
-#: error, traceback. Compare-and-set: returns 1 if this worker/attempt still owned the job and
-#: ended it, 0 otherwise (a late finisher whose lease was reaped changes nothing).
+#: error, traceback, max_running. Compare-and-set: returns 1 if this worker/attempt still owned
+#: the job and ended it, 0 otherwise (a late finisher whose lease was reaped changes nothing).
+#: Publishes a wake-up only when the cap was reached (other workers may be waiting for a slot).
 FINISH = (
     _NOW
     + _OWNED
@@ -177,7 +191,7 @@ else
     'error_traceback', ARGV[7])
 end
 redis.call('EXPIRE', KEYS[1], tonumber(redis.call('HGET', KEYS[1], 'ttl_seconds')))
-redis.call('PUBLISH', KEYS[3], 'new')
+if redis.call('ZCARD', KEYS[2]) + 1 >= tonumber(ARGV[8]) then redis.call('PUBLISH', KEYS[3], 'new') end
 return 1
 """
 )

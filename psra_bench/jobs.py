@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import redis.asyncio
 
 from . import constants, job_scripts
-from .exceptions import JobError, JobNotFoundError
+from .exceptions import JobError, JobInputError, JobNotFoundError
 from .job_models import (
     RESERVED_METADATA_KEYS,
     CancelResult,
@@ -52,7 +52,7 @@ from .redisconn import create_async_redis
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .worker import Worker
+    from .job_runner import Worker
 
 __all__ = [
     "JobQueue",
@@ -104,7 +104,12 @@ PayloadValidator = Callable[[dict[str, Any]], None]
 
 
 def _job_type_ok(job_type: object) -> bool:
-    return isinstance(job_type, str) and 0 < len(job_type) <= 64 and job_type.replace("_", "").replace("-", "").isalnum()
+    return (
+        isinstance(job_type, str)
+        and 0 < len(job_type) <= 64
+        and job_type.isascii()
+        and job_type.replace("_", "").replace("-", "").isalnum()
+    )
 
 
 class JobQueue:
@@ -151,7 +156,17 @@ class JobQueue:
         self.queue_keys = {p: f"{ns}jobs:queue:{p.value}" for p in JobPriority}
         self._scripts = {
             name: self.redis.register_script(getattr(job_scripts, name))
-            for name in ("SUBMIT", "DEQUEUE", "HEARTBEAT", "PROGRESS", "FINISH", "REQUEUE", "CANCEL", "REAP", "WORKER_ALIVE")
+            for name in (
+                "SUBMIT",
+                "DEQUEUE",
+                "HEARTBEAT",
+                "PROGRESS",
+                "FINISH",
+                "REQUEUE",
+                "CANCEL",
+                "REAP",
+                "WORKER_ALIVE",
+            )
         }
 
     def __repr__(self) -> str:
@@ -203,23 +218,29 @@ class JobQueue:
             raise JobError("async tasks are disabled (ENABLE_ASYNC_TASKS=false): enable them to submit jobs.")
         if job_type not in self._handlers:
             known = ", ".join(sorted(self._handlers)) or "none registered"
-            raise JobError(f"job_type={job_type!r} is not known to this queue: use one of {known}.")
+            raise JobInputError("job_type", job_type, f"use one of the job types known to this queue: {known}")
         prio = parse_priority(priority)
         if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
-            raise JobError(f"ttl_seconds={ttl_seconds!r} is not valid: use a whole number from 1 to {MAX_TTL_SECONDS}.")
+            raise JobInputError("ttl_seconds", ttl_seconds, f"use a whole number from 1 to {MAX_TTL_SECONDS}")
         if not isinstance(payload, dict):
-            raise JobError(f"payload of type {type(payload).__name__} is not valid: use a JSON object (dict).")
+            raise JobInputError("payload", payload, "use a JSON object (dict)")
         if metadata is not None:
             if not isinstance(metadata, dict):
-                raise JobError(f"metadata of type {type(metadata).__name__} is not valid: use a dict or None.")
+                raise JobInputError("metadata", metadata, "use a dict or None")
             clash = sorted(RESERVED_METADATA_KEYS & set(metadata))
             if clash:
-                raise JobError(f"metadata key {clash[0]!r} is reserved: the queue fills it in itself.")
+                raise JobInputError(f"metadata.{clash[0]}", metadata[clash[0]], "this key is reserved for the queue")
         validator = self._validators.get(job_type)
         if validator is not None:
             validator(payload)
-        payload_json = dump_json(payload, "payload")
-        metadata_json = dump_json(metadata or {}, "metadata")
+        try:
+            payload_json = dump_json(payload, "payload")
+        except JobError as e:
+            raise JobInputError("payload", payload, "use JSON-serializable values only") from e
+        try:
+            metadata_json = dump_json(metadata or {}, "metadata")
+        except JobError as e:
+            raise JobInputError("metadata", metadata, "use JSON-serializable values only") from e
         job_id = str(uuid.uuid4())
         await self._scripts["SUBMIT"](
             keys=[self.job_key(job_id), self.queue_keys[prio], self.channel],
@@ -231,20 +252,22 @@ class JobQueue:
         """The job's current state, or None when no such job exists (never submitted, or expired)."""
         if not isinstance(job_id, str) or not job_id:
             return None
-        h = await self.redis.hgetall(self.job_key(job_id))
+        h: dict[str, str] = await self.redis.hgetall(self.job_key(job_id))  # type: ignore[assignment]
         if not h or "status" not in h:
             return None
         return JobResult.from_hash(job_id, h)
 
     async def cancel(self, job_id: str, *, wait_seconds: float = 0.0) -> CancelResult:
-        """Cancel a job: a pending one never starts; a running one is stopped by its worker; a finished one is left as is.
+        """Cancel a job: a pending one never starts, a running one is stopped by its worker, a finished one stays.
 
         With ``wait_seconds`` > 0, wait up to that long for a running job to end and report its
         final status. Raises JobNotFoundError for an unknown (or expired) id.
         """
         if not isinstance(job_id, str) or not job_id:
             raise JobNotFoundError(str(job_id))
-        reply = await self._scripts["CANCEL"](keys=[self.job_key(job_id), self.channel], args=[job_id, self.settings.cache_namespace])
+        reply = await self._scripts["CANCEL"](
+            keys=[self.job_key(job_id), self.channel], args=[job_id, self.settings.cache_namespace]
+        )
         kind = reply[0]
         if kind == "missing":
             raise JobNotFoundError(job_id)
@@ -256,16 +279,20 @@ class JobQueue:
         if wait_seconds > 0:
             final = await self.wait(job_id, timeout=wait_seconds, raise_on_timeout=False)
             if final is not None and final.status.finished:
-                msg = "Job cancelled successfully." if final.status is JobStatus.CANCELLED else (
-                    f"Job ended as {final.status.value} before the cancel reached it."
+                msg = (
+                    "Job cancelled successfully."
+                    if final.status is JobStatus.CANCELLED
+                    else (f"Job ended as {final.status.value} before the cancel reached it.")
                 )
                 return CancelResult(job_id, final.status, msg, True)
-        return CancelResult(job_id, JobStatus.RUNNING, "Cancellation requested; the worker running the job will stop it.", True)
+        return CancelResult(
+            job_id, JobStatus.RUNNING, "Cancellation requested; the worker running the job will stop it.", True
+        )
 
     async def wait(
         self, job_id: str, *, timeout: float = 30.0, interval: float = 0.05, raise_on_timeout: bool = True
     ) -> JobResult | None:
-        """Poll until the job is finished; return its final state (None if it vanished or, without raising, timed out)."""
+        """Poll until the job is finished and return its final state (None if it vanished; see raise_on_timeout)."""
         deadline = time.monotonic() + timeout
         while True:
             state = await self.get_job_status(job_id)
@@ -309,16 +336,19 @@ class JobQueue:
 
     # -- workers in this process ----------------------------------------------------------
 
-    async def start_workers(self, concurrency: int | None = None) -> None:
-        """Start taking jobs in this process with up to ``concurrency`` at once (default: max_concurrent_jobs)."""
-        from .worker import Worker
+    async def start_workers(self, concurrency: int | None = None, *, burst: bool = False) -> None:
+        """Start taking jobs in this process, up to ``concurrency`` at once (default: max_concurrent_jobs).
+
+        With ``burst`` the worker stops fetching once the queues are empty (see Worker.wait_drained).
+        """
+        from .job_runner import Worker
 
         if self._worker is not None and not self._worker.stopped:
             return
         n = self.settings.max_concurrent_jobs if concurrency is None else concurrency
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
             raise JobError(f"concurrency={concurrency!r} is not valid: use a whole number from 1 to 1000.")
-        self._worker = Worker(self, n)
+        self._worker = Worker(self, n, burst=burst)
         await self._worker.start()
 
     async def stop_workers(self, grace_seconds: float | None = None) -> None:
@@ -342,13 +372,36 @@ class JobQueue:
     # -- the worker protocol (used by psra_bench.worker) ----------------------------------
 
     async def dequeue(self, worker_id: str, max_running: int | None = None) -> tuple[str, ...]:
-        """Atomically reap expired leases and take the next job: ('job', id, type, payload, attempt, priority), ('full',) or ('empty',)."""
+        """Take one job: ``('job', id, job_type, payload_json, attempt, priority)``, ``('full',)`` or ``('empty',)``."""
+        state, jobs = await self.dequeue_many(worker_id, 1, max_running)
+        return ("job", *jobs[0]) if jobs else (state,)
+
+    async def dequeue_many(
+        self, worker_id: str, count: int, max_running: int | None = None
+    ) -> tuple[str, list[tuple[str, str, str, str, str]]]:
+        """Reap expired leases, then take up to ``count`` jobs while under the cap (one atomic script).
+
+        Returns ``("jobs", [(id, job_type, payload_json, attempt, priority), ...])``, ``("full", [])``
+        (the global cap is reached) or ``("empty", [])``.
+        """
         cap = self.settings.max_concurrent_jobs if max_running is None else max_running
         keys = [self.processing_key, self.channel] + [self.queue_keys[p] for p in JobPriority.dequeue_order()]
-        args = [self.settings.cache_namespace, worker_id, math.ceil(self.lease_seconds * 1000), cap,
-                self.max_attempts, self.max_age_seconds]
-        reply = await self._scripts["DEQUEUE"](keys=keys, args=args)
-        return tuple(str(x) for x in reply)
+        args: list[str | int] = [
+            self.settings.cache_namespace,
+            worker_id,
+            math.ceil(self.lease_seconds * 1000),
+            cap,
+            self.max_attempts,
+            self.max_age_seconds,
+            count,
+        ]
+        reply = [str(x) for x in await self._scripts["DEQUEUE"](keys=keys, args=args)]
+        if reply[0] != "jobs":
+            return reply[0], []
+        fields = reply[1:]
+        return "jobs", [
+            (fields[i], fields[i + 1], fields[i + 2], fields[i + 3], fields[i + 4]) for i in range(0, len(fields), 5)
+        ]
 
     async def heartbeat(self, worker_id: str, leases: list[tuple[str, int]]) -> list[int]:
         """Renew the leases of ``(job_id, attempt)`` pairs; per job -1 = lost, 1 = cancel requested, 0 = fine."""
@@ -366,16 +419,26 @@ class JobQueue:
 
     async def report_progress(self, worker_id: str, job_id: str, attempt: int, percent: int, message: str) -> int:
         """Write progress if this worker still owns the job; -1 = lost, 1 = cancel requested, 0 = fine."""
-        return int(await self._scripts["PROGRESS"](keys=[self.job_key(job_id)], args=[worker_id, attempt, percent, message]))
+        return int(
+            await self._scripts["PROGRESS"](keys=[self.job_key(job_id)], args=[worker_id, attempt, percent, message])
+        )
 
     async def finish(
-        self, worker_id: str, job_id: str, attempt: int, status: JobStatus, *,
-        result_json: str = "", error: str = "", traceback_text: str = "",
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        *,
+        result_json: str = "",
+        error: str = "",
+        traceback_text: str = "",
     ) -> bool:
         """Compare-and-set the job's final state; False when this worker/attempt no longer owns it."""
+        cap = self.settings.max_concurrent_jobs
         reply = await self._scripts["FINISH"](
             keys=[self.job_key(job_id), self.processing_key, self.channel],
-            args=[job_id, worker_id, attempt, status.value, result_json, error, traceback_text],
+            args=[job_id, worker_id, attempt, status.value, result_json, error, traceback_text, cap],
         )
         return bool(reply)
 
@@ -389,23 +452,32 @@ class JobQueue:
 
     async def reap(self, limit: int = 100) -> int:
         """Requeue (or fail) running jobs whose lease expired; return how many were moved."""
-        return int(await self._scripts["REAP"](
-            keys=[self.processing_key, self.channel],
-            args=[self.settings.cache_namespace, self.max_attempts, self.max_age_seconds, limit],
-        ))
+        return int(
+            await self._scripts["REAP"](
+                keys=[self.processing_key, self.channel],
+                args=[self.settings.cache_namespace, self.max_attempts, self.max_age_seconds, limit],
+            )
+        )
 
     async def mark_worker_alive(self, worker_id: str, alive_seconds: float) -> int:
         """Record a worker as alive for ``alive_seconds`` (0 removes it); return live workers."""
-        return int(await self._scripts["WORKER_ALIVE"](
-            keys=[self.workers_key], args=[worker_id, math.ceil(alive_seconds * 1000), self.max_age_seconds],
-        ))
+        return int(
+            await self._scripts["WORKER_ALIVE"](
+                keys=[self.workers_key],
+                args=[worker_id, math.ceil(alive_seconds * 1000), self.max_age_seconds],
+            )
+        )
 
 
 _QUEUES: dict[Settings, JobQueue] = {}
 
 
 def get_job_queue(settings: Settings) -> JobQueue:
-    """The process's JobQueue for ``settings`` (created on first call; ``await queue.close()`` forgets it)."""
+    """The process's JobQueue for ``settings`` (created on first call; ``await queue.close()`` forgets it).
+
+    Its asyncio Redis client belongs to the event loop that first uses it: close the queue before
+    that loop ends (FastAPI's lifespan does), and do not share it across ``asyncio.run`` calls.
+    """
     queue = _QUEUES.get(settings)
     if queue is None:
         queue = _QUEUES[settings] = JobQueue(settings)
@@ -419,8 +491,7 @@ def register_default_handlers(
     bulk_import_fn: JobHandler | None = None,
     on_done: Callable[[], Awaitable[int] | int] | None = None,
 ) -> None:
-    """Register ``assessment`` (when ``assessment_fn`` is given) and ``bulk_import`` (psycopg upsert unless replaced)."""
+    """Register ``assessment`` (if ``assessment_fn`` is given) and ``bulk_import`` (psycopg upsert unless replaced)."""
     from .job_defaults import register_defaults
 
     register_defaults(queue, assessment_fn=assessment_fn, bulk_import_fn=bulk_import_fn, on_done=on_done)
-

@@ -104,7 +104,7 @@ def _seed_tenants(conn: psycopg.Connection[Any], n_tenants: int, rng: np.random.
 class _Generator:
     """Vectorized verdict rows for one seed; ``chunk(n)`` returns COPY text and feeds the checksum."""
 
-    def __init__(self, seed: int, n_tenants: int, end: dt.datetime, duplicate_share: float) -> None:
+    def __init__(self, seed: int | list[int], n_tenants: int, end: dt.datetime, duplicate_share: float) -> None:
         self.rng = np.random.default_rng(seed)
         self.end_us = int(end.timestamp() * 1_000_000)
         self.tenants = np.array(tenant_ids(n_tenants))
@@ -268,8 +268,10 @@ def seed_database(
             f"psra_verdicts already holds {existing:,} rows; pass --force to replace them or --append to add more."
         )
     started = time.perf_counter()
-    gen = _Generator(seed, tenants, end, duplicate_share)
     fresh = mode == "force" or not existing
+    # Appending continues the data with a stream of its own (still a function of seed and the
+    # row count it starts from), so it never repeats the ids of the rows already there.
+    gen = _Generator(seed if fresh else [seed, existing], tenants, end, duplicate_share)
     with conn.transaction():
         conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         rebuild: list[str] = []

@@ -87,16 +87,21 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _process_named(pid: int | None, names: tuple[str, ...]) -> psutil.Process | None:
+def _process_named(pid: int | None, names: tuple[str, ...], cwd: Path) -> psutil.Process | None:
+    """The live process ``pid`` if it is one of ours: the right name *and* working in ``cwd``.
+
+    After a reboot a stale pid file can name an unrelated process (even another PostgreSQL);
+    both of our servers chdir into their data folder, which tells ours apart.
+    """
     if pid is None:
         return None
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if any(n in proc.name() for n in names):
+        if any(n in proc.name() for n in names) and Path(proc.cwd()).resolve() == cwd.resolve():
             return proc
-    except psutil.Error:
+    except (psutil.Error, OSError):
         return None
     return None
 
@@ -148,7 +153,7 @@ def _pg_paths(home: Path) -> tuple[Path, Path, Path]:
 
 
 def _pg_running(pgdata: Path) -> psutil.Process | None:
-    return _process_named(_read_int(pgdata / "postmaster.pid"), ("postgres",))
+    return _process_named(_read_int(pgdata / "postmaster.pid"), ("postgres",), pgdata)
 
 
 def start_postgres(home: Path) -> str:
@@ -240,7 +245,7 @@ def _valkey_paths(home: Path) -> tuple[Path, Path, Path]:
 
 
 def _valkey_running(pid_file: Path) -> psutil.Process | None:
-    return _process_named(_read_int(pid_file), ("valkey",))
+    return _process_named(_read_int(pid_file), ("valkey",), pid_file.parent)
 
 
 def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-lru") -> RedisSettings:

@@ -27,7 +27,7 @@ _FALSE = {"0", "false", "no", "off"}
 
 def redact(text: str) -> str:
     """Return ``text`` with the password of any ``scheme://user:password@host`` URL replaced by ``***``."""
-    text = re.sub(r"(\w[\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)", r"\1***\3", text)
+    text = re.sub(r"(\w[\w+.-]*://[^:/@\s]*:)([^@/\n]*)(@)", r"\1***\3", text)
     return re.sub(r"(password=)(\S+)", r"\1***", text)
 
 
@@ -221,6 +221,8 @@ def _namespace(raw: str) -> str:
 
 def _check_dsn(dsn: str) -> None:
     allowed = "use a URL like postgresql://user[:password]@host[:port]/dbname"
+    if any(ch.isspace() for ch in dsn):
+        raise ConfigError("PSRA_DB_DSN", redact(dsn), allowed + " (percent-encode spaces as %20)")
     try:
         parts = urlsplit(dsn)
         parts.port  # noqa: B018 - raises ValueError on a bad port
