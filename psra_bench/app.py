@@ -65,7 +65,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(JobError)
     async def _job_error(request: Request, exc: JobError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        return JSONResponse(status_code=422, content={"detail": str(exc), "field": getattr(exc, "field", None)})
 
     @app.exception_handler(PsraBenchError)
     async def _other(request: Request, exc: PsraBenchError) -> JSONResponse:

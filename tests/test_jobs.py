@@ -1,0 +1,559 @@
+"""The Redis job queue against a real Redis: order, progress, cancel, failures, TTL, leases, crashes.
+
+In-process tests run workers in the test's event loop; the cross-process tests spawn
+``python -m psra_bench.worker`` processes (always killed in teardown). Leases are ~1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError
+from psra_bench.job_defaults import validate_bulk_items
+from psra_bench.jobs import JobPriority, JobQueue, JobStatus, get_job_queue, register_default_handlers
+from psra_bench.settings import Settings
+from psra_bench.worker import load_handlers_setup
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = f"{ROOT / 'tests' / 'job_handlers.py'}:setup"
+setup_test_handlers = load_handlers_setup(HANDLERS)
+
+
+@pytest.fixture
+async def make_queue(namespaced_settings: Settings) -> AsyncIterator[Callable[..., JobQueue]]:
+    """Factory of JobQueues on the test's namespace with the test handlers; all closed after the test."""
+    made: list[JobQueue] = []
+
+    def make(settings: Settings | None = None, **options: Any) -> JobQueue:
+        options.setdefault("lease_seconds", 1.0)
+        options.setdefault("poll_interval", 0.1)
+        q = JobQueue(settings or namespaced_settings, **options)
+        setup_test_handlers(q)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        await q.stop_workers(grace_seconds=0)
+        await q.close()
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
+    """Poll an async predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def wait_status(q: JobQueue, job_id: str, status: JobStatus, timeout: float = 15.0) -> Any:
+    """Wait until the job has ``status``; return its JobResult."""
+
+    async def check() -> Any:
+        state = await q.get_job_status(job_id)
+        return state if state is not None and state.status is status else None
+
+    return await wait_until(check, timeout)
+
+
+# -- validation and plain API -------------------------------------------------------------
+
+
+async def test_submit_rejects_bad_input_with_one_clear_sentence(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    with pytest.raises(JobInputError, match=r"job_type='nope' is not valid: use one of the job types .*noop"):
+        await q.submit("nope", {})
+    with pytest.raises(JobError, match=r"priority='urgent' is not valid: use one of low, normal, high, critical"):
+        await q.submit("noop", {}, priority="urgent")
+    for ttl in (0, -5, 10**9, True, 1.5):
+        with pytest.raises(JobInputError, match=r"ttl_seconds=.* is not valid: use a whole number from 1 to"):
+            await q.submit("noop", {}, ttl_seconds=ttl)  # type: ignore[arg-type]
+    with pytest.raises(JobInputError, match=r"payload=\[1, 2\] is not valid: use a JSON object"):
+        await q.submit("noop", [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(JobInputError, match="payload=.* is not valid: use JSON-serializable values only"):
+        await q.submit("noop", {"x": object()})
+    with pytest.raises(JobInputError, match="metadata.attempts=9 is not valid: this key is reserved"):
+        await q.submit("noop", {}, metadata={"attempts": 9})
+    assert (await q.health())["queued_jobs"] == {"critical": 0, "high": 0, "normal": 0, "low": 0}
+
+
+async def test_unknown_ids_none_for_status_error_for_cancel(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    assert await q.get_job_status("00000000-0000-4000-8000-000000000000") is None
+    with pytest.raises(JobNotFoundError, match="does not exist"):
+        await q.cancel("00000000-0000-4000-8000-000000000000")
+
+
+async def test_submit_writes_a_pending_job_under_the_namespace(
+    make_queue: Callable[..., JobQueue], redis_client: Any, namespaced_settings: Settings
+) -> None:
+    q = make_queue()
+    job_id = await q.submit("noop", {"echo": 1}, priority="high", ttl_seconds=60, metadata={"tenant_id": "t1"})
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.PENDING and state.progress == 0
+    assert state.metadata["job_type"] == "noop" and state.metadata["priority"] == "high"
+    assert state.metadata["tenant_id"] == "t1" and state.attempts == 0 and state.duration_seconds is None
+    assert state.created_at is not None and state.started_at is None
+    assert q.job_key(job_id) == f"{namespaced_settings.cache_namespace}job:{job_id}"
+    assert redis_client.exists(q.job_key(job_id)) == 1 and redis_client.exists(f"job:{job_id}") == 0
+    # A waiting job carries the max-age bound, so it cannot stay in Redis forever.
+    assert 0 < redis_client.ttl(q.job_key(job_id)) <= q.max_age_seconds
+    health = await q.health()
+    assert health["service"] == "async_job_queue" and health["queued_jobs"]["high"] == 1
+    assert health["running_jobs"] == 0 and "noop" in health["registered_handlers"]
+
+
+async def test_get_job_queue_returns_one_queue_per_settings(namespaced_settings: Settings) -> None:
+    a = get_job_queue(namespaced_settings)
+    b = get_job_queue(namespaced_settings)
+    other = get_job_queue(namespaced_settings.replace(cache_namespace=namespaced_settings.cache_namespace + "x:"))
+    try:
+        assert a is b and a is not other
+    finally:
+        await a.close()
+        await other.close()
+    assert get_job_queue(namespaced_settings) is not a
+    await get_job_queue(namespaced_settings).close()
+
+
+# -- ordering, progress, failure, TTL -----------------------------------------------------
+
+
+async def test_priority_order_then_fifo_within_a_priority(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    tags = []
+    for i in range(3):
+        for prio in ("low", "normal", "critical", "high"):
+            tags.append((prio, f"{prio}-{i}"))
+            await q.submit("record", {"tag": f"{prio}-{i}"}, priority=prio)
+    await q.start_workers(concurrency=1)
+    await wait_until(lambda: _llen_is(q, "t:order", len(tags)))
+    order = await q.redis.lrange(q.key("t:order"), 0, -1)
+    expected = [t for p in JobPriority.dequeue_order() for prio, t in tags if prio == p.value]
+    assert order == expected
+
+
+async def _llen_is(q: JobQueue, suffix: str, n: int) -> bool:
+    return int(await q.redis.llen(q.key(suffix))) >= n
+
+
+async def test_progress_is_visible_while_running(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    await q.start_workers(concurrency=2)
+    job_id = await q.submit("wait_for_release", {})
+
+    async def halfway() -> Any:
+        s = await q.get_job_status(job_id)
+        return s if s is not None and s.progress == 50 else None
+
+    state = await wait_until(halfway)
+    assert state.status is JobStatus.RUNNING and state.progress_message == "halfway"
+    assert state.started_at is not None and state.completed_at is None
+    assert state.metadata["worker_id"] == q.worker.id and state.attempts == 1  # type: ignore[union-attr]
+    assert (await q.health())["running_jobs"] == 1
+    await q.redis.set(q.key(f"t:release:{job_id}"), "1")
+    done = await wait_status(q, job_id, JobStatus.COMPLETED)
+    assert done.result == "released" and done.progress == 100
+    assert done.duration_seconds is not None and done.duration_seconds >= 0
+
+
+async def test_handler_exception_fails_the_job_with_its_traceback(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("boom", {"why": "bad input 42"})
+    state = await wait_status(q, job_id, JobStatus.FAILED)
+    assert state.error == "ValueError: boom: bad input 42"
+    assert state.error_traceback is not None and "Traceback (most recent call last)" in state.error_traceback
+    assert "raise ValueError" in state.error_traceback and state.result is None
+    assert state.completed_at is not None
+
+
+async def test_finished_job_expires_after_its_ttl(make_queue: Callable[..., JobQueue], redis_client: Any) -> None:
+    q = make_queue()
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("noop", {"echo": "x"}, ttl_seconds=1)
+    state = await wait_status(q, job_id, JobStatus.COMPLETED)
+    assert state.result == {"ok": True, "echo": "x"}
+    pttl = redis_client.pttl(q.job_key(job_id))
+    assert pttl == -2 or 0 < pttl <= 1000  # -2: already expired on a slow machine
+    await wait_until(lambda: _is_gone(q, job_id), timeout=10, interval=0.1)
+
+
+async def _is_gone(q: JobQueue, job_id: str) -> bool:
+    return await q.get_job_status(job_id) is None
+
+
+# -- cancel ---------------------------------------------------------------------------------
+
+
+async def test_cancel_pending_job_never_starts(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    doomed = await q.submit("record", {"tag": "doomed"})
+    after = await q.submit("record", {"tag": "after"})
+    outcome = await q.cancel(doomed)
+    assert outcome.status is JobStatus.CANCELLED and outcome.accepted
+    assert (await q.health())["queued_jobs"]["normal"] == 1
+    await q.start_workers(concurrency=2)
+    await wait_status(q, after, JobStatus.COMPLETED)
+    state = await q.get_job_status(doomed)
+    assert state is not None and state.status is JobStatus.CANCELLED and state.started_at is None
+    assert await q.redis.lrange(q.key("t:order"), 0, -1) == ["after"]
+    assert not await q.redis.exists(q.key(f"t:started:{doomed}"))
+    # Cancelling a finished job changes nothing and is not an error.
+    again = await q.cancel(after)
+    assert again.status is JobStatus.COMPLETED and not again.accepted and "already completed" in again.message
+    assert (await q.get_job_status(after)).status is JobStatus.COMPLETED  # type: ignore[union-attr]
+
+
+async def test_cancel_running_job_ends_cancelled(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("sleeper", {"seconds": 60})
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    outcome = await q.cancel(job_id, wait_seconds=10)
+    assert outcome.status is JobStatus.CANCELLED and outcome.accepted
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.CANCELLED and state.error is not None
+    assert await q.redis.exists(q.key(f"t:interrupted:{job_id}"))
+    assert (await q.health())["running_jobs"] == 0
+
+
+async def test_cancel_flag_seen_by_heartbeat_without_pubsub(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue(lease_seconds=0.6)
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("sleeper", {"seconds": 60})
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    await q.redis.hset(q.job_key(job_id), "cancel_requested", "1")  # the flag only, no event published
+    state = await wait_status(q, job_id, JobStatus.CANCELLED, timeout=10)
+    assert state.error == "cancelled on request while running"
+
+
+async def test_cancel_flag_seen_by_update_progress(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue(lease_seconds=120)  # heartbeats every 40 s: only update_progress can notice
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("spin_progress", {})
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    await q.redis.hset(q.job_key(job_id), "cancel_requested", "1")
+    await wait_status(q, job_id, JobStatus.CANCELLED, timeout=10)
+
+
+# -- leases, reaper, compare-and-set ----------------------------------------------------------
+
+
+async def test_late_finisher_cannot_overwrite_and_nothing_completes_twice(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue(lease_seconds=0.3)
+    job_id = await q.submit("noop", {})
+    first = await q.dequeue("ghost-A")
+    assert first[:2] == ("job", job_id) and first[4] == "1"
+    await asyncio.sleep(0.4)
+    assert await q.reap() == 1
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.PENDING and state.metadata["workers_lost"] == 1
+    second = await q.dequeue("ghost-B")
+    assert second[:2] == ("job", job_id) and second[4] == "2"
+    assert await q.heartbeat("ghost-A", [(job_id, 1)]) == [-1]
+    assert await q.report_progress("ghost-A", job_id, 1, 90, "late") == -1
+    assert not await q.finish("ghost-A", job_id, 1, JobStatus.COMPLETED, result_json='"from A"')
+    assert await q.finish("ghost-B", job_id, 2, JobStatus.COMPLETED, result_json='"from B"')
+    assert not await q.finish("ghost-B", job_id, 2, JobStatus.COMPLETED, result_json='"again"')
+    final = await q.get_job_status(job_id)
+    assert final is not None and final.status is JobStatus.COMPLETED and final.result == "from B"
+    assert final.attempts == 2 and final.metadata["worker_id"] == "ghost-B"
+
+
+async def test_reaper_fails_a_job_after_max_attempts_lost_workers(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue(lease_seconds=0.2, max_attempts=2)
+    job_id = await q.submit("noop", {})
+    other = await q.submit("noop", {}, priority="low")
+    assert (await q.dequeue("ghost-1"))[1] == job_id
+    await asyncio.sleep(0.3)
+    # The dequeue script reaps first: the lost job goes back to the FRONT, ahead of older work.
+    assert (await q.dequeue("ghost-2"))[1:5:3] == (job_id, "2")
+    await asyncio.sleep(0.3)
+    assert await q.reap() == 1
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.FAILED
+    assert state.error == "worker lost 2 times (max_attempts=2)"
+    assert (await q.get_job_status(other)).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+async def test_dequeue_respects_the_global_cap(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings
+) -> None:
+    q = make_queue(namespaced_settings.replace(max_concurrent_jobs=1))
+    a = await q.submit("noop", {})
+    await q.submit("noop", {})
+    assert (await q.dequeue("w1"))[1] == a
+    assert await q.dequeue("w2") == ("full",)
+    assert await q.finish("w1", a, 1, JobStatus.COMPLETED, result_json="1")
+    assert (await q.dequeue("w2"))[0] == "job"
+
+
+async def test_batch_dequeue_takes_at_most_the_free_slots_in_priority_order(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings
+) -> None:
+    q = make_queue(namespaced_settings.replace(max_concurrent_jobs=3))
+    low = await q.submit("noop", {}, priority="low")
+    normal = [await q.submit("noop", {}) for _ in range(2)]
+    high = await q.submit("noop", {}, priority="high")
+    state, jobs = await q.dequeue_many("w1", 5)
+    assert state == "jobs" and [j[0] for j in jobs] == [high, *normal]
+    assert await q.dequeue_many("w2", 5) == ("full", [])
+    assert (await q.health())["running_jobs"] == 3 and (await q.health())["queued_jobs"]["low"] == 1
+    assert (await q.get_job_status(low)).status is JobStatus.PENDING  # type: ignore[union-attr]
+
+
+async def test_graceful_stop_requeues_unfinished_jobs(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    job_id = await q.submit("sleeper", {"seconds": 60})
+    await q.start_workers(concurrency=1)
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    await q.stop_workers(grace_seconds=0.1)
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.PENDING and state.attempts == 1
+    assert state.metadata["workers_lost"] == 0 and (await q.health())["queued_jobs"]["normal"] == 1
+    assert await q.redis.exists(q.key(f"t:interrupted:{job_id}"))
+
+
+# -- default handlers -------------------------------------------------------------------------
+
+
+async def test_bulk_import_upserts_hs_codes_with_progress_and_invalidation(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings, make_database: Callable[..., str]
+) -> None:
+    import psycopg
+
+    dsn = make_database()
+    calls: list[int] = []
+
+    async def invalidate() -> int:
+        calls.append(1)
+        return 7
+
+    q = make_queue(namespaced_settings.replace(db_dsn=dsn))
+    register_default_handlers(q, on_done=invalidate)
+    items = [
+        {"code": "8471.30", "description": "Portable computers (updated)"},
+        {"code": "0199", "description": "New heading in chapter 01"},
+        {"code": "0199.01", "description": "New subheading"},
+    ] + [{"code": f"01{n:02d}", "description": f"filler {n}"} for n in range(50, 80)]
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("bulk_import", {"items": items})
+    state = await wait_status(q, job_id, JobStatus.COMPLETED, timeout=30)
+    assert state.result == {"imported": 33, "inserted": 32, "updated": 1, "invalidated": 7} and calls == [1]
+    with psycopg.connect(dsn) as conn:
+        rows = dict(
+            (r[0], r[1:])
+            for r in conn.execute(
+                "SELECT code, description, level, parent, chapter, section FROM hs_codes "
+                "WHERE code IN ('847130', '0199', '019901')"
+            )
+        )
+        total = conn.execute("SELECT count(*) FROM hs_codes").fetchone()
+    assert rows["847130"] == ("Portable computers (updated)", 6, "8471", "84", "XVI")
+    assert rows["0199"] == ("New heading in chapter 01", 4, "01", "01", "I")
+    assert rows["019901"] == ("New subheading", 6, "0199", "01", "I")
+    assert total is not None and total[0] == 6940 + 32
+
+
+async def test_bulk_import_rejects_bad_items_naming_the_index(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    register_default_handlers(q)
+    with pytest.raises(JobInputError, match=r"items\[1\]\.code='847' is not valid: use 2, 4 or 6 digits") as e:
+        await q.submit(
+            "bulk_import", {"items": [{"code": "01", "description": "ok"}, {"code": "847", "description": "x"}]}
+        )
+    assert e.value.field == "items[1].code"
+    with pytest.raises(JobInputError, match=r"items\[0\]\.description='  ' is not valid"):
+        await q.submit("bulk_import", {"items": [{"code": "01", "description": "  "}]})
+    with pytest.raises(JobInputError, match="without NUL characters"):
+        await q.submit("bulk_import", {"items": [{"code": "01", "description": "a\x00b"}]})
+    with pytest.raises(JobInputError, match=r"items\[0\]\.foo=1 is not valid: an item has only code and description"):
+        await q.submit("bulk_import", {"items": [{"code": "01", "description": "d", "foo": 1}]})
+    with pytest.raises(JobInputError, match=r"use at most 10000 items per job \(got 10001\)"):
+        await q.submit("bulk_import", {"items": [{"code": "01", "description": "d"}] * 10_001})
+    with pytest.raises(JobInputError, match="non-empty list"):
+        await q.submit("bulk_import", {"items": []})
+    assert [i.code for i in validate_bulk_items({"items": [{"code": "84.71", "description": "d"}]})] == ["8471"]
+
+
+async def test_assessment_handler_runs_the_injected_function(make_queue: Callable[..., JobQueue]) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def assess(payload: dict[str, Any]) -> dict[str, Any]:  # sync: runs in a thread
+        seen.append(payload)
+        return {"status": "qualified", "hs_code": payload["hs_code"]}
+
+    q = make_queue()
+    register_default_handlers(q, assessment_fn=assess)
+    assert {"assessment", "bulk_import"} <= set((await q.health())["registered_handlers"])
+    with pytest.raises(JobInputError, match="origin_country='Mexico' is not valid"):
+        await q.submit("assessment", {"hs_code": "8471.30", "origin_country": "Mexico", "destination_country": "US"})
+    await q.start_workers(concurrency=1)
+    body = {"rule_id": "USMCA-2024-01", "hs_code": "8471.30", "origin_country": "MX", "destination_country": "US"}
+    job_id = await q.submit("assessment", body)
+    state = await wait_status(q, job_id, JobStatus.COMPLETED)
+    assert state.result == {"status": "qualified", "hs_code": "8471.30"} and seen == [body]
+
+
+# -- separate worker processes ----------------------------------------------------------------
+
+
+@pytest.fixture
+def spawn_worker(namespaced_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start ``python -m psra_bench.worker`` processes on the test namespace; every one is killed in teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+    assert namespaced_settings.redis is not None and namespaced_settings.db_dsn is not None
+
+    def spawn(
+        concurrency: int = 1, max_concurrent_jobs: int = 10, lease: float = 1.0, extra: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "REDIS_URL": namespaced_settings.redis.url(),  # type: ignore[union-attr]
+                "PSRA_DB_DSN": namespaced_settings.db_dsn,  # type: ignore[dict-item]
+                "MAX_CONCURRENT_JOBS": str(max_concurrent_jobs),
+                "PSRA_BENCH_HOME": str(tmp_path / "home"),
+            }
+        )
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed with the process
+        cmd = [
+            sys.executable,
+            "-m",
+            "psra_bench.worker",
+            "--concurrency",
+            str(concurrency),
+            "--handlers",
+            HANDLERS,
+            "--lease",
+            str(lease),
+            "--poll-interval",
+            "0.2",
+            "--grace",
+            "0.5",
+            "--namespace",
+            namespaced_settings.cache_namespace,
+            *extra,
+        ]
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+async def wait_workers(q: JobQueue, n: int, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until ``n`` workers are registered as alive, failing fast if a process died."""
+
+    async def ready() -> bool:
+        for p in procs:
+            assert p.poll() is None, f"worker process exited early with code {p.returncode}"
+        return int((await q.health())["workers"]) >= n
+
+    await wait_until(ready, timeout=30, interval=0.05)
+
+
+def max_overlap(intervals: list[dict[str, Any]]) -> int:
+    """Largest number of intervals open at one instant (an end at t closes before a start at t)."""
+    events = sorted(
+        [(i["start"], 1) for i in intervals] + [(i["end"], -1) for i in intervals], key=lambda e: (e[0], e[1])
+    )
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+async def test_concurrency_cap_holds_across_two_worker_processes(
+    make_queue: Callable[..., JobQueue],
+    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    namespaced_settings: Settings,
+) -> None:
+    q = make_queue(namespaced_settings.replace(max_concurrent_jobs=2))
+    procs = [spawn_worker(concurrency=3, max_concurrent_jobs=2) for _ in range(2)]
+    await wait_workers(q, 2, procs)
+    ids = [await q.submit("interval", {"seconds": 0.15}) for _ in range(12)]
+    for job_id in ids:
+        await wait_status(q, job_id, JobStatus.COMPLETED, timeout=30)
+    intervals = [json.loads(x) for x in await q.redis.lrange(q.key("t:intervals"), 0, -1)]
+    assert len(intervals) == 12
+    # Each process could run 3 at once; the shared cap of 2 is what holds them to 2.
+    assert max_overlap(intervals) == 2
+    assert len({i["worker"] for i in intervals}) == 2, "both worker processes should have taken jobs"
+
+
+async def test_kill_9_mid_job_completes_once_on_another_worker(
+    make_queue: Callable[..., JobQueue],
+    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    q = make_queue()
+    victim = spawn_worker(concurrency=1)
+    await wait_workers(q, 1, [victim])
+    job_id = await q.submit("crashable", {"seconds": 1.0})
+    running = await wait_status(q, job_id, JobStatus.RUNNING)
+    victim_id = running.metadata["worker_id"]
+    assert f":{victim.pid}:" in victim_id
+    await wait_until(lambda: _llen_is(q, f"t:starts:{job_id}", 1))
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    rescuer = spawn_worker(concurrency=1)
+    state = await wait_status(q, job_id, JobStatus.COMPLETED, timeout=30)
+    assert state.attempts == 2 and state.metadata["workers_lost"] == 1
+    assert f":{rescuer.pid}:" in state.metadata["worker_id"] and state.result == {"worker": state.metadata["worker_id"]}
+    assert await q.redis.get(q.key(f"t:completions:{job_id}")) == "1"
+    assert await q.redis.lrange(q.key(f"t:finishers:{job_id}"), 0, -1) == [state.metadata["worker_id"]]
+    assert await q.redis.lrange(q.key(f"t:starts:{job_id}"), 0, -1) == [victim_id, state.metadata["worker_id"]]
+    assert (await q.health())["running_jobs"] == 0
+
+
+async def test_sigterm_requeues_in_flight_job_and_exits_cleanly(
+    make_queue: Callable[..., JobQueue],
+    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    q = make_queue()
+    proc = spawn_worker(concurrency=1)
+    await wait_workers(q, 1, [proc])
+    job_id = await q.submit("sleeper", {"seconds": 60})
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.PENDING and state.metadata["workers_lost"] == 0
+    assert (await q.health())["workers"] == 0 and (await q.health())["running_jobs"] == 0
+
+
+async def test_burst_worker_drains_the_queues_and_exits(
+    make_queue: Callable[..., JobQueue],
+    spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    q = make_queue()
+    ids = [await q.submit("noop", {"echo": i}) for i in range(5)]
+    proc = spawn_worker(concurrency=2, extra=("--burst",))
+    assert await asyncio.to_thread(proc.wait, 30) == 0
+    assert json.loads((tmp_path / "worker-0.log").read_text().strip().splitlines()[-1]) == {"jobs_done": 5}
+    for i, job_id in enumerate(ids):
+        state = await q.get_job_status(job_id)
+        assert state is not None and state.status is JobStatus.COMPLETED and state.result == {"ok": True, "echo": i}
