@@ -51,17 +51,28 @@ def replay_keys(client: redis.Redis, settings: Settings) -> list[bytes]:
     return list(client.scan_iter(match=settings.cache_namespace + "cache-replay-*", count=1000))
 
 
-def assert_clean(conn: psycopg.Connection[Any]) -> None:
+def verdict_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture(autouse=True)
+def verdicts_before(conn: psycopg.Connection[Any]) -> int:
+    """Other tests may have written verdicts into the shared session database; a replay must add none."""
+    return verdict_count(conn)
+
+
+def assert_clean(conn: psycopg.Connection[Any], verdicts_before: int) -> None:
     reference = {r.code: r.description for r in hs_rows()}
     row = conn.execute("SELECT description FROM hs_codes WHERE code = %s", (HS,)).fetchone()
     assert row is not None and row[0] == reference[HS]
     marked = conn.execute("SELECT count(*) FROM psra_rules WHERE title LIKE '%%psra-bench replay%%'").fetchone()
     assert marked is not None and marked[0] == 0
-    verdicts = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()
-    assert verdicts is not None and verdicts[0] == 0
+    assert verdict_count(conn) == verdicts_before
 
 
-def test_hand_made_trace_gives_the_hand_computed_answer(
+def test_hand_made_trace_gives_the_hand_computed_answer(verdicts_before: int, 
     settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis
 ) -> None:
     live = replay_live(settings, hand_trace(), ttls=TTLS, compression=4)
@@ -74,10 +85,10 @@ def test_hand_made_trace_gives_the_hand_computed_answer(
     cmp = compare_sim_to_live(simulate(hand_trace(), TTLS), live)
     assert cmp["max_abs_diff"] == 0
     assert replay_keys(redis_client, settings) == []
-    assert_clean(conn)
+    assert_clean(conn, verdicts_before)
 
 
-def test_invalidation_on_update_trades_staleness_for_a_miss(settings: Settings, conn: psycopg.Connection[Any]) -> None:
+def test_invalidation_on_update_trades_staleness_for_a_miss(verdicts_before: int, settings: Settings, conn: psycopg.Connection[Any]) -> None:
     live = replay_live(settings, hand_trace(), ttls=TTLS, compression=4, invalidate_on_update=True)
     hs = live["entities"]["hs_codes"]
     # CachedDAL.update_hs_codes drops hs:* at 6: 7 miss (fill, expires 17), 12 hit, 13 hit.
@@ -85,10 +96,10 @@ def test_invalidation_on_update_trades_staleness_for_a_miss(settings: Settings, 
     assert live["invalidation_scope"] == "entity"
     sim = simulate(hand_trace(), TTLS, invalidate_on_update=True)
     assert compare_sim_to_live(sim, live)["max_abs_diff"] == 0
-    assert_clean(conn)
+    assert_clean(conn, verdicts_before)
 
 
-def test_generated_trace_through_the_real_assessment_path(
+def test_generated_trace_through_the_real_assessment_path(verdicts_before: int, 
     settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     spec = WorkloadSpec(
@@ -125,10 +136,10 @@ def test_generated_trace_through_the_real_assessment_path(
     assert again["source"].startswith(HIT_RATES) and again["comparison"] == cmp
     assert [t["title"] for t in results["tables"]][0] == "Cache Hit Rates (after warm-up)"
     assert replay_keys(redis_client, settings) == []
-    assert_clean(conn)
+    assert_clean(conn, verdicts_before)
 
 
-def test_calibration_times_real_reads_and_leaves_nothing_behind(
+def test_calibration_times_real_reads_and_leaves_nothing_behind(verdicts_before: int, 
     settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis
 ) -> None:
     trace = generate_trace(WorkloadSpec(requests=100, assessment_inputs=10, seed=5))
@@ -137,15 +148,15 @@ def test_calibration_times_real_reads_and_leaves_nothing_behind(
     assert set(result["miss_s"]) == set(result["hit_s"]) == {"hs_codes", "rules", "assessments"}
     assert all(v > 0 for v in result["miss_s"].values()) and result["expected_seconds"] > 0
     assert replay_keys(redis_client, settings) == []
-    assert_clean(conn)
+    assert_clean(conn, verdicts_before)
 
 
-def test_repair_restores_rows_a_crashed_replay_left_marked(conn: psycopg.Connection[Any]) -> None:
+def test_repair_restores_rows_a_crashed_replay_left_marked(verdicts_before: int, conn: psycopg.Connection[Any]) -> None:
     conn.execute("UPDATE hs_codes SET description = description || ' [psra-bench replay rev 3]' WHERE code = %s", (HS,))
     conn.execute("UPDATE psra_rules SET title = title || ' [psra-bench replay rev 1]' WHERE rule_id = %s", (RULE,))
     done = repair_database(conn)
     assert done["hs_codes_restored"] == 1 and done["rules_restored"] == 1
-    assert_clean(conn)
+    assert_clean(conn, verdicts_before)
 
 
 @pytest.mark.parametrize(
