@@ -38,7 +38,7 @@ class ReportParams:
     tenants: int = 200
     database: str = DEFAULT_DATABASE
     #: Query latency: timed calls per query per round, and A/B rounds (each round rebuilds the indexes).
-    iterations: int = 60
+    iterations: int = 20
     rounds: int = 2
     #: Cache replay: requests in the trace.
     cache_requests: int = 20_000
@@ -55,7 +55,7 @@ class ReportParams:
     @classmethod
     def quick_defaults(cls) -> ReportParams:
         """The small ``--quick`` run (target ≤ 2 minutes on 2 cores)."""
-        return cls(verdicts=20_000, iterations=20, rounds=2, cache_requests=4_000, users=5, spawn_rate=5.0,
+        return cls(verdicts=20_000, iterations=10, rounds=2, cache_requests=4_000, users=5, spawn_rate=5.0,
                    duration=4, arrival_rate=20.0, quick=True)
 
     def validate(self) -> ReportParams:
