@@ -41,7 +41,7 @@ class ReportParams:
     iterations: int = 20
     rounds: int = 2
     #: Cache replay: requests in the trace.
-    cache_requests: int = 20_000
+    cache_requests: int = 8_000
     #: Load test: users, spawn rate, seconds per configuration, open-model arrival rate, p95 SLO.
     users: int = 20
     spawn_rate: float = 10.0
@@ -55,7 +55,7 @@ class ReportParams:
     @classmethod
     def quick_defaults(cls) -> ReportParams:
         """The small ``--quick`` run (target ≤ 2 minutes on 2 cores)."""
-        return cls(verdicts=20_000, iterations=10, rounds=2, cache_requests=4_000, users=5, spawn_rate=5.0,
+        return cls(verdicts=20_000, iterations=10, rounds=2, cache_requests=1_000, users=5, spawn_rate=5.0,
                    duration=4, arrival_rate=20.0, quick=True)
 
     def validate(self) -> ReportParams:
