@@ -37,11 +37,13 @@ class AppState:
 
 
 def _field_of(error: dict[str, Any]) -> str:
+    if error.get("type") == "json_invalid":
+        return "body"  # its loc ends in a character offset, not a field
     loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
     out = ""
     for part in loc:
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
-    return out or "body"
+    return out or str((error.get("ctx") or {}).get("field") or "body")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

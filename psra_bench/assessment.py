@@ -148,8 +148,13 @@ HsCode = Annotated[str, BeforeValidator(_hs_value)]
 #: An ISO 3166-1 alpha-2 country code, upper-cased.
 CountryCode = Annotated[str, BeforeValidator(_country_value)]
 _Operation = Annotated[str, AfterValidator(_operation_value)]
-_NonNegative = Annotated[Decimal, Field(ge=0), PlainSerializer(_json_number, return_type=float, when_used="json")]
-_Positive = Annotated[Decimal, Field(gt=0), PlainSerializer(_json_number, return_type=float, when_used="json")]
+#: Largest amount accepted (bill-of-materials values, prices): beyond it float figures stop being exact.
+MAX_AMOUNT = Decimal("1e15")
+#: Smallest price accepted: ratios of amounts to prices then stay finite floats.
+MIN_PRICE = Decimal("0.000001")
+_AsFloat = PlainSerializer(_json_number, return_type=float, when_used="json")
+_NonNegative = Annotated[Decimal, Field(ge=0, le=MAX_AMOUNT, max_digits=40), _AsFloat]
+_Positive = Annotated[Decimal, Field(ge=MIN_PRICE, le=MAX_AMOUNT, max_digits=40), _AsFloat]
 
 
 class BomLine(BaseModel):
@@ -160,7 +165,7 @@ class BomLine(BaseModel):
     hs_code: HsCode
     origin_country: CountryCode
     value: _NonNegative
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=500, pattern=r"^[^\x00]*$")
 
 
 def _today() -> dt.date:
@@ -177,7 +182,7 @@ class AssessmentRequest(BaseModel):
     ex_works_price: _Positive | None = None
     transaction_value: _Positive | None = None
     net_cost: _Positive | None = None
-    agreement_code: str | None = Field(default=None, max_length=16)
+    agreement_code: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z0-9-]*$")
     origin_country: CountryCode
     destination_country: CountryCode
     assessment_date: dt.date = Field(default_factory=_today)
@@ -185,7 +190,7 @@ class AssessmentRequest(BaseModel):
     #: Operations performed in the origin country; None = not declared (rules that check
     #: processes then give insufficient_data), () = declared: none.
     processes: tuple[_Operation, ...] | None = None
-    rule_id: str | None = Field(default=None, max_length=32)
+    rule_id: str | None = Field(default=None, max_length=32, pattern=r"^[A-Za-z0-9._-]*$")
 
     @field_validator("agreement_code", "rule_id")
     @classmethod

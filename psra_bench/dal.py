@@ -68,7 +68,8 @@ QUERIES: dict[str, str] = {
     "tenant_dashboard": """
         SELECT status, count(*) AS verdicts, round(avg(confidence)::numeric, 4) AS avg_confidence,
                max(created_at) AS last_verdict_at
-        FROM psra_verdicts WHERE tenant_id = %(tenant_id)s AND created_at >= %(since)s
+        FROM psra_verdicts
+        WHERE tenant_id = %(tenant_id)s AND created_at >= %(since)s AND created_at <= %(until)s
         GROUP BY status ORDER BY status""",
     "trade_route_report": """
         SELECT export_country, import_country, agreement_code, count(*) AS verdicts,
@@ -231,8 +232,12 @@ class PostgresDAL:
         if not isinstance(days, int) or not 1 <= days <= 3660:
             raise ValidationError("days", days, "a whole number of days from 1 to 3660")
         now = now or dt.datetime.now(dt.UTC)
+        try:
+            since = now - dt.timedelta(days=days)
+        except OverflowError:
+            raise ValidationError("until", now.isoformat(), f"a moment at least {days} days after 0001-01-01") from None
         return self.fetch_all("tenant_dashboard", {"tenant_id": _uuid(tenant_id, "tenant_id"),
-                                                    "since": now - dt.timedelta(days=days)})
+                                                    "since": since, "until": now})
 
     def trade_route_report(self, tenant_id: str | uuid.UUID, date_from: dt.date, date_to: dt.date,
                            limit: int = 50) -> list[dict[str, Any]]:

@@ -129,7 +129,8 @@ def _duplicate(src: ParamSource, rng: np.random.Generator) -> Params:
 
 def _dashboard(src: ParamSource, rng: np.random.Generator) -> Params:
     days = _pick(rng, (7, 30, 90))
-    return {"tenant_id": _pick(rng, src.tenants), "since": src.data_end - dt.timedelta(days=days)}
+    since = src.data_end - dt.timedelta(days=days)
+    return {"tenant_id": _pick(rng, src.tenants), "since": since, "until": src.data_end}
 
 
 def _report(src: ParamSource, rng: np.random.Generator) -> Params:

@@ -92,8 +92,9 @@ async def submit_bulk_import(request: Request) -> SubmitJobResponse:
     """Queue an HS code upsert; more than 10,000 items is refused with 413."""
     try:
         raw = await request.json()
-    except ValueError:
-        raise RequestValidationError([{"loc": ("body",), "msg": "the body is not valid JSON", "type": "json"}]) from None
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        error = {"loc": ("body",), "msg": "the body is not valid JSON", "type": "json"}
+        raise RequestValidationError([error]) from None
     items = raw.get("items") if isinstance(raw, dict) else None
     if isinstance(items, list) and len(items) > MAX_BULK_ITEMS:
         raise HTTPException(status_code=413,

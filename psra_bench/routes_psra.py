@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 
-from .assessment import AssessmentRequest
+from .assessment import ISO_COUNTRY_CODES, AssessmentRequest
+from .exceptions import ValidationError
 
 __all__ = ["router"]
 
@@ -32,7 +33,7 @@ def _same_tenant(path_tenant: uuid.UUID, header_tenant: uuid.UUID) -> str:
 
 
 @router.get("/hs/search")
-def hs_search(request: Request, q: Annotated[str, Query(min_length=2, max_length=200)],
+def hs_search(request: Request, q: Annotated[str, Query(min_length=2, max_length=200, pattern=r"^[^\x00]*$")],
               limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
     """HS codes whose description contains ``q`` (cached: hs:search:{query}:{limit})."""
     return {"query": q, "results": _state(request).cached.hs_search(q, limit)}
@@ -54,17 +55,25 @@ def agreements(request: Request) -> dict[str, Any]:
 
 
 @router.get("/rules")
-def rules(request: Request, agreement: Annotated[str, Query(min_length=2, max_length=16)],
+def rules(request: Request, agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$")],
           chapter: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None) -> dict[str, Any]:
     """Rules of an agreement, optionally of one HS chapter (cached: rules:agreement:{code})."""
     st = _state(request)
     agreement = agreement.upper()
-    rows = st.cached.rules_by_agreement_chapter(agreement, chapter) if chapter else st.cached.rules_by_agreement(agreement)
+    if chapter:
+        rows = st.cached.rules_by_agreement_chapter(agreement, chapter)
+    else:
+        rows = st.cached.rules_by_agreement(agreement)
+    if not rows:  # an unknown agreement, or a chapter it has no rules for
+        known = [a["agreement_code"] for a in st.dal.agreements()]
+        if agreement not in known:
+            raise ValidationError("agreement", agreement, "one of " + ", ".join(known))
     return {"agreement": agreement, "chapter": chapter, "rules": rows}
 
 
 @router.get("/rules/{rule_id}")
-def rule(request: Request, rule_id: str) -> dict[str, Any]:
+def rule(request: Request,
+         rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]) -> dict[str, Any]:
     """One rule (cached: rule:id:{rule_id})."""
     row = _state(request).cached.rule_by_id(rule_id.upper())
     if row is None:
@@ -142,5 +151,8 @@ def trade_route_report(request: Request, tenant_id: uuid.UUID, x_tenant_id: Tena
 def trade_route(request: Request, export_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
                 import_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")]) -> dict[str, Any]:
     """Verdicts per status on one trade route, all tenants (operator view)."""
+    for field, value in (("export_country", export_country), ("import_country", import_country)):
+        if value.upper() not in ISO_COUNTRY_CODES:
+            raise ValidationError(field, value, "a two-letter ISO 3166-1 country code such as DE")
     return {"export_country": export_country.upper(), "import_country": import_country.upper(),
             "by_status": _state(request).dal.trade_route_analysis(export_country, import_country)}
