@@ -250,6 +250,40 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
     click.echo(f"worker stopped after {done} jobs", err=True)
 
 
+# ----------------------------------------------------------------------------- load
+@cli.command()
+@click.option("--users", type=int, default=20, show_default=True, help="Closed-model users at the headline step.")
+@click.option("--spawn-rate", type=float, default=10.0, show_default=True, help="Users started per second.")
+@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds measured per step.")
+@click.option("--arrival-rate", type=float, default=50.0, show_default=True, help="Open model: requests/s.")
+@click.option("--configurations", default="all", show_default=True,
+              help="Comma-separated: baseline, indexes, cache, both (or all).")
+@click.option("--slo-p95-ms", type=float, default=200.0, show_default=True, help="p95 SLO for users supported.")
+@click.option("--verdicts", type=int, default=100_000, show_default=True, help="Dataset scale.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Dataset seed.")
+@click.option("--output-dir", default="reports/load", show_default=True, help="Where results go.")
+@click.option("--quick", is_flag=True, help="Two steps instead of five.")
+@click.pass_context
+@_errors
+def load(ctx: click.Context, users: int, spawn_rate: float, duration: float, arrival_rate: float,
+         configurations: str, slo_p95_ms: float, verdicts: int, seed: int, output_dir: str, quick: bool) -> None:
+    """Load-test the API with Locust for each configuration (baseline/indexes/cache/both)."""
+    from .load import run_load
+    from .workbench import DEFAULT_DATABASE, check_positive_int, ensure_dataset, notebook_settings
+
+    check_positive_int("--verdicts", verdicts, 20_000_000)
+    _ready(ctx)
+    settings = notebook_settings(DEFAULT_DATABASE)
+    dataset = ensure_dataset(settings, verdicts, seed)
+    doc = run_load(settings, users=users, spawn_rate=spawn_rate, duration=duration, arrival_rate=arrival_rate,
+                   configurations=configurations, slo_p95_ms=slo_p95_ms, output_dir=output_dir, quick=quick,
+                   dataset=dataset)
+    from .report_sections import load_tables
+
+    for t in load_tables(doc)[0]:
+        click.echo(f"\n{t.title}\n" + _table(t.columns, t.rows))
+
+
 # ----------------------------------------------------------------------------- report
 @cli.command()
 @click.option("--quick", is_flag=True, help="A small run (target ≤ 2 minutes).")

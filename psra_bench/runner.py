@@ -120,7 +120,7 @@ def _notebook_parameters(name: str, params: ReportParams, run_dir: Path, run_id:
         "03_ttl_tuning": {"requests": params.cache_requests},
         "04_load_test": {"users": params.users, "spawn_rate": params.spawn_rate, "duration": params.duration,
                          "arrival_rate": params.arrival_rate, "slo_p95_ms": params.slo_p95_ms,
-                         "quick": params.quick},
+                         "configurations": "baseline,both" if params.quick else "all", "quick": params.quick},
         "05_report": {"run_id": run_id, "reports_dir": params.reports_dir, "quick": params.quick},
     }
     return common | specific[name]
