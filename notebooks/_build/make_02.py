@@ -40,7 +40,7 @@ seed = 42  # dataset seed and trace seed
 requests = 1000  # reads in the trace (the report passes its cache_requests, 20,000 in a full run)
 duration_s = 7200.0  # simulated period, seconds
 warmup_s = 1800.0  # simulated seconds not counted
-zipf_s = 1.1  # key skew of reads (0 = uniform)
+zipf_s = 1.1  # key skew of reads, 0 means uniform
 hs_updates_per_hour = 12.0  # HS description changes per simulated hour
 rule_updates_per_hour = 2.0  # rule changes per simulated hour
 ttls = None  # per-entity TTL seconds, e.g. {"assessments": 600}; None or left out: the configured TTLs
