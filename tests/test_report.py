@@ -1,0 +1,203 @@
+"""`psra-bench report` end to end, the report assembly, history and regression flags, bad params."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from psra_bench.cli import cli
+from psra_bench.measure import summarize
+from psra_bench.report import (
+    append_history,
+    assemble_report,
+    find_regressions,
+    previous_comparable,
+    read_history,
+)
+from psra_bench.runner import ReportParams, load_params_file, merge_params
+from psra_bench.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = ["report.html", "report.md", "results.json", "history"] + [
+    f"{n}.ipynb" for n in ("01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test", "05_report")
+]
+
+
+def _env(settings: Settings, home: Path) -> dict[str, str]:
+    assert settings.db_dsn is not None and settings.redis is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PSRA_", "REDIS_"))}
+    env.update(
+        {
+            "PSRA_DB_DSN": settings.db_dsn,
+            "REDIS_URL": settings.redis.url(),
+            "PSRA_CACHE_NAMESPACE": settings.cache_namespace + "report",
+            "PSRA_BENCH_HOME": str(home),
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def quick_run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One real `psra-bench report --quick` (tiny scale) in a subprocess; its run folder and output."""
+    reports = tmp_path_factory.mktemp("reports")
+    params = reports / "params.yml"
+    params.write_text(
+        "verdicts: 3000\niterations: 4\ncache_requests: 400\nusers: 2\nduration: 2\ndatabase: psra_bench_report_test\n"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "psra_bench",
+            "report",
+            "--quick",
+            "--params",
+            str(params),
+            "--reports-dir",
+            str(reports),
+        ],
+        env=_env(settings, tmp_path_factory.mktemp("home")),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [p for p in reports.iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    return {"dir": runs[0], "reports": reports, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_quick_report_writes_every_file(quick_run: dict[str, Any], settings: Settings) -> None:
+    run_dir: Path = quick_run["dir"]
+    for name in FILES:
+        if name == "history":
+            assert (quick_run["reports"] / "history.jsonl").exists()
+        else:
+            assert (run_dir / name).exists(), name
+    assert list(run_dir.glob("*.png")), "plots are saved next to the report"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["complete"] is True
+    assert set(results["sections"]) == {"query_latency", "cache", "ttl", "load"}
+    # Every measured latency row carries n and a CI.
+    for row in results["sections"]["query_latency"]["table"]:
+        assert row["n_before"] > 0 and row["n_after"] > 0
+        assert len(row["before_p50_ci"]) == 2 and len(row["after_p50_ci"]) == 2
+    html = (run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in html, "plots are embedded: the page is self-contained"
+    assert "Query latency" in html and "Cache Hit Rates" in html and "Overall system performance" in html
+    # No secret of the settings leaks into anything the report wrote.
+    assert settings.redis is not None
+    for path in list(run_dir.glob("*.json")) + list(run_dir.glob("*.md")) + list(run_dir.glob("*.ipynb")):
+        text = path.read_text()
+        assert "password" not in text.lower() or '"password": "***"' in text.lower()
+    assert "report finished" in quick_run["stdout"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_deliberately_slowed_run_is_flagged(quick_run: dict[str, Any]) -> None:
+    """Rebuild the same run's report against a history whose previous run was 3× faster."""
+    run_dir: Path = quick_run["dir"]
+    results = json.loads((run_dir / "results.json").read_text())
+    history = quick_run["reports"] / "history.jsonl"
+    faster: dict[str, Any] = {}
+    for key, stats in results["headline"].items():
+        samples = [s / 3 for s in stats["samples_ms"]]
+        faster[key] = summarize(samples).to_dict()
+    append_history(
+        history,
+        {
+            "run_id": "earlier-faster",
+            "machine_key": results["machine_key"],
+            "scale": results["scale"],
+            "headline": faster,
+        },
+    )
+    again = assemble_report(run_dir, results["run_id"], reports_dir=quick_run["reports"], quick=True)
+    flagged = {r["item"] for r in again["regressions"]}
+    # A 3× slowdown passes the factor gate everywhere; with 8+ samples a side, most pass MWU too.
+    clear = {k for k, v in results["headline"].items() if v["n"] >= 8}
+    assert clear, "the quick run measured items with enough samples"
+    assert len(flagged & clear) >= len(clear) / 2, (flagged, clear)
+    assert flagged <= set(results["headline"])
+    assert again["previous_run"] == "earlier-faster"
+    assert "Regressions against the previous comparable run" in (run_dir / "report.md").read_text()
+
+
+def _stats(samples: list[float]) -> dict[str, Any]:
+    return summarize(samples).to_dict()
+
+
+def test_find_regressions_needs_factor_and_significance() -> None:
+    base = [10.0 + (i % 7) * 0.1 for i in range(40)]
+    previous = {"q.after": _stats(base), "same.after": _stats(base), "tiny.after": _stats(base)}
+    current = {
+        "q.after": _stats([s * 1.5 for s in base]),
+        "same.after": _stats(base),
+        "tiny.after": _stats([s * 1.03 for s in base]),
+    }
+    flagged = [r["item"] for r in find_regressions(previous, current, factor=1.1, alpha=0.05)]
+    assert flagged == ["q.after"]
+
+
+def test_history_ignores_incomplete_lines_and_other_machines(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    append_history(path, {"run_id": "a", "machine_key": "m1", "scale": 100, "headline": {}})
+    append_history(path, {"run_id": "b", "machine_key": "m2", "scale": 100, "headline": {}})
+    with open(path, "a") as fh:
+        fh.write('{"run_id": "interrupted", "machine_key": "m1", "sca')  # a write cut short
+    entries = read_history(path)
+    assert [e["run_id"] for e in entries] == ["a", "b"]
+    assert previous_comparable(entries, "m1", 100)["run_id"] == "a"  # type: ignore[index]
+    assert previous_comparable(entries, "m1", 200) is None
+
+
+def test_an_interrupted_assembly_leaves_no_results_json(tmp_path: Path) -> None:
+    (tmp_path / "results.json").write_text('{"complete": true, "stale": true}')
+    with pytest.raises(FileNotFoundError):
+        assemble_report(tmp_path, "x")
+    assert not (tmp_path / "results.json").exists(), "an older results.json must not survive to be trusted"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("verdicts: 0\n", "verdicts=0"),
+        ("verdicts: -5\n", "verdicts=-5"),
+        ("bogus_key: 1\n", "bogus_key"),
+        ("sections: [01_query_latency, 09_nope]\n", "09_nope"),
+        ("slo_p95_ms: 0\n", "slo_p95_ms=0"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_bad_params_file_fails_before_any_work(tmp_path: Path, text: str, needle: str) -> None:
+    params = tmp_path / "p.yml"
+    params.write_text(text)
+    reports = tmp_path / "reports"
+    result = CliRunner().invoke(
+        cli,
+        ["report", "--params", str(params), "--reports-dir", str(reports)],
+        env={"PSRA_DB_DSN": "postgresql://u:pw@127.0.0.1:1/x", "REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert result.exit_code == 2
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0]
+    assert not reports.exists(), "nothing was started or written"
+
+
+def test_flags_override_the_params_file(tmp_path: Path) -> None:
+    params = tmp_path / "p.yml"
+    params.write_text("verdicts: 5000\nusers: 3\n")
+    merged = merge_params(ReportParams.quick_defaults(), load_params_file(params), {"verdicts": 7000, "users": None})
+    assert (merged.verdicts, merged.users, merged.quick) == (7000, 3, True)
