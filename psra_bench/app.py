@@ -53,9 +53,14 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         field = _field_of(first)
         message = f"{field}: {first.get('msg', 'invalid value')}"
-        return JSONResponse(status_code=422, content={
-            "detail": message, "field": field,
-            "errors": [{"field": _field_of(e), "message": e.get("msg", "")} for e in errors]})
+        return JSONResponse(
+            status_code=422,
+            content={
+                "detail": message,
+                "field": field,
+                "errors": [{"field": _field_of(e), "message": e.get("msg", "")} for e in errors],
+            },
+        )
 
     @app.exception_handler(ValidationError)
     async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:

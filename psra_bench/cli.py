@@ -109,15 +109,29 @@ def services_status_cmd(ctx: click.Context) -> None:
 
 
 def _print_status(statuses: Sequence[Any]) -> None:
-    click.echo(_table(["service", "managed", "running", "endpoint", "pid", "data"],
-                      [[s.name, "embedded" if s.managed else "configured", "yes" if s.running else "no",
-                        s.endpoint, s.pid or "", s.data_dir or ""] for s in statuses]))
+    click.echo(
+        _table(
+            ["service", "managed", "running", "endpoint", "pid", "data"],
+            [
+                [
+                    s.name,
+                    "embedded" if s.managed else "configured",
+                    "yes" if s.running else "no",
+                    s.endpoint,
+                    s.pid or "",
+                    s.data_dir or "",
+                ]
+                for s in statuses
+            ],
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- seed
 @cli.command()
-@click.option("--verdicts", "verdicts", type=int, default=100_000, show_default=True,
-              help="How many synthetic verdicts to write.")
+@click.option(
+    "--verdicts", "verdicts", type=int, default=100_000, show_default=True, help="How many synthetic verdicts to write."
+)
 @click.option("--seed", "seed", type=int, default=42, show_default=True, help="Random seed (same seed, same data).")
 @click.option("--tenants", type=int, default=200, show_default=True, help="How many tenants.")
 @click.option("--force", is_flag=True, help="Replace existing verdicts.")
@@ -143,8 +157,10 @@ def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool
             seed_database(conn, verdicts, seed=seed, tenants=tenants, mode=mode)  # raises SeedError, writes nothing
         with click.progressbar(length=verdicts, label="seeding verdicts", file=sys.stderr) as bar:
             result = seed_database(conn, verdicts, seed=seed, tenants=tenants, mode=mode, progress=bar.update)
-    click.echo(f"wrote {result.verdicts:,} verdicts for {result.tenants} tenants in {result.seconds:.1f} s "
-               f"({result.rows_per_second:,.0f} rows/s); seed {result.seed}, checksum {result.checksum}")
+    click.echo(
+        f"wrote {result.verdicts:,} verdicts for {result.tenants} tenants in {result.seconds:.1f} s "
+        f"({result.rows_per_second:,.0f} rows/s); seed {result.seed}, checksum {result.checksum}"
+    )
 
 
 # ----------------------------------------------------------------------------- migrate
@@ -167,9 +183,11 @@ def migrate(ctx: click.Context, action: str, name: str | None) -> None:
         if action == "status":
             for n in names:
                 st = m.migration_status(conn, n)
-                click.echo(f"{n}: {st.state} (recorded: {st.recorded or 'nothing'}); "
-                           f"{len(st.present)}/{len(st.present) + len(st.missing) + len(st.invalid)} indexes valid; "
-                           f"{st.index_count} indexes in schema public")
+                click.echo(
+                    f"{n}: {st.state} (recorded: {st.recorded or 'nothing'}); "
+                    f"{len(st.present)}/{len(st.present) + len(st.missing) + len(st.invalid)} indexes valid; "
+                    f"{st.index_count} indexes in schema public"
+                )
                 if st.invalid:
                     click.echo(f"  INVALID (run `migrate up` to rebuild): {', '.join(st.invalid)}")
             return
@@ -181,11 +199,13 @@ def migrate(ctx: click.Context, action: str, name: str | None) -> None:
     def report(kind: str, index: str, seconds: float) -> None:
         click.echo(f"  {kind} {index} ({seconds:.2f} s)", err=True)
 
-    for n in (names if action == "up" else list(reversed(names))):
+    for n in names if action == "up" else list(reversed(names)):
         if action == "up":
             r = m.migrate_up(settings.db_dsn, n, progress=report)
-            click.echo(f"{n}: created {len(r['created'])}, repaired {len(r['repaired'])}, already present "
-                       f"{len(r['already'])}; {r['index_count']} indexes in schema public")
+            click.echo(
+                f"{n}: created {len(r['created'])}, repaired {len(r['repaired'])}, already present "
+                f"{len(r['already'])}; {r['index_count']} indexes in schema public"
+            )
         else:
             r = m.migrate_down(settings.db_dsn, n, progress=report)
             if not r["dropped"]:
@@ -211,8 +231,12 @@ def doctor(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
-@click.option("--job-workers/--no-job-workers", default=True, show_default=True,
-              help="Also run job workers inside the API process.")
+@click.option(
+    "--job-workers/--no-job-workers",
+    default=True,
+    show_default=True,
+    help="Also run job workers inside the API process.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
 @click.pass_context
 @_errors
@@ -228,15 +252,21 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
     assert settings.db_dsn is not None
     with connect(settings.db_dsn, autocommit=True) as conn:
         prepare_database(conn)
-    click.echo(f"PSRA API on http://{host}:{port} (docs at /docs); cache "
-               f"{'on' if settings.enable_cache else 'off'}", err=True)
-    uvicorn.run(create_app(settings, run_workers=job_workers), host=host, port=port, access_log=access_log,
-                log_level="warning")
+    click.echo(
+        f"PSRA API on http://{host}:{port} (docs at /docs); cache {'on' if settings.enable_cache else 'off'}", err=True
+    )
+    uvicorn.run(
+        create_app(settings, run_workers=job_workers), host=host, port=port, access_log=access_log, log_level="warning"
+    )
 
 
 @cli.command()
-@click.option("--concurrency", type=click.IntRange(1, 1000), default=None,
-              help="Jobs this process runs at once (default: MAX_CONCURRENT_JOBS).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Jobs this process runs at once (default: MAX_CONCURRENT_JOBS).",
+)
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.pass_context
 @_errors
@@ -256,8 +286,12 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
 @click.option("--spawn-rate", type=float, default=10.0, show_default=True, help="Users started per second.")
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds measured per step.")
 @click.option("--arrival-rate", type=float, default=50.0, show_default=True, help="Open model: requests/s.")
-@click.option("--configurations", default="all", show_default=True,
-              help="Comma-separated: baseline, indexes, cache, both (or all).")
+@click.option(
+    "--configurations",
+    default="all",
+    show_default=True,
+    help="Comma-separated: baseline, indexes, cache, both (or all).",
+)
 @click.option("--slo-p95-ms", type=float, default=200.0, show_default=True, help="p95 SLO for users supported.")
 @click.option("--verdicts", type=int, default=100_000, show_default=True, help="Dataset scale.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Dataset seed.")
@@ -265,8 +299,19 @@ def worker(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
 @click.option("--quick", is_flag=True, help="Two steps instead of five.")
 @click.pass_context
 @_errors
-def load(ctx: click.Context, users: int, spawn_rate: float, duration: float, arrival_rate: float,
-         configurations: str, slo_p95_ms: float, verdicts: int, seed: int, output_dir: str, quick: bool) -> None:
+def load(
+    ctx: click.Context,
+    users: int,
+    spawn_rate: float,
+    duration: float,
+    arrival_rate: float,
+    configurations: str,
+    slo_p95_ms: float,
+    verdicts: int,
+    seed: int,
+    output_dir: str,
+    quick: bool,
+) -> None:
     """Load-test the API with Locust for each configuration (baseline/indexes/cache/both)."""
     from .load import run_load
     from .workbench import DEFAULT_DATABASE, check_positive_int, ensure_dataset, notebook_settings
@@ -275,9 +320,18 @@ def load(ctx: click.Context, users: int, spawn_rate: float, duration: float, arr
     _ready(ctx)
     settings = notebook_settings(DEFAULT_DATABASE)
     dataset = ensure_dataset(settings, verdicts, seed)
-    doc = run_load(settings, users=users, spawn_rate=spawn_rate, duration=duration, arrival_rate=arrival_rate,
-                   configurations=configurations, slo_p95_ms=slo_p95_ms, output_dir=output_dir, quick=quick,
-                   dataset=dataset)
+    doc = run_load(
+        settings,
+        users=users,
+        spawn_rate=spawn_rate,
+        duration=duration,
+        arrival_rate=arrival_rate,
+        configurations=configurations,
+        slo_p95_ms=slo_p95_ms,
+        output_dir=output_dir,
+        quick=quick,
+        dataset=dataset,
+    )
     from .report_sections import load_tables
 
     for t in load_tables(doc)[0]:
@@ -287,31 +341,61 @@ def load(ctx: click.Context, users: int, spawn_rate: float, duration: float, arr
 # ----------------------------------------------------------------------------- report
 @cli.command()
 @click.option("--quick", is_flag=True, help="A small run (target ≤ 2 minutes).")
-@click.option("--params", "params_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file of report parameters (unknown keys are an error).")
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of report parameters (unknown keys are an error).",
+)
 @click.option("--verdicts", type=int, default=None, help="Dataset scale (default 1,000,000; quick 20,000).")
 @click.option("--seed", type=int, default=None, help="Dataset seed (default 42).")
 @click.option("--iterations", type=int, default=None, help="Timed calls per query per round.")
 @click.option("--rounds", type=int, default=None, help="Interleaved before/after rounds.")
 @click.option("--users", type=int, default=None, help="Load test users.")
 @click.option("--duration", type=int, default=None, help="Load test seconds per configuration.")
-@click.option("--section", "sections", multiple=True,
-              type=click.Choice(["01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test"]),
-              help="Run only these sections (repeatable; default all).")
+@click.option(
+    "--section",
+    "sections",
+    multiple=True,
+    type=click.Choice(["01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test"]),
+    help="Run only these sections (repeatable; default all).",
+)
 @click.option("--reports-dir", default=None, help="Where run folders and history.jsonl go (default reports).")
 @click.pass_context
 @_errors
-def report(ctx: click.Context, quick: bool, params_file: str | None, verdicts: int | None, seed: int | None,
-           iterations: int | None, rounds: int | None, users: int | None, duration: int | None,
-           sections: tuple[str, ...], reports_dir: str | None) -> None:
+def report(
+    ctx: click.Context,
+    quick: bool,
+    params_file: str | None,
+    verdicts: int | None,
+    seed: int | None,
+    iterations: int | None,
+    rounds: int | None,
+    users: int | None,
+    duration: int | None,
+    sections: tuple[str, ...],
+    reports_dir: str | None,
+) -> None:
     """The main job: measure everything and write reports/<run-id>/ (HTML, Markdown, JSON, plots, notebooks)."""
     from .runner import ReportParams, load_params_file, merge_params, run_report
 
     base = ReportParams.quick_defaults() if quick else ReportParams()
     file_values = load_params_file(params_file) if params_file else {}
-    params = merge_params(base, file_values, {
-        "verdicts": verdicts, "seed": seed, "iterations": iterations, "rounds": rounds, "users": users,
-        "duration": duration, "sections": tuple(sections) or None, "reports_dir": reports_dir})
+    params = merge_params(
+        base,
+        file_values,
+        {
+            "verdicts": verdicts,
+            "seed": seed,
+            "iterations": iterations,
+            "rounds": rounds,
+            "users": users,
+            "duration": duration,
+            "sections": tuple(sections) or None,
+            "reports_dir": reports_dir,
+        },
+    )
     _ready(ctx)
     run = run_report(params, progress=lambda msg: click.echo(msg, err=True))
     click.echo(f"\nreport finished in {run.seconds:.0f} s: {run.run_dir / 'report.html'}")

@@ -145,7 +145,7 @@ class PostgresDAL:
     def fetch_all(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Run query ``name`` of :data:`QUERIES` and return its rows as JSON-ready dicts."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(QUERIES[name], params)  # type: ignore[call-overload]
+            cur.execute(QUERIES[name], params)
             return [jsonable(row) for row in cur.fetchall()]
 
     def fetch_one(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -178,8 +178,9 @@ class PostgresDAL:
             if not description:
                 raise ValidationError(f"items[{i}].description", item.get("description"), "a non-empty description")
             parent = None if len(code) == 2 else code[: len(code) - 2]
-            rows.append({"code": code, "description": description, "parent": parent,
-                         "level": len(code), "chapter": code[:2]})
+            rows.append(
+                {"code": code, "description": description, "parent": parent, "level": len(code), "chapter": code[:2]}
+            )
         if rows:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 cur.executemany(QUERIES["upsert_hs_code"], rows)
@@ -210,24 +211,31 @@ class PostgresDAL:
 
     def tenant_verdict_history(self, tenant_id: str | uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
         """One tenant's newest verdicts."""
-        return self.fetch_all("tenant_verdict_history", {"tenant_id": _uuid(tenant_id, "tenant_id"),
-                                                          "limit": _limit(limit)})
+        return self.fetch_all(
+            "tenant_verdict_history", {"tenant_id": _uuid(tenant_id, "tenant_id"), "limit": _limit(limit)}
+        )
 
     def trade_route_analysis(self, export_country: str, import_country: str) -> list[dict[str, Any]]:
         """Verdict counts and mean confidence per status on one trade route."""
-        return self.fetch_all("trade_route_analysis", {
-            "export_country": _country(export_country, "export_country"),
-            "import_country": _country(import_country, "import_country")})
+        return self.fetch_all(
+            "trade_route_analysis",
+            {
+                "export_country": _country(export_country, "export_country"),
+                "import_country": _country(import_country, "import_country"),
+            },
+        )
 
     def duplicate_assessment(self, input_hash: str, tenant_id: str | uuid.UUID) -> dict[str, Any] | None:
         """The latest verdict of this tenant with the same input hash, if any (duplicate detection)."""
         if not isinstance(input_hash, str) or len(input_hash) != 64:
             raise ValidationError("input_hash", input_hash, "a 64-character hex SHA-256")
-        return self.fetch_one("duplicate_assessment", {"input_hash": input_hash,
-                                                        "tenant_id": _uuid(tenant_id, "tenant_id")})
+        return self.fetch_one(
+            "duplicate_assessment", {"input_hash": input_hash, "tenant_id": _uuid(tenant_id, "tenant_id")}
+        )
 
-    def tenant_dashboard(self, tenant_id: str | uuid.UUID, days: int = 30,
-                         now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    def tenant_dashboard(
+        self, tenant_id: str | uuid.UUID, days: int = 30, now: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
         """A tenant's verdicts of the last ``days`` days, per status (the dashboard summary)."""
         if not isinstance(days, int) or not 1 <= days <= 3660:
             raise ValidationError("days", days, "a whole number of days from 1 to 3660")
@@ -236,17 +244,25 @@ class PostgresDAL:
             since = now - dt.timedelta(days=days)
         except OverflowError:
             raise ValidationError("until", now.isoformat(), f"a moment at least {days} days after 0001-01-01") from None
-        return self.fetch_all("tenant_dashboard", {"tenant_id": _uuid(tenant_id, "tenant_id"),
-                                                    "since": since, "until": now})
+        return self.fetch_all(
+            "tenant_dashboard", {"tenant_id": _uuid(tenant_id, "tenant_id"), "since": since, "until": now}
+        )
 
-    def trade_route_report(self, tenant_id: str | uuid.UUID, date_from: dt.date, date_to: dt.date,
-                           limit: int = 50) -> list[dict[str, Any]]:
+    def trade_route_report(
+        self, tenant_id: str | uuid.UUID, date_from: dt.date, date_to: dt.date, limit: int = 50
+    ) -> list[dict[str, Any]]:
         """A tenant's verdicts per trade route and agreement between two effective dates."""
         if date_from > date_to:
             raise ValidationError("date_from", date_from.isoformat(), f"a date on or before date_to={date_to}")
-        return self.fetch_all("trade_route_report", {"tenant_id": _uuid(tenant_id, "tenant_id"),
-                                                      "date_from": date_from, "date_to": date_to,
-                                                      "limit": _limit(limit)})
+        return self.fetch_all(
+            "trade_route_report",
+            {
+                "tenant_id": _uuid(tenant_id, "tenant_id"),
+                "date_from": date_from,
+                "date_to": date_to,
+                "limit": _limit(limit),
+            },
+        )
 
     def verdict_by_evaluation_id(self, evaluation_id: str | uuid.UUID) -> dict[str, Any] | None:
         """One verdict by its evaluation id."""

@@ -26,8 +26,15 @@ def diagnose(settings: Settings) -> dict[str, dict[str, Any]]:
             "async tasks": "on" if settings.enable_async_tasks else "off",
             "max concurrent jobs": settings.max_concurrent_jobs,
             "TTLs (hs/rules/assess/verdicts/default)": "/".join(
-                str(v) for v in (settings.ttl.hs_codes, settings.ttl.rules, settings.ttl.assessments,
-                                 settings.ttl.verdicts, settings.ttl.default)),
+                str(v)
+                for v in (
+                    settings.ttl.hs_codes,
+                    settings.ttl.rules,
+                    settings.ttl.assessments,
+                    settings.ttl.verdicts,
+                    settings.ttl.default,
+                )
+            ),
         }
     }
     with db.connect(settings.db_dsn, autocommit=True) as conn:

@@ -91,7 +91,9 @@ def _statements(path_name: str) -> list[str]:
 
 
 def _checksum(name: str) -> str:
-    raw = db.sql_path(f"migrations/{name}.up.sql").read_bytes() + db.sql_path(f"migrations/{name}.down.sql").read_bytes()
+    raw = (
+        db.sql_path(f"migrations/{name}.up.sql").read_bytes() + db.sql_path(f"migrations/{name}.down.sql").read_bytes()
+    )
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -155,7 +157,9 @@ def migration_status(conn: psycopg.Connection[Any], name: str = constants.PERFOR
 Progress = Callable[[str, str, float], None]
 
 
-def migrate_up(dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progress: Progress | None = None) -> dict[str, Any]:
+def migrate_up(
+    dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progress: Progress | None = None
+) -> dict[str, Any]:
     """Create the migration's indexes concurrently (repairing INVALID ones); idempotent.
 
     Returns {"migration", "created", "repaired", "already", "seconds": {index: s}, "index_count"}.
@@ -179,11 +183,16 @@ def migrate_up(dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progres
             try:
                 conn.execute(spec.create.encode())
             except psycopg.errors.QueryCanceled as e:
-                raise MigrationError(name, f"building {spec.name} was cancelled; run `migrate up` again to "
-                                     "rebuild it (an INVALID index is left until then)", spec.name) from e
+                raise MigrationError(
+                    name,
+                    f"building {spec.name} was cancelled; run `migrate up` again to "
+                    "rebuild it (an INVALID index is left until then)",
+                    spec.name,
+                ) from e
             except psycopg.Error as e:
-                raise MigrationError(name, f"building {spec.name} failed: {e.diag.message_primary or e}",
-                                     spec.name) from e
+                raise MigrationError(
+                    name, f"building {spec.name} failed: {e.diag.message_primary or e}", spec.name
+                ) from e
             seconds[spec.name] = time.perf_counter() - started
             if state is None:
                 created.append(spec.name)
@@ -193,11 +202,19 @@ def migrate_up(dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progres
         if final.state != "applied":
             raise MigrationError(name, f"ended as {final.state!r} (missing {final.missing}, invalid {final.invalid})")
         _record(conn, name, "applied")
-        return {"migration": name, "created": created, "repaired": repaired, "already": already,
-                "seconds": seconds, "index_count": final.index_count}
+        return {
+            "migration": name,
+            "created": created,
+            "repaired": repaired,
+            "already": already,
+            "seconds": seconds,
+            "index_count": final.index_count,
+        }
 
 
-def migrate_down(dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progress: Progress | None = None) -> dict[str, Any]:
+def migrate_down(
+    dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progress: Progress | None = None
+) -> dict[str, Any]:
     """Drop the migration's indexes concurrently; a no-op (``dropped == []``) when nothing is applied."""
     specs = migration_indexes(name)
     dropped = []
@@ -220,7 +237,9 @@ def migrate_down(dsn: str, name: str = constants.PERFORMANCE_MIGRATION, *, progr
 
 
 def _require_schema(conn: psycopg.Connection[Any], name: str) -> None:
-    row = conn.execute("SELECT to_regclass('public.psra_verdicts'), to_regclass('psra_bench.schema_migrations')").fetchone()
+    row = conn.execute(
+        "SELECT to_regclass('public.psra_verdicts'), to_regclass('psra_bench.schema_migrations')"
+    ).fetchone()
     if row is None or row[0] is None or row[1] is None:
         raise MigrationError(name, "the PSRA schema is missing in this database; run `psra-bench seed` first")
 

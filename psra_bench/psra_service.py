@@ -19,6 +19,7 @@ from .settings import Settings
 
 __all__ = ["assess_with_cache", "setup_default_handlers", "worker_handlers_setup"]
 
+
 def _rules_for(cached: Any, req: AssessmentRequest) -> list[dict[str, Any]]:
     if req.agreement_code:
         rules: list[dict[str, Any]] = cached.rules_by_agreement(req.agreement_code)

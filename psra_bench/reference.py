@@ -14,9 +14,16 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 __all__ = [
-    "HsRow", "hs_rows", "hs_sections", "rules", "load_reference_data", "prepare_database", "table_counts",
+    "HsRow",
+    "hs_rows",
+    "hs_sections",
+    "rules",
+    "load_reference_data",
+    "prepare_database",
+    "table_counts",
     "RULE_NAMESPACE",
 ]
 
@@ -104,7 +111,7 @@ def load_reference_data(conn: psycopg.Connection[Any]) -> dict[str, int]:
                         r.get("effective_to"),
                         r.get("priority", 0),
                         r.get("supersedes", []),
-                        psycopg.types.json.Jsonb(r["payload"]),
+                        Jsonb(r["payload"]),
                     )
                     for r in rules()
                 ],
@@ -129,8 +136,15 @@ def prepare_database(conn: psycopg.Connection[Any]) -> dict[str, int]:
 def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Row counts of the PSRA tables (exact counts; cheap at the scales psra-bench uses)."""
     out = {}
-    for table in ("hs_codes", "psra_rules", "psra_verdicts", "tenants", "suppliers", "supplier_declarations",
-                  "erp_outbox"):
+    for table in (
+        "hs_codes",
+        "psra_rules",
+        "psra_verdicts",
+        "tenants",
+        "suppliers",
+        "supplier_declarations",
+        "erp_outbox",
+    ):
         row = conn.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
         out[table] = int(row[0]) if row else 0
     return out

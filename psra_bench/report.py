@@ -96,8 +96,9 @@ def append_history(path: Path, entry: Mapping[str, Any]) -> None:
         fh.flush()
 
 
-def previous_comparable(history: Sequence[Mapping[str, Any]], machine_key: str, scale: Any,
-                        exclude_run: str | None = None) -> Mapping[str, Any] | None:
+def previous_comparable(
+    history: Sequence[Mapping[str, Any]], machine_key: str, scale: Any, exclude_run: str | None = None
+) -> Mapping[str, Any] | None:
     """The latest earlier entry with the same machine key and dataset scale."""
     for entry in reversed(history):
         if entry.get("run_id") == exclude_run:
@@ -107,8 +108,9 @@ def previous_comparable(history: Sequence[Mapping[str, Any]], machine_key: str, 
     return None
 
 
-def find_regressions(previous: Mapping[str, Any], current: Mapping[str, Any], *, factor: float = 1.1,
-                     alpha: float = 0.05) -> list[dict[str, Any]]:
+def find_regressions(
+    previous: Mapping[str, Any], current: Mapping[str, Any], *, factor: float = 1.1, alpha: float = 0.05
+) -> list[dict[str, Any]]:
     """Items measured in both runs whose latency got slower beyond ``factor`` with p < ``alpha``."""
     out = []
     for key, new in current.items():
@@ -120,9 +122,15 @@ def find_regressions(previous: Mapping[str, Any], current: Mapping[str, Any], *,
         except Exception:  # noqa: BLE001 - an unusable old entry is reported, not fatal
             continue
         if decision.is_regression:
-            out.append({"item": key, "previous_p50_ms": old.get("p50"), "current_p50_ms": new.get("p50"),
-                        "slowdown": round(1 / decision.speedup, 3) if decision.speedup else None,
-                        "p_value": decision.p_value})
+            out.append(
+                {
+                    "item": key,
+                    "previous_p50_ms": old.get("p50"),
+                    "current_p50_ms": new.get("p50"),
+                    "slowdown": round(1 / decision.speedup, 3) if decision.speedup else None,
+                    "p_value": decision.p_value,
+                }
+            )
     return out
 
 
@@ -136,9 +144,19 @@ def render_markdown(report: Report) -> str:
     lines.append("")
     if report.regressions:
         lines += ["## Regressions against the previous comparable run", ""]
-        lines += _md_table(["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"],
-                           [[r["item"], fmt(r["previous_p50_ms"]), fmt(r["current_p50_ms"]), fmt(r["slowdown"]),
-                             fmt(r["p_value"], 4)] for r in report.regressions])
+        lines += _md_table(
+            ["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"],
+            [
+                [
+                    r["item"],
+                    fmt(r["previous_p50_ms"]),
+                    fmt(r["current_p50_ms"]),
+                    fmt(r["slowdown"]),
+                    fmt(r["p_value"], 4),
+                ]
+                for r in report.regressions
+            ],
+        )
     section = None
     for t in report.tables:
         if t.section != section:
@@ -175,16 +193,30 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}caption{text
 def render_html(report: Report) -> str:
     """The report as one self-contained HTML page (plots embedded as data URIs)."""
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report.title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{e(report.title)}</h1><ul>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report.title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{e(report.title)}</h1><ul>"
+    ]
     parts += [f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in report.meta.items()]
     parts.append("</ul>")
     if report.regressions:
         parts.append("<h2>Regressions against the previous comparable run</h2>")
-        parts.append(_html_table(["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"],
-                                 [[r["item"], fmt(r["previous_p50_ms"]), fmt(r["current_p50_ms"]),
-                                   fmt(r["slowdown"]), fmt(r["p_value"], 4)] for r in report.regressions],
-                                 css="regression"))
+        parts.append(
+            _html_table(
+                ["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"],
+                [
+                    [
+                        r["item"],
+                        fmt(r["previous_p50_ms"]),
+                        fmt(r["current_p50_ms"]),
+                        fmt(r["slowdown"]),
+                        fmt(r["p_value"], 4),
+                    ]
+                    for r in report.regressions
+                ],
+                css="regression",
+            )
+        )
     section = None
     for t in report.tables:
         if t.section != section:
@@ -198,8 +230,10 @@ def render_html(report: Report) -> str:
         parts.append("<h2>Plots</h2>")
         for p in report.images:
             data = base64.b64encode(p.read_bytes()).decode()
-            parts.append(f"<figure><img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{e(p.stem)}</figcaption></figure>")
+            parts.append(
+                f"<figure><img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{e(p.stem)}</figcaption></figure>"
+            )
     if report.notes:
         parts.append("<h2>Method and caveats</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes) + "</ul>")
     parts.append("</body></html>")
@@ -217,8 +251,15 @@ def _html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], css: str 
 # ----------------------------------------------------------------------------- assembly
 
 
-def assemble_report(run_dir: str | Path, run_id: str, *, reports_dir: str | Path | None = None,
-                    quick: bool = False, factor: float = 1.1, alpha: float = 0.05) -> dict[str, Any]:
+def assemble_report(
+    run_dir: str | Path,
+    run_id: str,
+    *,
+    reports_dir: str | Path | None = None,
+    quick: bool = False,
+    factor: float = 1.1,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
     """Build report.md, report.html and results.json in ``run_dir``; update the history; return results."""
     run_dir = Path(run_dir)
     history_path = Path(reports_dir or run_dir.parent) / "history.jsonl"
@@ -227,14 +268,15 @@ def assemble_report(run_dir: str | Path, run_id: str, *, reports_dir: str | Path
     present = {k: v for k, v in sections.items() if v is not None}
     if not present:
         raise FileNotFoundError(f"no section results (01…04 *.json) in {run_dir}")
-    fingerprint = next((s.get("fingerprint") for s in present.values() if s.get("fingerprint")), {}) or {}
+    fingerprint: dict[str, Any] = next((s["fingerprint"] for s in present.values() if s.get("fingerprint")), {})
     machine_key = fingerprint.get("machine_key", "unknown")
     scale = next((s.get("dataset", {}).get("verdicts") for s in present.values() if s.get("dataset")), None)
     headline = headline_figures(present)
     history = read_history(history_path)
     previous = previous_comparable(history, machine_key, scale, exclude_run=run_id)
-    regressions = find_regressions(previous.get("headline", {}), headline, factor=factor, alpha=alpha) \
-        if previous else []
+    regressions = (
+        find_regressions(previous.get("headline", {}), headline, factor=factor, alpha=alpha) if previous else []
+    )
 
     report = Report(
         run_id=run_id,
@@ -271,6 +313,15 @@ def assemble_report(run_dir: str | Path, run_id: str, *, reports_dir: str | Path
         "tables": [t.to_dict() for t in report.tables],
     }
     save_results(run_dir, "results", results)
-    append_history(history_path, {"run_id": run_id, "machine_key": machine_key, "scale": scale, "quick": quick,
-                                  "finished_at": dt.datetime.now(dt.UTC).isoformat(), "headline": headline})
+    append_history(
+        history_path,
+        {
+            "run_id": run_id,
+            "machine_key": machine_key,
+            "scale": scale,
+            "quick": quick,
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+            "headline": headline,
+        },
+    )
     return results

@@ -28,8 +28,13 @@ class Table:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
-        return {"section": self.section, "title": self.title, "columns": self.columns, "rows": self.rows,
-                "note": self.note}
+        return {
+            "section": self.section,
+            "title": self.title,
+            "columns": self.columns,
+            "rows": self.rows,
+            "note": self.note,
+        }
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -64,46 +69,98 @@ def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
     name = "Query performance (before vs after the index migration)"
     rows = []
     for r in section.get("table", []):
-        rows.append([
-            r["operation"],
-            f"{fmt(r['spec_before_ms'], 0)} → {fmt(r['spec_after_ms'], 0)} ({_pct(-r['spec_improvement_pct'])})"
-            if r.get("spec_before_ms") else "–",
-            fmt(r["before_p50_ms"], 3), ci(r["before_p50_ci"], 3), fmt(r["after_p50_ms"], 3),
-            ci(r["after_p50_ci"], 3),
-            f"{fmt(r['before_p95_ms'], 2)} → {fmt(r['after_p95_ms'], 2)}",
-            f"{fmt(r['before_p99_ms'], 2)} → {fmt(r['after_p99_ms'], 2)}",
-            _pct(-r["improvement_pct"]) if r.get("improvement_pct") is not None else "–",
-            f"{r['n_before']}/{r['n_after']}", fmt(r.get("p_value"), 4), r["verdict"],
-        ])
+        rows.append(
+            [
+                r["operation"],
+                f"{fmt(r['spec_before_ms'], 0)} → {fmt(r['spec_after_ms'], 0)} ({_pct(-r['spec_improvement_pct'])})"
+                if r.get("spec_before_ms")
+                else "–",
+                fmt(r["before_p50_ms"], 3),
+                ci(r["before_p50_ci"], 3),
+                fmt(r["after_p50_ms"], 3),
+                ci(r["after_p50_ci"], 3),
+                f"{fmt(r['before_p95_ms'], 2)} → {fmt(r['after_p95_ms'], 2)}",
+                f"{fmt(r['before_p99_ms'], 2)} → {fmt(r['after_p99_ms'], 2)}",
+                _pct(-r["improvement_pct"]) if r.get("improvement_pct") is not None else "–",
+                f"{r['n_before']}/{r['n_after']}",
+                fmt(r.get("p_value"), 4),
+                r["verdict"],
+            ]
+        )
     method = section.get("method", {})
-    tables = [Table(name, "Query latency, ms (spec claim vs measured)",
-                    ["operation", "spec claim (before → after)", "before p50", "95% CI", "after p50", "95% CI",
-                     "p95 before → after", "p99 before → after", "change in p50", "n before/after", "p (MWU)",
-                     "verdict"], rows,
-                    note=f"n = timed calls per side ({method.get('iterations_per_round')} × "
-                         f"{method.get('rounds_per_side')} interleaved rounds, schedule "
-                         f"{method.get('schedule')}); 'faster' needs ratio ≥ {method.get('factor')} and p < "
-                         f"{method.get('alpha')}. Negative change = faster.")]
+    tables = [
+        Table(
+            name,
+            "Query latency, ms (spec claim vs measured)",
+            [
+                "operation",
+                "spec claim (before → after)",
+                "before p50",
+                "95% CI",
+                "after p50",
+                "95% CI",
+                "p95 before → after",
+                "p99 before → after",
+                "change in p50",
+                "n before/after",
+                "p (MWU)",
+                "verdict",
+            ],
+            rows,
+            note=f"n = timed calls per side ({method.get('iterations_per_round')} × "
+            f"{method.get('rounds_per_side')} interleaved rounds, schedule "
+            f"{method.get('schedule')}); 'faster' needs ratio ≥ {method.get('factor')} and p < "
+            f"{method.get('alpha')}. Negative change = faster.",
+        )
+    ]
     wc = section.get("write_cost")
     if wc:
-        tables.append(Table(name, "Write cost of the indexes (insert throughput into psra_verdicts)",
-                            ["indexes", "median rows/s", "95% CI", "batches", "rows per batch"],
-                            [[wc["index_counts"]["before"], fmt(wc["before"]["median_rows_per_s"], 0),
-                              ci(wc["before"]["median_rows_per_s_ci"], 0), wc["batches"]["before"],
-                              wc["rows_per_batch"]],
-                             [wc["index_counts"]["after"], fmt(wc["after"]["median_rows_per_s"], 0),
-                              ci(wc["after"]["median_rows_per_s_ci"], 0), wc["batches"]["after"],
-                              wc["rows_per_batch"]]],
-                            note=f"insert batch time after/before = {fmt(wc['ratio'], 2)} "
-                                 f"(CI {ci(wc.get('ratio_ci'))}); verdict: {wc['verdict']}."))
+        tables.append(
+            Table(
+                name,
+                "Write cost of the indexes (insert throughput into psra_verdicts)",
+                ["indexes", "median rows/s", "95% CI", "batches", "rows per batch"],
+                [
+                    [
+                        wc["index_counts"]["before"],
+                        fmt(wc["before"]["median_rows_per_s"], 0),
+                        ci(wc["before"]["median_rows_per_s_ci"], 0),
+                        wc["batches"]["before"],
+                        wc["rows_per_batch"],
+                    ],
+                    [
+                        wc["index_counts"]["after"],
+                        fmt(wc["after"]["median_rows_per_s"], 0),
+                        ci(wc["after"]["median_rows_per_s_ci"], 0),
+                        wc["batches"]["after"],
+                        wc["rows_per_batch"],
+                    ],
+                ],
+                note=f"insert batch time after/before = {fmt(wc['ratio'], 2)} "
+                f"(CI {ci(wc.get('ratio_ci'))}); verdict: {wc['verdict']}.",
+            )
+        )
     sizes = section.get("sizes") or {}
     if sizes.get("by_table"):
-        tables.append(Table(name, "Index count and size per table (after the migration)",
-                            ["table", "indexes", "new", "index MiB", "of which new MiB"],
-                            [[t, v["indexes"], v["new_indexes"], fmt(v["index_bytes"] / 2**20, 1),
-                              fmt(v["new_index_bytes"] / 2**20, 1)] for t, v in sizes["by_table"].items()],
-                            note=f"{sizes.get('index_count_before')} → {sizes.get('index_count_after')} indexes; "
-                                 "the spec estimated 150–200 MB of overhead."))
+        tables.append(
+            Table(
+                name,
+                "Index count and size per table (after the migration)",
+                ["table", "indexes", "new", "index MiB", "of which new MiB"],
+                [
+                    [
+                        t,
+                        v["indexes"],
+                        v["new_indexes"],
+                        fmt(v["index_bytes"] / 2**20, 1),
+                        fmt(v["new_index_bytes"] / 2**20, 1),
+                    ]
+                    for t, v in sizes["by_table"].items()
+                ],
+                note=f"{sizes.get('index_count_before')} → {sizes.get('index_count_after')} indexes; "
+                "the spec estimated 150–200 MB of overhead.",
+            )
+        )
     notes = [f"Query latency: {method.get('timing', '')}. {method.get('statistics', '')}."]
     return tables, notes
 
@@ -128,39 +185,96 @@ def _generic(title: str) -> Callable[[Mapping[str, Any]], tuple[list[Table], lis
 def load_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
     """The spec's Overall System Performance table, measured, plus one row per configuration."""
     name = "Overall system performance under load"
-    claims = {"API Response Time (p50)": "280 → 145 ms", "API Response Time (p95)": "850 → 380 ms",
-              "API Response Time (p99)": "1,450 → 620 ms", "Dashboard Load Time (p50)": "2.8 → 1.1 s (page)",
-              "Report Generation (p50)": "8.5 → 3.8 s (report)", "Concurrent Users Supported": "50 → 120",
-              "Database CPU Usage": "65 % → 38 %", "Memory Usage": "stable → stable"}
-    rows = [[r["metric"], claims.get(r["metric"], "–"), f"{fmt(r.get('before'))} {r.get('unit', '')}".strip(),
-             f"{fmt(r.get('after'))} {r.get('unit', '')}".strip(), fmt(r.get("improvement")),
-             f"{fmt(r.get('n_before'))}/{fmt(r.get('n_after'))}",
-             f"{r.get('before_config')} → {r.get('after_config')}", r.get("note", "")]
-            for r in section.get("table", [])]
-    tables = [Table(name, "Overall system performance (spec claim vs measured)",
-                    ["metric", "spec claim", "measured before", "measured after", "change", "n before/after",
-                     "configurations", "note"], rows,
-                    note="Latencies from µs-resolution HdrHistograms of every request; n = requests in the "
-                         "measured window.")]
+    claims = {
+        "API Response Time (p50)": "280 → 145 ms",
+        "API Response Time (p95)": "850 → 380 ms",
+        "API Response Time (p99)": "1,450 → 620 ms",
+        "Dashboard Load Time (p50)": "2.8 → 1.1 s (page)",
+        "Report Generation (p50)": "8.5 → 3.8 s (report)",
+        "Concurrent Users Supported": "50 → 120",
+        "Database CPU Usage": "65 % → 38 %",
+        "Memory Usage": "stable → stable",
+    }
+    rows = [
+        [
+            r["metric"],
+            claims.get(r["metric"], "–"),
+            f"{fmt(r.get('before'))} {r.get('unit', '')}".strip(),
+            f"{fmt(r.get('after'))} {r.get('unit', '')}".strip(),
+            fmt(r.get("improvement")),
+            f"{fmt(r.get('n_before'))}/{fmt(r.get('n_after'))}",
+            f"{r.get('before_config')} → {r.get('after_config')}",
+            r.get("note", ""),
+        ]
+        for r in section.get("table", [])
+    ]
+    tables = [
+        Table(
+            name,
+            "Overall system performance (spec claim vs measured)",
+            [
+                "metric",
+                "spec claim",
+                "measured before",
+                "measured after",
+                "change",
+                "n before/after",
+                "configurations",
+                "note",
+            ],
+            rows,
+            note="Latencies from µs-resolution HdrHistograms of every request; n = requests in the measured window.",
+        )
+    ]
     cfg_rows = []
     for cname, c in (section.get("configurations") or {}).items():
         o = (c.get("closed") or {}).get("overall") or {}
         us = c.get("users_supported") or {}
         op = c.get("open") or {}
-        cfg_rows.append([cname, fmt(o.get("n")), fmt(o.get("p50_ms")), fmt(o.get("p95_ms")), fmt(o.get("p99_ms")),
-                         fmt(o.get("stdev_ms")), fmt(o.get("rps"), 1), fmt(o.get("failure_rate"), 3),
-                         f"{us.get('users_supported', '–')}{'+' if us.get('lower_bound') else ''}",
-                         fmt(((op.get("latency") or {}).get("overall") or {}).get("p99_ms")),
-                         f"{op.get('late', '–')}/{op.get('dropped', '–')}"])
+        cfg_rows.append(
+            [
+                cname,
+                fmt(o.get("n")),
+                fmt(o.get("p50_ms")),
+                fmt(o.get("p95_ms")),
+                fmt(o.get("p99_ms")),
+                fmt(o.get("stdev_ms")),
+                fmt(o.get("rps"), 1),
+                fmt(o.get("failure_rate"), 3),
+                f"{us.get('users_supported', '–')}{'+' if us.get('lower_bound') else ''}",
+                fmt(((op.get("latency") or {}).get("overall") or {}).get("p99_ms")),
+                f"{op.get('late', '–')}/{op.get('dropped', '–')}",
+            ]
+        )
     if cfg_rows:
-        tables.append(Table(name, "Per configuration (closed model at the headline user count)",
-                            ["configuration", "n", "p50 ms", "p95 ms", "p99 ms", "stdev ms", "RPS", "failure rate",
-                             "users supported", "open-model p99 ms", "late/dropped"], cfg_rows,
-                            note="'+' = every step met the SLO, so the true limit is higher. Open-model latency "
-                                 "is measured from each request's intended start (coordinated omission shows)."))
+        tables.append(
+            Table(
+                name,
+                "Per configuration (closed model at the headline user count)",
+                [
+                    "configuration",
+                    "n",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "stdev ms",
+                    "RPS",
+                    "failure rate",
+                    "users supported",
+                    "open-model p99 ms",
+                    "late/dropped",
+                ],
+                cfg_rows,
+                note="'+' = every step met the SLO, so the true limit is higher. Open-model latency "
+                "is measured from each request's intended start (coordinated omission shows).",
+            )
+        )
     method = section.get("method")
-    notes = [f"Load test: {method}" if isinstance(method, str) else
-             "Load test: " + "; ".join(f"{k}: {v}" for k, v in (method or {}).items() if isinstance(v, str))]
+    notes = [
+        f"Load test: {method}"
+        if isinstance(method, str)
+        else "Load test: " + "; ".join(f"{k}: {v}" for k, v in (method or {}).items() if isinstance(v, str))
+    ]
     return tables, notes
 
 
@@ -171,10 +285,14 @@ SECTION_BUILDERS: dict[str, Callable[[Mapping[str, Any]], tuple[list[Table], lis
     "load": load_tables,
 }
 
+
 def _cache_headline(section: Mapping[str, Any]) -> dict[str, Any]:
     entities = (section.get("live") or {}).get("entities") or {}
-    return {f"{name}.hit": e["latency"]["hit"] for name, e in entities.items()
-            if isinstance(e.get("latency", {}).get("hit"), Mapping) and e["latency"]["hit"].get("n", 0) >= 2}
+    return {
+        f"{name}.hit": e["latency"]["hit"]
+        for name, e in entities.items()
+        if isinstance(e.get("latency", {}).get("hit"), Mapping) and e["latency"]["hit"].get("n", 0) >= 2
+    }
 
 
 SECTION_HEADLINES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {

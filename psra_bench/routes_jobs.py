@@ -67,8 +67,14 @@ def _queue(request: Request) -> Any:
     return request.app.state.psra.queue
 
 
-async def _submit(request: Request, job_type: str, payload: dict[str, Any], priority: str, ttl: int,
-                  metadata: dict[str, Any] | None = None) -> SubmitJobResponse:
+async def _submit(
+    request: Request,
+    job_type: str,
+    payload: dict[str, Any],
+    priority: str,
+    ttl: int,
+    metadata: dict[str, Any] | None = None,
+) -> SubmitJobResponse:
     job_id = await _queue(request).submit(job_type, payload, priority=priority, ttl_seconds=ttl, metadata=metadata)
     return SubmitJobResponse(job_id=job_id, status="pending", message="Job submitted successfully")
 
@@ -97,8 +103,9 @@ async def submit_bulk_import(request: Request) -> SubmitJobResponse:
         raise RequestValidationError([error]) from None
     items = raw.get("items") if isinstance(raw, dict) else None
     if isinstance(items, list) and len(items) > MAX_BULK_ITEMS:
-        raise HTTPException(status_code=413,
-                            detail=f"items has {len(items):,} entries; at most {MAX_BULK_ITEMS:,} per bulk import")
+        raise HTTPException(
+            status_code=413, detail=f"items has {len(items):,} entries; at most {MAX_BULK_ITEMS:,} per bulk import"
+        )
     try:
         body = BulkImportRequest.model_validate(raw)
     except pydantic.ValidationError as e:

@@ -33,8 +33,11 @@ def _same_tenant(path_tenant: uuid.UUID, header_tenant: uuid.UUID) -> str:
 
 
 @router.get("/hs/search")
-def hs_search(request: Request, q: Annotated[str, Query(min_length=2, max_length=200, pattern=r"^[^\x00]*$")],
-              limit: Annotated[int, Query(ge=1, le=200)] = 20) -> dict[str, Any]:
+def hs_search(
+    request: Request,
+    q: Annotated[str, Query(min_length=2, max_length=200, pattern=r"^[^\x00]*$")],
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> dict[str, Any]:
     """HS codes whose description contains ``q`` (cached: hs:search:{query}:{limit})."""
     return {"query": q, "results": _state(request).cached.hs_search(q, limit)}
 
@@ -55,8 +58,11 @@ def agreements(request: Request) -> dict[str, Any]:
 
 
 @router.get("/rules")
-def rules(request: Request, agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$")],
-          chapter: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None) -> dict[str, Any]:
+def rules(
+    request: Request,
+    agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$")],
+    chapter: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
+) -> dict[str, Any]:
     """Rules of an agreement, optionally of one HS chapter (cached: rules:agreement:{code})."""
     st = _state(request)
     agreement = agreement.upper()
@@ -72,8 +78,9 @@ def rules(request: Request, agreement: Annotated[str, Query(min_length=2, max_le
 
 
 @router.get("/rules/{rule_id}")
-def rule(request: Request,
-         rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]) -> dict[str, Any]:
+def rule(
+    request: Request, rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+) -> dict[str, Any]:
     """One rule (cached: rule:id:{rule_id})."""
     row = _state(request).cached.rule_by_id(rule_id.upper())
     if row is None:
@@ -82,8 +89,7 @@ def rule(request: Request,
 
 
 @router.post("/assessments")
-def assess(request: Request, body: AssessmentRequest,
-           x_tenant_id: TenantHeader) -> dict[str, Any]:
+def assess(request: Request, body: AssessmentRequest, x_tenant_id: TenantHeader) -> dict[str, Any]:
     """Assess a product synchronously, store the verdict, cache it (assessment:{rule}:{hs}:{o}:{d})."""
     from .psra_service import assess_with_cache
 
@@ -109,16 +115,21 @@ def verdict(request: Request, evaluation_id: uuid.UUID, x_tenant_id: TenantHeade
 
 
 @router.get("/tenants/{tenant_id}/verdicts")
-def tenant_history(request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader,
-                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+def tenant_history(
+    request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
     """A tenant's newest verdicts."""
     tid = _same_tenant(tenant_id, x_tenant_id)
     return {"tenant_id": tid, "verdicts": _state(request).dal.tenant_verdict_history(tid, limit)}
 
 
 @router.get("/tenants/{tenant_id}/duplicates/{input_hash}")
-def duplicate(request: Request, tenant_id: uuid.UUID, input_hash: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
-              x_tenant_id: TenantHeader) -> dict[str, Any]:
+def duplicate(
+    request: Request,
+    tenant_id: uuid.UUID,
+    input_hash: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    x_tenant_id: TenantHeader,
+) -> dict[str, Any]:
     """Whether this tenant already has a verdict for the same input (duplicate detection)."""
     tid = _same_tenant(tenant_id, x_tenant_id)
     row = _state(request).dal.duplicate_assessment(input_hash, tid)
@@ -126,33 +137,51 @@ def duplicate(request: Request, tenant_id: uuid.UUID, input_hash: Annotated[str,
 
 
 @router.get("/tenants/{tenant_id}/dashboard")
-def dashboard(request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader,
-              days: Annotated[int, Query(ge=1, le=3660)] = 30,
-              until: dt.datetime | None = None) -> dict[str, Any]:
+def dashboard(
+    request: Request,
+    tenant_id: uuid.UUID,
+    x_tenant_id: TenantHeader,
+    days: Annotated[int, Query(ge=1, le=3660)] = 30,
+    until: dt.datetime | None = None,
+) -> dict[str, Any]:
     """A tenant's verdict counts and mean confidence per status over the last ``days`` days."""
     tid = _same_tenant(tenant_id, x_tenant_id)
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=dt.UTC)
-    return {"tenant_id": tid, "days": days,
-            "by_status": _state(request).dal.tenant_dashboard(tid, days, now=until)}
+    return {"tenant_id": tid, "days": days, "by_status": _state(request).dal.tenant_dashboard(tid, days, now=until)}
 
 
 @router.get("/tenants/{tenant_id}/trade-route-report")
-def trade_route_report(request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader,
-                       date_from: dt.date, date_to: dt.date,
-                       limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+def trade_route_report(
+    request: Request,
+    tenant_id: uuid.UUID,
+    x_tenant_id: TenantHeader,
+    date_from: dt.date,
+    date_to: dt.date,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
     """A tenant's verdicts per route and agreement between two effective dates."""
     tid = _same_tenant(tenant_id, x_tenant_id)
-    return {"tenant_id": tid, "date_from": date_from.isoformat(), "date_to": date_to.isoformat(),
-            "routes": _state(request).dal.trade_route_report(tid, date_from, date_to, limit)}
+    return {
+        "tenant_id": tid,
+        "date_from": date_from.isoformat(),
+        "date_to": date_to.isoformat(),
+        "routes": _state(request).dal.trade_route_report(tid, date_from, date_to, limit),
+    }
 
 
 @router.get("/trade-routes/{export_country}/{import_country}")
-def trade_route(request: Request, export_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
-                import_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")]) -> dict[str, Any]:
+def trade_route(
+    request: Request,
+    export_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
+    import_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
+) -> dict[str, Any]:
     """Verdicts per status on one trade route, all tenants (operator view)."""
     for field, value in (("export_country", export_country), ("import_country", import_country)):
         if value.upper() not in ISO_COUNTRY_CODES:
             raise ValidationError(field, value, "a two-letter ISO 3166-1 country code such as DE")
-    return {"export_country": export_country.upper(), "import_country": import_country.upper(),
-            "by_status": _state(request).dal.trade_route_analysis(export_country, import_country)}
+    return {
+        "export_country": export_country.upper(),
+        "import_country": import_country.upper(),
+        "by_status": _state(request).dal.trade_route_analysis(export_country, import_country),
+    }

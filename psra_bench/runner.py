@@ -55,8 +55,17 @@ class ReportParams:
     @classmethod
     def quick_defaults(cls) -> ReportParams:
         """The small ``--quick`` run (target ≤ 2 minutes on 2 cores)."""
-        return cls(verdicts=20_000, iterations=10, rounds=2, cache_requests=1_000, users=5, spawn_rate=5.0,
-                   duration=4, arrival_rate=20.0, quick=True)
+        return cls(
+            verdicts=20_000,
+            iterations=10,
+            rounds=2,
+            cache_requests=1_000,
+            users=5,
+            spawn_rate=5.0,
+            duration=4,
+            arrival_rate=20.0,
+            quick=True,
+        )
 
     def validate(self) -> ReportParams:
         """Check every field (ParameterError naming the first bad one); return self."""
@@ -112,15 +121,20 @@ def notebook_path(name: str) -> Path:
 
 
 def _notebook_parameters(name: str, params: ReportParams, run_dir: Path, run_id: str) -> dict[str, Any]:
-    common = {"output_dir": str(run_dir), "database": params.database, "verdicts": params.verdicts,
-              "seed": params.seed}
+    common = {"output_dir": str(run_dir), "database": params.database, "verdicts": params.verdicts, "seed": params.seed}
     specific: dict[str, dict[str, Any]] = {
         "01_query_latency": {"iterations": params.iterations, "rounds": params.rounds},
         "02_cache_hit_rates": {"requests": params.cache_requests},
         "03_ttl_tuning": {"requests": params.cache_requests},
-        "04_load_test": {"users": params.users, "spawn_rate": params.spawn_rate, "duration": params.duration,
-                         "arrival_rate": params.arrival_rate, "slo_p95_ms": params.slo_p95_ms,
-                         "configurations": "baseline,both" if params.quick else "all", "quick": params.quick},
+        "04_load_test": {
+            "users": params.users,
+            "spawn_rate": params.spawn_rate,
+            "duration": params.duration,
+            "arrival_rate": params.arrival_rate,
+            "slo_p95_ms": params.slo_p95_ms,
+            "configurations": "baseline,both" if params.quick else "all",
+            "quick": params.quick,
+        },
         "05_report": {"run_id": run_id, "reports_dir": params.reports_dir, "quick": params.quick},
     }
     return common | specific[name]
@@ -143,8 +157,9 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
-def run_report(params: ReportParams, *, progress: Callable[[str], None] | None = None,
-               run_id: str | None = None) -> ReportRun:
+def run_report(
+    params: ReportParams, *, progress: Callable[[str], None] | None = None, run_id: str | None = None
+) -> ReportRun:
     """Execute the notebooks into ``<reports_dir>/<run-id>/`` and assemble the report."""
     import papermill
 

@@ -33,8 +33,25 @@ _SPAN_DAYS = 730
 _CHUNK = 50_000
 _STATUSES = ("qualified", "not_qualified", "insufficient_data")
 #: EU member states weighted roughly by trade volume (for the "EU" jurisdiction).
-EU_MEMBERS = {"DE": 22, "NL": 12, "FR": 11, "IT": 10, "BE": 7, "ES": 7, "PL": 6, "IE": 4, "AT": 3,
-              "SE": 3, "CZ": 3, "DK": 2, "HU": 2, "PT": 1, "FI": 1, "RO": 1, "SK": 1}
+EU_MEMBERS = {
+    "DE": 22,
+    "NL": 12,
+    "FR": 11,
+    "IT": 10,
+    "BE": 7,
+    "ES": 7,
+    "PL": 6,
+    "IE": 4,
+    "AT": 3,
+    "SE": 3,
+    "CZ": 3,
+    "DK": 2,
+    "HU": 2,
+    "PT": 1,
+    "FI": 1,
+    "RO": 1,
+    "SK": 1,
+}
 _TENANT_NAMESPACE = uuid.UUID("0e7c5a1e-98a4-4f3c-8a36-7d0d3f1a2b01")
 
 
@@ -96,9 +113,17 @@ def _seed_tenants(conn: psycopg.Connection[Any], n_tenants: int, rng: np.random.
         for i, sid in enumerate(supplier_rows):
             for d in range(2):
                 start = dt.date(2025, 1, 1) + dt.timedelta(days=int(rng.integers(0, 365)))
-                cp.write_row((str(uuid.uuid5(_TENANT_NAMESPACE, f"ltsd-{i}-{d}")), sid,
-                              subs[int(rng.integers(len(subs)))].code, home[int(rng.integers(len(home)))],
-                              "EU-UK-TCA", start, start + dt.timedelta(days=365)))
+                cp.write_row(
+                    (
+                        str(uuid.uuid5(_TENANT_NAMESPACE, f"ltsd-{i}-{d}")),
+                        sid,
+                        subs[int(rng.integers(len(subs)))].code,
+                        home[int(rng.integers(len(home)))],
+                        "EU-UK-TCA",
+                        start,
+                        start + dt.timedelta(days=365),
+                    )
+                )
 
 
 class _Generator:
@@ -129,8 +154,14 @@ class _Generator:
             cites = json.dumps([{"rule_id": r["rule_id"], "clause": c} for c in payload["decision"]["citations"]])
             first = payload["decision"]["disqualification_reasons"][0]
             reasons = json.dumps([{"code": first["code"], "severity": first["severity"]}])
-            self.rule_json.append((cites, reasons, payload["audit"]["ledger_reference"] or "\\N",
-                                   "t" if payload["audit"]["lineage_required"] else "f"))
+            self.rule_json.append(
+                (
+                    cites,
+                    reasons,
+                    payload["audit"]["ledger_reference"] or "\\N",
+                    "t" if payload["audit"]["lineage_required"] else "f",
+                )
+            )
         self.hasher = hashlib.sha256()
         # A pool of popular inputs that many verdicts repeat (same tenant, rule, route, product).
         self.pool: tuple[np.ndarray, ...] | None = None
@@ -147,8 +178,9 @@ class _Generator:
         rule_idx = rng.choice(len(self.rules), size=n, p=self.rule_p)
         status_u = rng.random(n)
         status_idx = np.where(status_u < 0.62, 0, np.where(status_u < 0.92, 1, 2))
-        conf = np.where(status_idx == 0, rng.beta(8, 2, n),
-                        np.where(status_idx == 1, rng.beta(6, 3, n), rng.beta(2, 5, n)))
+        conf = np.where(
+            status_idx == 0, rng.beta(8, 2, n), np.where(status_idx == 1, rng.beta(6, 3, n), rng.beta(2, 5, n))
+        )
         age_us = (_SPAN_DAYS * 86_400_000_000 * rng.random(n) ** 1.6).astype(np.int64)
         created = (self.end_us - age_us).astype("datetime64[us]")
         processing_ms = rng.lognormal(3.5, 0.6, n).astype(np.int64)
@@ -158,8 +190,18 @@ class _Generator:
         pick_route = rng.random((n, 2))
         id_bytes = rng.bytes(48 * n)
         hash_bytes = rng.bytes(32 * n)
-        for arr in (tenant_idx, rule_idx, status_idx, conf, age_us, processing_ms, rules_eval, dup, pick_code,
-                    pick_route):
+        for arr in (
+            tenant_idx,
+            rule_idx,
+            status_idx,
+            conf,
+            age_us,
+            processing_ms,
+            rules_eval,
+            dup,
+            pick_code,
+            pick_route,
+        ):
             self.hasher.update(np.ascontiguousarray(arr).tobytes())
         self.hasher.update(id_bytes)
         self.hasher.update(hash_bytes)
@@ -186,8 +228,14 @@ class _Generator:
         # Popular inputs: the first chunk lends rows to a pool that later duplicates copy.
         if self.pool is None:
             originals = np.nonzero(~dup)[0][: min(5000, max(1, n // 7))]
-            self.pool = (tenant[originals], rule_idx[originals], code[originals], exp[originals],
-                         imp[originals], input_hash[originals])
+            self.pool = (
+                tenant[originals],
+                rule_idx[originals],
+                code[originals],
+                exp[originals],
+                imp[originals],
+                input_hash[originals],
+            )
         dups = np.nonzero(dup)[0]
         if len(dups):
             src = (pick_code[dups] * len(self.pool[0])).astype(np.int64)
@@ -206,11 +254,30 @@ class _Generator:
         agreement = np.asarray([r["agreement_code"] for r in self.rules], dtype=object)[rule_idx]
         status = np.asarray(_STATUSES, dtype=object)[status_idx]
         reason = np.where(status_idx == 0, "[]", rule_cols[1])
-        cols = [ids, evals, reqs, rule_id.tolist(), tenant.tolist(), status.tolist(),
-                [f"{c:.4f}" for c in conf.tolist()], rule_cols[0].tolist(), reason.tolist(), input_hash.tolist(),
-                processing_ms.astype(str).tolist(), rules_eval.astype(str).tolist(), agreement.tolist(),
-                code.tolist(), day, exp.tolist(), imp.tolist(), rule_cols[3].tolist(), rule_cols[2].tolist(),
-                ts, ts, ts]
+        cols = [
+            ids,
+            evals,
+            reqs,
+            rule_id.tolist(),
+            tenant.tolist(),
+            status.tolist(),
+            [f"{c:.4f}" for c in conf.tolist()],
+            rule_cols[0].tolist(),
+            reason.tolist(),
+            input_hash.tolist(),
+            processing_ms.astype(str).tolist(),
+            rules_eval.astype(str).tolist(),
+            agreement.tolist(),
+            code.tolist(),
+            day,
+            exp.tolist(),
+            imp.tolist(),
+            rule_cols[3].tolist(),
+            rule_cols[2].tolist(),
+            ts,
+            ts,
+            ts,
+        ]
         return "\n".join(map("\t".join, zip(*cols, strict=True))) + "\n"
 
 
@@ -298,5 +365,6 @@ def seed_database(
         )
     conn.execute("ANALYZE psra_verdicts")
     seconds = time.perf_counter() - started
-    return SeedResult(verdicts, tenants, seconds, verdicts / seconds if seconds else 0.0,
-                      gen.hasher.hexdigest()[:16], seed)
+    return SeedResult(
+        verdicts, tenants, seconds, verdicts / seconds if seconds else 0.0, gen.hasher.hexdigest()[:16], seed
+    )

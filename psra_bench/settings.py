@@ -215,8 +215,11 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
 
 def _namespace(raw: str) -> str:
     if raw and not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)*:?", raw):
-        raise ConfigError("PSRA_CACHE_NAMESPACE", raw,
-                          "use letters, digits, '_', '.', '-', with ':' between parts (a final ':' is added)")
+        raise ConfigError(
+            "PSRA_CACHE_NAMESPACE",
+            raw,
+            "use letters, digits, '_', '.', '-', with ':' between parts (a final ':' is added)",
+        )
     return raw if not raw or raw.endswith(":") else raw + ":"
 
 

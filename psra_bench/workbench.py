@@ -106,8 +106,15 @@ def ensure_dataset(settings: Settings, verdicts: int, seed: int = 42, tenants: i
         ).fetchone()
         count = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()
         tenant_count = conn.execute("SELECT count(*) FROM tenants").fetchone()
-        if (last and last[0] == seed and last[1] == verdicts and count and count[0] == verdicts
-                and tenant_count and tenant_count[0] == tenants):
+        if (
+            last
+            and last[0] == seed
+            and last[1] == verdicts
+            and count
+            and count[0] == verdicts
+            and tenant_count
+            and tenant_count[0] == tenants
+        ):
             return Dataset(name, verdicts, seed, tenants, str(last[2]), False, None)
         result = seed_database(conn, verdicts, seed=seed, tenants=tenants, mode="force")
     return Dataset(name, verdicts, seed, tenants, result.checksum, True, result.rows_per_second)

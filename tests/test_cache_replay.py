@@ -72,8 +72,8 @@ def assert_clean(conn: psycopg.Connection[Any], verdicts_before: int) -> None:
     assert verdict_count(conn) == verdicts_before
 
 
-def test_hand_made_trace_gives_the_hand_computed_answer(verdicts_before: int, 
-    settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis
+def test_hand_made_trace_gives_the_hand_computed_answer(
+    verdicts_before: int, settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis
 ) -> None:
     live = replay_live(settings, hand_trace(), ttls=TTLS, compression=4)
     hs, rule = live["entities"]["hs_codes"], live["entities"]["rules"]
@@ -88,7 +88,9 @@ def test_hand_made_trace_gives_the_hand_computed_answer(verdicts_before: int,
     assert_clean(conn, verdicts_before)
 
 
-def test_invalidation_on_update_trades_staleness_for_a_miss(verdicts_before: int, settings: Settings, conn: psycopg.Connection[Any]) -> None:
+def test_invalidation_on_update_trades_staleness_for_a_miss(
+    verdicts_before: int, settings: Settings, conn: psycopg.Connection[Any]
+) -> None:
     live = replay_live(settings, hand_trace(), ttls=TTLS, compression=4, invalidate_on_update=True)
     hs = live["entities"]["hs_codes"]
     # CachedDAL.update_hs_codes drops hs:* at 6: 7 miss (fill, expires 17), 12 hit, 13 hit.
@@ -99,8 +101,8 @@ def test_invalidation_on_update_trades_staleness_for_a_miss(verdicts_before: int
     assert_clean(conn, verdicts_before)
 
 
-def test_generated_trace_through_the_real_assessment_path(verdicts_before: int, 
-    settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis, tmp_path: Path
+def test_generated_trace_through_the_real_assessment_path(
+    verdicts_before: int, settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     spec = WorkloadSpec(
         requests=220,
@@ -139,8 +141,8 @@ def test_generated_trace_through_the_real_assessment_path(verdicts_before: int,
     assert_clean(conn, verdicts_before)
 
 
-def test_calibration_times_real_reads_and_leaves_nothing_behind(verdicts_before: int, 
-    settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis
+def test_calibration_times_real_reads_and_leaves_nothing_behind(
+    verdicts_before: int, settings: Settings, conn: psycopg.Connection[Any], redis_client: redis.Redis
 ) -> None:
     trace = generate_trace(WorkloadSpec(requests=100, assessment_inputs=10, seed=5))
     with create_pool(settings) as pool:
