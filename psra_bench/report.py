@@ -137,6 +137,16 @@ def find_regressions(
 # ----------------------------------------------------------------------------- rendering
 
 
+_REGRESSION_COLUMNS = ["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"]
+
+
+def _regression_rows(report: Report) -> list[list[Any]]:
+    return [
+        [r["item"], fmt(r["previous_p50_ms"]), fmt(r["current_p50_ms"]), fmt(r["slowdown"]), fmt(r["p_value"], 4)]
+        for r in report.regressions
+    ]
+
+
 def render_markdown(report: Report) -> str:
     """The report as Markdown."""
     lines = [f"# {report.title}", ""]
@@ -144,19 +154,7 @@ def render_markdown(report: Report) -> str:
     lines.append("")
     if report.regressions:
         lines += ["## Regressions against the previous comparable run", ""]
-        lines += _md_table(
-            ["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"],
-            [
-                [
-                    r["item"],
-                    fmt(r["previous_p50_ms"]),
-                    fmt(r["current_p50_ms"]),
-                    fmt(r["slowdown"]),
-                    fmt(r["p_value"], 4),
-                ]
-                for r in report.regressions
-            ],
-        )
+        lines += _md_table(_REGRESSION_COLUMNS, _regression_rows(report))
     section = None
     for t in report.tables:
         if t.section != section:
@@ -203,17 +201,8 @@ def render_html(report: Report) -> str:
         parts.append("<h2>Regressions against the previous comparable run</h2>")
         parts.append(
             _html_table(
-                ["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"],
-                [
-                    [
-                        r["item"],
-                        fmt(r["previous_p50_ms"]),
-                        fmt(r["current_p50_ms"]),
-                        fmt(r["slowdown"]),
-                        fmt(r["p_value"], 4),
-                    ]
-                    for r in report.regressions
-                ],
+                _REGRESSION_COLUMNS,
+                _regression_rows(report),
                 css="regression",
             )
         )

@@ -37,6 +37,16 @@ def _delete_namespace(client: redis.Redis, namespace: str) -> None:
         client.unlink(*batch)
 
 
+def _cleanup(settings: Settings) -> None:
+    """Delete every Redis key under ``settings.cache_namespace``."""
+    assert settings.redis is not None
+    client = redis.Redis(**settings.redis.client_kwargs())
+    try:
+        _delete_namespace(client, settings.cache_namespace)
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def server_settings() -> Settings:
     """Settings with concrete endpoints: configured servers, or the embedded ones (started here)."""
@@ -75,12 +85,7 @@ def settings(server_settings: Settings, make_database: Callable[..., str]) -> It
     namespace = f"psra-test-{uuid.uuid4().hex[:8]}:"
     s = server_settings.replace(db_dsn=make_database(), cache_namespace=namespace)
     yield s
-    assert s.redis is not None
-    client = redis.Redis(**s.redis.client_kwargs())
-    try:
-        _delete_namespace(client, namespace)
-    finally:
-        client.close()
+    _cleanup(s)
 
 
 @pytest.fixture
@@ -89,12 +94,7 @@ def namespaced_settings(settings: Settings) -> Iterator[Settings]:
     namespace = f"{settings.cache_namespace}{uuid.uuid4().hex[:6]}:"
     s = settings.replace(cache_namespace=namespace)
     yield s
-    assert s.redis is not None
-    client = redis.Redis(**s.redis.client_kwargs())
-    try:
-        _delete_namespace(client, namespace)
-    finally:
-        client.close()
+    _cleanup(s)
 
 
 @pytest.fixture
