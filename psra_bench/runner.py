@@ -174,7 +174,10 @@ def run_report(
     say(f"run {run_id}: servers and dataset ({params.verdicts:,} verdicts, seed {params.seed})")
     settings = notebook_settings(params.database)
     dataset = ensure_dataset(settings, params.verdicts, params.seed, params.tenants)
-    say("  dataset " + ("seeded" if dataset.seeded_now else "reused") + f" (checksum {dataset.checksum})")
+    if dataset.seeded_now:
+        say(f"  dataset seeded at {dataset.seed_rows_per_second:,.0f} rows/s (checksum {dataset.checksum})")
+    else:
+        say(f"  dataset reused (checksum {dataset.checksum})")
     run = ReportRun(run_id, run_dir, 0.0)
     for name in [n for n in NOTEBOOKS if n in params.sections or n == "05_report"]:
         t0 = time.perf_counter()
