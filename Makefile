@@ -23,13 +23,18 @@ report: install
 report-quick: install
 	$(BIN)/psra-bench report --quick $(ARGS)
 
-## The test suite on the embedded PostgreSQL 18 + Valkey (or on PSRA_DB_DSN / REDIS_URL when set).
+# Tests and the notebooks they run share one embedded server pair in the checkout.
+TEST_HOME ?= $(CURDIR)/.psra-bench/test-home
+
+## The test suite (and every notebook, under nbval) on the embedded PostgreSQL 18 + Valkey
+## (or on PSRA_DB_DSN / REDIS_URL when set).
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} $(BIN)/python -m pytest $(ARGS)
 
 ## The same suite against real servers (PostgreSQL 15 and Redis 7 on this machine by default).
 test-servers: install
-	PSRA_DB_DSN=$(SERVER_DSN) REDIS_URL=$(SERVER_REDIS) $(BIN)/python -m pytest $(ARGS)
+	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} PSRA_DB_DSN=$(SERVER_DSN) REDIS_URL=$(SERVER_REDIS) \
+		$(BIN)/python -m pytest $(ARGS)
 
 lint: install
 	$(BIN)/ruff check psra_bench tests benchmarks loadtests
@@ -43,6 +48,7 @@ bench: install
 
 services-down: install
 	$(BIN)/psra-bench services down
+	PSRA_BENCH_HOME=$(TEST_HOME) $(BIN)/psra-bench services down
 
 clean:
 	rm -rf $(VENV) .venv-arq .pytest_cache .ruff_cache .mypy_cache
