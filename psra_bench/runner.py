@@ -45,7 +45,7 @@ class ReportParams:
     #: Load test: users, spawn rate, seconds per configuration, open-model arrival rate, p95 SLO.
     users: int = 20
     spawn_rate: float = 10.0
-    duration: int = 20
+    duration: int = 8
     arrival_rate: float = 50.0
     slo_p95_ms: float = 200.0
     sections: tuple[str, ...] = _SECTIONS
