@@ -259,7 +259,14 @@ def assemble_report(
         raise FileNotFoundError(f"no section results (01…04 *.json) in {run_dir}")
     fingerprint: dict[str, Any] = next((s["fingerprint"] for s in present.values() if s.get("fingerprint")), {})
     machine_key = fingerprint.get("machine_key", "unknown")
-    scale = next((s.get("dataset", {}).get("verdicts") for s in present.values() if s.get("dataset")), None)
+    scale = next(
+        (
+            s["fingerprint"]["dataset"].get("verdicts")
+            for s in present.values()
+            if isinstance((s.get("fingerprint") or {}).get("dataset"), dict)
+        ),
+        None,
+    )
     headline = headline_figures(present)
     history = read_history(history_path)
     previous = previous_comparable(history, machine_key, scale, exclude_run=run_id)

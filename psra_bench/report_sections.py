@@ -241,7 +241,7 @@ def load_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
                 fmt(o.get("stdev_ms")),
                 fmt(o.get("rps"), 1),
                 fmt(o.get("failure_rate"), 3),
-                f"{us.get('users_supported', '–')}{'+' if us.get('lower_bound') else ''}",
+                f"{fmt(us.get('users_supported'))}{'+' if us.get('lower_bound') else ''}",
                 fmt(((op.get("latency") or {}).get("overall") or {}).get("p99_ms")),
                 f"{op.get('late', '–')}/{op.get('dropped', '–')}",
             ]
