@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+from nbgen import finish, write
 
 OUT = Path(__file__).resolve().parent.parent / "01_query_latency.ipynb"
 
@@ -272,16 +273,8 @@ def build() -> nbformat.NotebookNode:
         new_code_cell(PLOT_INDEXES),
         new_markdown_cell(NOTES),
     ]
-    for i, cell in enumerate(cells):
-        cell["id"] = f"nb01-{i:02d}"  # stable ids: regenerating gives the same file
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
+    return finish(cells, "nb01")
 
 
 if __name__ == "__main__":
-    notebook = build()
-    nbformat.validate(notebook)
-    nbformat.write(notebook, OUT)
-    print(f"wrote {OUT}")
+    write(build(), OUT)

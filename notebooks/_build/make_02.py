@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
+from nbgen import finish, write
 
 OUT = Path(__file__).resolve().parent.parent / "02_cache_hit_rates.ipynb"
 
@@ -233,16 +234,8 @@ def build() -> nbformat.NotebookNode:
         new_code_cell(PLOT_TIMELINE),
         new_markdown_cell(NOTES),
     ]
-    for i, cell in enumerate(cells):
-        cell["id"] = f"nb02-{i:02d}"  # stable ids: regenerating gives the same file
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
+    return finish(cells, "nb02")
 
 
 if __name__ == "__main__":
-    notebook = build()
-    nbformat.validate(notebook)
-    nbformat.write(notebook, OUT)
-    print(f"wrote {OUT}")
+    write(build(), OUT)

@@ -11,7 +11,8 @@ import io
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
+from nbgen import finish, write
 
 OUT = Path(__file__).resolve().parent.parent / "04_load_test.ipynb"
 
@@ -279,15 +280,8 @@ def build() -> nbformat.NotebookNode:
         new_code_cell(PLOT_RESOURCES),
         new_markdown_cell(NOTES),
     ]
-    return new_notebook(
-        cells=cells,
-        metadata={
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-        },
-    )
+    return finish(cells, "nb04")
 
 
 if __name__ == "__main__":
-    nbformat.write(build(), OUT)
-    print(OUT)
+    write(build(), OUT)
