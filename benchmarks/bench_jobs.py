@@ -38,6 +38,7 @@ from typing import Any
 
 import redis
 
+from psra_bench.cache_keys import scan_unlink_nodes
 from psra_bench.jobs import JobQueue
 from psra_bench.settings import Settings
 
@@ -249,14 +250,7 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def _clean(client: redis.Redis, ns: str) -> None:
-    batch: list[Any] = []
-    for key in client.scan_iter(match=ns + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.unlink(*batch)
-            batch.clear()
-    if batch:
-        client.unlink(*batch)
+    scan_unlink_nodes([client], ns + "*")
 
 
 def run_ours(

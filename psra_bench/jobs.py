@@ -154,20 +154,7 @@ class JobQueue:
         self.workers_key = ns + "jobs:workers"
         self.channel = ns + "jobs:events"
         self.queue_keys = {p: f"{ns}jobs:queue:{p.value}" for p in JobPriority}
-        self._scripts = {
-            name: self.redis.register_script(getattr(job_scripts, name))
-            for name in (
-                "SUBMIT",
-                "DEQUEUE",
-                "HEARTBEAT",
-                "PROGRESS",
-                "FINISH",
-                "REQUEUE",
-                "CANCEL",
-                "REAP",
-                "WORKER_ALIVE",
-            )
-        }
+        self._scripts = {name: self.redis.register_script(getattr(job_scripts, name)) for name in job_scripts.__all__}
 
     def __repr__(self) -> str:
         return f"JobQueue(namespace={self.settings.cache_namespace!r}, handlers={sorted(self._handlers)})"

@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from psra_bench import db
+from psra_bench.cache_keys import scan_unlink_nodes
 from psra_bench.reference import load_reference_data
 from psra_bench.services import ensure_services
 from psra_bench.settings import Settings
@@ -27,14 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _delete_namespace(client: redis.Redis, namespace: str) -> None:
-    batch: list[Any] = []
-    for key in client.scan_iter(match=namespace + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.unlink(*batch)
-            batch.clear()
-    if batch:
-        client.unlink(*batch)
+    scan_unlink_nodes([client], namespace + "*")
 
 
 def _cleanup(settings: Settings) -> None:
