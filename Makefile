@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SERVER_DSN   ?= postgresql://postgres@127.0.0.1:5432/test
 SERVER_REDIS ?= redis://127.0.0.1:6379/0
 
-.PHONY: install report report-quick test test-servers lint bench clean services-down
+.PHONY: install report report-quick test test-repeat test-busy test-servers lint bench clean services-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,19 @@ TEST_HOME ?= $(CURDIR)/.psra-bench/test-home
 ## (or on PSRA_DB_DSN / REDIS_URL when set).
 test: install
 	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} $(BIN)/python -m pytest $(ARGS)
+
+## The suite REPEAT times in a row (default 3), stopping at the first failure: a flaky test shows here.
+REPEAT ?= 3
+test-repeat: install
+	@for i in $$(seq 1 $(REPEAT)); do \
+		echo "== make test: run $$i of $(REPEAT)"; start=$$(date +%s); \
+		$(MAKE) --no-print-directory test || { echo "== run $$i of $(REPEAT) failed"; exit 1; }; \
+		echo "== run $$i of $(REPEAT) passed in $$(( $$(date +%s) - start )) s"; \
+	done
+
+## The suite once while every core is kept busy by a CPU burner: timing must not decide a test.
+test-busy: install
+	$(BIN)/python tests/cpu_burner.py -- $(MAKE) --no-print-directory test
 
 ## The same suite against real servers (PostgreSQL 15 and Redis 7 on this machine by default).
 test-servers: install

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,13 +146,16 @@ class CircuitBreaker:
     OPEN = "open"
     HALF_OPEN = "half-open"
 
-    def __init__(self, threshold: int = 5, reset_after: float = 5.0) -> None:
+    def __init__(
+        self, threshold: int = 5, reset_after: float = 5.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise CacheError(f"breaker threshold={threshold!r} is not valid: use a whole number ≥ 1.")
         if not isinstance(reset_after, int | float) or reset_after <= 0:
             raise CacheError(f"breaker reset_after={reset_after!r} is not valid: use seconds > 0.")
         self.threshold = threshold
         self.reset_after = float(reset_after)
+        self.clock = clock  # seconds, monotonic; tests pass a manual clock to hold the breaker at a known point
         self._lock = threading.Lock()
         self.state = self.CLOSED
         self.failures = 0
@@ -164,7 +167,7 @@ class CircuitBreaker:
         """Whether a call may go to Redis now (closed, or the one half-open probe)."""
         if self.state == self.CLOSED:  # lock-free fast path
             return True
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if self.state == self.CLOSED:
                 return True
@@ -190,7 +193,7 @@ class CircuitBreaker:
 
     def failure(self) -> bool:
         """Record a failed call; return True when this opened the breaker."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             self.failures += 1
             if self.state == self.HALF_OPEN or (self.state == self.CLOSED and self.failures >= self.threshold):

@@ -17,7 +17,7 @@ from psra_bench.jobs import JobQueue, ProgressCallback
 __all__ = ["setup"]
 
 
-def setup(queue: JobQueue) -> None:
+def setup(queue: JobQueue) -> None:  # noqa: C901 - one flat registry of small test handlers
     """Register the test handlers on ``queue``."""
     r = queue.redis
 
@@ -29,6 +29,11 @@ def setup(queue: JobQueue) -> None:
         ctx = current_job()
         assert ctx is not None, "handlers run with a job context"
         return ctx.job_id, ctx.worker_id
+
+    async def released(job_id: str) -> None:
+        """Hold the job until the test sets ``t:release:{job_id}``: a known point, whatever the machine's speed."""
+        while not await r.exists(queue.key(f"t:release:{job_id}")):
+            await asyncio.sleep(0.02)
 
     async def noop(payload: dict[str, Any], update_progress: ProgressCallback) -> dict[str, Any]:
         return {"ok": True, "echo": payload.get("echo")}
@@ -51,9 +56,18 @@ def setup(queue: JobQueue) -> None:
     async def wait_for_release(payload: dict[str, Any], update_progress: ProgressCallback) -> str:
         job_id, _ = ctx_ids()
         await update_progress(50, "halfway")
-        while not await r.exists(queue.key(f"t:release:{job_id}")):
-            await asyncio.sleep(0.02)
+        await released(job_id)
         return "released"
+
+    async def gated(payload: dict[str, Any], update_progress: ProgressCallback) -> None:
+        """Count itself as running (``t:running``, each start's count in ``t:peaks``) until released."""
+        job_id, worker_id = ctx_ids()
+        running = await r.incr(queue.key("t:running"))
+        await r.rpush(queue.key("t:peaks"), json.dumps({"job": job_id, "worker": worker_id, "running": running}))
+        try:
+            await released(job_id)
+        finally:
+            await r.decr(queue.key("t:running"))
 
     async def sleeper(payload: dict[str, Any], update_progress: ProgressCallback) -> str:
         job_id, _ = ctx_ids()
@@ -80,7 +94,10 @@ def setup(queue: JobQueue) -> None:
         job_id, worker_id = ctx_ids()
         await r.rpush(queue.key(f"t:starts:{job_id}"), worker_id)
         await update_progress(10, "working")
-        await asyncio.sleep(float(payload["seconds"]))
+        if payload.get("hold"):
+            await released(job_id)
+        else:
+            await asyncio.sleep(float(payload["seconds"]))
         await r.incr(queue.key(f"t:completions:{job_id}"))
         await r.rpush(queue.key(f"t:finishers:{job_id}"), worker_id)
         return {"worker": worker_id}
@@ -90,6 +107,7 @@ def setup(queue: JobQueue) -> None:
         "record": record,
         "interval": interval,
         "wait_for_release": wait_for_release,
+        "gated": gated,
         "sleeper": sleeper,
         "spin_progress": spin_progress,
         "boom": boom,

@@ -85,6 +85,19 @@ def _commandstat(client: redis.Redis, command: str) -> int:
     return int(client.info("commandstats").get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test says so: breaker timing without racing the machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -605,7 +618,9 @@ def test_crashed_lock_holder_cannot_wedge_waiters(cache: CacheService, redis_cli
 def test_dead_and_frozen_server_fall_through_then_recover(namespaced_settings: Settings, throwaway: Path) -> None:
     port = int((throwaway / "valkey" / "port").read_text())
     rs = RedisSettings(port=port, socket_timeout=0.2, socket_connect_timeout=0.2)
-    service = CacheService(namespaced_settings.replace(redis=rs), breaker_threshold=3, breaker_reset=0.3)
+    service = CacheService(namespaced_settings.replace(redis=rs))
+    clock = ManualClock()
+    service.breaker = CircuitBreaker(threshold=3, reset_after=0.3, clock=clock)
     calls = []
 
     @cache_result(cache=service)
@@ -636,7 +651,7 @@ def test_dead_and_frozen_server_fall_through_then_recover(namespaced_settings: S
         assert service.get("hs:code:1") is None
         assert service.stats()["entities"]["hs_codes"]["skipped"] == skipped + 1  # not asked: breaker open
         errors = sum(e["errors"] for e in service.stats()["entities"].values())
-        time.sleep(0.35)  # the pause: one probe goes through, fails, the breaker opens again
+        clock.advance(0.35)  # the pause: one probe goes through, fails, the breaker opens again
         assert service.get("hs:code:1") is None and service.breaker.state == CircuitBreaker.OPEN
         assert sum(e["errors"] for e in service.stats()["entities"].values()) == errors + 1
         assert service.breaker.times_opened >= 2
@@ -671,16 +686,21 @@ async def test_async_dead_server_falls_through(namespaced_settings: Settings, th
 
 
 def test_circuit_breaker_states() -> None:
-    breaker = CircuitBreaker(threshold=3, reset_after=0.2)
+    clock = ManualClock()
+    breaker = CircuitBreaker(threshold=3, reset_after=0.2, clock=clock)
     assert breaker.allow() and not breaker.failure() and not breaker.failure()
     assert breaker.success() is False and breaker.failures == 0  # success resets the streak
     assert not breaker.failure() and not breaker.failure() and breaker.failure()  # the third opens it
     assert breaker.state == "open" and not breaker.allow()
-    time.sleep(0.25)
+    clock.advance(0.19)
+    assert not breaker.allow() and breaker.state == "open"  # not yet: reset_after has not passed
+    clock.advance(0.01)
     assert breaker.allow() and breaker.state == "half-open"
     assert not breaker.allow()  # only one probe
+    clock.advance(0.2)
+    assert breaker.allow() and breaker.state == "half-open"  # a probe that never reported back is replaced
     assert breaker.failure() and breaker.state == "open" and not breaker.allow()
-    time.sleep(0.25)
+    clock.advance(0.25)
     assert breaker.allow() and breaker.success() is True and breaker.state == "closed"
     with pytest.raises(CacheError, match="threshold="):
         CircuitBreaker(threshold=0)

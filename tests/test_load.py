@@ -152,20 +152,27 @@ def test_overall_table_has_the_spec_rows_with_n() -> None:
 
 
 def test_process_monitor_sees_a_busy_process_and_an_idle_one() -> None:
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<3: pass"])
-    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    # Both run until killed and say when they have started, so the window sees them at work on any machine.
+    busy = subprocess.Popen([sys.executable, "-c", "print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE)
+    idle = subprocess.Popen(
+        [sys.executable, "-c", "import time; print(flush=True); time.sleep(600)"], stdout=subprocess.PIPE
+    )
     try:
+        for proc in (busy, idle):
+            assert proc.stdout is not None and proc.stdout.readline() == b"\n"
         with ProcessMonitor(
             {"busy": lambda: process_tree(busy.pid), "idle": lambda: process_tree(idle.pid)}, interval_s=0.2
         ) as mon:
             start = time.time()
-            time.sleep(1.5)
+            while sum(s.t > start for s in list(mon.samples)) < 4:  # a count of samples, not an amount of time
+                time.sleep(0.05)
         w = mon.window(start, time.time())
     finally:
-        busy.kill()
-        idle.kill()
-        busy.wait()
-        idle.wait()
+        for proc in (busy, idle):
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
     assert w["samples"] >= 3
     b, i = w["groups"]["busy"], w["groups"]["idle"]
     assert b["cpu_cores"] > 0.05 and b["cpu_cores"] > 10 * i["cpu_cores"]

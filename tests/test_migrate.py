@@ -6,12 +6,13 @@ Each test works on databases it creates (``make_database``), so it can apply and
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -247,18 +248,37 @@ def test_unreachable_database_names_host_and_port() -> None:
 # --------------------------------------------------------------------------- recovery
 
 
-def _verdict_build_in_progress(conn: psycopg.Connection[Any]) -> tuple[int, str] | None:
-    """(pid, index) of a CREATE INDEX CONCURRENTLY on psra_verdicts whose catalog entry already exists."""
-    rows = conn.execute(
-        """SELECT a.pid, a.query FROM pg_stat_activity a
-           WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.state = 'active'
-             AND a.query LIKE 'CREATE INDEX CONCURRENTLY%%ON psra\\_verdicts%%'"""
-    ).fetchall()
-    for pid, query in rows:
-        name = query.split()[6]  # CREATE INDEX CONCURRENTLY IF NOT EXISTS <name> ON ...
-        if conn.execute("SELECT to_regclass(%s)", (f"public.{name}",)).fetchone() != (None,):
-            return pid, name
-    return None
+@contextlib.contextmanager
+def _writers_held(dsn: str, table: str = "psra_verdicts") -> Iterator[None]:
+    """Hold a writer's lock on ``table`` in an open transaction until the block ends.
+
+    CREATE INDEX CONCURRENTLY commits the new (INVALID) index's catalog entry first, then waits for
+    every transaction holding a write lock on its table. While this block runs, the migration's first
+    build on ``table`` therefore stops at a known point, "waiting for writers before build", with its
+    INVALID index already in the catalog: no race with how fast the machine builds indexes.
+    """
+    with db.connect(dsn) as holder:  # not autocommit: the lock lives until the transaction ends
+        holder.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            holder.rollback()
+
+
+def _build_waiting_for_writers(conn: psycopg.Connection[Any], table: str = "psra_verdicts") -> tuple[int, str]:
+    """(pid, index) of the CREATE INDEX CONCURRENTLY on ``table`` that waits for writers; waits up to 60 s."""
+    deadline = time.monotonic() + 60
+    while True:
+        row = conn.execute(
+            """SELECT p.pid, c.relname FROM pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.index_relid
+               WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND p.relid = %s::regclass AND p.phase = 'waiting for writers before build'""",
+            (table,),
+        ).fetchone()
+        if row is not None:
+            return int(row[0]), str(row[1])
+        assert time.monotonic() < deadline, f"no CREATE INDEX CONCURRENTLY on {table} reached the writers wait"
+        time.sleep(0.01)  # polling for a state, not racing one: the build cannot pass this point while held
 
 
 @pytest.mark.slow
@@ -270,40 +290,26 @@ def test_cancelled_build_leaves_invalid_index_that_up_repairs(seeded_dsn: str) -
             errors.append(e)
 
     migrate_down(seeded_dsn)
+    first_verdicts_index = next(s.name for s in migration_indexes() if s.table == "psra_verdicts")
     with db.connect(seeded_dsn, autocommit=True) as conn:
-        invalid: list[str] = []
-        for _attempt in range(5):
-            errors: list[BaseException] = []
+        errors: list[BaseException] = []
+        with _writers_held(seeded_dsn):
             worker = threading.Thread(target=run, args=(errors,), daemon=True)
             worker.start()
-            cancelled = None
-            while worker.is_alive() and cancelled is None:
-                found = _verdict_build_in_progress(conn)
-                if found:
-                    pid, cancelled = found
-                    conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
-                else:
-                    time.sleep(0.002)
+            pid, held = _build_waiting_for_writers(conn)
+            assert held == first_verdicts_index
+            conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
             worker.join(60)
             assert not worker.is_alive()
-            if cancelled is None:  # every build finished before we caught one: start over
-                migrate_down(seeded_dsn)
-                continue
-            assert len(errors) == 1 and isinstance(errors[0], MigrationError), errors
-            err = errors[0]
-            assert err.migration == MIGRATION
-            if err.index == cancelled:
-                assert "cancelled" in str(err) and "migrate up" in str(err)
-            st = migration_status(conn)
-            assert st.recorded == "applying"
-            if st.invalid:
-                invalid = st.invalid
-                break
-            assert st.state == "partial"  # the cancel landed before the index existed; try again
-        assert invalid, "could not interrupt a CREATE INDEX CONCURRENTLY in 5 attempts"
+        assert len(errors) == 1 and isinstance(errors[0], MigrationError), errors
+        err = errors[0]
+        assert (err.migration, err.index) == (MIGRATION, held)
+        assert "cancelled" in str(err) and "migrate up" in str(err)
+        invalid = [held]
 
         st = migration_status(conn)
-        assert st.state == "needs repair" and st.invalid == invalid
+        assert (st.state, st.recorded, st.invalid) == ("needs repair", "applying", invalid)
+        assert st.present == [n for n, (t, _) in SPEC_INDEXES.items() if t != "psra_verdicts"]
         assert _invalid(conn) == invalid
         invalid_table = [t for t in verify(conn) if t.title.startswith("Invalid")][0]
         assert [r[0] for r in invalid_table.rows] == invalid
@@ -330,29 +336,25 @@ migrate_up(sys.argv[1], progress=lambda kind, name, s: print(name, flush=True))
 @pytest.mark.slow
 def test_killed_migration_process_is_completed_by_the_next_up(seeded_dsn: str) -> None:
     migrate_down(seeded_dsn)
-    with subprocess.Popen(
-        [sys.executable, "-c", _MIGRATE_IN_CHILD, seeded_dsn],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as child:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.startswith("idx_psra_verdicts_"):  # mid-way: the first verdicts index is built
-                break
-        child.kill()
+    before_verdicts = [n for n, (t, _) in SPEC_INDEXES.items() if t != "psra_verdicts"]
     with db.connect(seeded_dsn, autocommit=True) as conn:
-        # The orphaned backend finishes the statement it was running, then notices its client is gone.
+        with _writers_held(seeded_dsn):
+            with subprocess.Popen(
+                [sys.executable, "-c", _MIGRATE_IN_CHILD, seeded_dsn],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ) as child:
+                pid, held = _build_waiting_for_writers(conn)  # mid-way: every index before the verdicts' is built
+                child.kill()  # kill -9 while its backend waits inside the first verdicts build
+                child.wait(60)
+        # Released: the orphaned backend finishes the statement it was running, then notices its client is gone.
         deadline = time.monotonic() + 60
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND query LIKE 'CREATE INDEX%%' AND state = 'active'"
-        ).fetchone() != (0,):
-            assert time.monotonic() < deadline
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the killed migration's backend did not end"
             time.sleep(0.05)
         st = migration_status(conn)
-        assert st.state == "partial" and st.recorded == "applying"
-        assert st.invalid == [] and 14 <= len(st.present) < 26
+        assert (st.state, st.recorded, st.invalid) == ("partial", "applying", [])
+        assert st.present == [*before_verdicts, held]
 
         up = migrate_up(seeded_dsn)
         assert up["already"] == st.present and up["created"] == st.missing and up["repaired"] == []
@@ -365,35 +367,21 @@ def test_ctrl_c_during_a_build_is_reported_and_repaired(seeded_dsn: str) -> None
     """Ctrl-C in `migrate up`: psycopg cancels the running build, the next status shows it, the next up fixes it."""
     migrate_down(seeded_dsn)
     with db.connect(seeded_dsn, autocommit=True) as conn:
-        seen: list[str] = []
-        for _attempt in range(5):
+        with _writers_held(seeded_dsn):
             with subprocess.Popen(
                 [sys.executable, "-c", _MIGRATE_IN_CHILD, seeded_dsn],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             ) as child:
-                found = None
-                while child.poll() is None and found is None:
-                    found = _verdict_build_in_progress(conn)
-                    if found is None:
-                        time.sleep(0.002)
-                if found is not None:
-                    child.send_signal(signal.SIGINT)
+                _, held = _build_waiting_for_writers(conn)
+                child.send_signal(signal.SIGINT)
                 _, stderr = child.communicate(timeout=60)
-            if found is None:  # finished before we caught a build: start over
-                migrate_down(seeded_dsn)
-                continue
-            assert child.returncode != 0 and "KeyboardInterrupt" in stderr
-            st = migration_status(conn)
-            assert st.recorded == "applying"
-            if st.invalid:
-                seen = st.invalid
-                break
-            assert st.state == "partial"
-        assert seen, "could not interrupt a CREATE INDEX CONCURRENTLY in 5 attempts"
-        assert migration_status(conn).state == "needs repair" and _invalid(conn) == seen
+        assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+        st = migration_status(conn)
+        assert (st.state, st.recorded, st.invalid) == ("needs repair", "applying", [held])
+        assert _invalid(conn) == [held]
 
         up = migrate_up(seeded_dsn)
-        assert up["repaired"] == seen and up["index_count"] == 46
+        assert up["repaired"] == [held] and up["index_count"] == 46
         assert migration_status(conn).state == "applied" and _invalid(conn) == []
