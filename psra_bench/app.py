@@ -89,14 +89,14 @@ def create_app(settings: Settings, *, run_workers: bool = False) -> FastAPI:
         from .dal import PostgresDAL
         from .db import create_pool
         from .jobs import JobQueue
-        from .psra_service import setup_default_handlers
+        from .psra_service import register_default_handlers
 
         pool = create_pool(settings)
         cache = CacheService(settings)
         dal = PostgresDAL(pool)
         cached = CachedDAL(dal, cache)
         queue = JobQueue(settings)
-        setup_default_handlers(queue, settings, pool, cached)
+        register_default_handlers(queue, pool=pool, cached=cached)
         app.state.psra = AppState(settings, pool, dal, cache, cached, queue)
         try:
             if run_workers and settings.enable_async_tasks:
@@ -125,7 +125,7 @@ def create_app(settings: Settings, *, run_workers: bool = False) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    """App factory for ``uvicorn --factory psra_bench.app:app_from_env`` (reads the environment once)."""
-    from .services import ensure_services
+    """App factory for ``uvicorn --factory psra_bench.app:app_from_env`` (the process settings, read once)."""
+    from .settings import process_settings
 
-    return create_app(ensure_services(Settings.from_env()))
+    return create_app(process_settings())

@@ -9,8 +9,10 @@ Decisions (documented here because callers depend on them):
 * No applicable rule for a known HS code -> status ``insufficient_data`` with reason
   ``NO_APPLICABLE_RULE`` (the row stores ``rule_id = UNMATCHED_RULE_ID``, the column is NOT NULL).
 * A value a criterion needs is missing (net cost, transaction value, ex-works price, the list of
-  processes) -> ``insufficient_data`` unless the verdict is decided without it (another
-  alternative passes, or a required criterion fails anyway).
+  processes, or — through :class:`AssessmentInput`, the job API's body — the whole bill of
+  materials) -> ``insufficient_data`` unless the verdict is decided without it (another
+  alternative passes, or a required criterion fails anyway); each such reason names the rule,
+  its requirement and the inputs not given.
 * Origin and destination must be parties of the agreement and belong to *different* parties
   (DE -> FR is intra-EU trade, outside all four agreements): otherwise a ValidationError.
 * ``input_hash`` = sha256 of the canonical JSON of the normalized input: BOM lines sorted, values
@@ -28,7 +30,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from decimal import Decimal
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import psycopg
 import pydantic
@@ -60,11 +62,13 @@ __all__ = [
     "HsCode",
     "CountryCode",
     "BomLine",
+    "AssessmentInput",
     "AssessmentRequest",
     "Citation",
     "Verdict",
     "KnownHsCodes",
     "parse_request",
+    "parse_input",
     "validation_error_from_pydantic",
     "known_hs_subheadings",
     "default_rules",
@@ -172,13 +176,20 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-class AssessmentRequest(BaseModel):
-    """What to assess: the product, its bill of materials, prices, route, agreement and date."""
+_Bom = Annotated[tuple[BomLine, ...], Field(min_length=1, max_length=10_000)]
+
+
+class AssessmentInput(BaseModel):
+    """What the job API may assess: product, route, rule or agreement; BOM, prices and tenant optional.
+
+    Without a bill of materials or a price the verdict is ``insufficient_data`` naming what the
+    rule needs; without a tenant nothing is stored (see :class:`AssessmentRequest` for the full body).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     hs_code: HsCode
-    bill_of_materials: tuple[BomLine, ...] = Field(min_length=1, max_length=10_000)
+    bill_of_materials: _Bom | None = None
     ex_works_price: _Positive | None = None
     transaction_value: _Positive | None = None
     net_cost: _Positive | None = None
@@ -186,7 +197,7 @@ class AssessmentRequest(BaseModel):
     origin_country: CountryCode
     destination_country: CountryCode
     assessment_date: dt.date = Field(default_factory=_today)
-    tenant_id: uuid.UUID
+    tenant_id: uuid.UUID | None = None
     #: Operations performed in the origin country; None = not declared (rules that check
     #: processes then give insufficient_data), () = declared: none.
     processes: tuple[_Operation, ...] | None = None
@@ -203,11 +214,22 @@ class AssessmentRequest(BaseModel):
         return tuple(sorted(set(value))) if value is not None else None
 
     @model_validator(mode="after")
-    def _check(self) -> AssessmentRequest:
-        if self.ex_works_price is None and self.transaction_value is None:
-            raise _invalid("a price > 0: give ex_works_price or transaction_value", "ex_works_price")
+    def _check(self) -> AssessmentInput:
         if self.agreement_code is None and self.rule_id is None:
             raise _invalid("an agreement code such as CETA (or a rule_id)", "agreement_code")
+        return self
+
+
+class AssessmentRequest(AssessmentInput):
+    """The full assessment body (``POST /api/assessments``): bill of materials, a price and the tenant required."""
+
+    bill_of_materials: _Bom
+    tenant_id: uuid.UUID
+
+    @model_validator(mode="after")
+    def _check_full(self) -> AssessmentRequest:
+        if self.ex_works_price is None and self.transaction_value is None:
+            raise _invalid("a price > 0: give ex_works_price or transaction_value", "ex_works_price")
         return self
 
 
@@ -227,7 +249,8 @@ class Verdict(BaseModel):
 
     evaluation_id: uuid.UUID
     request_id: uuid.UUID
-    tenant_id: uuid.UUID
+    #: None for an assessment without a tenant (the job API's short body): such verdicts are not stored.
+    tenant_id: uuid.UUID | None
     status: Literal["qualified", "not_qualified", "insufficient_data"]
     confidence: float
     rule_id: str | None
@@ -294,14 +317,28 @@ def validation_error_from_pydantic(exc: pydantic.ValidationError | Sequence[Mapp
     return ValidationError(field, value, _allowed_text(error, loc))
 
 
-def parse_request(data: AssessmentRequest | Mapping[str, Any]) -> AssessmentRequest:
-    """Validate and normalize a request dict (an AssessmentRequest passes through); raises ValidationError."""
+def parse_request(data: AssessmentInput | Mapping[str, Any]) -> AssessmentRequest:
+    """Validate and normalize a full request (an AssessmentRequest passes through); raises ValidationError."""
     if isinstance(data, AssessmentRequest):
         return data
+    return _parse(AssessmentRequest, data.model_dump() if isinstance(data, AssessmentInput) else data)
+
+
+def parse_input(data: AssessmentInput | Mapping[str, Any]) -> AssessmentInput:
+    """Validate a job payload (BOM, prices, tenant optional; an AssessmentInput passes through); ValidationError."""
+    if isinstance(data, AssessmentInput):
+        return data
+    return _parse(AssessmentInput, data)
+
+
+_M = TypeVar("_M", bound=AssessmentInput)
+
+
+def _parse(model: type[_M], data: object) -> _M:
     if not isinstance(data, Mapping):
         raise ValidationError("request", type(data).__name__, "a JSON object with the assessment fields")
     try:
-        return AssessmentRequest.model_validate(data)
+        return model.model_validate(data)
     except pydantic.ValidationError as e:
         raise validation_error_from_pydantic(e) from None
 
@@ -335,14 +372,14 @@ def _describe_parties(parties: Sequence[str]) -> str:
 
 
 def validate_request(
-    request: AssessmentRequest, rules: Sequence[orr.Rule], known_hs_codes: KnownHsCodes = None
+    request: AssessmentInput, rules: Sequence[orr.Rule], known_hs_codes: KnownHsCodes = None
 ) -> tuple[orr.Target, orr.Rule | None]:
     """Check a parsed request against reference data; return the selection target and the forced rule (or None)."""
     is_known = _hs_checker(known_hs_codes)
     hs_allowed = "an HS subheading of the HS 2022 nomenclature (6 digits, e.g. 847130)"
     if not is_known(request.hs_code):
         raise ValidationError("hs_code", request.hs_code, hs_allowed)
-    for i, line in enumerate(request.bill_of_materials):
+    for i, line in enumerate(request.bill_of_materials or ()):
         if not is_known(line.hs_code):
             raise ValidationError(f"bill_of_materials[{i}].hs_code", line.hs_code, hs_allowed)
     forced: orr.Rule | None = None
@@ -383,9 +420,10 @@ def _decimal_text(value: Decimal | None) -> str | None:
     return "0" if value == 0 else format(value.normalize(), "f")
 
 
-def canonical_input(request: AssessmentRequest, agreement_code: str | None = None) -> dict[str, Any]:
+def canonical_input(request: AssessmentInput, agreement_code: str | None = None) -> dict[str, Any]:
     """The normalized, order-free form of a request that :func:`input_hash` hashes."""
-    lines = sorted(request.bill_of_materials, key=lambda b: (b.hs_code, b.origin_country, b.value))
+    given = request.bill_of_materials
+    lines = sorted(given or (), key=lambda b: (b.hs_code, b.origin_country, b.value))
     return {
         "agreement_code": agreement_code or request.agreement_code,
         "rule_id": request.rule_id or None,
@@ -393,18 +431,20 @@ def canonical_input(request: AssessmentRequest, agreement_code: str | None = Non
         "origin_country": request.origin_country,
         "destination_country": request.destination_country,
         "assessment_date": request.assessment_date.isoformat(),
-        "tenant_id": str(request.tenant_id),
+        "tenant_id": str(request.tenant_id) if request.tenant_id is not None else None,
         "ex_works_price": _decimal_text(request.ex_works_price),
         "transaction_value": _decimal_text(request.transaction_value),
         "net_cost": _decimal_text(request.net_cost),
         "processes": list(request.processes) if request.processes is not None else None,
-        "bill_of_materials": [
+        "bill_of_materials": None
+        if given is None
+        else [
             {"hs_code": b.hs_code, "origin_country": b.origin_country, "value": _decimal_text(b.value)} for b in lines
         ],
     }
 
 
-def input_hash(request: AssessmentRequest, agreement_code: str | None = None) -> str:
+def input_hash(request: AssessmentInput, agreement_code: str | None = None) -> str:
     """sha256 hex of the canonical JSON of :func:`canonical_input` (per tenant, BOM order-free)."""
     text = json.dumps(
         canonical_input(request, agreement_code), sort_keys=True, separators=(",", ":"), ensure_ascii=False
@@ -412,17 +452,18 @@ def input_hash(request: AssessmentRequest, agreement_code: str | None = None) ->
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def request_to_dict(request: AssessmentRequest) -> dict[str, Any]:
+def request_to_dict(request: AssessmentInput) -> dict[str, Any]:
     """The normalized request as JSON-ready data (what ``psra_verdicts.input_payload`` stores)."""
     return request.model_dump(mode="json")
 
 
-def _facts(request: AssessmentRequest) -> orr.Facts:
+def _facts(request: AssessmentInput) -> orr.Facts:
+    bom = request.bill_of_materials
     return orr.Facts(
         hs_code=request.hs_code,
-        materials=tuple(
-            orr.Material(i, b.hs_code, b.origin_country, b.value) for i, b in enumerate(request.bill_of_materials)
-        ),
+        materials=None
+        if bom is None
+        else tuple(orr.Material(i, b.hs_code, b.origin_country, b.value) for i, b in enumerate(bom)),
         ex_works_price=request.ex_works_price,
         transaction_value=request.transaction_value,
         net_cost=request.net_cost,
@@ -431,7 +472,7 @@ def _facts(request: AssessmentRequest) -> orr.Facts:
 
 
 def assess(
-    request: AssessmentRequest | Mapping[str, Any],
+    request: AssessmentInput | Mapping[str, Any],
     rules: Iterable[orr.Rule | Mapping[str, Any]],
     known_hs_codes: KnownHsCodes = None,
     *,
@@ -439,9 +480,13 @@ def assess(
     request_id: uuid.UUID | None = None,
     decided_at: dt.datetime | None = None,
 ) -> Verdict:
-    """Assess one request against ``rules`` (dicts or compiled); pure apart from new ids and the clock."""
+    """Assess one request against ``rules`` (dicts or compiled); pure apart from new ids and the clock.
+
+    A mapping must be a full :class:`AssessmentRequest`; pass :func:`parse_input`'s result to assess
+    without a bill of materials, a price or a tenant.
+    """
     started = time.perf_counter()
-    req = parse_request(request)
+    req = request if isinstance(request, AssessmentInput) else parse_request(request)
     compiled = orr.compile_rules(rules)
     target, forced = validate_request(req, compiled, known_hs_codes)
     agreement = target.agreement_code
@@ -543,8 +588,10 @@ def load_rules(
     return orr.compile_rules(rows)
 
 
-def verdict_row(verdict: Verdict, request: AssessmentRequest) -> dict[str, Any]:
+def verdict_row(verdict: Verdict, request: AssessmentInput) -> dict[str, Any]:
     """Column -> value of the ``psra_verdicts`` row of ``verdict`` (jsonb columns wrapped in Jsonb)."""
+    if verdict.tenant_id is None:
+        raise ValidationError("tenant_id", None, "a tenant UUID: a verdict without a tenant is not stored")
     now = dt.datetime.now(dt.UTC)
     return {
         "id": uuid.uuid4(),
@@ -574,7 +621,7 @@ def verdict_row(verdict: Verdict, request: AssessmentRequest) -> dict[str, Any]:
     }
 
 
-def store_verdict(conn: psycopg.Connection[Any], verdict: Verdict, request: AssessmentRequest) -> None:
+def store_verdict(conn: psycopg.Connection[Any], verdict: Verdict, request: AssessmentInput) -> None:
     """INSERT ``verdict`` into psra_verdicts on ``conn`` (the caller owns the transaction)."""
     conn.execute(_INSERT_VERDICT, verdict_row(verdict, request))
 

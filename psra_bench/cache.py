@@ -7,6 +7,8 @@ the key). A dead or slow server never reaches callers: reads miss, writes are sk
 counter rises, and a circuit breaker stops asking after repeated failures; only ``ping()``
 bypasses it. ``settings.enable_cache=False`` makes reads miss and writes no-ops.
 
+:func:`get_cache` with no argument uses the process settings (:func:`psra_bench.settings.process_settings`),
+and the module-level ``cache_hs_code`` ... ``invalidate_rules`` delegate to it, as in the spec.
 :func:`cache_result` and :func:`invalidate_cache` decorate sync and async functions; a miss is
 computed once however many callers ask at the same time (an in-process flight per key plus a
 Redis lock with a token, released by compare-and-delete). The spec's helpers are methods of
@@ -39,7 +41,7 @@ from . import cache_keys as keys
 from .cache_decorators import CacheLike, cache_result, invalidate_cache
 from .cache_stats import CacheStats, CircuitBreaker
 from .exceptions import CacheError, CacheSerializationError
-from .settings import Settings, redact
+from .settings import Settings, process_settings, redact
 
 if TYPE_CHECKING:
     from .cache_async import AsyncCacheService
@@ -55,6 +57,14 @@ __all__ = [
     "CacheLike",
     "cache_result",
     "invalidate_cache",
+    "cache_hs_code",
+    "get_cached_hs_code",
+    "cache_rule",
+    "get_cached_rule",
+    "cache_assessment",
+    "get_cached_assessment",
+    "invalidate_hs_codes",
+    "invalidate_rules",
 ]
 
 _log = logging.getLogger(__name__)
@@ -585,8 +595,9 @@ _SERVICES: dict[Settings, CacheService] = {}
 _SERVICES_LOCK = threading.Lock()
 
 
-def get_cache(settings: Settings) -> CacheService:
-    """The one shared CacheService of ``settings`` (created on first use, keyed on the settings object)."""
+def get_cache(settings: Settings | None = None) -> CacheService:
+    """The one shared CacheService of ``settings`` (default: settings.process_settings()), created on first use."""
+    settings = process_settings() if settings is None else settings
     with _SERVICES_LOCK:
         service = _SERVICES.get(settings)
         if service is None:
@@ -601,3 +612,49 @@ def close_caches() -> None:
         _SERVICES.clear()
     for service in services:
         service.close()
+
+
+# --------------------------------------------------------------------------- the spec's module-level helpers
+# Thin functions over get_cache() (the process settings), so the spec's examples run as written.
+
+
+def cache_hs_code(code: str, data: Any, ttl: float | None = None) -> bool:
+    """Cache one HS code under ``hs:code:{code}`` in the process cache (TTL: settings.ttl.hs_codes)."""
+    return bool(get_cache().cache_hs_code(code, data, ttl))
+
+
+def get_cached_hs_code(code: str) -> Any:
+    """The HS code cached in the process cache, or None."""
+    return get_cache().get_cached_hs_code(code)
+
+
+def cache_rule(rule_id: str, data: Any, ttl: float | None = None) -> bool:
+    """Cache one rule under ``rule:id:{rule_id}`` in the process cache (TTL: settings.ttl.rules)."""
+    return bool(get_cache().cache_rule(rule_id, data, ttl))
+
+
+def get_cached_rule(rule_id: str) -> Any:
+    """The rule cached in the process cache, or None."""
+    return get_cache().get_cached_rule(rule_id)
+
+
+def cache_assessment(
+    rule_id: str, hs_code: str, origin_country: str, dest_country: str, result: Any, ttl: float | None = None
+) -> bool:
+    """Cache one assessment result in the process cache (TTL: settings.ttl.assessments)."""
+    return bool(get_cache().cache_assessment(rule_id, hs_code, origin_country, dest_country, result, ttl))
+
+
+def get_cached_assessment(rule_id: str, hs_code: str, origin_country: str, dest_country: str) -> Any:
+    """The assessment result cached in the process cache, or None."""
+    return get_cache().get_cached_assessment(rule_id, hs_code, origin_country, dest_country)
+
+
+def invalidate_hs_codes() -> int:
+    """Delete ``hs:*`` from the process cache; return the count."""
+    return int(get_cache().invalidate_hs_codes())
+
+
+def invalidate_rules() -> int:
+    """Delete ``rule:*`` and ``rules:*`` from the process cache; return the count."""
+    return int(get_cache().invalidate_rules())

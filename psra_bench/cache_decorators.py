@@ -1,8 +1,9 @@
 """The cache decorators: ``cache_result`` (single-flight read-through) and ``invalidate_cache``.
 
-Both work on sync and async functions and take the cache explicitly (``cache=`` a
+Both work on sync and async functions. ``cache=`` names the cache (a
 :class:`~psra_bench.cache.CacheService`, an :class:`~psra_bench.cache.AsyncCacheService`, or a
-zero-argument callable returning one), so nothing reads global state. Keys come from the
+zero-argument callable returning one); left out, as in the spec, each call uses
+:func:`psra_bench.cache.get_cache` (the process settings), looked up at call time, not at import. Keys come from the
 arguments bound to the signature with defaults applied (:class:`psra_bench.cache_keys.ArgumentKeys`).
 """
 
@@ -27,10 +28,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 CacheLike: TypeAlias = "CacheService | AsyncCacheService | Callable[[], CacheService | AsyncCacheService]"
 
 
-def _resolve(cache: CacheLike, owner: str, asynchronous: bool) -> Any:
-    from .cache import CacheService
+def _resolve(cache: CacheLike | None, owner: str, asynchronous: bool) -> Any:
+    from .cache import CacheService, get_cache
     from .cache_async import AsyncCacheService
 
+    if cache is None:
+        cache = get_cache
     service = cache() if callable(cache) and not isinstance(cache, CacheService | AsyncCacheService) else cache
     if asynchronous and isinstance(service, CacheService):
         return service.aio
@@ -44,7 +47,7 @@ def cache_result(
     ttl: float | None = None,
     key: str | Callable[..., str] | None = None,
     *,
-    cache: CacheLike,
+    cache: CacheLike | None = None,
     lock_timeout: float | None = None,
     exclude: Iterable[str] = (),
 ) -> Callable[[F], F]:
@@ -83,7 +86,7 @@ def cache_result(
     return decorate
 
 
-def invalidate_cache(patterns: Iterable[str], *, cache: CacheLike) -> Callable[[F], F]:
+def invalidate_cache(patterns: Iterable[str], *, cache: CacheLike | None = None) -> Callable[[F], F]:
     """After the function runs (also when it raises), delete the keys matching ``patterns``.
 
     A pattern may name parameters, e.g. ``"hs:code:{code}"``: the escaped argument fills it in.

@@ -1,4 +1,6 @@
-"""The default job handlers: ``assessment`` (an injected assessment function) and ``bulk_import`` (HS codes).
+"""The default job handlers' parts: ``assessment`` (an injected assessment function) and ``bulk_import`` (HS codes).
+
+They are registered in one place, :func:`psra_bench.psra_service.register_default_handlers`.
 
 ``bulk_import`` upserts ``{code, description}`` items into ``hs_codes`` in one transaction
 (batches of 500, progress after each), deriving level, chapter and parent from the code
@@ -24,7 +26,7 @@ from .exceptions import DatabaseConnectionError, JobError, JobInputError
 from .settings import redact
 
 if TYPE_CHECKING:
-    from .jobs import JobHandler, JobQueue, ProgressCallback
+    from .jobs import JobHandler, ProgressCallback
 
 __all__ = [
     "HsItem",
@@ -36,7 +38,7 @@ __all__ = [
     "make_assessment_handler",
     "make_bulk_import_handler",
     "upsert_hs_codes",
-    "register_defaults",
+    "check_bulk_payload",
 ]
 
 #: Most items one bulk_import job may carry.
@@ -209,21 +211,6 @@ def make_bulk_import_handler(
     return bulk_import
 
 
-def register_defaults(
-    queue: JobQueue,
-    *,
-    assessment_fn: Callable[[dict[str, Any]], Any] | None = None,
-    bulk_import_fn: JobHandler | None = None,
-    on_done: Callable[[], Awaitable[int] | int] | None = None,
-) -> None:
-    """Register ``assessment`` (only when ``assessment_fn`` is given) and ``bulk_import`` on ``queue``."""
-    if assessment_fn is not None:
-        queue.register_handler(
-            "assessment", make_assessment_handler(assessment_fn), validate=validate_assessment_payload
-        )
-    handler = bulk_import_fn or make_bulk_import_handler(queue.settings.db_dsn, on_done=on_done)
-    queue.register_handler("bulk_import", handler, validate=_check_bulk_payload)
-
-
-def _check_bulk_payload(payload: dict[str, Any]) -> None:
+def check_bulk_payload(payload: dict[str, Any]) -> None:
+    """Submit-time check of a bulk_import payload (the PayloadValidator form of validate_bulk_items)."""
     validate_bulk_items(payload)

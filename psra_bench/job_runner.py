@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from .exceptions import JobError
+from .exceptions import JobError, PsraBenchError
 from .job_models import _CURRENT_JOB, JobContext, JobPriority, JobStatus, dump_json
 from .jobs import DEFAULT_GRACE_SECONDS
 
@@ -87,6 +87,10 @@ class Worker:
     def running_count(self) -> int:
         """Jobs this worker is running now."""
         return len(self._runs)
+
+    def running_jobs(self) -> dict[str, str]:
+        """Job id -> job type of the jobs this worker is running now (a copy)."""
+        return {job_id: run.job_type for job_id, run in self._runs.items()}
 
     async def start(self) -> None:
         """Register as alive and start the fetch, heartbeat and listener tasks."""
@@ -226,6 +230,8 @@ class Worker:
                 if current is not None and current.cancelling():
                     raise
                 await self._after_cancel(run)
+            except PsraBenchError as e:  # bad input or an unreachable server: one sentence, no traceback
+                await self._finish(run, JobStatus.FAILED, error=" ".join(str(e).split()))
             except Exception as e:
                 await self._finish(
                     run, JobStatus.FAILED, error=f"{type(e).__name__}: {e}", traceback_text=traceback.format_exc()

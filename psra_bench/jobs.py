@@ -26,11 +26,13 @@ JobNotFoundError for one, because cancelling nothing is a caller error.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import redis.asyncio
@@ -49,7 +51,7 @@ from .job_models import (
     parse_priority,
 )
 from .redisconn import create_async_redis
-from .settings import Settings
+from .settings import Settings, process_settings
 
 if TYPE_CHECKING:
     from .job_runner import Worker
@@ -149,6 +151,7 @@ class JobQueue:
         self._handlers: dict[str, JobHandler] = {}
         self._validators: dict[str, PayloadValidator] = {}
         self._worker: Worker | None = None
+        self._close_callbacks: list[Callable[[], Any]] = []
         ns = settings.cache_namespace
         self.processing_key = ns + "jobs:processing"
         self.workers_key = ns + "jobs:workers"
@@ -188,7 +191,25 @@ class JobQueue:
     @property
     def handlers(self) -> Mapping[str, JobHandler]:
         """Registered job types and their handlers (read-only view)."""
-        return dict(self._handlers)
+        return MappingProxyType(dict(self._handlers))
+
+    @property
+    def max_concurrent_jobs(self) -> int:
+        """Most jobs running at once across all workers sharing this Redis (settings.max_concurrent_jobs)."""
+        return self.settings.max_concurrent_jobs
+
+    @property
+    def _running_jobs(self) -> Mapping[str, str]:
+        """Job id -> job type of the jobs this process's worker runs now (read-only).
+
+        It exists for the spec's monitoring example (``len(queue._running_jobs)``); across all
+        workers, ``await queue.health()`` counts them from Redis.
+        """
+        return MappingProxyType(self._worker.running_jobs() if self._worker is not None else {})
+
+    def add_close_callback(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` (sync, run in a thread, or async) when the queue is closed: handlers' resources."""
+        self._close_callbacks.append(callback)
 
     # -- client API -----------------------------------------------------------------------
 
@@ -355,6 +376,12 @@ class JobQueue:
         for k, q in list(_QUEUES.items()):
             if q is self:
                 del _QUEUES[k]
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in reversed(callbacks):
+            if inspect.iscoroutinefunction(callback):
+                await callback()
+            else:
+                await asyncio.to_thread(callback)
 
     # -- the worker protocol (used by psra_bench.worker) ----------------------------------
 
@@ -459,12 +486,13 @@ class JobQueue:
 _QUEUES: dict[Settings, JobQueue] = {}
 
 
-def get_job_queue(settings: Settings) -> JobQueue:
-    """The process's JobQueue for ``settings`` (created on first call; ``await queue.close()`` forgets it).
+def get_job_queue(settings: Settings | None = None) -> JobQueue:
+    """The process's JobQueue for ``settings`` (default: process_settings()); ``await queue.close()`` forgets it.
 
     Its asyncio Redis client belongs to the event loop that first uses it: close the queue before
     that loop ends (FastAPI's lifespan does), and do not share it across ``asyncio.run`` calls.
     """
+    settings = process_settings() if settings is None else settings
     queue = _QUEUES.get(settings)
     if queue is None:
         queue = _QUEUES[settings] = JobQueue(settings)
@@ -478,7 +506,11 @@ def register_default_handlers(
     bulk_import_fn: JobHandler | None = None,
     on_done: Callable[[], Awaitable[int] | int] | None = None,
 ) -> None:
-    """Register ``assessment`` (if ``assessment_fn`` is given) and ``bulk_import`` (psycopg upsert unless replaced)."""
-    from .job_defaults import register_defaults
+    """Register the default ``assessment`` and ``bulk_import`` handlers (the spec's name for it).
 
-    register_defaults(queue, assessment_fn=assessment_fn, bulk_import_fn=bulk_import_fn, on_done=on_done)
+    A thin forwarder to :func:`psra_bench.psra_service.register_default_handlers`, imported when
+    called so that this generic queue module does not import the PSRA domain.
+    """
+    from .psra_service import register_default_handlers as register
+
+    register(queue, assessment_fn=assessment_fn, bulk_import_fn=bulk_import_fn, on_done=on_done)

@@ -382,18 +382,17 @@ class Facts:
     """Everything an evaluation needs about the product (already validated and normalized)."""
 
     hs_code: str
-    materials: tuple[Material, ...]
+    #: None: no bill of materials was given (criteria that need it are then unknown).
+    materials: tuple[Material, ...] | None
     ex_works_price: Decimal | None
     transaction_value: Decimal | None
     net_cost: Decimal | None
     processes: frozenset[str] | None
 
     @property
-    def product_value(self) -> Decimal:
-        """AV: the ex-works price when given, else the transaction value."""
-        value = self.ex_works_price if self.ex_works_price is not None else self.transaction_value
-        assert value is not None, "validation guarantees ex_works_price or transaction_value"
-        return value
+    def product_value(self) -> Decimal | None:
+        """AV: the ex-works price when given, else the transaction value (None when neither is given)."""
+        return self.ex_works_price if self.ex_works_price is not None else self.transaction_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,9 +420,9 @@ class Outcome:
 class Figures:
     """The computed values behind a verdict: values in the request's currency, percentages in % (4 decimals)."""
 
-    product_value: float
-    originating_value: float
-    non_originating_value: float
+    product_value: float | None
+    originating_value: float | None
+    non_originating_value: float | None
     non_shifting_value: float | None = None
     rvc_method: str | None = None
     rvc_percent: float | None = None
@@ -464,11 +463,25 @@ def _result(
     return Outcome(criterion, result, margin, dm, (Reason(code, severity, message, rule.clause(criterion)),))
 
 
-def _tariff_shift(rule: Rule, facts: Facts, non_originating: list[Material]) -> tuple[Outcome, Decimal]:
+_BOM = "bill_of_materials"
+_AV = "ex_works_price (or transaction_value)"
+
+
+def _missing(rule: Rule, criterion: str, requirement: str, needs: Sequence[str], missing: Sequence[str]) -> Outcome:
+    """An unknown outcome naming the rule, its requirement, what it needs and which of that was not given."""
+    code = "MISSING_" + missing[0].split(" ")[0].upper() if len(missing) == 1 else "MISSING_INPUTS"
+    message = f"{rule.rule_id}: {requirement} needs {' and '.join(needs)}; not given: {', '.join(missing)}."
+    return _result(rule, criterion, UNKNOWN, code, message)
+
+
+def _tariff_shift(rule: Rule, facts: Facts, non_originating: list[Material]) -> tuple[Outcome, Decimal | None]:
     shift = rule.tariff_shift
     assert shift is not None
     digits = TARIFF_SHIFT_TYPES[shift.type]
     level, product_part = _LEVEL_NAMES[digits], facts.hs_code[:digits]
+    if facts.materials is None:
+        requirement = f"{shift.type} (every non-originating input changes {level})"
+        return _missing(rule, "tariff_shift", requirement, [f"{_BOM} (HS code and origin of each input)"], [_BOM]), None
     failing: list[str] = []
     failing_value = Decimal(0)
     for m in non_originating:
@@ -488,6 +501,9 @@ def _tariff_shift(rule: Rule, facts: Facts, non_originating: list[Material]) -> 
     if tolerance is None:
         message = f"{shift.type} not met: {detail}."
         return _result(rule, "tariff_shift", FAIL, "TARIFF_SHIFT_NOT_MET", message), failing_value
+    if facts.product_value is None:
+        requirement = f"{shift.type} with the {_num(tolerance)}% de minimis tolerance ({detail})"
+        return _missing(rule, "tariff_shift", requirement, [_AV], ["ex_works_price"]), failing_value
     share = failing_value / facts.product_value * _HUNDRED
     summary = f"{detail}; their value {_num(failing_value)} is {_pct(share)} of the product value"
     if share <= tolerance:
@@ -504,11 +520,14 @@ def _rvc(rule: Rule, facts: Facts, vom: Decimal, vnm: Decimal) -> tuple[Outcome,
     assert req is not None
     av, av_name = facts.product_value, "ex-works price" if facts.ex_works_price is not None else "transaction value"
     base = {"transaction_value": facts.transaction_value, "net_cost": facts.net_cost}.get(req.method, av)
-    if base is None:
-        field = req.method if req.method == "net_cost" else "transaction_value"
-        message = f"{field} is missing: the {req.method.replace('_', '-')} RVC method needs it."
-        return _result(rule, "rvc", UNKNOWN, f"MISSING_{field.upper()}", message), None
+    if base is None or facts.materials is None:
+        field = req.method if req.method in ("net_cost", "transaction_value") else "ex_works_price"
+        named = _AV if field == "ex_works_price" else field
+        missing = ([field] if base is None else []) + ([_BOM] if facts.materials is None else [])
+        requirement = f"RVC ({req.method.replace('_', '-')}) ≥ {_num(req.threshold)}%"
+        return _missing(rule, "rvc", requirement, [named, f"the values of {_BOM}"], missing), None
     if req.method == "build_up":
+        assert av is not None  # build-up's base is AV
         value, formula = vom, f"VOM {_num(vom)} / AV {_num(av)} ({av_name})"
     else:
         name = {"build_down": "AV", "transaction_value": "TV", "net_cost": "NC"}[req.method]
@@ -526,9 +545,12 @@ def _rvc(rule: Rule, facts: Facts, vom: Decimal, vnm: Decimal) -> tuple[Outcome,
 def _max_nom(rule: Rule, facts: Facts, vnm: Decimal) -> tuple[Outcome, Decimal | None]:
     limit, criterion = rule.non_originating_max_percent, "non_originating_max_percent"
     assert limit is not None
-    if facts.ex_works_price is None:
-        message = "ex_works_price is missing: the non-originating maximum is a share of the ex-works price."
-        return _result(rule, criterion, UNKNOWN, "MISSING_EX_WORKS_PRICE", message), None
+    if facts.ex_works_price is None or facts.materials is None:
+        missing = (["ex_works_price"] if facts.ex_works_price is None else []) + (
+            [_BOM] if facts.materials is None else []
+        )
+        requirement = f"non-originating materials ≤ {_num(limit)}% of the ex-works price"
+        return _missing(rule, criterion, requirement, ["ex_works_price", f"the values of {_BOM}"], missing), None
     nom = vnm / facts.ex_works_price * _HUNDRED
     message = (
         f"non-originating materials = VNM {_num(vnm)} / ex-works price {_num(facts.ex_works_price)} = "
@@ -541,8 +563,8 @@ def _max_nom(rule: Rule, facts: Facts, vnm: Decimal) -> tuple[Outcome, Decimal |
 
 def _process(rule: Rule, facts: Facts) -> Outcome:
     if facts.processes is None:
-        needs = ", ".join(rule.process_required + rule.process_disallowed)
-        message = f"processes is missing: the rule checks the operations {needs}."
+        checks = ", ".join(rule.process_required + rule.process_disallowed)
+        message = f"{rule.rule_id}: the operations {checks} are checked, which needs processes; not given: processes."
         return _result(rule, "process", UNKNOWN, "PROCESS_DATA_MISSING", message)
     missing = [p for p in rule.process_required if p not in facts.processes]
     forbidden = [p for p in rule.process_disallowed if p in facts.processes]
@@ -603,7 +625,7 @@ def evaluate(rule: Rule, facts: Facts) -> Evaluation:
     """Apply ``rule`` to ``facts``: status qualified / not_qualified / insufficient_data, with reasons."""
     non_originating: list[Material] = []
     vom = vnm = Decimal(0)
-    for m in facts.materials:
+    for m in facts.materials or ():
         if m.origin_country in rule.countries:
             vom += m.value
         else:
@@ -644,6 +666,11 @@ def evaluate(rule: Rule, facts: Facts) -> Evaluation:
         status=status,
         confidence=confidence(status, rule.combination, criteria, process),
         reasons=tuple(reasons),
-        figures=Figures(float(facts.product_value), float(vom), float(vnm), **figures),
+        figures=Figures(
+            None if facts.product_value is None else float(facts.product_value),
+            None if facts.materials is None else float(vom),
+            None if facts.materials is None else float(vnm),
+            **figures,
+        ),
         outcomes=tuple(criteria) + ((process,) if process is not None else ()),
     )

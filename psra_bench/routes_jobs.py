@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
-from .assessment import AssessmentRequest
+from .assessment import AssessmentInput
 
 __all__ = ["router", "SubmitJobRequest", "SubmitJobResponse", "BulkImportRequest", "AssessmentJobRequest"]
 
@@ -40,8 +41,8 @@ class SubmitJobResponse(BaseModel):
     message: str
 
 
-class AssessmentJobRequest(AssessmentRequest):
-    """The assessment shortcut body: an assessment request plus the submitting user."""
+class AssessmentJobRequest(AssessmentInput):
+    """The shortcut body: the spec's four fields (rule_id, hs_code, origin, destination); BOM, tenant... optional."""
 
     user_id: uuid.UUID | None = None
 
@@ -87,9 +88,15 @@ async def submit(request: Request, body: SubmitJobRequest) -> SubmitJobResponse:
 
 @router.post("/assessment/submit", status_code=202, response_model=SubmitJobResponse)
 async def submit_assessment(request: Request, body: AssessmentJobRequest) -> SubmitJobResponse:
-    """Queue an assessment (validated now, so a bad body is a 422 rather than a failed job)."""
-    payload = body.model_dump(mode="json", exclude={"user_id"})
-    metadata = {"tenant_id": str(body.tenant_id), "user_id": str(body.user_id) if body.user_id else None}
+    """Queue an assessment, checked now against the rules and HS table (a bad body is a 422, not a failed job)."""
+    from .psra_service import check_assessment
+
+    await run_in_threadpool(check_assessment, request.app.state.psra.cached, body)
+    payload = body.model_dump(mode="json", exclude={"user_id"}, exclude_none=True)
+    metadata = {
+        "tenant_id": str(body.tenant_id) if body.tenant_id else None,
+        "user_id": str(body.user_id) if body.user_id else None,
+    }
     return await _submit(request, "assessment", payload, "normal", 3600, metadata)
 
 

@@ -30,7 +30,6 @@ from .jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
     JobQueue,
-    register_default_handlers,
 )
 from .settings import Settings
 
@@ -66,7 +65,9 @@ def load_handlers_setup(spec: str) -> Callable[[JobQueue], Any]:
 
 
 async def _setup_handlers(queue: JobQueue, setup: HandlersSetup | None) -> None:
-    if setup is None:
+    if setup is None:  # the edge registers the PSRA handlers; the queue itself knows nothing of them
+        from .psra_service import register_default_handlers
+
         register_default_handlers(queue)
         return
     func = load_handlers_setup(setup) if isinstance(setup, str) else setup
@@ -129,7 +130,8 @@ def run_worker(
     the rest back to the front of their queues.
 
     ``settings`` must name a concrete Redis (``services.ensure_services`` first). Without
-    ``handlers_setup`` the default handlers are registered (see register_default_handlers).
+    ``handlers_setup`` the default handlers are registered
+    (:func:`psra_bench.psra_service.register_default_handlers`: assessment and bulk_import).
     """
     if settings.redis is None:
         raise JobError("run_worker needs a concrete Redis: call services.ensure_services(settings) first.")

@@ -718,14 +718,13 @@ def test_assessment_shortcut(wclient: httpx.Client) -> None:
     done = wait_job(wclient, r.json()["job_id"])
     assert (done["status"], done["progress"], done["result"]["tenant_id"]) == ("completed", 100, me)
     assert {"job_type": "assessment", "tenant_id": me, "user_id": user}.items() <= done["metadata"].items()
-    # Deliberate deviation from the spec: its shortcut body has only rule_id, hs_code, origin_country and
-    # destination_country, but a real assessment needs a bill of materials, a price and the tenant, so our
-    # body requires them and the spec's example body is a 422 naming what is missing (not a job that fails).
+    # The spec's four-field body is accepted too: without a bill of materials and a price the verdict is
+    # insufficient_data naming what is missing; without a tenant nothing is stored (test_assessment_shortcut.py).
     spec_body = {"rule_id": "USMCA-2024-01", "hs_code": "8471.30", "origin_country": "MX", "destination_country": "US"}
-    bad = wclient.post("/api/jobs/assessment/submit", json=spec_body)
-    assert bad.status_code == 422
-    assert bad.json()["field"] == "bill_of_materials"
-    assert {"bill_of_materials", "tenant_id"} <= {e["field"] for e in bad.json()["errors"]}
+    short = wclient.post("/api/jobs/assessment/submit", json=spec_body)
+    assert short.status_code == 202
+    verdict = wait_job(wclient, short.json()["job_id"])["result"]
+    assert (verdict["status"], verdict["rule_id"], verdict["tenant_id"]) == ("insufficient_data", "USMCA-2024-01", None)
 
 
 def test_bulk_import_upserts_then_invalidates_hs_and_assessments(

@@ -12,7 +12,15 @@ import pytest
 
 from psra_bench import constants
 from psra_bench.exceptions import ConfigError, PsraBenchError
-from psra_bench.settings import RedisSettings, Settings, TTLSettings, default_home, redact
+from psra_bench.settings import (
+    RedisSettings,
+    Settings,
+    TTLSettings,
+    default_home,
+    process_settings,
+    redact,
+    use_settings,
+)
 
 SECRET = "s3cr3t-Pw"
 
@@ -306,3 +314,14 @@ def test_redis_password_from_host_variables_not_in_repr() -> None:
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_use_settings_sets_and_forgets_the_process_settings(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"^settings=.* is not valid: concrete endpoints"):
+        use_settings(Settings(home=Path("/nonexistent")))
+    previous = use_settings(settings)
+    try:
+        assert process_settings() is settings and process_settings({"CACHE_TTL_RULES": "x"}) is settings
+        assert use_settings(None) is settings
+    finally:
+        use_settings(previous)
