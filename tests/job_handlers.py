@@ -2,7 +2,7 @@
 
 ``setup(queue)`` registers them (``python -m psra_bench.worker --handlers tests/job_handlers.py:setup``).
 They leave evidence in Redis under the queue's namespace (``{ns}t:...``) so a test can see what
-ran where, in which order and when (server clock, microseconds).
+ran where and in which order, and hold a job until the test releases it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ __all__ = ["setup"]
 def setup(queue: JobQueue) -> None:  # noqa: C901 - one flat registry of small test handlers
     """Register the test handlers on ``queue``."""
     r = queue.redis
-
-    async def server_us() -> int:
-        sec, usec = await r.time()
-        return int(sec) * 1_000_000 + int(usec)
 
     def ctx_ids() -> tuple[str, str]:
         ctx = current_job()
@@ -43,15 +39,6 @@ def setup(queue: JobQueue) -> None:  # noqa: C901 - one flat registry of small t
         await r.rpush(queue.key("t:order"), payload["tag"])
         await r.set(queue.key(f"t:started:{job_id}"), "1")
         return str(payload["tag"])
-
-    async def interval(payload: dict[str, Any], update_progress: ProgressCallback) -> None:
-        job_id, worker_id = ctx_ids()
-        start = await server_us()
-        await asyncio.sleep(float(payload["seconds"]))
-        end = await server_us()
-        await r.rpush(
-            queue.key("t:intervals"), json.dumps({"job": job_id, "worker": worker_id, "start": start, "end": end})
-        )
 
     async def wait_for_release(payload: dict[str, Any], update_progress: ProgressCallback) -> str:
         job_id, _ = ctx_ids()
@@ -105,7 +92,6 @@ def setup(queue: JobQueue) -> None:  # noqa: C901 - one flat registry of small t
     for name, fn in {
         "noop": noop,
         "record": record,
-        "interval": interval,
         "wait_for_release": wait_for_release,
         "gated": gated,
         "sleeper": sleeper,
