@@ -6,13 +6,21 @@ BIN    := $(VENV)/bin
 SERVER_DSN   ?= postgresql://postgres@127.0.0.1:5432/test
 SERVER_REDIS ?= redis://127.0.0.1:6379/0
 
-.PHONY: install report report-quick test test-repeat test-busy test-servers lint bench clean services-down
+.PHONY: install browser report report-quick test test-repeat test-busy test-servers lint bench clean services-down
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
+
+# Debian's Chromium for the browser test (tests/test_notebook_browser.py drives it with playwright).
+# Installed when missing and this is a Debian machine where we are root; the test says why it skips otherwise.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 install: $(BIN)/.installed
 
@@ -28,7 +36,7 @@ TEST_HOME ?= $(CURDIR)/.psra-bench/test-home
 
 ## The test suite (and every notebook, under nbval) on the embedded PostgreSQL 18 + Valkey
 ## (or on PSRA_DB_DSN / REDIS_URL when set).
-test: install
+test: install browser
 	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} $(BIN)/python -m pytest $(ARGS)
 
 ## The suite REPEAT times in a row (default 3), stopping at the first failure: a flaky test shows here.
@@ -45,7 +53,7 @@ test-busy: install
 	$(BIN)/python tests/cpu_burner.py -- $(MAKE) --no-print-directory test
 
 ## The same suite against real servers (PostgreSQL 15 and Redis 7 on this machine by default).
-test-servers: install
+test-servers: install browser
 	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} PSRA_DB_DSN=$(SERVER_DSN) REDIS_URL=$(SERVER_REDIS) \
 		$(BIN)/python -m pytest $(ARGS)
 

@@ -56,6 +56,13 @@ def _bool(name: str, value: object) -> bool:
     return value
 
 
+def _interactive(value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    allowed = "True (sliders), False (none) or None (auto: sliders only in a live kernel)"
+    raise ParameterError("interactive", value, allowed)
+
+
 def _spec(
     requests: Any,
     duration_s: Any,
@@ -135,7 +142,8 @@ class TuningParams:
     staleness_metric: str
     live_check_requests: int
     compression: float | None
-    interactive: bool
+    #: None: auto (see :func:`psra_bench.ttl_explorer.resolve_interactive`).
+    interactive: bool | None
 
 
 def check_tuning_params(
@@ -190,7 +198,7 @@ def check_tuning_params(
         str(staleness_metric),
         checks,
         _compression(compression),
-        _bool("interactive", interactive),
+        _interactive(interactive),
     )
 
 

@@ -31,18 +31,18 @@ The method is documented in `psra_bench/query_latency.py`; this notebook only ca
 Results go to `<output_dir>/01_query_latency.json` and `01_query_latency_*.png`."""
 
 PARAMETERS = """\
-output_dir = "reports/_scratch"  # where the JSON results and PNG plots go
-database = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts = 20_000  # dataset scale (rows in psra_verdicts)
-seed = 42  # dataset seed and parameter-generator seed
-iterations = 8  # timed calls per query per round
-rounds = 2  # rounds per side (ABBA: each side switch builds or drops 26 indexes)
-warmup = 2  # untimed calls per query per round
-queries = "all"  # "all" or comma-separated query names
-write_batches = 10  # insert batches per round (0 skips the write cost)
-write_batch_rows = 200  # rows per insert batch
-path = "query"  # "query": pooled execute + fetch; "dal": PostgresDAL.fetch_all (adds JSON conversion)
-budget_s = 10.0  # cap on one query's timed calls per round, in seconds (slow "before" scans at 1M)"""
+output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
+database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
+verdicts: int = 20_000  # dataset scale (rows in psra_verdicts)
+seed: int = 42  # dataset seed and parameter-generator seed
+iterations: int = 8  # timed calls per query per round
+rounds: int = 2  # rounds per side (ABBA: each side switch builds or drops 26 indexes)
+warmup: int = 2  # untimed calls per query per round
+queries: str = "all"  # "all" or comma-separated query names
+write_batches: int = 10  # insert batches per round (0 skips the write cost)
+write_batch_rows: int = 200  # rows per insert batch
+path: str = "query"  # "query": pooled execute + fetch; "dal": PostgresDAL.fetch_all (adds JSON conversion)
+budget_s: float = 10.0  # cap on one query's timed calls per round, in seconds (slow "before" scans at 1M)"""
 
 VALIDATE = """\
 from psra_bench.query_latency import check_notebook_params

@@ -34,19 +34,21 @@ unscaled TTLs goes through the TTL simulation of notebook 03, and the two are co
 Results: `<output_dir>/02_cache_hit_rates.json` and `02_cache_hit_rates_*.png`."""
 
 PARAMETERS = """\
-output_dir = "reports/_scratch"  # where the JSON results and PNG plots go
-database = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts = 20_000  # dataset scale (rows in psra_verdicts)
-seed = 42  # dataset seed and trace seed
-requests = 1000  # reads in the trace (the report passes its cache_requests, 20,000 in a full run)
-duration_s = 7200.0  # simulated period, seconds
-warmup_s = 1800.0  # simulated seconds not counted
-zipf_s = 1.1  # key skew of reads, 0 means uniform
-hs_updates_per_hour = 12.0  # HS description changes per simulated hour
-rule_updates_per_hour = 2.0  # rule changes per simulated hour
-ttls = None  # per-entity TTL seconds, e.g. {"assessments": 600}; None or left out: the configured TTLs
-invalidate_on_update = False  # True: updates go through CachedDAL's invalidation (no staleness, fewer hits)
-compression = None  # simulated seconds per real second; None: calibrated"""
+from typing import Optional  # papermill --help-notebook reads Optional[X], not X | None
+
+output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
+database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
+verdicts: int = 20_000  # dataset scale (rows in psra_verdicts)
+seed: int = 42  # dataset seed and trace seed
+requests: int = 1000  # reads in the trace (the report passes its cache_requests, 20,000 in a full run)
+duration_s: float = 7200.0  # simulated period, seconds
+warmup_s: float = 1800.0  # simulated seconds not counted
+zipf_s: float = 1.1  # key skew of reads, 0 means uniform
+hs_updates_per_hour: float = 12.0  # HS description changes per simulated hour
+rule_updates_per_hour: float = 2.0  # rule changes per simulated hour
+ttls: Optional[dict[str, float]] = None  # TTL s per entity, e.g. {"assessments": 600}; None or left out: configured
+invalidate_on_update: bool = False  # True: updates go through CachedDAL's invalidation (no staleness, fewer hits)
+compression: Optional[float] = None  # simulated seconds per real second; None: calibrated"""
 
 VALIDATE = """\
 from psra_bench.cache_experiments import check_replay_params

@@ -1,7 +1,8 @@
 """Generate notebooks/03_ttl_tuning.ipynb (run: python notebooks/_build/make_03.py).
 
-All outputs are left empty (no cell is checked by nbval). The widget cell only builds sliders
-when ``interactive = True`` (JupyterLab); under papermill and nbval it prints one line.
+All outputs are left empty (no cell is checked by nbval). The widget cell builds sliders in a
+live kernel (``interactive = None``, auto; see psra_bench.ttl_explorer); under papermill and
+nbval it prints one line.
 """
 
 from __future__ import annotations
@@ -32,29 +33,32 @@ keep).
 * **Check against the live measurement**: notebook 02's `02_cache_hit_rates.json` in
   `output_dir` holds a live replay; its trace is drawn again here and simulated with its TTLs. If
   the file is missing, a small live replay (`live_check_requests` reads) runs here instead.
-* **Interactive** (`interactive = True` in JupyterLab): sliders for each entity's TTL, the key
-  skew and the update rates re-run the simulation as you move them.
+* **Interactive** (JupyterLab or any live kernel; `interactive = None` means auto, skipped under
+  papermill and nbval): sliders for each entity's TTL, the key skew and the update rates re-run
+  the simulation as you move them.
 
 Results: `<output_dir>/03_ttl_tuning.json` and `03_ttl_tuning_*.png`."""
 
 PARAMETERS = """\
-output_dir = "reports/_scratch"  # where the JSON results and PNG plots go (and where 02 wrote its results)
-database = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts = 20_000  # dataset scale (rows in psra_verdicts)
-seed = 42  # dataset seed and trace seed
-requests = 4000  # reads in the simulated trace
-duration_s = 7200.0  # simulated period, seconds
-warmup_s = 1800.0  # simulated seconds not counted
-zipf_s = 1.1  # key skew of reads, 0 is uniform
-hs_updates_per_hour = 12.0  # HS description changes per simulated hour
-rule_updates_per_hour = 2.0  # rule changes per simulated hour
-ttl_grid = [15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200]  # TTLs to sweep, seconds
-target_hit_rate = 0.8  # the hit rate a recommended TTL must reach
-max_staleness_s = 900.0  # the staleness a recommended TTL may not exceed, seconds
-staleness_metric = "max_stale_s"  # max_stale_s, p95_stale_s or mean_stale_s
-live_check_requests = 600  # reads of the live replay run here only when 02 results are missing
-compression = None  # clock compression of that replay; None: calibrated
-interactive = False  # True in JupyterLab shows sliders; papermill and nbval skip them"""
+from typing import Optional  # papermill --help-notebook reads Optional[X], not X | None
+
+output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go (and where 02 wrote its results)
+database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
+verdicts: int = 20_000  # dataset scale (rows in psra_verdicts)
+seed: int = 42  # dataset seed and trace seed
+requests: int = 4000  # reads in the simulated trace
+duration_s: float = 7200.0  # simulated period, seconds
+warmup_s: float = 1800.0  # simulated seconds not counted
+zipf_s: float = 1.1  # key skew of reads, 0 is uniform
+hs_updates_per_hour: float = 12.0  # HS description changes per simulated hour
+rule_updates_per_hour: float = 2.0  # rule changes per simulated hour
+ttl_grid: list[float] = [15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200]  # TTLs to sweep, seconds
+target_hit_rate: float = 0.8  # the hit rate a recommended TTL must reach
+max_staleness_s: float = 900.0  # the staleness a recommended TTL may not exceed, seconds
+staleness_metric: str = "max_stale_s"  # max_stale_s, p95_stale_s or mean_stale_s
+live_check_requests: int = 600  # reads of the live replay run here only when 02 results are missing
+compression: Optional[float] = None  # clock compression of that replay; None: calibrated
+interactive: Optional[bool] = None  # sliders; None: auto (in a live kernel, not under papermill or nbval)"""
 
 VALIDATE = """\
 from psra_bench.cache_experiments import check_tuning_params
@@ -203,58 +207,17 @@ print(sorted(p.name for p in out.glob("03_ttl_tuning*")))"""
 INTERACTIVE_MD = """\
 ## Try TTLs (JupyterLab)
 
-Set `interactive = True` in the parameters cell and run the notebook in JupyterLab: each slider
-re-runs the simulation (a few milliseconds for a few thousand events). Skew and update-rate
-changes draw a new trace with the same seed."""
+Run the notebook in JupyterLab (or any live kernel): each slider re-runs the simulation (a few
+milliseconds for a few thousand events); skew and update-rate changes draw a new trace with the
+same seed. With `interactive = None` (auto) the sliders are skipped under papermill and nbval;
+`True` or `False` forces them on or off. The explorer is `psra_bench.ttl_explorer`."""
 
 INTERACTIVE = """\
-if interactive:
-    import io
+import os
 
-    import ipywidgets as widgets
-    from IPython.display import Image, display
+from psra_bench.ttl_explorer import resolve_interactive, show_ttl_explorer
 
-    from psra_bench.cache_experiments import what_if
-    from psra_bench.cache_workload import ENTITIES, ENTITY_LABELS
-
-    def explore(hs_codes, rules, assessments, key_skew, hs_updates, rule_updates, invalidate):
-        ttls = {"hs_codes": hs_codes, "rules": rules, "assessments": assessments}
-        result = what_if(params.spec, ttls, zipf_s=key_skew, hs_updates_per_hour=hs_updates,
-                         rule_updates_per_hour=rule_updates, invalidate_on_update=invalidate)
-        rows = [result["entities"][e] for e in ENTITIES]
-        for r in rows:
-            lo, hi = r["hit_rate_ci"]
-            stale = f"{r['stale_share']:.1%} stale, max {r['max_stale_s'] or 0:,.0f} s"
-            print(f"{ENTITY_LABELS[r['entity']]:<20} TTL {r['ttl_s']:>6g} s  hit rate {r['hit_rate']:.1%} "
-                  f"[{lo:.1%}–{hi:.1%}] n={r['n']}  {stale}")
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.bar(np.arange(3) - 0.2, [r["hit_rate"] * 100 for r in rows], width=0.4, label="hit rate %")
-        ax.bar(np.arange(3) + 0.2, [r["stale_share"] * 100 for r in rows], width=0.4, label="stale reads %")
-        ax.set_xticks(np.arange(3), [ENTITY_LABELS[e] for e in ENTITIES])
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=8)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
-        display(Image(data=buf.getvalue()))
-
-    options = sorted(set(params.grid_s) | set(current_ttls.values()))
-    wide = {"description_width": "initial"}
-    controls = {e: widgets.SelectionSlider(options=options, value=current_ttls[e], description=f"{e} TTL s",
-                                           continuous_update=False, style=wide) for e in ENTITIES}
-    controls["key_skew"] = widgets.FloatSlider(value=params.spec.zipf_s, min=0.0, max=2.0, step=0.05,
-                                               description="key skew (Zipf s)", continuous_update=False, style=wide)
-    rates = params.spec.updates_per_hour
-    controls["hs_updates"] = widgets.FloatLogSlider(value=max(rates["hs_codes"], 0.1), base=10, min=-1, max=3,
-                                                    step=0.1, description="HS updates/h", continuous_update=False,
-                                                    style=wide)
-    controls["rule_updates"] = widgets.FloatLogSlider(value=max(rates["rules"], 0.1), base=10, min=-1, max=3,
-                                                      step=0.1, description="rule updates/h",
-                                                      continuous_update=False, style=wide)
-    controls["invalidate"] = widgets.Checkbox(value=False, description="invalidate on update (CachedDAL)")
-    display(widgets.VBox(list(controls.values())), widgets.interactive_output(explore, controls))
-else:
-    print("interactive = False: sliders skipped (set interactive = True and run in JupyterLab)")"""
+show_ttl_explorer(params.spec, current_ttls, params.grid_s, resolve_interactive(params.interactive, os.environ, In))"""
 
 NOTES = """\
 ## Reading the results

@@ -39,17 +39,17 @@ All logic lives in `psra_bench.load` (and `hdr`, `openload`, `procmon`, `load_re
 notebook calls it and plots. Results: `<output_dir>/04_load_test.json` and `04_load_test_*.png`."""
 
 PARAMETERS = """\
-output_dir = "reports/_scratch"  # where the JSON results and PNG plots go
-database = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts = 2_000  # dataset scale (rows in psra_verdicts)
-seed = 42  # dataset seed and request-mix seed
-users = 2  # headline closed-model users (the step load brackets it)
-spawn_rate = 4.0  # Locust users started per second
-duration = 1.5  # seconds measured per step, and per open-model run
-arrival_rate = 5.0  # open model: requests per second
-configurations = "baseline,both"  # comma-separated: baseline, indexes, cache, both — or "all"
-slo_p95_ms = 500.0  # p95 SLO for "concurrent users supported"
-quick = True  # two steps (users, 2 × users) instead of five"""
+output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
+database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
+verdicts: int = 2_000  # dataset scale (rows in psra_verdicts)
+seed: int = 42  # dataset seed and request-mix seed
+users: int = 2  # headline closed-model users (the step load brackets it)
+spawn_rate: float = 4.0  # Locust users started per second
+duration: float = 1.5  # seconds measured per step, and per open-model run
+arrival_rate: float = 5.0  # open model: requests per second
+configurations: str = "baseline,both"  # comma-separated: baseline, indexes, cache, both — or "all"
+slo_p95_ms: float = 500.0  # p95 SLO for "concurrent users supported"
+quick: bool = True  # two steps (users, 2 × users) instead of five"""
 
 VALIDATE = """\
 from psra_bench.load_report import check_notebook_params

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
+from nbgen import finish, write
 
 cells = [
     new_markdown_cell(
@@ -13,13 +13,13 @@ cells = [
         "`history.jsonl` and flags regressions. All logic is in `psra_bench.report`."
     ),
     new_code_cell(
-        'output_dir = "reports/_scratch"  # the run folder holding 01…04 results\n'
-        'run_id = "scratch"\n'
-        'reports_dir = "reports/_scratch"  # where history.jsonl lives\n'
-        "quick = True\n"
-        'database = "psra_bench_report"\n'
-        "verdicts = 5000\n"
-        "seed = 42",
+        'output_dir: str = "reports/_scratch"  # the run folder holding 01…04 results\n'
+        'run_id: str = "scratch"  # the run id the report is filed under\n'
+        'reports_dir: str = "reports/_scratch"  # where history.jsonl lives\n'
+        "quick: bool = True  # a --quick run: the report and its history entry say mode quick\n"
+        'database: str = "psra_bench_report"  # passed to every notebook by psra-bench report; unused here\n'
+        "verdicts: int = 5000  # unused here (the report takes the scale from the sections' fingerprints)\n"
+        "seed: int = 42  # unused here",
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell(
@@ -38,10 +38,4 @@ cells = [
         "    print('nothing to assemble: run notebooks 01-04 (or `psra-bench report`) first')"
     ),
 ]
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-    "language_info": {"name": "python"},
-})
-out = Path(__file__).resolve().parent.parent / "05_report.ipynb"
-nbformat.write(nb, out)
-print(out)
+write(finish(cells, "nb05"), Path(__file__).resolve().parent.parent / "05_report.ipynb")
