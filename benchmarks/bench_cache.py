@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import redis
 
-from psra_bench import db
 from psra_bench.cache import CacheService
-from psra_bench.dal import PostgresDAL
-from psra_bench.measure import LatencyStats, bootstrap_ratio_ci, summarize
-from psra_bench.reference import load_reference_data
-from psra_bench.services import ensure_services
+from psra_bench.db.dal import PostgresDAL
+from psra_bench.db.reference import load_reference_data
+from psra_bench.infra import postgres as db
+from psra_bench.infra.embedded import ensure_services
+from psra_bench.measure.stats import LatencyStats, bootstrap_ratio_ci, summarize
 from psra_bench.settings import Settings
 
 __all__ = ["main"]

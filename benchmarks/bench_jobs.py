@@ -7,7 +7,7 @@ Redis, else the embedded Valkey is started). Method, identical for both systems:
   N jobs are enqueued (up to 32 in flight) and the run waits until the queue drains. Jobs/s =
   N / (last finish - first start), from the jobs' own timestamps (ms). Repeated R times per W;
   the median and the min–max spread are printed. Workloads: ``noop`` and ``assess`` (one real
-  pure assessment, psra_bench.assessment.assess on the vendored rules, through the default
+  pure assessment, psra_bench.psra.assessment.assess on the vendored rules, through the default
   assessment handler; psra-bench only).
 * **Latency.** One warm worker process; jobs are submitted open-loop at a fixed rate; latency =
   finish - enqueue per job (ms resolution), p50 / p99 with n.
@@ -38,7 +38,7 @@ from typing import Any
 
 import redis
 
-from psra_bench.cache_keys import scan_unlink_nodes
+from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.jobs import JobQueue
 from psra_bench.settings import Settings
 
@@ -71,8 +71,8 @@ def assessment_request() -> dict[str, Any]:
 
 def setup(queue: JobQueue) -> None:
     """Worker handlers of this benchmark: ``noop`` and ``assess`` (a real pure assessment)."""
-    from psra_bench.assessment import assess, default_rules, known_hs_subheadings, verdict_to_dict
     from psra_bench.jobs import register_default_handlers
+    from psra_bench.psra.assessment import assess, default_rules, known_hs_subheadings, verdict_to_dict
 
     known_hs_subheadings()  # warm the caches outside the measured jobs
     rules = default_rules()
@@ -108,7 +108,8 @@ def _our_workers(settings: Settings, n: int) -> list[subprocess.Popen[bytes]]:
     cmd = [
         sys.executable,
         "-m",
-        "psra_bench.worker",
+        "psra_bench",
+        "worker",
         "--handlers",
         HANDLERS,
         "--concurrency",
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     if settings.redis is None:
-        from psra_bench.services import start_valkey
+        from psra_bench.infra.embedded import start_valkey
 
         settings = settings.replace(redis=start_valkey(settings.home))
     settings = settings.replace(cache_namespace=f"{settings.cache_namespace}bench-jobs-{uuid.uuid4().hex[:6]}:")

@@ -25,9 +25,9 @@ Method:
   ``--path dal`` times ``PostgresDAL.fetch_all`` (adds dict rows and JSON conversion).
 * Sub-millisecond queries whose plan does not change (the rules and HS code lookups) show the
   machine's noise, not the indexes: compare their ratios with the control's before reading them.
-* p50/p95 are numpy "linear" percentiles (``psra_bench.measure.summarize``). ``ratio`` is
+* p50/p95 are numpy "linear" percentiles (``psra_bench.measure.stats.summarize``). ``ratio`` is
   p50 without / p50 with (above 1: the migration made the query faster); the interval is the
-  bootstrap 95 % CI of that ratio and the verdict is ``psra_bench.measure.decide`` (ratio
+  bootstrap 95 % CI of that ratio and the verdict is ``psra_bench.measure.stats.decide`` (ratio
   >= 1.1 AND Mann-Whitney p < 0.05).
 """
 
@@ -47,17 +47,17 @@ from typing import Any
 
 import numpy as np
 
-from psra_bench import db
-from psra_bench.dal import QUERIES, PostgresDAL, escape_like
+from psra_bench.db.dal import QUERIES, PostgresDAL, escape_like
+from psra_bench.db.migrate import migrate_down, migrate_up
+from psra_bench.db.reference import hs_rows, prepare_database, rules
+from psra_bench.db.seed import DEFAULT_END, seed_database
 from psra_bench.exceptions import PsraBenchError
-from psra_bench.migrate import migrate_down, migrate_up
-from psra_bench.reference import hs_rows, prepare_database, rules
-from psra_bench.seed import DEFAULT_END, seed_database
-from psra_bench.services import ensure_services
+from psra_bench.infra import postgres as db
+from psra_bench.infra.embedded import ensure_services
 from psra_bench.settings import Settings
 
 try:  # the shared statistics module; plain numpy percentiles when it is not there
-    from psra_bench.measure import decide, summarize
+    from psra_bench.measure.stats import decide, summarize
 except ImportError:  # pragma: no cover
     decide = summarize = None  # type: ignore[assignment]
 

@@ -13,7 +13,7 @@ worker processes ship their histograms to the master with each stats report, and
 p50/p95/p99/p99.9 with n. ``--psra-steps 10,20,40 --psra-step-seconds 20`` runs a step load
 (one measured stage per user count) instead of a constant one.
 
-The request mix, tenants and parameters come from :mod:`psra_bench.workload`; this file only
+The request mix, tenants and parameters come from :mod:`psra_bench.load.request_mix`; this file only
 wires them into Locust.
 """
 
@@ -28,10 +28,10 @@ import gevent
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-from psra_bench.assessment import default_rules, known_hs_subheadings
-from psra_bench.hdr import StageRecorder, write_recording
-from psra_bench.reference import hs_rows
-from psra_bench.workload import KIND_WEIGHTS, RequestSpec, Workload, search_words
+from psra_bench.db.reference import hs_rows
+from psra_bench.load.request_mix import KIND_WEIGHTS, RequestSpec, Workload, search_words
+from psra_bench.measure.hdr import StageRecorder, write_recording
+from psra_bench.psra.assessment import default_rules, known_hs_subheadings
 
 _DONE = {"completed", "failed", "cancelled"}
 
@@ -281,7 +281,7 @@ def _on_request(request_type: str, name: str, response_time: float, exception: A
 
 
 class PsraUser(FastHttpUser):
-    """One user of one tenant, exercising the API with the weighted mix of psra_bench.workload."""
+    """One user of one tenant, exercising the API with the weighted mix of psra_bench.load.request_mix."""
 
     network_timeout = 30.0
     connection_timeout = 10.0

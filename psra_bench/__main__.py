@@ -1,5 +1,5 @@
 """``python -m psra_bench`` runs the CLI."""
 
-from .cli import main
+from psra_bench.cli import main
 
 main()

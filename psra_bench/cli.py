@@ -8,15 +8,22 @@ traceback.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from . import __version__
-from .exceptions import PsraBenchError
-from .settings import Settings, redact
+from psra_bench import __version__
+from psra_bench.constants import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL,
+)
+from psra_bench.exceptions import PsraBenchError
+from psra_bench.settings import Settings, redact
 
 __all__ = ["main", "cli"]
 
@@ -51,7 +58,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 def _ready(ctx: click.Context) -> Settings:
     """Settings with live endpoints: embedded servers started if no servers are configured."""
-    from .services import ensure_services
+    from psra_bench.infra.embedded import ensure_services
 
     return ensure_services(_settings(ctx))
 
@@ -76,9 +83,9 @@ def services() -> None:
 @_errors
 def services_up(ctx: click.Context) -> None:
     """Start the embedded servers (configured servers are only checked)."""
-    from .db import connect
-    from .redisconn import check_redis
-    from .services import services_status
+    from psra_bench.infra.embedded import services_status
+    from psra_bench.infra.postgres import connect
+    from psra_bench.infra.redis_client import check_redis
 
     settings = _ready(ctx)
     assert settings.db_dsn is not None
@@ -92,7 +99,7 @@ def services_up(ctx: click.Context) -> None:
 @_errors
 def services_down(ctx: click.Context) -> None:
     """Stop the embedded servers; configured servers are never stopped."""
-    from .services import stop_services
+    from psra_bench.infra.embedded import stop_services
 
     stopped = stop_services(_settings(ctx))
     click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -103,7 +110,7 @@ def services_down(ctx: click.Context) -> None:
 @_errors
 def services_status_cmd(ctx: click.Context) -> None:
     """Show whether each server runs, where, and whether psra-bench manages it."""
-    from .services import services_status
+    from psra_bench.infra.embedded import services_status
 
     _print_status(services_status(_settings(ctx)))
 
@@ -140,10 +147,10 @@ def _print_status(statuses: Sequence[Any]) -> None:
 @_errors
 def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool, append: bool) -> None:
     """Create the schema, load HS codes and rules, and write synthetic verdicts with COPY."""
-    from .db import connect
-    from .exceptions import ParameterError
-    from .reference import prepare_database
-    from .seed import seed_database, verdict_count
+    from psra_bench.db.reference import prepare_database
+    from psra_bench.db.seed import seed_database, verdict_count
+    from psra_bench.exceptions import ParameterError
+    from psra_bench.infra.postgres import connect
 
     if force and append:
         raise ParameterError("--force/--append", "both", "pass at most one of them")
@@ -171,9 +178,9 @@ def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool
 @_errors
 def migrate(ctx: click.Context, action: str, name: str | None) -> None:
     """Apply (up), roll back (down), inspect (status) or verify the index migration."""
-    from . import migrate as m
-    from .db import connect
-    from .reference import prepare_database
+    from psra_bench.db import migrate as m
+    from psra_bench.db.reference import prepare_database
+    from psra_bench.infra.postgres import connect
 
     names = m.resolve_migrations(name)
     settings = _ready(ctx)
@@ -220,7 +227,7 @@ def migrate(ctx: click.Context, action: str, name: str | None) -> None:
 @_errors
 def doctor(ctx: click.Context) -> None:
     """Show what psra-bench is connected to: versions, extensions, tables, indexes, Redis memory policy."""
-    from .doctor import diagnose
+    from psra_bench.doctor import diagnose
 
     for section, rows in diagnose(_ready(ctx)).items():
         click.echo(f"\n{section}")
@@ -244,9 +251,9 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
     """Run the PSRA API (FastAPI + uvicorn); OpenAPI at /docs."""
     import uvicorn
 
-    from .app import create_app
-    from .db import connect
-    from .reference import prepare_database
+    from psra_bench.api.app import create_app
+    from psra_bench.db.reference import prepare_database
+    from psra_bench.infra.postgres import connect
 
     settings = _ready(ctx)
     assert settings.db_dsn is not None
@@ -268,15 +275,50 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
     help="Jobs this process runs at once (default: MAX_CONCURRENT_JOBS).",
 )
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.option(
+    "--handlers",
+    default=None,
+    metavar="MODULE:FUNCTION",
+    help="A setup(queue) registering handlers, as module:function or path/file.py:function "
+    "(default: the installed defaults, assessment and bulk_import).",
+)
+@click.option("--lease", type=click.FloatRange(0.1, 3600), default=DEFAULT_LEASE_SECONDS, show_default=True,
+              help="Seconds a job is leased to this worker between heartbeats.")  # fmt: skip
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=DEFAULT_MAX_ATTEMPTS, show_default=True,
+              help="Lost workers before a job is FAILED.")  # fmt: skip
+@click.option("--grace", type=click.FloatRange(0, 3600), default=DEFAULT_GRACE_SECONDS, show_default=True,
+              help="Seconds in-flight jobs get to finish on SIGTERM.")  # fmt: skip
+@click.option("--poll-interval", type=click.FloatRange(0.01, 60), default=DEFAULT_POLL_INTERVAL, show_default=True,
+              help="Seconds between polls when the queues are empty.")  # fmt: skip
+@click.option("--namespace", default=None, help="Redis key prefix (overrides PSRA_CACHE_NAMESPACE).")
 @click.pass_context
 @_errors
-def worker(ctx: click.Context, concurrency: int | None, burst: bool) -> None:
+def worker(
+    ctx: click.Context,
+    concurrency: int | None,
+    burst: bool,
+    handlers: str | None,
+    lease: float,
+    max_attempts: int,
+    grace: float,
+    poll_interval: float,
+    namespace: str | None,
+) -> None:
     """Run a job worker process; several may share one Redis (the cap is global)."""
-    from .psra_service import worker_handlers_setup
-    from .worker import run_worker
+    from psra_bench.jobs.process import run_worker, worker_settings
 
-    settings = _ready(ctx)
-    done = run_worker(settings, concurrency, handlers_setup=worker_handlers_setup(settings), burst=burst)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = worker_settings(_settings(ctx), default_handlers=handlers is None, namespace=namespace)
+    done = run_worker(
+        settings,
+        concurrency,
+        handlers_setup=handlers,
+        burst=burst,
+        lease_seconds=lease,
+        max_attempts=max_attempts,
+        grace_seconds=grace,
+        poll_interval=poll_interval,
+    )
     click.echo(f"worker stopped after {done} jobs", err=True)
 
 
@@ -313,8 +355,8 @@ def load(
     quick: bool,
 ) -> None:
     """Load-test the API with Locust for each configuration (baseline/indexes/cache/both)."""
-    from .load import run_load
-    from .workbench import DEFAULT_DATABASE, check_positive_int, ensure_dataset, notebook_settings
+    from psra_bench.load.experiment import run_load
+    from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, ensure_dataset, notebook_settings
 
     check_positive_int("--verdicts", verdicts, 20_000_000)
     _ready(ctx)
@@ -332,7 +374,7 @@ def load(
         quick=quick,
         dataset=dataset,
     )
-    from .report_sections import load_tables
+    from psra_bench.report.sections import load_tables
 
     for t in load_tables(doc)[0]:
         click.echo(f"\n{t.title}\n" + _table(t.columns, t.rows))
@@ -378,7 +420,7 @@ def report(
     reports_dir: str | None,
 ) -> None:
     """The main job: measure everything and write reports/<run-id>/ (HTML, Markdown, JSON, plots, notebooks)."""
-    from .runner import ReportParams, load_params_file, merge_params, run_report
+    from psra_bench.report.runner import ReportParams, load_params_file, merge_params, run_report
 
     base = ReportParams.quick_defaults() if quick else ReportParams()
     file_values = load_params_file(params_file) if params_file else {}
@@ -400,7 +442,7 @@ def report(
     run = run_report(params, progress=lambda msg: click.echo(msg, err=True))
     click.echo(f"\nreport finished in {run.seconds:.0f} s: {run.run_dir / 'report.html'}")
     if run.results:
-        from .report_sections import summary_lines
+        from psra_bench.report.sections import summary_lines
 
         for line in summary_lines(run.results):
             click.echo(line)

@@ -65,6 +65,20 @@ REDIS_MAX_CONNECTIONS = 50
 #: The spec's MAX_CONCURRENT_JOBS default.
 MAX_CONCURRENT_JOBS = 10
 
+# The job queue's defaults (psra_bench.jobs; `psra-bench worker` flags).
+#: Seconds a running job's lease lasts without a heartbeat (heartbeats come every lease/3).
+DEFAULT_LEASE_SECONDS = 5.0
+#: Workers a job may lose before it is FAILED ("worker lost N times").
+DEFAULT_MAX_ATTEMPTS = 3
+#: Upper bound on how long a job may wait (or sit with no live worker) before its hash expires.
+DEFAULT_MAX_AGE_SECONDS = 86_400
+#: Largest ttl_seconds accepted by submit: thirty days.
+MAX_TTL_SECONDS = 30 * 86_400
+#: Seconds an idle worker waits for a pub/sub wake-up before polling again.
+DEFAULT_POLL_INTERVAL = 0.5
+#: Seconds a stopping worker lets in-flight jobs finish before giving them back to the queue.
+DEFAULT_GRACE_SECONDS = 10.0
+
 #: Indexes in schema public before the performance migration (the spec's "Before: 20").
 BASELINE_INDEX_COUNT = 20
 #: Indexes in schema public after it (the spec's "After: 46").

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import constants, db
-from .migrate import MIGRATIONS, migration_status
-from .redisconn import check_redis, create_redis, redis_info
-from .reference import prepare_database
-from .settings import Settings, redact
+from psra_bench import constants
+from psra_bench.db.migrate import MIGRATIONS, migration_status
+from psra_bench.db.reference import prepare_database
+from psra_bench.infra import postgres as db
+from psra_bench.infra.redis_client import check_redis, create_redis, redis_info
+from psra_bench.settings import Settings, redact
 
 __all__ = ["diagnose"]
 

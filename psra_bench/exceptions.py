@@ -16,13 +16,15 @@ __all__ = [
     "SeedError",
     "CacheError",
     "CacheSerializationError",
-    "ValidationError",
+    "InputError",
     "JobError",
     "JobNotFoundError",
     "ParameterError",
     "MeasurementError",
     "RuleDefinitionError",
     "JobInputError",
+    "ResourceMissingError",
+    "NotebookFailed",
 ]
 
 
@@ -84,7 +86,7 @@ class CacheSerializationError(CacheError):
     """A value or argument cannot be serialized to JSON for the named key."""
 
 
-class ValidationError(PsraBenchError):
+class InputError(PsraBenchError):
     """An assessment or API input field has a value that is not allowed."""
 
     def __init__(self, field: str, value: object, allowed: str) -> None:
@@ -145,3 +147,20 @@ class JobInputError(JobError):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"{field}={shown} is not valid: {allowed}.")
+
+
+class ResourceMissingError(PsraBenchError):
+    """A file psra-bench ships (``sql/``, ``notebooks/``, ``loadtests/``) is missing from this installation."""
+
+    def __init__(self, relative: str, package_dir: object) -> None:
+        self.relative = relative
+        super().__init__(f"{relative} is missing from this installation of psra-bench ({package_dir}); reinstall it")
+
+
+class NotebookFailed(PsraBenchError):
+    """A notebook of the report raised; the executed copy shows where."""
+
+    def __init__(self, notebook: str, path: object, error: str) -> None:
+        self.notebook = notebook
+        self.path = path
+        super().__init__(f"notebook {notebook} failed ({error}); see {path}")

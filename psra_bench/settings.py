@@ -2,9 +2,7 @@
 
 Everything below the CLI / app / notebook edge receives a :class:`Settings` object; no other
 module reads ``os.environ``. ``db_dsn`` or ``redis`` left as ``None`` mean "use the embedded
-server", which :func:`psra_bench.services.ensure_services` starts and fills in. The spec's
-no-argument ``get_cache()`` / ``get_job_queue()`` use :func:`process_settings` (the environment
-read once per process, servers resolved); :func:`use_settings` sets or forgets them (tests).
+server", which :func:`psra_bench.infra.embedded.ensure_services` starts and fills in.
 """
 
 from __future__ import annotations
@@ -12,17 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from . import constants
-from .exceptions import ConfigError
+from psra_bench import constants
+from psra_bench.exceptions import ConfigError
 
-__all__ = ["RedisSettings", "TTLSettings", "Settings", "redact", "default_home", "process_settings", "use_settings"]
+__all__ = ["RedisSettings", "TTLSettings", "Settings", "redact", "default_home"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -253,33 +250,3 @@ def _redis_from_env(env: Mapping[str, str]) -> RedisSettings | None:
         db=_int(env, "REDIS_DB", 0, minimum=0),
         password=env.get("REDIS_PASSWORD") or None,
     )
-
-
-_PROCESS: dict[str, Settings] = {}
-_PROCESS_LOCK = threading.Lock()
-
-
-def process_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """This process's settings: ``Settings.from_env(env)`` with live endpoints (ensure_services), resolved once.
-
-    Later calls return the same object (``env`` is then ignored) until :func:`use_settings` changes
-    or forgets it. Bad environment values raise ConfigError naming the variable, and nothing is kept.
-    """
-    with _PROCESS_LOCK:
-        found = _PROCESS.get("settings")
-        if found is None:
-            from .services import ensure_services  # services builds on this module
-
-            found = _PROCESS["settings"] = ensure_services(Settings.from_env(env))
-        return found
-
-
-def use_settings(settings: Settings | None) -> Settings | None:
-    """Make ``settings`` (concrete endpoints) this process's settings, or forget them with None; return the previous."""
-    if settings is not None and (settings.db_dsn is None or settings.redis is None):
-        raise ConfigError("settings", repr(settings), "concrete endpoints (call services.ensure_services first)")
-    with _PROCESS_LOCK:
-        previous = _PROCESS.pop("settings", None)
-        if settings is not None:
-            _PROCESS["settings"] = settings
-        return previous

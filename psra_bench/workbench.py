@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import db
-from .exceptions import ParameterError
-from .reference import prepare_database
-from .seed import seed_database
-from .services import ensure_services
-from .settings import Settings
+from psra_bench.db.reference import prepare_database
+from psra_bench.db.seed import seed_database
+from psra_bench.exceptions import ParameterError
+from psra_bench.infra import postgres as db
+from psra_bench.infra.embedded import ensure_services
+from psra_bench.settings import Settings
 
 __all__ = [
     "DEFAULT_DATABASE",

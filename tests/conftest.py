@@ -18,10 +18,10 @@ import psycopg
 import pytest
 import redis
 
-from psra_bench import db
-from psra_bench.cache_keys import scan_unlink_nodes
-from psra_bench.reference import load_reference_data
-from psra_bench.services import ensure_services
+from psra_bench.cache.keys import scan_unlink_nodes
+from psra_bench.db.reference import load_reference_data
+from psra_bench.infra import postgres as db
+from psra_bench.infra.embedded import ensure_services
 from psra_bench.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Job handlers for tests/test_jobs.py, loaded in the test process and in spawned worker processes.
 
-``setup(queue)`` registers them (``python -m psra_bench.worker --handlers tests/job_handlers.py:setup``).
+``setup(queue)`` registers them (``psra-bench worker --handlers tests/job_handlers.py:setup``).
 They leave evidence in Redis under the queue's namespace (``{ns}t:...``) so a test can see what
 ran where and in which order, and hold a job until the test releases it.
 """
@@ -11,8 +11,8 @@ import asyncio
 import json
 from typing import Any
 
-from psra_bench.job_models import current_job
 from psra_bench.jobs import JobQueue, ProgressCallback
+from psra_bench.jobs.models import current_job
 
 __all__ = ["setup"]
 

@@ -37,10 +37,10 @@ import pytest
 import redis
 import uvicorn
 
-from psra_bench import db
-from psra_bench.app import create_app
-from psra_bench.reference import hs_rows
-from psra_bench.seed import DEFAULT_END, seed_database, tenant_ids
+from psra_bench.api.app import create_app
+from psra_bench.db.reference import hs_rows
+from psra_bench.db.seed import DEFAULT_END, seed_database, tenant_ids
+from psra_bench.infra import postgres as db
 from psra_bench.settings import Settings
 
 #: ``sql(query, params)`` -> rows of the module database.

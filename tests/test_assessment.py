@@ -3,7 +3,7 @@
 Worked examples spell out their arithmetic. Notation: AV = ex-works price (else transaction value),
 VNM/VOM = value of non-originating/originating inputs, TV = transaction value, NC = net cost.
 Confidence = 1 − min(0.5, p), p = 0.3·t (+0.1 when de minimis saved the tariff shift) with
-t = max(0, 1 − margin/5) for the criterion the verdict rests on (see psra_bench.origin_rules).
+t = max(0, 1 − margin/5) for the criterion the verdict rests on (see psra_bench.psra.rules).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import psycopg
 import pydantic
 import pytest
 
-from psra_bench import db
-from psra_bench import origin_rules as orr
-from psra_bench.assessment import (
+from psra_bench.db.reference import rules as vendored_rules
+from psra_bench.exceptions import InputError, RuleDefinitionError
+from psra_bench.infra import postgres as db
+from psra_bench.psra import rules as orr
+from psra_bench.psra.assessment import (
     UNMATCHED_RULE_ID,
     AssessmentRequest,
     Verdict,
@@ -32,8 +34,6 @@ from psra_bench.assessment import (
     validation_error_from_pydantic,
     verdict_to_dict,
 )
-from psra_bench.exceptions import RuleDefinitionError, ValidationError
-from psra_bench.reference import rules as vendored_rules
 from psra_bench.settings import Settings
 
 TENANT = uuid.UUID("11111111-2222-4333-8444-555555555555")
@@ -368,7 +368,7 @@ def test_forced_rule_id() -> None:
     # agreement is taken from the rule. CTH: ethylene (2901) -> 3901 shifts; MaxNOM 10% <= 50%.
     v = assess(request(agreement_code=None, rule_id="ceta-hs39-000"), RULES)
     assert v.rule_id == "CETA-HS39-000" and v.agreement_code == "CETA" and v.status == "qualified"
-    with pytest.raises(ValidationError) as e:
+    with pytest.raises(InputError) as e:
         assess(request(rule_id="USMCA-2024-01"), RULES)
     assert e.value.field == "rule_id"
 
@@ -431,7 +431,7 @@ _BOM3 = [line("290121", "FR", 65), line("381519", "US", 10), line("381519", "US"
     ],
 )
 def test_every_validation_error_names_its_field(changes: dict[str, Any], field: str) -> None:
-    with pytest.raises(ValidationError) as e:
+    with pytest.raises(InputError) as e:
         assess(request(**changes), RULES)
     assert e.value.field == field
     message = str(e.value)
@@ -486,7 +486,7 @@ def test_load_rules_from_the_table_equals_the_vendored_rules(conn: psycopg.Conne
     assert {r.rule_id for r in load_rules(conn, rule_id="USMCA-2024-02")} == {
         r.rule_id for r in RULES if r.agreement_code == "USMCA"
     }
-    with pytest.raises(ValidationError) as e:
+    with pytest.raises(InputError) as e:
         load_rules(conn, agreement_code="NAFTA")
     assert e.value.field == "agreement_code" and "CETA" in e.value.allowed
 
@@ -540,7 +540,7 @@ def test_assess_and_store_with_a_pool_and_no_applicable_rule(settings: Settings,
 def test_assess_and_store_rejects_bad_input_without_writing(conn: psycopg.Connection[Any]) -> None:
     tenant = uuid.uuid4()
     for bad, field in ((request(agreement_code="NAFTA"), "agreement_code"), (request(hs_code="847199"), "hs_code")):
-        with pytest.raises(ValidationError) as e:
+        with pytest.raises(InputError) as e:
             assess_and_store(conn, {**bad, "tenant_id": str(tenant)})
         assert e.value.field == field
     count = conn.execute("SELECT count(*) FROM psra_verdicts WHERE tenant_id = %s", (tenant,)).fetchone()

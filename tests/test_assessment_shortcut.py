@@ -19,7 +19,7 @@ import pytest
 import redis
 from test_api import LiveApp, wait_job
 
-from psra_bench.cache_keys import scan_unlink_nodes
+from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.settings import Settings
 
 SPEC_BODY = {"rule_id": "USMCA-2024-01", "hs_code": "8471.30", "origin_country": "MX", "destination_country": "US"}

@@ -26,7 +26,6 @@ import redis
 import redis.asyncio.cluster
 import redis.cluster
 
-from psra_bench import cache_keys as keys
 from psra_bench.cache import (
     LOCK_PREFIX,
     MISSING,
@@ -36,10 +35,11 @@ from psra_bench.cache import (
     close_caches,
     get_cache,
     invalidate_cache,
+    keys,
 )
-from psra_bench.cache_stats import CacheStats, CircuitBreaker
+from psra_bench.cache.stats import CacheStats, CircuitBreaker
 from psra_bench.exceptions import CacheError, CacheSerializationError
-from psra_bench.services import start_valkey, stop_valkey
+from psra_bench.infra.embedded import start_valkey, stop_valkey
 from psra_bench.settings import RedisSettings, Settings, TTLSettings
 
 

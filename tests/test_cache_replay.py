@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import redis
 
-from psra_bench.cache_experiments import (
+from psra_bench.cachesim.experiment import (
     HIT_RATES,
     cache_hit_results,
     check_replay_params,
@@ -17,13 +17,13 @@ from psra_bench.cache_experiments import (
     hit_rate_table,
     live_reference,
 )
-from psra_bench.cache_replay import calibrate, repair_database, replay_live
-from psra_bench.cache_workload import Trace, WorkloadSpec, generate_trace
-from psra_bench.db import create_pool
+from psra_bench.cachesim.replay import calibrate, repair_database, replay_live
+from psra_bench.cachesim.ttl_sim import compare_sim_to_live, simulate
+from psra_bench.cachesim.workload import Trace, WorkloadSpec, generate_trace
+from psra_bench.db.reference import hs_rows
 from psra_bench.exceptions import ParameterError
-from psra_bench.reference import hs_rows
+from psra_bench.infra.postgres import create_pool
 from psra_bench.settings import Settings
-from psra_bench.ttl_sim import compare_sim_to_live, simulate
 from psra_bench.workbench import save_results
 
 HS, RULE = "010121", "CETA-HS39-001"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from psra_bench.assessment import assess, default_rules
-from psra_bench.cache_workload import (
+from psra_bench.cachesim.workload import (
     ENTITIES,
     READ,
     WRITE,
@@ -17,8 +16,9 @@ from psra_bench.cache_workload import (
     replay_tenant_ids,
     zipf_probabilities,
 )
+from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import ParameterError
-from psra_bench.reference import hs_rows, rules
+from psra_bench.psra.assessment import assess, default_rules
 
 SMALL = WorkloadSpec(requests=3000, assessment_inputs=60, seed=7)
 
@@ -145,7 +145,7 @@ def test_check_ttls_names_unknown_entities_and_bad_ttls() -> None:
 
 
 def test_hand_made_traces_are_checked() -> None:
-    from psra_bench.cache_workload import Trace
+    from psra_bench.cachesim.workload import Trace
 
     keys = {"hs_codes": ["010121"], "rules": ["R1"], "assessments": ["A1"]}
     trace = Trace.from_events(

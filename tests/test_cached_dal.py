@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from psycopg_pool import ConnectionPool
 
-from psra_bench import cache_keys as keys
-from psra_bench import db, reference
-from psra_bench.cache import MISSING, CacheService
-from psra_bench.cached_dal import CachedDAL
-from psra_bench.dal import PostgresDAL
-from psra_bench.exceptions import ValidationError
+from psra_bench.cache import MISSING, CacheService, keys
+from psra_bench.cache.cached_dal import CachedDAL
+from psra_bench.db import reference
+from psra_bench.db.dal import PostgresDAL
+from psra_bench.exceptions import InputError
+from psra_bench.infra import postgres as db
 from psra_bench.settings import Settings
 
 
@@ -64,7 +64,7 @@ def test_hs_code_lookup_is_cached_under_the_spec_key(cached: CachedDAL) -> None:
     assert cached.hs_code_by_code("000000") is None and cached.hs_code_by_code("0000.00") is None
     assert _calls(cached) == {"hs_code_by_code": 2}  # the unknown code is cached too (as None)
     assert cached.cache.get("hs:code:000000", MISSING) is None
-    with pytest.raises(ValidationError, match="code"):
+    with pytest.raises(InputError, match="code"):
         cached.hs_code_by_code("84*")
     assert cached.cache.stats()["entities"]["hs_codes"]["hits"] == 4  # 3 lookups + the get above
 
@@ -77,9 +77,9 @@ def test_hs_search_matches_the_dal(cached: CachedDAL) -> None:
     assert _calls(cached) == {"hs_search": 6}  # "Ü*" is a key of its own: non-ASCII case is not folded
     assert cached.cache.exists(keys.hs_search_key("computers", 5))
     assert cached.cache.exists("hs:search:100%25:10")
-    with pytest.raises(ValidationError):
+    with pytest.raises(InputError):
         cached.hs_search("x", 5)
-    with pytest.raises(ValidationError):
+    with pytest.raises(InputError):
         cached.hs_search("computers", 0)
 
 
@@ -168,5 +168,5 @@ def test_verdicts_are_cached_once_they_exist(cached: CachedDAL, pool: Connection
     assert cached.verdict_by_evaluation_id(evaluation_id) == row
     assert _calls(cached) == {"verdict_by_evaluation_id": 2}
     assert 3590 <= (cached.cache.get_ttl(keys.verdict_key(str(evaluation_id))) or 0) <= 3600
-    with pytest.raises(ValidationError, match="evaluation_id"):
+    with pytest.raises(InputError, match="evaluation_id"):
         cached.verdict_by_evaluation_id("not-a-uuid")

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from psra_bench import __version__, db
+from psra_bench import __version__
 from psra_bench.cli import cli
+from psra_bench.infra import postgres as db
 from psra_bench.settings import Settings
 
 MIGRATION = "0001_performance_indexes"

@@ -16,10 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from psra_bench import db
-from psra_bench.dal import QUERIES, PostgresDAL, escape_like, jsonable, normalize_hs_code
-from psra_bench.exceptions import ValidationError
-from psra_bench.reference import hs_rows, rules
+from psra_bench.db.dal import QUERIES, PostgresDAL, escape_like, jsonable, normalize_hs_code
+from psra_bench.db.reference import hs_rows, rules
+from psra_bench.exceptions import InputError
+from psra_bench.infra import postgres as db
 from psra_bench.settings import Settings
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -472,10 +472,10 @@ def test_update_hs_codes_upserts(make_database: Callable[..., str], settings: Se
             assert conn.execute("SELECT count(*) FROM hs_codes").fetchone() == (len(hs_rows()) + 1,)
 
         # One bad item: a clear error naming the item, and nothing is written.
-        with pytest.raises(ValidationError) as err:
+        with pytest.raises(InputError) as err:
             dal.update_hs_codes([{"code": "0101", "description": "changed"}, {"code": "0102", "description": " "}])
         assert err.value.field == "items[1].description"
-        with pytest.raises(ValidationError) as err:
+        with pytest.raises(InputError) as err:
             dal.update_hs_codes([{"code": "12345", "description": "five digits"}])
         assert err.value.field == "items[0].code" and "12345" in str(err.value)
         assert dal.hs_code_by_code("0101") == _hs("0101")
@@ -521,7 +521,7 @@ def test_update_hs_codes_upserts(make_database: Callable[..., str], settings: Se
 def test_validation_errors_name_the_field(
     dal: PostgresDAL, call: Callable[[PostgresDAL], Any], field: str, shown: str
 ) -> None:
-    with pytest.raises(ValidationError) as err:
+    with pytest.raises(InputError) as err:
         call(dal)
     message = str(err.value)
     assert err.value.field == field

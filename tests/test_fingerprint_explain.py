@@ -15,10 +15,11 @@ import pytest
 import redis
 from psycopg import sql
 
-from psra_bench import db
 from psra_bench.exceptions import MeasurementError, ParameterError
-from psra_bench.explain import explain_analyze, plan_nodes
-from psra_bench.fingerprint import (
+from psra_bench.infra import postgres as db
+from psra_bench.infra.redis_client import redis_info
+from psra_bench.measure.explain import explain_analyze, plan_nodes
+from psra_bench.measure.fingerprint import (
     PG_SETTINGS,
     describe_settings,
     environment_fingerprint,
@@ -26,7 +27,6 @@ from psra_bench.fingerprint import (
     machine_key,
     sanitize,
 )
-from psra_bench.redisconn import redis_info
 from psra_bench.settings import RedisSettings, Settings
 
 LAPTOP = "847130"  # portable automatic data processing machines

@@ -1,4 +1,4 @@
-"""psra_bench.hdr: µs histograms, their accuracy, and merging recordings across processes."""
+"""psra_bench.measure.hdr: µs histograms, their accuracy, and merging recordings across processes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from psra_bench.exceptions import MeasurementError
-from psra_bench.hdr import (
+from psra_bench.measure.hdr import (
     HIGHEST_US,
     HistogramSet,
     LatencyHistogram,

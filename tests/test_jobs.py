@@ -1,7 +1,7 @@
 """The Redis job queue against a real Redis: order, progress, cancel, failures, TTL, leases, crashes.
 
 In-process tests run workers in the test's event loop; the cross-process tests spawn
-``python -m psra_bench.worker`` processes (always killed in teardown). Leases are ~1 s.
+``psra-bench worker`` processes (always killed in teardown). Leases are ~1 s.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError
-from psra_bench.job_defaults import validate_bulk_items
 from psra_bench.jobs import JobPriority, JobQueue, JobStatus, get_job_queue, register_default_handlers
+from psra_bench.jobs.process import load_handlers_setup
+from psra_bench.psra.handlers import validate_bulk_items
 from psra_bench.settings import Settings
-from psra_bench.worker import load_handlers_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = f"{ROOT / 'tests' / 'job_handlers.py'}:setup"
@@ -416,7 +416,7 @@ async def test_assessment_handler_runs_the_injected_function(make_queue: Callabl
 
 @pytest.fixture
 def spawn_worker(namespaced_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``python -m psra_bench.worker`` processes on the test namespace; every one is killed in teardown."""
+    """Start ``python -m psra_bench worker`` processes on the test namespace; every one is killed in teardown."""
     procs: list[subprocess.Popen[bytes]] = []
     assert namespaced_settings.redis is not None and namespaced_settings.db_dsn is not None
 
@@ -436,7 +436,8 @@ def spawn_worker(namespaced_settings: Settings, tmp_path: Path) -> Iterator[Call
         cmd = [
             sys.executable,
             "-m",
-            "psra_bench.worker",
+            "psra_bench",
+            "worker",
             "--concurrency",
             str(concurrency),
             "--handlers",
@@ -553,7 +554,7 @@ async def test_burst_worker_drains_the_queues_and_exits(
     ids = [await q.submit("noop", {"echo": i}) for i in range(5)]
     proc = spawn_worker(concurrency=2, extra=("--burst",))
     assert await asyncio.to_thread(proc.wait, 30) == 0
-    assert json.loads((tmp_path / "worker-0.log").read_text().strip().splitlines()[-1]) == {"jobs_done": 5}
+    assert (tmp_path / "worker-0.log").read_text().strip().splitlines()[-1] == "worker stopped after 5 jobs"
     for i, job_id in enumerate(ids):
         state = await q.get_job_status(job_id)
         assert state is not None and state.status is JobStatus.COMPLETED and state.result == {"ok": True, "echo": i}

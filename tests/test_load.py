@@ -16,24 +16,18 @@ from typing import Any
 
 import pytest
 
-from psra_bench import db
-from psra_bench.assessment import assess, default_rules
+from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import ParameterError
-from psra_bench.load import (
-    LoadPlan,
-    run_load,
-    run_locust,
-    run_open_model,
-    server_env,
-    start_api_server,
-    stop_api_server,
-)
-from psra_bench.load_report import overall_table, users_supported
-from psra_bench.openload import OpenLoadConfig, check_loopback_url, run_open_load
-from psra_bench.procmon import ProcessMonitor, process_tree
-from psra_bench.seed import seed_database
+from psra_bench.infra import postgres as db
+from psra_bench.load.api_server import server_env, start_api_server, stop_api_server
+from psra_bench.load.experiment import run_load
+from psra_bench.load.generators import LoadPlan, run_locust, run_open_model
+from psra_bench.load.open_model import OpenLoadConfig, check_loopback_url, run_open_load
+from psra_bench.load.request_mix import ENDPOINT_NAMES, KIND_WEIGHTS, RequestSpec, Workload, ZipfPicker
+from psra_bench.load.results import overall_table, users_supported
+from psra_bench.measure.procmon import ProcessMonitor, process_tree
+from psra_bench.psra.assessment import assess, default_rules
 from psra_bench.settings import Settings
-from psra_bench.workload import ENDPOINT_NAMES, KIND_WEIGHTS, RequestSpec, Workload, ZipfPicker
 
 
 def _seeded(settings: Settings, make_database: Callable[..., str], verdicts: int) -> Settings:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from psra_bench.exceptions import MeasurementError, ParameterError
-from psra_bench.measure import (
+from psra_bench.measure.stats import (
     FASTER,
     NO_CHANGE,
     SLOWER,

@@ -18,9 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from psra_bench import constants, db
-from psra_bench.exceptions import DatabaseConnectionError, MigrationError
-from psra_bench.migrate import (
+from psra_bench import constants
+from psra_bench.db.migrate import (
     MIGRATIONS,
     migrate_down,
     migrate_up,
@@ -29,7 +28,9 @@ from psra_bench.migrate import (
     resolve_migrations,
     verify,
 )
-from psra_bench.seed import seed_database
+from psra_bench.db.seed import seed_database
+from psra_bench.exceptions import DatabaseConnectionError, MigrationError
+from psra_bench.infra import postgres as db
 
 MIGRATION = "0001_performance_indexes"
 
@@ -328,7 +329,7 @@ def test_cancelled_build_leaves_invalid_index_that_up_repairs(seeded_dsn: str) -
 
 _MIGRATE_IN_CHILD = """
 import sys
-from psra_bench.migrate import migrate_up
+from psra_bench.db.migrate import migrate_up
 migrate_up(sys.argv[1], progress=lambda kind, name, s: print(name, flush=True))
 """
 

@@ -29,8 +29,8 @@ import nbformat
 import psutil
 import pytest
 
+from psra_bench.cachesim.explorer import NBVAL_ENV, papermill_injected, resolve_interactive
 from psra_bench.settings import Settings
-from psra_bench.ttl_explorer import NBVAL_ENV, papermill_injected, resolve_interactive
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "03_ttl_tuning.ipynb"
@@ -85,7 +85,7 @@ def _probe_notebook(path: Path) -> None:
     source = textwrap.dedent(
         """\
         import json, os
-        from psra_bench.ttl_explorer import resolve_interactive
+        from psra_bench.cachesim.explorer import resolve_interactive
         mode = resolve_interactive(interactive, os.environ, In)
         with open("mode.json", "w") as fh:
             json.dump({"enabled": mode.enabled, "reason": mode.reason}, fh)

@@ -21,8 +21,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 import psra_bench
-from psra_bench import db
-from psra_bench.reference import hs_rows, hs_sections, rules
+from psra_bench.db.reference import hs_rows, hs_sections, rules
+from psra_bench.infra import postgres as db
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "psra_bench"
@@ -121,9 +121,14 @@ _IMPORT_ALL = """
 import importlib, json, pkgutil, sys
 import psutil
 import psra_bench
-names = sorted(m.name for m in pkgutil.iter_modules(psra_bench.__path__) if m.name != "__main__")
+prefix = "psra_bench."
+names = sorted(
+    m.name.removeprefix(prefix)
+    for m in pkgutil.walk_packages(psra_bench.__path__, prefix)
+    if not m.name.endswith("__main__")
+)
 for name in names:
-    importlib.import_module("psra_bench." + name)
+    importlib.import_module(prefix + name)
 me = psutil.Process()
 print(json.dumps({
     "modules": names,
@@ -151,7 +156,10 @@ def test_imports_start_nothing_and_connect_nowhere(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     facts = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {"cli", "services", "db", "settings", "migrate", "seed", "dal"} <= set(facts["modules"])
+    assert {"cli", "infra.embedded", "infra.postgres", "settings", "db.migrate", "db.seed", "db.dal"} <= set(
+        facts["modules"]
+    )
+    assert len(facts["modules"]) >= 60  # every subpackage was walked, not only the top level
     assert facts["children"] == []  # no server (or anything else) was started
     assert facts["inet"] == []  # no socket was opened
     assert not state.exists()  # no state folder was created

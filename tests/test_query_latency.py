@@ -13,23 +13,21 @@ from typing import Any
 
 import pytest
 
-from psra_bench import db
-from psra_bench.dal import QUERIES
+from psra_bench.db.dal import QUERIES
+from psra_bench.db.migrate import migrate_down, migrate_up, migration_indexes, migration_status
+from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import MeasurementError, ParameterError
-from psra_bench.measure import FASTER, NO_CHANGE, SLOWER
-from psra_bench.migrate import migrate_down, migrate_up, migration_indexes, migration_status
-from psra_bench.query_latency import (
+from psra_bench.infra import postgres as db
+from psra_bench.latency.experiment import format_table, latency_table, run_query_latency
+from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
     SPEC_LABELS,
     check_notebook_params,
-    format_table,
     generate_params,
-    latency_table,
     load_param_source,
     resolve_queries,
-    run_query_latency,
 )
-from psra_bench.seed import seed_database
+from psra_bench.measure.stats import FASTER, NO_CHANGE, SLOWER
 from psra_bench.settings import Settings
 
 VERDICTS = 5000

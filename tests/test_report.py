@@ -13,15 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 from psra_bench.cli import cli
-from psra_bench.measure import summarize
-from psra_bench.report import (
+from psra_bench.exceptions import MeasurementError
+from psra_bench.measure.stats import summarize
+from psra_bench.report.assemble import (
     append_history,
     assemble_report,
     find_regressions,
     previous_comparable,
     read_history,
 )
-from psra_bench.runner import ReportParams, load_params_file, merge_params
+from psra_bench.report.runner import ReportParams, load_params_file, merge_params
 from psra_bench.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +166,7 @@ def test_history_ignores_incomplete_lines_and_other_machines(tmp_path: Path) -> 
 
 def test_an_interrupted_assembly_leaves_no_results_json(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text('{"complete": true, "stale": true}')
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MeasurementError, match="no section results"):
         assemble_report(tmp_path, "x")
     assert not (tmp_path / "results.json").exists(), "an older results.json must not survive to be trusted"
 

@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from psra_bench import db
+from psra_bench.db.migrate import migrate_up
+from psra_bench.db.reference import rules
+from psra_bench.db.seed import DEFAULT_END, EU_MEMBERS, seed_database, tenant_ids, verdict_count
 from psra_bench.exceptions import PsraBenchError, SeedError
-from psra_bench.migrate import migrate_up
-from psra_bench.reference import rules
-from psra_bench.seed import DEFAULT_END, EU_MEMBERS, seed_database, tenant_ids, verdict_count
+from psra_bench.infra import postgres as db
 
 N = 20_000
 STATUSES = {"qualified", "not_qualified", "insufficient_data"}
@@ -243,8 +243,8 @@ def test_invalid_arguments(seeded: tuple[str, Any], kwargs: dict[str, Any], show
 
 _SEED_IN_CHILD = """
 import sys
-from psra_bench import db
-from psra_bench.seed import seed_database
+from psra_bench.infra import postgres as db
+from psra_bench.db.seed import seed_database
 with db.connect(sys.argv[1], autocommit=True) as conn:
     seed_database(conn, 3_000_000, seed=11, mode="force", progress=lambda n: print(n, flush=True))
 """

@@ -25,7 +25,7 @@ import redis
 from click.testing import CliRunner
 
 from psra_bench.cli import cli
-from psra_bench.services import ServiceStatus, ensure_services, services_status, stop_services
+from psra_bench.infra.embedded import ServiceStatus, ensure_services, services_status, stop_services
 from psra_bench.settings import RedisSettings, Settings
 
 SECRET = "s3cr3t-Pw"
@@ -113,7 +113,7 @@ def test_start_reuse_and_status(home: Path) -> None:
 
     # So does another process (the next CLI command).
     code = (
-        "import json, sys; from pathlib import Path; from psra_bench.services import ensure_services; "
+        "import json, sys; from pathlib import Path; from psra_bench.infra.embedded import ensure_services; "
         "from psra_bench.settings import Settings; s = ensure_services(Settings(home=Path(sys.argv[1]))); "
         "print(json.dumps([s.db_dsn, s.redis.port]))"
     )
@@ -251,7 +251,7 @@ def test_concurrent_starts_share_one_server_pair(home: Path) -> None:
     stop_services(s)
     _wait_gone(pids)
     code = (
-        "import json, sys; from pathlib import Path; from psra_bench.services import ensure_services; "
+        "import json, sys; from pathlib import Path; from psra_bench.infra.embedded import ensure_services; "
         "from psra_bench.settings import Settings; s = ensure_services(Settings(home=Path(sys.argv[1]))); "
         "print(json.dumps([s.db_dsn, s.redis.port]))"
     )

@@ -12,14 +12,13 @@ import pytest
 
 from psra_bench import constants
 from psra_bench.exceptions import ConfigError, PsraBenchError
+from psra_bench.infra import process_settings, use_settings
 from psra_bench.settings import (
     RedisSettings,
     Settings,
     TTLSettings,
     default_home,
-    process_settings,
     redact,
-    use_settings,
 )
 
 SECRET = "s3cr3t-Pw"

@@ -6,7 +6,7 @@ the spec calls something that does not exist in any codebase (``db.query(HSCode)
 ``PostgresDAL(session_factory)``, ``update_hs_codes_in_db()``, ``process_data``), the test defines
 the smallest real stand-in on our DAL and database just before it. The no-argument
 ``get_cache()`` / ``get_job_queue()`` use the process settings, set here to the test's database
-and Redis namespace with :func:`psra_bench.settings.use_settings` and forgotten afterwards.
+and Redis namespace with :func:`psra_bench.infra.use_settings` and forgotten afterwards.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import psycopg
 import pytest
 import redis
 
-from psra_bench import dal as dal_module
 from psra_bench.cache import close_caches
-from psra_bench.db import create_pool
+from psra_bench.db import dal as dal_module
 from psra_bench.exceptions import ConfigError
+from psra_bench.infra import process_settings, use_settings
+from psra_bench.infra.postgres import create_pool
 from psra_bench.jobs import get_job_queue as queue_of
-from psra_bench.settings import Settings, process_settings, use_settings
+from psra_bench.settings import Settings
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from psra_bench.cache_workload import READ, Trace, WorkloadSpec, generate_trace
-from psra_bench.exceptions import MeasurementError, ParameterError
-from psra_bench.ttl_sim import (
+from psra_bench.cachesim.ttl_sim import (
     compare_sim_to_live,
     recommend_all,
     recommend_ttl,
@@ -19,6 +17,8 @@ from psra_bench.ttl_sim import (
     sweep,
     wilson_interval,
 )
+from psra_bench.cachesim.workload import READ, Trace, WorkloadSpec, generate_trace
+from psra_bench.exceptions import MeasurementError, ParameterError
 
 KEYS = {"hs_codes": ["010121", "010129"], "rules": ["R1", "R2"], "assessments": ["A1", "A2"]}
 
@@ -269,7 +269,7 @@ TUNING_PARAMS: dict[str, Any] = {
     ],
 )
 def test_notebook_03_parameters_fail_with_one_clear_error(change: dict[str, Any], name: str) -> None:
-    from psra_bench.cache_experiments import check_tuning_params
+    from psra_bench.cachesim.experiment import check_tuning_params
 
     with pytest.raises(ParameterError) as info:
         check_tuning_params(**(TUNING_PARAMS | change))
@@ -278,8 +278,8 @@ def test_notebook_03_parameters_fail_with_one_clear_error(change: dict[str, Any]
 
 
 def test_tuning_recommends_and_tabulates() -> None:
-    from psra_bench.cache_experiments import check_tuning_params, format_table, recommendation_table, sweep_table
-    from psra_bench.ttl_sim import tune
+    from psra_bench.cachesim.experiment import check_tuning_params, format_table, recommendation_table, sweep_table
+    from psra_bench.cachesim.ttl_sim import tune
 
     params = check_tuning_params(**TUNING_PARAMS)
     assert params.grid_s == (60.0, 300.0, 3600.0)
@@ -304,7 +304,7 @@ def test_tuning_recommends_and_tabulates() -> None:
 
 
 def test_what_if_changes_skew_and_update_rates() -> None:
-    from psra_bench.cache_experiments import what_if
+    from psra_bench.cachesim.experiment import what_if
 
     spec = WorkloadSpec(requests=1500, assessment_inputs=50)
     ttls = {"hs_codes": 3600.0, "rules": 1800.0, "assessments": 300.0}

@@ -27,7 +27,7 @@ bootstrap CIs, n, the improvement and a verdict (ratio of medians ≥ factor **a
 p < alpha). Also: which indexes each query really used (`idx_scan` deltas), index sizes, and the
 write cost of the indexes (insert throughput into `psra_verdicts`, 20 vs 46 indexes).
 
-The method is documented in `psra_bench/query_latency.py`; this notebook only calls it and plots.
+The method is documented in `psra_bench/latency/experiment.py`; this notebook only calls it and plots.
 Results go to `<output_dir>/01_query_latency.json` and `01_query_latency_*.png`."""
 
 PARAMETERS = """\
@@ -45,7 +45,7 @@ path: str = "query"  # "query": pooled execute + fetch; "dal": PostgresDAL.fetch
 budget_s: float = 10.0  # cap on one query's timed calls per round, in seconds (slow "before" scans at 1M)"""
 
 VALIDATE = """\
-from psra_bench.query_latency import check_notebook_params
+from psra_bench.latency.patterns import check_notebook_params
 
 query_names = check_notebook_params(
     verdicts=verdicts, database=database, output_dir=output_dir, queries=queries, iterations=iterations,
@@ -56,7 +56,7 @@ print(f"parameters OK: {verdicts:,} verdicts, {len(query_names)} queries, {itera
 
 MAPPING = """\
 # NBVAL_CHECK_OUTPUT
-from psra_bench.query_latency import QUERY_PATTERNS
+from psra_bench.latency.patterns import QUERY_PATTERNS
 
 for name, pattern in QUERY_PATTERNS.items():
     print(f"{pattern.label:<46} -> {pattern.dal_method}")"""
@@ -71,7 +71,7 @@ print(dataset)"""
 RUN = """\
 import time
 
-from psra_bench.query_latency import EXPERIMENT, run_query_latency
+from psra_bench.latency.experiment import EXPERIMENT, run_query_latency
 from psra_bench.workbench import save_results
 
 t0 = time.perf_counter()
@@ -93,7 +93,7 @@ TABLE_MD = """\
 the ratio CI is a bootstrap CI of median(after) / median(before); `spec` is the spec's claim."""
 
 TABLE = """\
-from psra_bench.query_latency import format_table
+from psra_bench.latency.experiment import format_table
 
 print(format_table(results))"""
 
@@ -104,7 +104,7 @@ USAGE_MD = """\
 with `pg_relation_size`, and the plan each query got in each state (EXPLAIN ANALYZE, BUFFERS)."""
 
 USAGE = """\
-from psra_bench.query_latency import format_index_usage, format_write_cost
+from psra_bench.latency.experiment import format_index_usage, format_write_cost
 
 print(format_index_usage(results))
 print()

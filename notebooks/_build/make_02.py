@@ -20,7 +20,7 @@ The spec's **Cache Hit Rates (after warm-up)** table (section 4), measured: a se
 Zipf-skewed HS code lookups, rule lookups and assessments, plus data updates — replayed through
 the real `CacheService` / `CachedDAL` / `assess_with_cache` against the real Redis and PostgreSQL.
 
-**Method** (details in `psra_bench/cache_replay.py`): the trace spans a simulated period (two
+**Method** (details in `psra_bench/cachesim/replay.py`): the trace spans a simulated period (two
 hours by default) with the production TTLs (300–3600 s). The replay runs it on a compressed clock
 — event *i* is issued `t_i / compression` real seconds after the start and every TTL the cache
 sets is divided by the same factor — so keys really expire in Redis during the run. The
@@ -51,7 +51,7 @@ invalidate_on_update: bool = False  # True: updates go through CachedDAL's inval
 compression: Optional[float] = None  # simulated seconds per real second; None: calibrated"""
 
 VALIDATE = """\
-from psra_bench.cache_experiments import check_replay_params
+from psra_bench.cachesim.experiment import check_replay_params
 
 notebook_params = dict(
     output_dir=output_dir, verdicts=verdicts, seed=seed, requests=requests, duration_s=duration_s,
@@ -72,8 +72,8 @@ print(dataset)"""
 RUN = """\
 import time
 
-from psra_bench.cache_replay import replay_live
-from psra_bench.cache_workload import generate_trace
+from psra_bench.cachesim.replay import replay_live
+from psra_bench.cachesim.workload import generate_trace
 
 trace = generate_trace(params.spec)
 summary = trace.summary()
@@ -93,7 +93,7 @@ read-through call (cache GET, the database query or the assessment's evaluation 
 SET), which is what a caller waits for."""
 
 TABLE = """\
-from psra_bench.cache_experiments import format_table, hit_rate_table
+from psra_bench.cachesim.experiment import format_table, hit_rate_table
 
 print(format_table(hit_rate_table(live)))
 print()
@@ -107,12 +107,12 @@ for e, r in live["entities"].items():
 CHECK_MD = """\
 ## The TTL simulation on the same trace
 
-`psra_bench.ttl_sim` replays the trace through a TTL-cache model with the *unscaled* TTLs; if
+`psra_bench.cachesim.ttl_sim` replays the trace through a TTL-cache model with the *unscaled* TTLs; if
 the model is right, only scheduling lag separates it from the live run."""
 
 CHECK = """\
-from psra_bench.cache_experiments import cache_hit_results, comparison_table
-from psra_bench.ttl_sim import compare_sim_to_live, simulate
+from psra_bench.cachesim.experiment import cache_hit_results, comparison_table
+from psra_bench.cachesim.ttl_sim import compare_sim_to_live, simulate
 from psra_bench.workbench import save_results
 
 sim = simulate(trace, live["ttls_s"], invalidate_on_update=live["invalidate_on_update"])
@@ -134,7 +134,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from psra_bench.cache_experiments import SPEC_CLAIMS
+from psra_bench.cachesim.experiment import SPEC_CLAIMS
 
 out = Path(output_dir)
 names = list(live["entities"])

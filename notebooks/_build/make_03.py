@@ -1,7 +1,7 @@
 """Generate notebooks/03_ttl_tuning.ipynb (run: python notebooks/_build/make_03.py).
 
 All outputs are left empty (no cell is checked by nbval). The widget cell builds sliders in a
-live kernel (``interactive = None``, auto; see psra_bench.ttl_explorer); under papermill and
+live kernel (``interactive = None``, auto; see psra_bench.cachesim.explorer); under papermill and
 nbval it prints one line.
 """
 
@@ -19,7 +19,7 @@ INTRO = """\
 # 03 — TTL tuning: hit rate against staleness
 
 How long should each entity stay cached? Longer TTLs raise the hit rate and serve data longer
-after it changed. This notebook answers with a **fast simulation** (`psra_bench/ttl_sim.py`) of
+after it changed. This notebook answers with a **fast simulation** (`psra_bench/cachesim/ttl_sim.py`) of
 the same kind of seeded trace notebook 02 replays live: per entity and TTL it gives the hit rate
 after warm-up (Wilson 95 % CI) and the **staleness** — the share of reads that served a value
 after its row had changed, and how long after (mean, p95, max seconds) — without invalidation,
@@ -61,7 +61,7 @@ compression: Optional[float] = None  # clock compression of that replay; None: c
 interactive: Optional[bool] = None  # sliders; None: auto (in a live kernel, not under papermill or nbval)"""
 
 VALIDATE = """\
-from psra_bench.cache_experiments import check_tuning_params
+from psra_bench.cachesim.experiment import check_tuning_params
 
 notebook_params = dict(
     output_dir=output_dir, verdicts=verdicts, seed=seed, requests=requests, duration_s=duration_s,
@@ -87,10 +87,10 @@ SWEEP_MD = """\
 The current TTLs are the configured ones (`CACHE_TTL_*`, defaults from the spec)."""
 
 SWEEP = """\
-from psra_bench.cache_experiments import format_table, recommendation_table, sweep_table
-from psra_bench.cache_replay import settings_ttls
-from psra_bench.cache_workload import generate_trace
-from psra_bench.ttl_sim import tune
+from psra_bench.cachesim.experiment import format_table, recommendation_table, sweep_table
+from psra_bench.cachesim.replay import settings_ttls
+from psra_bench.cachesim.workload import generate_trace
+from psra_bench.cachesim.ttl_sim import tune
 
 trace = generate_trace(params.spec)
 current_ttls = settings_ttls(settings)
@@ -109,7 +109,7 @@ Same trace, same TTLs, same invalidation mode as the live replay; the difference
 error plus the replay's scheduling lag ('sim on realized clock' removes the lag)."""
 
 CHECK = """\
-from psra_bench.cache_experiments import comparison_table, live_reference, ttl_tuning_results
+from psra_bench.cachesim.experiment import comparison_table, live_reference, ttl_tuning_results
 from psra_bench.workbench import save_results
 
 check = live_reference(settings, output_dir, params.spec.replace(requests=params.live_check_requests),
@@ -210,12 +210,12 @@ INTERACTIVE_MD = """\
 Run the notebook in JupyterLab (or any live kernel): each slider re-runs the simulation (a few
 milliseconds for a few thousand events); skew and update-rate changes draw a new trace with the
 same seed. With `interactive = None` (auto) the sliders are skipped under papermill and nbval;
-`True` or `False` forces them on or off. The explorer is `psra_bench.ttl_explorer`."""
+`True` or `False` forces them on or off. The explorer is `psra_bench.cachesim.explorer`."""
 
 INTERACTIVE = """\
 import os
 
-from psra_bench.ttl_explorer import resolve_interactive, show_ttl_explorer
+from psra_bench.cachesim.explorer import resolve_interactive, show_ttl_explorer
 
 show_ttl_explorer(params.spec, current_ttls, params.grid_s, resolve_interactive(params.interactive, os.environ, In))"""
 

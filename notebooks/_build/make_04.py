@@ -25,7 +25,7 @@ only, **cache** only and **both**. Each configuration runs on a fresh copy of th
 with its own `psra-bench serve` process:
 
 * **closed model** — a Locust *step load* (users × ½, 1, 2, 4, 8; `quick`: × 1, 2) with the
-  weighted request mix of `psra_bench.workload`. Every request's latency goes into an
+  weighted request mix of `psra_bench.load.request_mix`. Every request's latency goes into an
   HdrHistogram (µs resolution, merged across Locust processes), not Locust's 1 ms / 10 ms buckets.
   The step with `users` users is the headline; the highest step whose p95 meets the SLO with
   < 1 % failures is the number of **concurrent users supported**;
@@ -35,7 +35,7 @@ with its own `psra-bench serve` process:
   the load generator's own CPU (a generator above ~90 % of a core is flagged: its latencies are
   marked, not reported as the server's).
 
-All logic lives in `psra_bench.load` (and `hdr`, `openload`, `procmon`, `load_report`); this
+All logic lives in `psra_bench.load.experiment` (and `hdr`, `openload`, `procmon`, `load_report`); this
 notebook calls it and plots. Results: `<output_dir>/04_load_test.json` and `04_load_test_*.png`."""
 
 PARAMETERS = """\
@@ -52,7 +52,7 @@ slo_p95_ms: float = 500.0  # p95 SLO for "concurrent users supported"
 quick: bool = True  # two steps (users, 2 × users) instead of five"""
 
 VALIDATE = """\
-from psra_bench.load_report import check_notebook_params
+from psra_bench.load.results import check_notebook_params
 
 config_names = check_notebook_params(
     users=users, spawn_rate=spawn_rate, duration=duration, arrival_rate=arrival_rate, slo_p95_ms=slo_p95_ms,
@@ -63,7 +63,7 @@ print(f"parameters OK: {', '.join(config_names)}; {users} users, {duration:g} s 
 
 MIX = """\
 # NBVAL_CHECK_OUTPUT
-from psra_bench.workload import ENDPOINT_NAMES, KIND_WEIGHTS
+from psra_bench.load.request_mix import ENDPOINT_NAMES, KIND_WEIGHTS
 
 total = sum(KIND_WEIGHTS.values())
 for kind, weight in KIND_WEIGHTS.items():
@@ -78,7 +78,7 @@ dataset = ensure_dataset(settings, verdicts, seed)
 print(dataset)"""
 
 RUN = """\
-from psra_bench.load import run_load
+from psra_bench.load.experiment import run_load
 
 results = run_load(
     settings, users=users, spawn_rate=spawn_rate, duration=duration, arrival_rate=arrival_rate,
@@ -106,7 +106,7 @@ the headline step (n = measured requests); users supported from the step load; d
 in % of the machine's CPUs during the headline step; memory = largest RSS (PSS for PostgreSQL)."""
 
 TABLE = """\
-from psra_bench.load_report import format_table
+from psra_bench.load.results import format_table
 
 print(format_table(results["table"]))
 for row in results["table"]:

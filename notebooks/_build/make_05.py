@@ -10,7 +10,7 @@ cells = [
         "# 05 — Performance report\n\n"
         "Assembles the results that notebooks 01–04 wrote into `output_dir` (this run's folder) into\n"
         "`report.html`, `report.md` and `results.json`, compares with the previous comparable run in\n"
-        "`history.jsonl` and flags regressions. All logic is in `psra_bench.report`."
+        "`history.jsonl` and flags regressions. All logic is in `psra_bench.report.assemble`."
     ),
     new_code_cell(
         'output_dir: str = "reports/_scratch"  # the run folder holding 01…04 results\n'
@@ -24,8 +24,8 @@ cells = [
     ),
     new_code_cell(
         "from pathlib import Path\n\n"
-        "from psra_bench.report import SECTION_FILES, assemble_report\n"
-        "from psra_bench.report_sections import summary_lines\n\n"
+        "from psra_bench.report.assemble import SECTION_FILES, assemble_report\n"
+        "from psra_bench.report.sections import summary_lines\n\n"
         "present = [stem for _, stem in SECTION_FILES if (Path(output_dir) / f'{stem}.json').exists()]\n"
         "print('section results found:', ', '.join(present) or 'none')"
     ),

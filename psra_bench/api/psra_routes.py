@@ -1,0 +1,187 @@
+"""PSRA read API and synchronous assessment: thin routes over PostgresDAL / CachedDAL / assessment.
+
+Tenant-scoped routes need the caller's tenant in the ``X-Tenant-ID`` header and refuse (403) a
+path naming another tenant, so no route returns another tenant's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+
+from psra_bench.exceptions import InputError
+from psra_bench.psra.assessment import ISO_COUNTRY_CODES, AssessmentRequest
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api", tags=["psra"])
+
+TenantHeader = Annotated[uuid.UUID, Header(alias="X-Tenant-ID", description="The caller's tenant id")]
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.psra
+
+
+def _same_tenant(path_tenant: uuid.UUID, header_tenant: uuid.UUID) -> str:
+    if path_tenant != header_tenant:
+        raise HTTPException(status_code=403, detail="X-Tenant-ID does not match the tenant in the path")
+    return str(path_tenant)
+
+
+@router.get("/hs/search")
+def hs_search(
+    request: Request,
+    q: Annotated[str, Query(min_length=2, max_length=200, pattern=r"^[^\x00]*$")],
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> dict[str, Any]:
+    """HS codes whose description contains ``q`` (cached: hs:search:{query}:{limit})."""
+    return {"query": q, "results": _state(request).cached.hs_search(q, limit)}
+
+
+@router.get("/hs/{code}")
+def hs_code(request: Request, code: str) -> dict[str, Any]:
+    """One HS code (cached: hs:code:{code})."""
+    row = _state(request).cached.hs_code_by_code(code)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"HS code {code!r} does not exist in HS 2022")
+    return dict(row)
+
+
+@router.get("/agreements")
+def agreements(request: Request) -> dict[str, Any]:
+    """The agreements that have rules."""
+    return {"agreements": _state(request).dal.agreements()}
+
+
+@router.get("/rules")
+def rules(
+    request: Request,
+    agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$")],
+    chapter: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
+) -> dict[str, Any]:
+    """Rules of an agreement, optionally of one HS chapter (cached: rules:agreement:{code})."""
+    st = _state(request)
+    agreement = agreement.upper()
+    if chapter:
+        rows = st.cached.rules_by_agreement_chapter(agreement, chapter)
+    else:
+        rows = st.cached.rules_by_agreement(agreement)
+    if not rows:  # an unknown agreement, or a chapter it has no rules for
+        known = [a["agreement_code"] for a in st.dal.agreements()]
+        if agreement not in known:
+            raise InputError("agreement", agreement, "one of " + ", ".join(known))
+    return {"agreement": agreement, "chapter": chapter, "rules": rows}
+
+
+@router.get("/rules/{rule_id}")
+def rule(
+    request: Request, rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+) -> dict[str, Any]:
+    """One rule (cached: rule:id:{rule_id})."""
+    row = _state(request).cached.rule_by_id(rule_id.upper())
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"rule {rule_id!r} does not exist")
+    return dict(row)
+
+
+@router.post("/assessments")
+def assess(request: Request, body: AssessmentRequest, x_tenant_id: TenantHeader) -> dict[str, Any]:
+    """Assess a product synchronously, store the verdict, cache it (assessment:{rule}:{hs}:{o}:{d})."""
+    from psra_bench.psra.service import assess_with_cache
+
+    if body.tenant_id != x_tenant_id:
+        raise HTTPException(status_code=403, detail="X-Tenant-ID does not match tenant_id in the body")
+    st = _state(request)
+    return assess_with_cache(st.pool, st.cached, body)
+
+
+@router.get("/verdicts/recent")
+def recent_verdicts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """The newest verdicts of all tenants (operator view; the spec's 100-row query)."""
+    return {"verdicts": _state(request).dal.recent_verdicts(limit)}
+
+
+@router.get("/verdicts/{evaluation_id}")
+def verdict(request: Request, evaluation_id: uuid.UUID, x_tenant_id: TenantHeader) -> dict[str, Any]:
+    """One verdict of the caller's tenant (cached: verdict:{evaluation_id}); others' are 404."""
+    row = _state(request).cached.verdict_by_evaluation_id(str(evaluation_id))
+    if row is None or row.get("tenant_id") != str(x_tenant_id):
+        raise HTTPException(status_code=404, detail=f"verdict {evaluation_id} does not exist for this tenant")
+    return dict(row)
+
+
+@router.get("/tenants/{tenant_id}/verdicts")
+def tenant_history(
+    request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> dict[str, Any]:
+    """A tenant's newest verdicts."""
+    tid = _same_tenant(tenant_id, x_tenant_id)
+    return {"tenant_id": tid, "verdicts": _state(request).dal.tenant_verdict_history(tid, limit)}
+
+
+@router.get("/tenants/{tenant_id}/duplicates/{input_hash}")
+def duplicate(
+    request: Request,
+    tenant_id: uuid.UUID,
+    input_hash: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
+    x_tenant_id: TenantHeader,
+) -> dict[str, Any]:
+    """Whether this tenant already has a verdict for the same input (duplicate detection)."""
+    tid = _same_tenant(tenant_id, x_tenant_id)
+    row = _state(request).dal.duplicate_assessment(input_hash, tid)
+    return {"tenant_id": tid, "input_hash": input_hash, "duplicate": row is not None, "verdict": row}
+
+
+@router.get("/tenants/{tenant_id}/dashboard")
+def dashboard(
+    request: Request,
+    tenant_id: uuid.UUID,
+    x_tenant_id: TenantHeader,
+    days: Annotated[int, Query(ge=1, le=3660)] = 30,
+    until: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A tenant's verdict counts and mean confidence per status over the last ``days`` days."""
+    tid = _same_tenant(tenant_id, x_tenant_id)
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=dt.UTC)
+    return {"tenant_id": tid, "days": days, "by_status": _state(request).dal.tenant_dashboard(tid, days, now=until)}
+
+
+@router.get("/tenants/{tenant_id}/trade-route-report")
+def trade_route_report(
+    request: Request,
+    tenant_id: uuid.UUID,
+    x_tenant_id: TenantHeader,
+    date_from: dt.date,
+    date_to: dt.date,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """A tenant's verdicts per route and agreement between two effective dates."""
+    tid = _same_tenant(tenant_id, x_tenant_id)
+    return {
+        "tenant_id": tid,
+        "date_from": date_from.isoformat(),
+        "date_to": date_to.isoformat(),
+        "routes": _state(request).dal.trade_route_report(tid, date_from, date_to, limit),
+    }
+
+
+@router.get("/trade-routes/{export_country}/{import_country}")
+def trade_route(
+    request: Request,
+    export_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
+    import_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
+) -> dict[str, Any]:
+    """Verdicts per status on one trade route, all tenants (operator view)."""
+    for field, value in (("export_country", export_country), ("import_country", import_country)):
+        if value.upper() not in ISO_COUNTRY_CODES:
+            raise InputError(field, value, "a two-letter ISO 3166-1 country code such as DE")
+    return {
+        "export_country": export_country.upper(),
+        "import_country": import_country.upper(),
+        "by_status": _state(request).dal.trade_route_analysis(export_country, import_country),
+    }

@@ -1,0 +1,287 @@
+"""The asyncio twin of :class:`psra_bench.cache.service.CacheService` (same keys, values, resilience, single flight).
+
+``CacheService.aio`` gives one per running event loop, sharing the sync service's counters and
+circuit breaker; build one yourself with ``AsyncCacheService(settings)`` (or ``client=`` an
+asyncio ``Redis``/``RedisCluster``) and ``await service.aclose()`` when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+from redis.backoff import NoBackoff
+
+from psra_bench.cache import keys
+from psra_bench.cache.core import LOCK_PREFIX, MISSING, REDIS_ERRORS, RELEASE_SCRIPT, STATS_KEY, CacheCore, log
+from psra_bench.cache.stats import CacheStats, CircuitBreaker
+from psra_bench.exceptions import CacheError
+from psra_bench.settings import Settings
+
+__all__ = ["AsyncCacheService"]
+
+
+def _async_client(settings: Settings) -> redis.asyncio.Redis:
+    assert settings.redis is not None
+    kwargs = settings.redis.client_kwargs()
+    if kwargs.pop("ssl", False):  # a pool takes TLS as its connection class
+        kwargs["connection_class"] = redis.asyncio.SSLConnection
+    pool = redis.asyncio.BlockingConnectionPool(
+        max_connections=settings.redis.max_connections,
+        timeout=max(1.0, settings.redis.socket_timeout),
+        retry=redis.asyncio.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)),
+        **kwargs,
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+class AsyncCacheService(CacheCore):
+    """Asyncio twin of :class:`CacheService` (same keys, values, resilience and single flight), one per loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
+        stats: CacheStats | None = None,
+        breaker: CircuitBreaker | None = None,
+        breaker_threshold: int = 5,
+        breaker_reset: float = 5.0,
+        lock_timeout: float = 10.0,
+        stats_flush_interval: float = 1.0,
+    ) -> None:
+        super().__init__(settings, stats, breaker, breaker_threshold, breaker_reset, lock_timeout, stats_flush_interval)
+        self._owns_client = client is None
+        self.client: Any = client if client is not None else (_async_client(settings) if settings.redis else None)
+        if self.client is None and self.enabled:
+            raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
+        self._flights: dict[str, asyncio.Future[Any]] = {}
+        self.closed = False
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The cached value of ``key``, or ``default`` on a miss (and when Redis is down or disabled)."""
+        full = self.physical(key)
+        if not self.enabled:
+            return default
+        entity = keys.entity_of(key)
+        if self._skip(entity):
+            return default
+        started = time.perf_counter()
+        try:
+            raw = await self.client.get(full)
+        except REDIS_ERRORS as e:
+            self._failed(entity, "GET", e)
+            return default
+        elapsed = time.perf_counter() - started
+        self._answered()
+        hit, value = self._decoded(entity, raw, default)
+        if hit or raw is None:
+            self.counters.record(entity, "hits" if hit else "misses", elapsed)
+        if self._flush_due():
+            await self.flush_stats()
+        return value
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
+        """Store ``value`` as JSON for ``ttl`` seconds (None: the entity's TTL); False when skipped."""
+        full = self.physical(key)
+        if not self.enabled:
+            return False
+        data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
+        if await self._simple(key, "SET", lambda k: self.client.set(full, data, px=ms), None) is None:
+            return False
+        self.counters.record(entity, "sets")
+        return True
+
+    async def _simple(self, key: str, op: str, call: Callable[[str], Awaitable[Any]], default: Any) -> Any:
+        full = self.physical(key)
+        if not self.enabled:
+            return default
+        entity = keys.entity_of(key)
+        if self._skip(entity):
+            return default
+        try:
+            result = await call(full)
+        except REDIS_ERRORS as e:
+            self._failed(entity, op, e)
+            return default
+        self._answered()
+        return result
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key``; True when it existed."""
+        deleted = bool(await self._simple(key, "UNLINK", lambda k: self.client.unlink(k), 0))
+        if deleted:
+            self.counters.record(keys.entity_of(key), "deletes")
+        return deleted
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` is cached (False when Redis is down or the cache disabled)."""
+        return bool(await self._simple(key, "EXISTS", lambda k: self.client.exists(k), 0))
+
+    async def get_ttl(self, key: str) -> int | None:
+        """Seconds ``key`` has left (-1: no expiry), or None when it is missing or Redis is down."""
+        ttl = await self._simple(key, "TTL", lambda k: self.client.ttl(k), None)
+        return None if ttl is None or ttl == -2 else int(ttl)
+
+    async def delete_pattern(self, pattern: str) -> int:
+        """Delete every key matching the glob ``pattern`` (SCAN + UNLINK, every cluster primary); return the count."""
+        match = self._match(pattern)
+        if not self.enabled:
+            return 0
+        entity = keys.entity_of(pattern)
+        if self._skip(entity):
+            log.warning("cache: invalidation of %r skipped (circuit open)", pattern)
+            return 0
+        try:
+            if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
+                count = await keys.ascan_unlink_cluster(self.client, match)
+            else:
+                count = await keys.ascan_unlink_nodes([self.client], match)
+        except REDIS_ERRORS as e:
+            self._failed(entity, "SCAN/UNLINK", e)
+            log.warning("cache: invalidation of %r failed; entries live until their TTL", pattern)
+            return 0
+        self._answered()
+        self.counters.record(entity, "deletes", amount=count)
+        return count
+
+    async def invalidate(self, entity: str) -> int:
+        """Delete every key of ``entity`` (hs_codes, rules, assessments, verdicts); return the count."""
+        return sum([await self.delete_pattern(p) for p in keys.entity_patterns(entity)])
+
+    async def ping(self) -> bool:
+        """Whether Redis answers PING right now (asks the server even when the breaker is open)."""
+        if self.client is None:
+            return False
+        try:
+            ok = bool(await self.client.ping())
+        except REDIS_ERRORS:
+            return False
+        self._answered()
+        return ok
+
+    async def get_or_compute(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[Any]],
+        ttl: float | None = None,
+        lock_timeout: float | None = None,
+    ) -> Any:
+        """The cached value of ``key``, else ``await compute()`` run once among all concurrent callers."""
+        if not self.enabled:
+            self.physical(key)
+            return await compute()
+        self.ttl_ms(key, ttl)
+        value = await self.get(key, MISSING)
+        if value is not MISSING:
+            return value
+        flight = self._flights.get(key)
+        if flight is not None:
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if flight.cancelled() and task is not None and not task.cancelling():
+                    return await self.get_or_compute(key, compute, ttl, lock_timeout)  # the leader was cancelled
+                raise
+        flight = self._flights[key] = asyncio.get_running_loop().create_future()
+        try:
+            value = await self._lead(key, compute, ttl, lock_timeout or self.lock_timeout)
+        except asyncio.CancelledError:
+            flight.cancel()
+            raise
+        except BaseException as e:
+            flight.set_exception(e)
+            flight.exception()  # retrieved: no "never retrieved" log when nobody waited
+            raise
+        finally:
+            self._flights.pop(key, None)
+        flight.set_result(value)
+        return value
+
+    async def _peek(self, key: str, lock: str | None = None) -> tuple[bool, Any, bool | None]:
+        if not self.breaker.allow():
+            return False, None, None
+        try:
+            if lock is None:
+                raw, held = await self.client.get(self.physical(key)), False
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.get(self.physical(key))
+                pipe.exists(lock)
+                raw, held = await pipe.execute()
+        except REDIS_ERRORS as e:
+            self._failed(keys.entity_of(key), "GET", e)
+            return False, None, None
+        self._answered()
+        found, value = self._decoded(keys.entity_of(key), raw, None)
+        return found, value, bool(held)
+
+    async def _try_lock(self, lock: str, token: str, timeout: float) -> str:
+        got = await self._simple(
+            LOCK_PREFIX,
+            "SET NX",
+            lambda _: self.client.set(lock, token, nx=True, px=max(1, round(timeout * 1000))),
+            "down",
+        )
+        return "down" if got == "down" else ("acquired" if got else "busy")
+
+    async def _lead(self, key: str, compute: Callable[[], Awaitable[Any]], ttl: float | None, timeout: float) -> Any:
+        found, value, _ = await self._peek(key)
+        if found:
+            return value
+        lock, token = self.physical(LOCK_PREFIX + key), uuid.uuid4().hex
+        state, deadline, delay = await self._try_lock(lock, token, timeout), time.monotonic() + timeout, 0.002
+        while state == "busy":
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            found, value, held = await self._peek(key, lock)
+            if found:
+                return value
+            if held is None or time.monotonic() >= deadline:
+                state = "down"
+            elif not held:
+                state = await self._try_lock(lock, token, timeout)
+        try:
+            value = await compute()
+            await self.set(key, value, ttl)
+            return value
+        finally:
+            if state == "acquired":
+                await self._simple(
+                    LOCK_PREFIX, "EVAL release", lambda _: self.client.eval(RELEASE_SCRIPT, 1, lock, token), 0
+                )
+
+    async def flush_stats(self) -> bool:
+        """Add the pending counters to the shared Redis hash; False when Redis was not reached."""
+        pending, send = self._flush_begin()
+        if not pending or not send:
+            return send
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name, amount in pending.items():
+                pipe.hincrby(self.physical(STATS_KEY), name, amount)
+            await pipe.execute()
+        except REDIS_ERRORS as e:
+            self.counters.restore_pending(pending)
+            self._failed("other", "HINCRBY", e)
+            return False
+        self._answered()
+        return True
+
+    async def aclose(self) -> None:
+        """Flush counters and close the connection pool (when this service created it)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.client is not None and self.enabled:
+            await self.flush_stats()
+        if self._owns_client and self.client is not None:
+            await self.client.aclose()

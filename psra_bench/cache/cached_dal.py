@@ -1,0 +1,92 @@
+"""The DAL's reference-data lookups through the cache, with the spec's keys and TTLs.
+
+Reads go through :meth:`CacheService.get_or_compute` (a miss reaches PostgreSQL once however
+many callers ask; a dead Redis just means every call reaches PostgreSQL). Writes go to the DAL
+first and then drop what they made stale: HS code updates drop ``hs:*`` and ``assessment:*``,
+a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from psra_bench.cache import keys
+from psra_bench.cache.core import MISSING
+from psra_bench.cache.service import CacheService
+from psra_bench.db.dal import PostgresDAL, normalize_hs_code
+
+__all__ = ["CachedDAL"]
+
+
+class CachedDAL:
+    """PostgresDAL lookups cached under the spec keys (hs:code, hs:search, rule:id, rules:agreement, verdict)."""
+
+    def __init__(self, dal: PostgresDAL, cache: CacheService) -> None:
+        self.dal = dal
+        self.cache = cache
+
+    def hs_code_by_code(self, code: str) -> dict[str, Any] | None:
+        """One HS code (``8471.30`` and ``847130`` share a key); an unknown code is cached as None."""
+        normalized = normalize_hs_code(code)  # the DAL's InputError for a bad code, before any key
+        return self.cache.get_or_compute(keys.hs_code_key(normalized), lambda: self.dal.hs_code_by_code(normalized))
+
+    def hs_search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """HS codes whose description contains ``query``, cached per normalized query and limit."""
+        text = query.strip() if isinstance(query, str) else query
+        if (
+            not isinstance(text, str)
+            or not 2 <= len(text) <= 200
+            or isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= 200
+        ):
+            return self.dal.hs_search(query, limit)  # raises the DAL's InputError
+        return self.cache.get_or_compute(keys.hs_search_key(text, limit), lambda: self.dal.hs_search(text, limit))
+
+    def rules_by_agreement(self, agreement_code: str) -> list[dict[str, Any]]:
+        """All rules of one agreement (``rules:agreement:{code}``)."""
+        return self.cache.get_or_compute(
+            keys.rules_agreement_key(agreement_code), lambda: self.dal.rules_by_agreement(agreement_code)
+        )
+
+    def rules_by_agreement_chapter(self, agreement_code: str, chapter: str) -> list[dict[str, Any]]:
+        """Rules of one agreement for one HS chapter: the cached agreement list, filtered (same order as SQL)."""
+        chapter = normalize_hs_code(chapter, "chapter")[:2]
+        return [r for r in self.rules_by_agreement(agreement_code) if r.get("hs_chapter") == chapter]
+
+    def rule_by_id(self, rule_id: str) -> dict[str, Any] | None:
+        """One rule by id (``rule:id:{rule_id}``); an unknown id is cached as None."""
+        return self.cache.get_or_compute(keys.rule_key(rule_id), lambda: self.dal.rule_by_id(rule_id))
+
+    def verdict_by_evaluation_id(self, evaluation_id: str | uuid.UUID) -> dict[str, Any] | None:
+        """One verdict (``verdict:{evaluation_id}``, TTL settings.ttl.verdicts); a missing one is not cached.
+
+        Verdicts never change once written, but one not written yet may be soon: caching its
+        absence for an hour would hide it.
+        """
+        try:
+            canonical = str(uuid.UUID(str(evaluation_id)))
+        except ValueError:
+            return self.dal.verdict_by_evaluation_id(evaluation_id)  # raises the DAL's InputError
+        key = keys.verdict_key(canonical)
+        found = self.cache.get(key, MISSING)
+        if found is not MISSING:
+            return cast(dict[str, Any], found)
+        row = self.dal.verdict_by_evaluation_id(canonical)
+        if row is not None:
+            self.cache.set(key, row)
+        return row
+
+    def update_hs_codes(self, items: Iterable[Mapping[str, str]]) -> int:
+        """Upsert HS codes through the DAL, then drop ``hs:*`` and ``assessment:*``; return rows written."""
+        try:
+            return self.dal.update_hs_codes(items)
+        finally:  # also after a failed call: dropping entries is always safe
+            self.cache.invalidate_hs_codes()
+            self.cache.invalidate_assessments()
+
+    def reload_rules(self) -> int:
+        """Drop every cached rule, rule list and assessment (after rules changed); return keys deleted."""
+        return int(self.cache.invalidate_rules()) + int(self.cache.invalidate_assessments())

@@ -1,0 +1,531 @@
+"""What notebooks 02 (cache hit rates) and 03 (TTL tuning) call: parameter checks, result files, tables.
+
+The measurement and the simulation live in :mod:`psra_bench.cachesim.replay` and
+:mod:`psra_bench.cachesim.ttl_sim`; this module checks the notebooks' parameters before any work,
+assembles their JSON results (with ``tables`` and ``notes`` in the shape
+:mod:`psra_bench.report.sections` renders, and an environment fingerprint) and formats tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, STALENESS_METRICS, compare_sim_to_live, simulate
+from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, check_ttls, generate_trace
+from psra_bench.exceptions import ParameterError
+from psra_bench.settings import Settings
+from psra_bench.workbench import check_positive_int, check_positive_number, load_results
+
+__all__ = [
+    "HIT_RATES",
+    "TTL_TUNING",
+    "SPEC_CLAIMS",
+    "ReplayParams",
+    "TuningParams",
+    "check_replay_params",
+    "check_tuning_params",
+    "format_table",
+    "hit_rate_table",
+    "comparison_table",
+    "recommendation_table",
+    "sweep_table",
+    "cache_hit_results",
+    "live_reference",
+    "what_if",
+    "ttl_tuning_results",
+]
+
+#: Result file stem of notebook 02.
+HIT_RATES = "02_cache_hit_rates"
+#: Result file stem of notebook 03.
+TTL_TUNING = "03_ttl_tuning"
+#: The spec's "Cache Hit Rates (after warm-up)" table: hit rate, latency from cache vs DB / compute.
+SPEC_CLAIMS: dict[str, tuple[str, str]] = {
+    "hs_codes": ("85-90%", "2ms (cache) vs 45ms (DB)"),
+    "rules": ("92-95%", "1.5ms (cache) vs 35ms (DB)"),
+    "assessments": ("60-70%", "1ms (cache) vs 120ms (compute)"),
+}
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(name, value, "True or False")
+    return value
+
+
+def _interactive(value: object) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    allowed = "True (sliders), False (none) or None (auto: sliders only in a live kernel)"
+    raise ParameterError("interactive", value, allowed)
+
+
+def _spec(
+    requests: Any,
+    duration_s: Any,
+    warmup_s: Any,
+    zipf_s: Any,
+    hs_updates_per_hour: Any,
+    rule_updates_per_hour: Any,
+    seed: Any,
+) -> WorkloadSpec:
+    check_positive_int("requests", requests, 10_000_000)
+    for name, rate in (("hs_updates_per_hour", hs_updates_per_hour), ("rule_updates_per_hour", rule_updates_per_hour)):
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1_000_000:
+            raise ParameterError(name, rate, "updates per simulated hour, from 0 to 1,000,000")
+    rates = {"hs_codes": hs_updates_per_hour, "rules": rule_updates_per_hour}
+    return WorkloadSpec(
+        requests=requests, duration_s=duration_s, warmup_s=warmup_s, zipf_s=zipf_s, updates_per_hour=rates, seed=seed
+    ).validate()
+
+
+def _compression(value: object) -> float | None:
+    return None if value is None else check_positive_number("compression", value)
+
+
+def _output_dir(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ParameterError("output_dir", value, "a folder path")
+    return value
+
+
+@dataclass(frozen=True)
+class ReplayParams:
+    """Notebook 02's parameters, checked."""
+
+    spec: WorkloadSpec
+    #: TTLs given in the notebook (None: the settings' TTLs); entities left out keep the settings' TTL.
+    ttls: dict[str, float] | None
+    compression: float | None
+    invalidate_on_update: bool
+
+    def ttls_for(self, settings: Settings) -> dict[str, float]:
+        """The TTL of every entity: the settings', overridden by the notebook's."""
+        base = {e: float(settings.ttl.for_entity(e)) for e in ENTITIES}
+        return base | (self.ttls or {})
+
+
+def check_replay_params(
+    *,
+    output_dir: Any,
+    verdicts: Any,
+    seed: Any,
+    requests: Any,
+    duration_s: Any,
+    warmup_s: Any,
+    zipf_s: Any,
+    hs_updates_per_hour: Any,
+    rule_updates_per_hour: Any,
+    ttls: Any,
+    compression: Any,
+    invalidate_on_update: Any,
+) -> ReplayParams:
+    """Check notebook 02's parameters (ParameterError naming the first bad one) before any work."""
+    _output_dir(output_dir)
+    check_positive_int("verdicts", verdicts, 20_000_000)
+    spec = _spec(requests, duration_s, warmup_s, zipf_s, hs_updates_per_hour, rule_updates_per_hour, seed)
+    checked = None if ttls is None else check_ttls(ttls)
+    return ReplayParams(spec, checked, _compression(compression), _bool("invalidate_on_update", invalidate_on_update))
+
+
+@dataclass(frozen=True)
+class TuningParams:
+    """Notebook 03's parameters, checked."""
+
+    spec: WorkloadSpec
+    grid_s: tuple[float, ...]
+    target_hit_rate: float
+    max_staleness_s: float
+    staleness_metric: str
+    live_check_requests: int
+    compression: float | None
+    #: None: auto (see :func:`psra_bench.cachesim.explorer.resolve_interactive`).
+    interactive: bool | None
+
+
+def check_tuning_params(
+    *,
+    output_dir: Any,
+    verdicts: Any,
+    seed: Any,
+    requests: Any,
+    duration_s: Any,
+    warmup_s: Any,
+    zipf_s: Any,
+    hs_updates_per_hour: Any,
+    rule_updates_per_hour: Any,
+    ttl_grid: Any,
+    target_hit_rate: Any,
+    max_staleness_s: Any,
+    staleness_metric: Any,
+    live_check_requests: Any,
+    compression: Any,
+    interactive: Any,
+) -> TuningParams:
+    """Check notebook 03's parameters (ParameterError naming the first bad one) before any work."""
+    _output_dir(output_dir)
+    check_positive_int("verdicts", verdicts, 20_000_000)
+    spec = _spec(requests, duration_s, warmup_s, zipf_s, hs_updates_per_hour, rule_updates_per_hour, seed)
+    if isinstance(ttl_grid, str | bytes) or not isinstance(ttl_grid, Sequence) or not ttl_grid:
+        raise ParameterError("ttl_grid", ttl_grid, "a non-empty list of TTLs in seconds > 0")
+    for v in ttl_grid:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
+            raise ParameterError("ttl_grid", v, "TTLs in seconds > 0")
+    grid = tuple(sorted({float(v) for v in ttl_grid}))
+    if (
+        isinstance(target_hit_rate, bool)
+        or not isinstance(target_hit_rate, int | float)
+        or not 0 < target_hit_rate <= 1
+    ):
+        raise ParameterError("target_hit_rate", target_hit_rate, "a hit rate between 0 (exclusive) and 1")
+    if (
+        isinstance(max_staleness_s, bool)
+        or not isinstance(max_staleness_s, int | float)
+        or not 0 <= max_staleness_s < float("inf")
+    ):
+        raise ParameterError("max_staleness_s", max_staleness_s, "seconds ≥ 0")
+    if staleness_metric not in STALENESS_METRICS:
+        raise ParameterError("staleness_metric", staleness_metric, "one of " + ", ".join(STALENESS_METRICS))
+    checks = check_positive_int("live_check_requests", live_check_requests, 10_000_000)
+    return TuningParams(
+        spec,
+        grid,
+        float(target_hit_rate),
+        float(max_staleness_s),
+        str(staleness_metric),
+        checks,
+        _compression(compression),
+        _interactive(interactive),
+    )
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def format_table(table: Mapping[str, Any]) -> str:
+    """A table dict (title, columns, rows) as aligned plain text."""
+    cells = [list(map(str, table["columns"]))] + [[str(c) for c in row] for row in table["rows"]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    lines = [table.get("title", ""), ""]
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if table.get("note"):
+        lines += ["", str(table["note"])]
+    return "\n".join(lines)
+
+
+def _ms(stats: Mapping[str, Any] | None, key: str) -> str:
+    if not stats:
+        return "–"
+    lo, hi = stats[f"{key}_ci"]
+    return f"{stats[key]:.2f} [{lo:.2f}–{hi:.2f}]"
+
+
+def _rate(value: float | None, ci: Sequence[float] | None = None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1%} [{ci[0]:.1%}–{ci[1]:.1%}]" if ci else f"{value:.1%}"
+
+
+def _seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def hit_rate_table(live: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's "Cache Hit Rates (after warm-up)" table from a live replay: spec claim beside ours, n, CIs."""
+    rows = []
+    for e in ENTITIES:
+        r = live["entities"][e]
+        hit, miss = r["latency"]["hit"], r["latency"]["miss"]
+        rows.append(
+            [
+                r["label"],
+                SPEC_CLAIMS[e][0],
+                _rate(r["hit_rate"], r["hit_rate_ci"]),
+                r["n"],
+                SPEC_CLAIMS[e][1],
+                "DB" if r["miss_source"] == "database" else "compute",
+                _ms(hit, "p50"),
+                _ms(miss, "p50"),
+                _ms(hit, "p95"),
+                _ms(miss, "p95"),
+                f"{hit['n'] if hit else 0} / {miss['n'] if miss else 0}",
+            ]
+        )
+    ttls = ", ".join(f"{e} {v:g} s" for e, v in live["ttls_s"].items())
+    trace = live["trace"]
+    return {
+        "title": "Cache Hit Rates (after warm-up)",
+        "columns": [
+            "Cache Type",
+            "spec hit rate",
+            "hit rate [95% CI]",
+            "n",
+            "spec latency",
+            "miss answered by",
+            "p50 ms cache",
+            "p50 ms miss",
+            "p95 ms cache",
+            "p95 ms miss",
+            "n cache / miss",
+        ],
+        "rows": rows,
+        "note": (
+            f"Live replay of {trace['events']:,} events ({trace['requests_per_s']:g} requests/s, "
+            f"{trace['updates_per_hour']:g} data updates/h) over {trace['duration_s']:g} simulated s, the "
+            f"first {live['warmup_s']:g} s not counted, clock compressed {live['compression']:.0f}×; TTLs "
+            f"{ttls}; invalidate_on_update={live['invalidate_on_update']}. Hit rate with Wilson 95 % CI; "
+            "latency of the whole call, p50/p95 [bootstrap 95 % CI]; a miss includes the cache's GET and SET."
+        ),
+    }
+
+
+def comparison_table(check: Mapping[str, Any]) -> dict[str, Any]:
+    """Simulated vs live hit rate per entity (same trace, same TTLs), from :func:`live_reference`."""
+    cmp = check["comparison"]
+    rows = [
+        [
+            r["label"],
+            f"{r['ttl_s']:g}",
+            _rate(r["live_hit_rate"], r["live_hit_rate_ci"]),
+            r["n_live"],
+            _rate(r["sim_hit_rate"]),
+            f"{r['abs_diff']:.4f}" if r["abs_diff"] is not None else "–",
+            "yes" if r["sim_within_live_ci"] else "no",
+            _rate(r["live_stale_share"]),
+            _rate(r["sim_stale_share"]),
+            _rate((check.get("realized_clock_sim") or {}).get(e)),
+        ]
+        for e, r in sorted(cmp["entities"].items(), key=lambda kv: ENTITIES.index(kv[0]))
+    ]
+    return {
+        "title": "TTL simulation vs live replay (same trace, same TTLs)",
+        "columns": [
+            "Cache Type",
+            "TTL s",
+            "live hit rate [95% CI]",
+            "n",
+            "sim hit rate",
+            "|sim − live|",
+            "sim in live CI",
+            "live stale share",
+            "sim stale share",
+            "sim on realized clock",
+        ],
+        "rows": rows,
+        "note": (
+            f"Live run: {check['source']}. Largest absolute hit-rate difference "
+            f"{cmp['max_abs_diff']:.4f}. 'sim on realized clock' simulates the event times as the replay "
+            "actually issued them (scheduling lag included)."
+        ),
+    }
+
+
+def recommendation_table(tuning: Mapping[str, Any]) -> dict[str, Any]:
+    """Per entity: the current TTL's simulated figures and the recommended TTLs, without and with invalidation."""
+    rows = []
+    for e in ENTITIES:
+        now = tuning["current"]["entities"][e]
+        plain, inv = tuning["recommendations"][e], tuning["recommendations_invalidate"][e]
+        p, q = plain.get("point") or {}, inv.get("point") or {}
+        metric = plain["metric"]
+        rows.append(
+            [
+                ENTITY_LABELS[e],
+                f"{now['ttl_s']:g}",
+                _rate(now["hit_rate"], now["hit_rate_ci"]),
+                now["n"],
+                _rate(now["stale_share"]),
+                _seconds(now.get(metric)),
+                f"{plain['ttl_s']:g}" if plain["ttl_s"] else "none",
+                _rate(p.get("hit_rate")),
+                _seconds(p.get(metric)),
+                f"{inv['ttl_s']:g}" if inv["ttl_s"] else "none",
+                _rate(q.get("hit_rate")),
+            ]
+        )
+    first = tuning["recommendations"][ENTITIES[0]]
+    return {
+        "title": "Recommended TTL per entity (simulation)",
+        "columns": [
+            "Cache Type",
+            "current TTL s",
+            "hit rate now [95% CI]",
+            "n",
+            "stale share now",
+            f"{first['metric']} now",
+            "recommended TTL s",
+            "its hit rate",
+            f"its {first['metric']}",
+            "TTL s with invalidation",
+            "its hit rate",
+        ],
+        "rows": rows,
+        "note": (
+            f"Target hit rate {first['target_hit_rate']:.0%}, {first['metric']} ≤ {first['max_staleness_s']:g} s: "
+            "the shortest TTL of the grid meeting both. 'With invalidation' uses CachedDAL's invalidation on "
+            "update (no stale reads, some hit rate lost). "
+            + " ".join(f"{ENTITY_LABELS[e]}: {tuning['recommendations'][e]['reason']}." for e in ENTITIES)
+        ),
+    }
+
+
+def sweep_table(sweep_result: Mapping[str, Any], title: str) -> dict[str, Any]:
+    """Hit rate (and stale share) of every entity at every TTL of a sweep."""
+    curves = sweep_result["curves"]
+    ttls = sorted({p["ttl_s"] for c in curves.values() for p in c})
+    rows = []
+    for ttl in ttls:
+        row: list[Any] = [f"{ttl:g}"]
+        for e in curves:
+            point = next((p for p in curves[e] if p["ttl_s"] == ttl), None)
+            row += [_rate(point["hit_rate"]), _rate(point["stale_share"])] if point else ["–", "–"]
+        rows.append(row)
+    columns = ["TTL s"] + [f"{ENTITY_LABELS[e]} {what}" for e in curves for what in ("hit rate", "stale")]
+    n = {e: c[0]["n"] for e, c in curves.items() if c}
+    return {
+        "title": title,
+        "columns": columns,
+        "rows": rows,
+        "note": "Reads counted per entity: " + ", ".join(f"{ENTITY_LABELS[e]} n={v}" for e, v in n.items()) + ".",
+    }
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _fingerprint(settings: Settings, dataset: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    import redis
+
+    from psra_bench.infra.postgres import connect
+    from psra_bench.measure.fingerprint import environment_fingerprint
+
+    data = (
+        dataclasses.asdict(dataset) if dataclasses.is_dataclass(dataset) and not isinstance(dataset, type) else dataset
+    )
+    assert settings.db_dsn is not None and settings.redis is not None
+    client = redis.Redis(**settings.redis.client_kwargs())
+    try:
+        with connect(settings.db_dsn, autocommit=True) as conn:
+            return environment_fingerprint(
+                settings=settings, conn=conn, redis_client=client, params=params, dataset=data
+            )
+    finally:
+        client.close()
+
+
+def cache_hit_results(
+    live: Mapping[str, Any], check: Mapping[str, Any], *, settings: Settings, dataset: Any, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Notebook 02's result file: the live replay, the simulation check, report tables and notes."""
+    sched = live.get("schedule") or {}
+    notes = [
+        "Method: psra_bench.cachesim.replay — a seeded Zipf trace on a simulated clock, replayed through the real "
+        "CacheService/CachedDAL/assess_with_cache with TTLs divided by the clock compression.",
+        f"Scheduling lag: p50 {sched.get('lag_p50_s', 0):.2f}, p95 {sched.get('lag_p95_s', 0):.2f}, max "
+        f"{sched.get('lag_max_s', 0):.2f} simulated s; cache errors {live['cache_errors']}, consistency errors "
+        f"{live['consistency_errors']}; {live['verdicts_written']} verdicts written and deleted again.",
+        "assess_with_cache evaluates the rule before it consults the cache (the key does not name the bill of "
+        "materials; the cached input_hash is compared), so an assessment hit saves the INSERT and the SET, "
+        "not the evaluation.",
+    ]
+    return {
+        "experiment": HIT_RATES,
+        "params": dict(params),
+        "live": dict(live),
+        "sim_vs_live": dict(check),
+        "tables": [hit_rate_table(live), comparison_table(check)],
+        "notes": notes,
+        "fingerprint": _fingerprint(settings, dataset, params),
+    }
+
+
+def live_reference(
+    settings: Settings, output_dir: str, fallback: WorkloadSpec, *, compression: float | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Notebook 02's live replay from ``output_dir`` (or a small one run now) and the simulation of its trace."""
+    from psra_bench.cachesim.replay import replay_live
+
+    prior = load_results(output_dir, HIT_RATES)
+    live: dict[str, Any] | None = None
+    source = f"a new live replay of {fallback.requests:,} reads (no {HIT_RATES}.json in {output_dir})"
+    trace: Trace | None = None
+    if prior and isinstance(prior.get("live"), Mapping):
+        candidate = prior["live"]
+        trace = generate_trace(WorkloadSpec.from_dict(candidate["trace"]["spec"]))
+        if trace.fingerprint() == candidate["trace_fingerprint"]:
+            live, source = dict(candidate), f"{HIT_RATES}.json in {output_dir}"
+        else:
+            source = f"a new live replay ({HIT_RATES}.json holds a trace this version draws differently)"
+    if live is None:
+        trace = generate_trace(fallback)
+        live = replay_live(settings, trace, compression=compression, seed=seed)
+    assert trace is not None
+    sim = simulate(trace, live["ttls_s"], invalidate_on_update=bool(live["invalidate_on_update"]))
+    return {
+        "source": source,
+        "live": live,
+        "sim": sim,
+        "comparison": compare_sim_to_live(sim, live),
+        "realized_clock_sim": live.get("realized_clock_sim"),
+    }
+
+
+def what_if(
+    spec: WorkloadSpec,
+    ttls: Mapping[str, float],
+    *,
+    zipf_s: float | None = None,
+    hs_updates_per_hour: float | None = None,
+    rule_updates_per_hour: float | None = None,
+    invalidate_on_update: bool = False,
+    invalidation_scope: str = "entity",
+) -> dict[str, Any]:
+    """Simulate ``spec`` with a different key skew / update rate and these TTLs (what the sliders drive)."""
+    rates = dict(spec.updates_per_hour)
+    if hs_updates_per_hour is not None:
+        rates["hs_codes"] = hs_updates_per_hour
+    if rule_updates_per_hour is not None:
+        rates["rules"] = rule_updates_per_hour
+    trace = generate_trace(spec, zipf_s=spec.zipf_s if zipf_s is None else zipf_s, updates_per_hour=rates)
+    result = simulate(trace, ttls, invalidate_on_update=invalidate_on_update, invalidation_scope=invalidation_scope)
+    return result | {"trace": trace.summary()}
+
+
+def ttl_tuning_results(
+    trace: Trace,
+    tuning: Mapping[str, Any],
+    check: Mapping[str, Any],
+    *,
+    settings: Settings,
+    dataset: Any,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Notebook 03's result file: curves, recommendations, the sim-vs-live check, report tables and notes."""
+    tables = [
+        recommendation_table(tuning),
+        comparison_table(check),
+        sweep_table(tuning["sweep"], "Hit rate and stale share by TTL (simulation, no invalidation)"),
+        sweep_table(tuning["sweep_invalidate"], "Hit rate by TTL with CachedDAL's invalidation on update"),
+    ]
+    notes = [
+        "Method: cachesim.ttl_sim — the trace of notebook 02's generator (same seed, same shape) through a TTL "
+        "cache model; staleness = time a cached value is served after its row changed.",
+        f"Trace: {trace.summary()['events']:,} events, fingerprint {trace.fingerprint()[:12]}.",
+    ]
+    return {
+        "experiment": TTL_TUNING,
+        "params": dict(params),
+        "trace": trace.summary(),
+        "tuning": dict(tuning),
+        "sim_vs_live": {k: v for k, v in check.items() if k != "live"},
+        "tables": tables,
+        "notes": notes,
+        "fingerprint": _fingerprint(settings, dataset, params),
+        "default_grid_s": list(DEFAULT_GRID_S),
+    }

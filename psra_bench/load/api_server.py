@@ -1,0 +1,182 @@
+"""The API server under test: ``psra-bench serve`` as a child process on a free 127.0.0.1 port.
+
+Its settings travel only through the environment built here from a :class:`Settings` (nothing
+is inherited from the parent's environment), so a load test measures exactly the configuration
+it names. The child runs in its own process group, which :func:`stop_api_server` stops
+gracefully (SIGINT, so the lifespan closes pools and flushes cache statistics), then by force.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from psra_bench.exceptions import ConfigError, MeasurementError
+from psra_bench.settings import Settings, redact
+
+__all__ = [
+    "ApiServer",
+    "free_port",
+    "server_env",
+    "start_api_server",
+    "stop_api_server",
+    "stop_process_group",
+    "log_tail",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``psra-bench serve`` child built from ``settings`` only (nothing inherited)."""
+    if settings.db_dsn is None or settings.redis is None:
+        raise ConfigError("settings", repr(settings), "concrete endpoints (call services.ensure_services first)")
+    t = settings.ttl
+    return {
+        "PATH": os.defpath,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PSRA_BENCH_HOME": str(settings.home),
+        "PSRA_DB_DSN": settings.db_dsn,
+        "REDIS_URL": settings.redis.url(with_password=True),
+        "ENABLE_CACHE": str(settings.enable_cache).lower(),
+        "ENABLE_ASYNC_TASKS": str(settings.enable_async_tasks).lower(),
+        "MAX_CONCURRENT_JOBS": str(settings.max_concurrent_jobs),
+        "CACHE_TTL_HS_CODES": str(t.hs_codes),
+        "CACHE_TTL_RULES": str(t.rules),
+        "CACHE_TTL_ASSESSMENTS": str(t.assessments),
+        "CACHE_TTL_VERDICTS": str(t.verdicts),
+        "CACHE_DEFAULT_TTL": str(t.default),
+        "PSRA_CACHE_NAMESPACE": settings.cache_namespace,
+        "PSRA_DB_POOL_MIN": str(settings.db_pool_min),
+        "PSRA_DB_POOL_MAX": str(settings.db_pool_max),
+    }
+
+
+@dataclass
+class ApiServer:
+    """A running ``psra-bench serve`` child process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    enable_cache: bool
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The server process id."""
+        return int(self.process.pid)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file, passwords redacted (for error messages)."""
+    try:
+        return redact("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+    except OSError:
+        return ""
+
+
+def start_api_server(
+    settings: Settings, log_path: str | Path, *, job_workers: bool = True, timeout_s: float = 60.0
+) -> ApiServer:
+    """Start ``psra-bench serve`` on a free 127.0.0.1 port and wait until /api/jobs/health answers 200.
+
+    A server that exits at once because its port was taken meanwhile is started again on
+    another port (twice at most).
+    """
+    for attempt in range(3):
+        try:
+            return _start_api_server(settings, log_path, job_workers, timeout_s)
+        except MeasurementError as e:
+            if attempt == 2 or "address already in use" not in str(e).lower():
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start_api_server(settings: Settings, log_path: str | Path, job_workers: bool, timeout_s: float) -> ApiServer:
+    log = Path(log_path)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "psra_bench",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--job-workers" if job_workers else "--no-job-workers",
+    ]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            cmd,
+            env=server_env(settings),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = ApiServer(proc, port, log, settings.enable_cache)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise MeasurementError(
+                f"the API server exited with code {proc.returncode} before it answered; "
+                f"its log ends with:\n{log_tail(log)}"
+            )
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/api/jobs/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_api_server(server)
+            raise MeasurementError(
+                f"the API server did not answer /api/jobs/health within {timeout_s:g} s; "
+                f"its log ends with:\n{log_tail(log)}"
+            )
+        time.sleep(0.2)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """SIGINT, then SIGTERM, then SIGKILL to the process group of ``proc`` (started by us); return its exit code."""
+    for sig, wait in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        _signal_group(proc, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+    _signal_group(proc, signal.SIGKILL)  # children left behind by the leader
+    return proc.poll()
+
+
+def stop_api_server(server: ApiServer, timeout_s: float = 15.0) -> int | None:
+    """Stop the server gracefully (its lifespan closes pools and flushes cache stats); return its exit code."""
+    return stop_process_group(server.process, timeout_s)

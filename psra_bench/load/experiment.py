@@ -1,0 +1,361 @@
+"""Load tests of the PSRA API: baseline vs indexes vs cache vs both, closed and open model.
+
+:func:`run_load` is the whole flow (the ``psra-bench load`` command and notebook 04 call it).
+For each configuration it
+
+1. clones the dataset's database (``CREATE DATABASE … TEMPLATE``), so every configuration
+   starts from the same rows and the dataset itself is never changed, then applies or rolls
+   back the index migration on the clone and empties the cache namespace;
+2. starts ``psra-bench serve`` on a free port of 127.0.0.1 with ``ENABLE_CACHE`` on or off;
+3. runs Locust headless (``loadtests/locustfile.py``) as a **step load** — user counts
+   ``steps``, each held until ``duration`` seconds have been measured after its ramp-up and a
+   settle time — recording every request in µs-resolution histograms (:mod:`psra_bench.measure.hdr`).
+   The step with ``users`` users is the headline closed-model measurement; the highest step
+   whose p95 meets the SLO (with < 1 % failures) is the number of users supported;
+4. runs the open-model driver (:mod:`psra_bench.load.open_model`) at ``arrival_rate``, latency from
+   each request's intended start, late and dropped requests counted;
+5. samples CPU and memory of PostgreSQL, Redis, the API and the load generator throughout
+   (:mod:`psra_bench.measure.procmon`) and cuts the samples to each measured window.
+
+A load generator that used more than ~90 % of a core in a window is flagged: its latencies
+include the generator's own delay, so they are marked, not reported as the server's.
+
+The steps live in sibling modules: :mod:`psra_bench.load.api_server` (the server child process),
+:mod:`psra_bench.load.generators` (the plan and the generator child processes), :mod:`psra_bench.measure.procmon`
+(CPU and memory) and :mod:`psra_bench.load.results` (users supported, the summary table); their
+main functions are re-exported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from psra_bench.exceptions import ConfigError, MeasurementError, ParameterError
+from psra_bench.infra import postgres as db
+from psra_bench.load.api_server import start_api_server, stop_api_server
+from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
+from psra_bench.load.open_model import SATURATION_CORES
+from psra_bench.load.results import (
+    CONFIGURATIONS,
+    MAX_FAILURE_RATE,
+    generator_flags,
+    overall_table,
+    resolve_configurations,
+    users_supported,
+)
+from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
+from psra_bench.settings import Settings
+
+__all__ = ["CONFIGURATIONS", "run_configuration", "run_load"]
+
+
+# ----------------------------------------------------------------------------- configurations
+
+
+@contextlib.contextmanager
+def _cloned_database(settings: Settings, suffix: str, timeout_s: float = 30.0) -> Iterator[str]:
+    """A copy of the settings' database (dropped afterwards); retries while the template is in use."""
+    from psycopg import errors, sql
+
+    assert settings.db_dsn is not None
+    source = settings.db_dsn.rsplit("/", 1)[-1].split("?")[0]
+    name = f"{source[:40]}_load_{suffix}"[:63]
+    with db.connect(settings.db_dsn, autocommit=True) as conn:
+        file_copy = int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 150000  # type: ignore[index]
+    admin = db.with_database(settings.db_dsn, "postgres")
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}" + (" STRATEGY FILE_COPY" if file_copy else "")).format(
+        sql.Identifier(name), sql.Identifier(source)
+    )
+    deadline = time.monotonic() + timeout_s
+    with db.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        while True:
+            try:
+                conn.execute(create)
+                break
+            except errors.ObjectInUse as e:
+                if time.monotonic() > deadline:
+                    raise MeasurementError(
+                        f"database {source!r} stayed in use by other sessions for "
+                        f"{timeout_s:g} s, so it could not be copied for the load test"
+                    ) from e
+                time.sleep(0.5)
+    try:
+        yield db.with_database(settings.db_dsn, name)
+    finally:
+        db.drop_database(admin, name)
+
+
+def _delete_namespace(settings: Settings, namespace: str) -> int:
+    """UNLINK every key under ``namespace`` (SCAN, never KEYS); a non-empty namespace is required."""
+    from psra_bench.infra.redis_client import create_redis
+
+    if not namespace:
+        raise ParameterError("namespace", namespace, "a non-empty Redis key prefix")
+    client = create_redis(settings)
+    deleted = 0
+    try:
+        batch: list[Any] = []
+        for key in client.scan_iter(match=re.sub(r"([*?\[\]\\])", r"\\\1", namespace) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += int(client.unlink(*batch))
+                batch.clear()
+        if batch:
+            deleted += int(client.unlink(*batch))
+    finally:
+        client.close()
+    return deleted
+
+
+def _cache_stats(settings: Settings) -> dict[str, Any] | None:
+    """Hit/miss counters the API process flushed to its namespace (None when unavailable)."""
+    try:
+        from psra_bench.cache.service import CacheService
+
+        cache = CacheService(settings)
+        try:
+            stats = cache.cluster_stats()
+        finally:
+            cache.close()
+        return stats
+    except Exception:  # best effort: a cache module error must not lose the load test
+        return None
+
+
+def _phase(resources: dict[str, Any], requests_per_s: float | None) -> dict[str, Any]:
+    """A window's resources, generator flags and CPU milliseconds per request of each group."""
+    per_request = {
+        name: (g["cpu_cores"] * 1000.0 / requests_per_s if requests_per_s else None)
+        for name, g in resources.get("groups", {}).items()
+    }
+    return {"resources": resources, "generator": generator_flags(resources), "cpu_ms_per_request": per_request}
+
+
+def _serve_and_load(
+    cfg: Settings, plan: LoadPlan, out: Path, lap: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any], int | None, ProcessMonitor]:
+    """Start the API, run the step load and the open model under the process monitor, stop the API."""
+    generator = GeneratorProcess()
+    server = start_api_server(cfg, out / "server.log")
+    lap("server_start")
+    monitor = ProcessMonitor(
+        {
+            "postgres": postgres_processes(cfg),
+            "redis": redis_processes(cfg),
+            "api": lambda: process_tree(server.pid),
+            "generator": lambda: process_tree(generator.pid),
+        },
+        pss_groups=("postgres",),
+    )
+    monitor.start()
+    try:
+        closed = run_locust(server.base_url, plan, out, stop_p95_ms=plan.slo_p95_ms * 3, generator=generator)
+        lap("closed_model")
+        opened = run_open_model(server.base_url, plan, out, generator=generator)
+        lap("open_model")
+    finally:
+        monitor.stop()
+        exit_code = stop_api_server(server)
+        lap("server_stop")
+    return closed, opened, exit_code, monitor
+
+
+def run_configuration(
+    settings: Settings, name: str, plan: LoadPlan, output_dir: str | Path, namespace: str
+) -> dict[str, Any]:
+    """One configuration end to end on a clone of the dataset: migrate, serve, step load, open model."""
+    from psra_bench.db.migrate import migrate_down, migrate_up
+
+    if name not in CONFIGURATIONS:
+        raise ParameterError("configurations", name, "one of " + ", ".join(CONFIGURATIONS))
+    indexes, cache = CONFIGURATIONS[name]
+    out = Path(output_dir) / name
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(what: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[what] = round(now - clock, 3)
+        clock = now
+
+    with _cloned_database(settings, name) as dsn:
+        lap("clone_database")
+        cfg = settings.replace(db_dsn=dsn, enable_cache=cache, cache_namespace=namespace)
+        migration = migrate_up(dsn) if indexes else migrate_down(dsn)
+        _delete_namespace(cfg, namespace)
+        lap("migration")
+        try:
+            closed, opened, exit_code, monitor = _serve_and_load(cfg, plan, out, lap)
+            with db.connect(dsn, autocommit=True) as conn:
+                index_count = db.index_count(conn)
+            stats = _cache_stats(cfg) if cache else None
+        finally:
+            _delete_namespace(cfg, namespace)
+    for st in closed["steps"]:
+        st |= _phase(monitor.window(st["measure_from"] or 0, st["ended_at"] or 0), st["overall"].get("rps"))
+    opened |= _phase(monitor.window(opened["measure_from"], opened["ended_at"]), opened["completed_rps"])
+    opened.pop("histograms", None)
+    headline = next((s for s in closed["steps"] if s["users"] == plan.users), None)
+    return {
+        "name": name,
+        "indexes": indexes,
+        "cache": cache,
+        "index_count": index_count,
+        "migration": {k: migration.get(k) for k in ("created", "dropped", "already") if k in migration},
+        "cache_namespace": namespace,
+        "server_exit_code": exit_code,
+        "closed": headline,
+        "steps": closed["steps"],
+        "users_supported": users_supported(closed["steps"], plan.slo_p95_ms),
+        "locust": {
+            k: closed[k]
+            for k in (
+                "exit_code",
+                "locust_requests",
+                "locust_failures",
+                "recorded_requests",
+                "accounted",
+                "outside_requests",
+                "step_s",
+                "plan_steps",
+                "files",
+            )
+        },
+        "open": opened,
+        "cache_stats": stats,
+        "timings_s": timings,
+    }
+
+
+def _env_accepts(namespace: str) -> bool:
+    try:
+        Settings.from_env({"PSRA_CACHE_NAMESPACE": namespace})
+    except ConfigError:
+        return False
+    return True
+
+
+def _namespace_for(settings: Settings) -> str:
+    """The cache namespace of the load test's API servers: ``<namespace>load-<id>:`` under the settings' own.
+
+    The API server reads its namespace from PSRA_CACHE_NAMESPACE; when that variable does not
+    accept the nested name, the settings' namespace itself is used (and emptied before each
+    configuration, as every configuration starts with a cold cache).
+    """
+    base = settings.cache_namespace
+    nested = f"{base}load-{uuid.uuid4().hex[:8]}:"
+    if _env_accepts(nested):
+        return nested
+    if base and _env_accepts(base):
+        return base
+    raise ParameterError(
+        "cache_namespace",
+        base,
+        "a namespace PSRA_CACHE_NAMESPACE accepts (letters, digits, "
+        "'_', '.', '-', one trailing ':'), because the API server reads it from there",
+    )
+
+
+def _fingerprint(settings: Settings, params: dict[str, Any], dataset: Any) -> dict[str, Any] | None:
+    """The environment fingerprint of the run (None when a server cannot be described)."""
+    import dataclasses
+
+    from psra_bench.infra.redis_client import create_redis
+    from psra_bench.measure.fingerprint import environment_fingerprint
+
+    assert settings.db_dsn is not None
+    client = create_redis(settings)
+    try:
+        with db.connect(settings.db_dsn, autocommit=True) as conn:
+            is_instance = dataclasses.is_dataclass(dataset) and not isinstance(dataset, type)
+            data = dataclasses.asdict(dataset) if is_instance else dataset
+            return environment_fingerprint(
+                settings=settings, conn=conn, redis_client=client, params=params, dataset=data
+            )
+    except Exception:  # a fingerprint must never cost the measurement
+        return None
+    finally:
+        client.close()
+
+
+def run_load(
+    settings: Settings,
+    *,
+    users: int,
+    spawn_rate: float,
+    duration: float,
+    arrival_rate: float,
+    configurations: str | Sequence[str],
+    slo_p95_ms: float,
+    output_dir: str | Path,
+    quick: bool = False,
+    dataset: Any = None,
+    **plan_options: Any,
+) -> dict[str, Any]:
+    """Load-test every configuration (baseline/indexes/cache/both) and save ``04_load_test.json``.
+
+    ``configurations`` is a list of names or a comma-separated string ("all" = all four).
+    ``plan_options`` go to :meth:`LoadPlan.make` (steps, settle_s, think_s, processes, tenants,
+    seed, open_max_in_flight, request_timeout_s). ``quick`` uses two steps (users, 2 × users).
+    Steps above ``users`` stop early once one has a p95 over 3 × the SLO. The dataset database
+    is only read (each configuration runs on a copy of it); ``dataset`` (a workbench.Dataset)
+    is recorded in the fingerprint.
+    """
+    from psra_bench.workbench import save_results
+
+    plan = LoadPlan.make(
+        users=users,
+        spawn_rate=spawn_rate,
+        duration=duration,
+        arrival_rate=arrival_rate,
+        slo_p95_ms=slo_p95_ms,
+        quick=quick,
+        **plan_options,
+    )
+    names = resolve_configurations(configurations)
+    namespace = _namespace_for(settings)
+    out = Path(output_dir) / "04_load_test"
+    started = time.time()
+    results = {n: run_configuration(settings, n, plan, out, namespace) for n in names}
+    doc = {
+        "parameters": {
+            "users": users,
+            "spawn_rate": spawn_rate,
+            "duration_s": duration,
+            "arrival_rate": arrival_rate,
+            "configurations": names,
+            "slo_p95_ms": slo_p95_ms,
+            "quick": quick,
+            "steps": list(plan.steps),
+            "step_s": plan.step_s,
+            "settle_s": plan.settle_s,
+            "think_s": list(plan.think_s),
+            "processes": plan.processes,
+            "tenants": plan.tenants,
+            "seed": plan.seed,
+            "open_max_in_flight": plan.open_max_in_flight,
+            "max_failure_rate": MAX_FAILURE_RATE,
+            "saturation_cores": SATURATION_CORES,
+        },
+        "configurations": results,
+        "table": overall_table(results),
+        "started_at": started,
+        "seconds": time.time() - started,
+        "fingerprint": _fingerprint(settings, {"users": users, "configurations": names}, dataset),
+        "method": (
+            "latency: HdrHistogram per request (µs, 3 significant digits), percentiles are the highest value "
+            "of the bucket holding them; closed model = Locust step load, headline = the step with `users` "
+            "users measured after ramp-up and settle; open model = constant arrival rate, latency from "
+            "intended start; CPU = psutil CPU seconds / window (cores), memory = RSS (PSS for PostgreSQL)"
+        ),
+    }
+    save_results(output_dir, "04_load_test", doc)
+    return doc

@@ -1,0 +1,164 @@
+"""The PSRA service layer: cached assessment, submit-time checks and the one registration of the default job handlers.
+
+An assessment is cached under the spec's key ``assessment:{rule_id}:{hs_code}:{origin}:{dest}``.
+That key does not name the bill of materials, so the cached value carries the ``input_hash``
+of the input it answers, and only a request with the same hash is a hit; a hit returns the
+stored verdict instead of storing a second, identical one. An input without a tenant (the job
+API's short body) is assessed and cached but never stored: its verdict lives in the job result.
+
+:func:`register_default_handlers` is the one way the default set (``assessment`` and
+``bulk_import``) is registered: by the API's lifespan, by ``psra-bench worker`` and by the spec's
+``psra_bench.jobs.register_default_handlers(queue)``, which finds it through the
+``psra_bench.default_handlers`` entry point (the generic queue never imports this domain).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from psra_bench.exceptions import InputError
+from psra_bench.jobs.queue import JobHandler, JobQueue
+from psra_bench.psra.assessment import (
+    AssessmentInput,
+    assess,
+    parse_input,
+    parse_request,
+    store_verdict,
+    validate_request,
+    verdict_to_dict,
+)
+from psra_bench.psra.handlers import (
+    check_bulk_payload,
+    make_assessment_handler,
+    make_bulk_import_handler,
+    validate_assessment_payload,
+)
+from psra_bench.psra.rules import compile_rules
+from psra_bench.settings import Settings
+
+__all__ = ["assess_with_cache", "check_assessment", "register_default_handlers"]
+
+
+def _rules_for(cached: Any, req: AssessmentInput) -> list[dict[str, Any]]:
+    if req.agreement_code:
+        rules: list[dict[str, Any]] = cached.rules_by_agreement(req.agreement_code)
+        if not rules:
+            known = ", ".join(a["agreement_code"] for a in cached.dal.agreements())
+            raise InputError("agreement_code", req.agreement_code, f"one of {known}")
+        return rules
+    rule = cached.rule_by_id(req.rule_id)
+    if rule is None:
+        raise InputError("rule_id", req.rule_id, "the id of a rule in psra_rules")
+    return [rule]
+
+
+def check_assessment(cached: Any, request: AssessmentInput | dict[str, Any]) -> AssessmentInput:
+    """Check an input against the (cached) rules and HS table before queueing it; InputError names the field."""
+    req = parse_input(request)
+    validate_request(req, compile_rules(_rules_for(cached, req)))
+    return req
+
+
+def assess_with_cache(
+    pool: ConnectionPool, cached: Any, request: AssessmentInput | dict[str, Any], *, full: bool = True
+) -> dict[str, Any]:
+    """Assess ``request`` with rules from the (cached) DAL; store the verdict (when it has a tenant) unless cached.
+
+    ``full`` (the synchronous API) requires a whole :class:`AssessmentRequest`; ``full=False`` (jobs)
+    accepts an :class:`AssessmentInput`. Returns the verdict as a dict plus ``"cached": bool``.
+    """
+    req = parse_request(request) if full else parse_input(request)
+    verdict = assess(req, _rules_for(cached, req))
+    cache = cached.cache
+    key = (verdict.rule_id or "none", verdict.hs_code, verdict.origin_country, verdict.destination_country)
+    hit = cache.get_cached_assessment(*key)
+    if isinstance(hit, dict) and hit.get("input_hash") == verdict.input_hash:
+        return {**hit["verdict"], "cached": True}
+    if req.tenant_id is not None:
+        with pool.connection() as conn, conn.transaction():
+            store_verdict(conn, verdict, req)
+    out = verdict_to_dict(verdict)
+    cache.cache_assessment(*key, {"input_hash": verdict.input_hash, "verdict": out})
+    return {**out, "cached": False}
+
+
+class _Resources:
+    """A pool, cache and cached DAL on ``settings``, opened on first use and closed with the queue."""
+
+    def __init__(self, settings: Settings, pool: ConnectionPool | None, cached: Any) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.cached = cached
+        self._cache = cached.cache if cached is not None else None
+        self._owned: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def cache(self) -> Any:
+        """The cache service (the cached DAL's, else one of this queue's own)."""
+        with self._lock:
+            if self._cache is None:
+                from psra_bench.cache.service import CacheService
+
+                self._cache = CacheService(self.settings)
+                self._owned.append(self._cache.close)
+            return self._cache
+
+    def pool_and_cached(self) -> tuple[ConnectionPool, Any]:
+        """The PostgreSQL pool and the cached DAL (opened now when none were given)."""
+        cache = self.cache()
+        with self._lock:
+            if self.pool is None:
+                from psra_bench.infra.postgres import create_pool
+
+                self.pool = create_pool(self.settings)
+                self._owned.append(self.pool.close)
+            if self.cached is None:
+                from psra_bench.cache.cached_dal import CachedDAL
+                from psra_bench.db.dal import PostgresDAL
+
+                self.cached = CachedDAL(PostgresDAL(self.pool), cache)
+            return self.pool, self.cached
+
+    def close(self) -> None:
+        """Close what this object opened itself (given pools and caches stay their owner's)."""
+        with self._lock:
+            owned, self._owned = self._owned, []
+        for close in reversed(owned):
+            close()
+
+
+def register_default_handlers(
+    queue: JobQueue,
+    *,
+    pool: ConnectionPool | None = None,
+    cached: Any = None,
+    assessment_fn: Callable[[dict[str, Any]], Any] | None = None,
+    bulk_import_fn: JobHandler | None = None,
+    on_done: Callable[[], Awaitable[int] | int] | None = None,
+) -> None:
+    """Register the default set on ``queue``: the real ``assessment`` and ``bulk_import`` (then cache invalidation).
+
+    ``assessment`` assesses against ``queue.settings``' database and stores verdicts that have a
+    tenant; ``bulk_import`` upserts HS codes, then drops ``hs:*`` and ``assessment:*``. Without
+    ``pool`` / ``cached`` they are opened on first use and closed with the queue. ``assessment_fn``,
+    ``bulk_import_fn`` and ``on_done`` replace a part (tests, benchmarks).
+    """
+    resources = _Resources(queue.settings, pool, cached)
+    queue.add_close_callback(resources.close)
+
+    def run_assessment(payload: dict[str, Any]) -> dict[str, Any]:
+        db_pool, dal = resources.pool_and_cached()
+        return assess_with_cache(db_pool, dal, payload, full=False)
+
+    def invalidate() -> int:
+        cache = resources.cache()
+        return int(cache.invalidate_hs_codes()) + int(cache.invalidate_assessments())
+
+    handler = make_assessment_handler(assessment_fn or run_assessment)
+    queue.register_handler("assessment", handler, validate=validate_assessment_payload)
+    bulk = bulk_import_fn or make_bulk_import_handler(queue.settings.db_dsn, on_done=on_done or invalidate)
+    queue.register_handler("bulk_import", bulk, validate=check_bulk_payload)
