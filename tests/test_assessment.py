@@ -26,14 +26,13 @@ from psra_bench.psra.assessment import (
     AssessmentRequest,
     Verdict,
     assess,
-    assess_and_store,
     default_rules,
     input_hash,
-    load_rules,
     parse_request,
     validation_error_from_pydantic,
     verdict_to_dict,
 )
+from psra_bench.psra.storage import assess_and_store, load_rules
 from psra_bench.settings import Settings
 
 TENANT = uuid.UUID("11111111-2222-4333-8444-555555555555")

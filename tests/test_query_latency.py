@@ -18,7 +18,7 @@ from psra_bench.db.migrate import migrate_down, migrate_up, migration_indexes, m
 from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.infra import postgres as db
-from psra_bench.latency.experiment import format_table, latency_table, run_query_latency
+from psra_bench.latency.experiment import run_query_latency
 from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
     SPEC_LABELS,
@@ -27,6 +27,7 @@ from psra_bench.latency.patterns import (
     load_param_source,
     resolve_queries,
 )
+from psra_bench.latency.tables import format_table, latency_table
 from psra_bench.measure.stats import FASTER, NO_CHANGE, SLOWER
 from psra_bench.settings import Settings
 

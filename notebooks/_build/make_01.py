@@ -93,7 +93,7 @@ TABLE_MD = """\
 the ratio CI is a bootstrap CI of median(after) / median(before); `spec` is the spec's claim."""
 
 TABLE = """\
-from psra_bench.latency.experiment import format_table
+from psra_bench.latency.tables import format_table
 
 print(format_table(results))"""
 
@@ -104,7 +104,7 @@ USAGE_MD = """\
 with `pg_relation_size`, and the plan each query got in each state (EXPLAIN ANALYZE, BUFFERS)."""
 
 USAGE = """\
-from psra_bench.latency.experiment import format_index_usage, format_write_cost
+from psra_bench.latency.tables import format_index_usage, format_write_cost
 
 print(format_index_usage(results))
 print()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from psra_bench.latency.experiment import latency_table, run_query_latency
+from psra_bench.latency.experiment import run_query_latency
 from psra_bench.latency.patterns import QUERY_PATTERNS, QueryPattern, resolve_queries
+from psra_bench.latency.tables import latency_table
 from psra_bench.latency.write_cost import summarize_write_cost
 
 __all__ = [

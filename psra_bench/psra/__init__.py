@@ -7,13 +7,14 @@ from psra_bench.psra.assessment import (
     AssessmentRequest,
     Verdict,
     assess,
-    assess_and_store,
     input_hash,
     parse_input,
     parse_request,
 )
-from psra_bench.psra.rules import Rule, compile_rules, evaluate, select_rule
+from psra_bench.psra.evaluation import evaluate
+from psra_bench.psra.rules import Rule, compile_rules, select_rule
 from psra_bench.psra.service import assess_with_cache, check_assessment, register_default_handlers
+from psra_bench.psra.storage import assess_and_store, store_verdict
 
 __all__ = [
     "Rule",
@@ -25,6 +26,7 @@ __all__ = [
     "Verdict",
     "assess",
     "assess_and_store",
+    "store_verdict",
     "parse_request",
     "parse_input",
     "input_hash",

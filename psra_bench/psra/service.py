@@ -27,7 +27,6 @@ from psra_bench.psra.assessment import (
     assess,
     parse_input,
     parse_request,
-    store_verdict,
     validate_request,
     verdict_to_dict,
 )
@@ -38,6 +37,7 @@ from psra_bench.psra.handlers import (
     validate_assessment_payload,
 )
 from psra_bench.psra.rules import compile_rules
+from psra_bench.psra.storage import store_verdict
 from psra_bench.settings import Settings
 
 __all__ = ["assess_with_cache", "check_assessment", "register_default_handlers"]
