@@ -55,6 +55,7 @@ from psra_bench.exceptions import PsraBenchError
 from psra_bench.infra import postgres as db
 from psra_bench.infra.embedded import ensure_services
 from psra_bench.settings import Settings
+from psra_bench.table import Table
 
 try:  # the shared statistics module; plain numpy percentiles when it is not there
     from psra_bench.measure.stats import decide, summarize
@@ -193,15 +194,6 @@ def _compare(a: list[float], b: list[float]) -> tuple[str, str]:
     return interval, d.verdict
 
 
-def table(rows: list[list[str]], header: list[str]) -> str:
-    """An aligned plain-text table."""
-    cells = [header] + rows
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print seed speed and the latency table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -306,8 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             f"latencies in ms (A = without, 20 indexes; B = with the migration, 46)"
         )
         print(
-            table(
-                rows,
+            Table.of(
                 [
                     "query",
                     "n A",
@@ -321,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
                     "verdict",
                     "indexes used with the migration",
                 ],
-            )
+                rows,
+            ).text()
         )
         if args.json:
             args.json.write_text(

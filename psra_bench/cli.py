@@ -24,19 +24,11 @@ from psra_bench.constants import (
 )
 from psra_bench.exceptions import PsraBenchError
 from psra_bench.settings import Settings, redact
+from psra_bench.table import Table
 
 __all__ = ["main", "cli"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Format rows as an aligned plain-text table."""
-    cells = [[str(c) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def _errors(fn: F) -> F:
@@ -117,7 +109,7 @@ def services_status_cmd(ctx: click.Context) -> None:
 
 def _print_status(statuses: Sequence[Any]) -> None:
     click.echo(
-        _table(
+        Table.of(
             ["service", "managed", "running", "endpoint", "pid", "data"],
             [
                 [
@@ -130,7 +122,7 @@ def _print_status(statuses: Sequence[Any]) -> None:
                 ]
                 for s in statuses
             ],
-        )
+        ).text()
     )
 
 
@@ -200,7 +192,7 @@ def migrate(ctx: click.Context, action: str, name: str | None) -> None:
             return
         if action == "verify":
             for t in m.verify(conn):
-                click.echo(f"\n{t.title}\n" + _table(t.columns, t.rows))
+                click.echo("\n" + t.text())
             return
 
     def report(kind: str, index: str, seconds: float) -> None:
@@ -231,7 +223,7 @@ def doctor(ctx: click.Context) -> None:
 
     for section, rows in diagnose(_ready(ctx)).items():
         click.echo(f"\n{section}")
-        click.echo(_table(["item", "value"], [[k, v] for k, v in rows.items()]))
+        click.echo(Table.of(["item", "value"], [[k, v] for k, v in rows.items()]).text())
 
 
 # ----------------------------------------------------------------------------- serve / worker
@@ -377,7 +369,7 @@ def load(
     from psra_bench.report.sections import load_tables
 
     for t in load_tables(doc)[0]:
-        click.echo(f"\n{t.title}\n" + _table(t.columns, t.rows))
+        click.echo("\n" + t.text())
 
 
 # ----------------------------------------------------------------------------- report

@@ -17,6 +17,7 @@ from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, STALENESS_METRICS, compa
 from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, check_ttls, generate_trace
 from psra_bench.exceptions import ParameterError
 from psra_bench.settings import Settings
+from psra_bench.table import Table
 from psra_bench.workbench import check_positive_int, check_positive_number, load_results
 
 __all__ = [
@@ -206,17 +207,8 @@ def check_tuning_params(
 
 
 def format_table(table: Mapping[str, Any]) -> str:
-    """A table dict (title, columns, rows) as aligned plain text."""
-    cells = [list(map(str, table["columns"]))] + [[str(c) for c in row] for row in table["rows"]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-    lines = [table.get("title", ""), ""]
-    for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    if table.get("note"):
-        lines += ["", str(table["note"])]
-    return "\n".join(lines)
+    """A table dict (title, columns, rows, note) as aligned plain text."""
+    return Table.from_dict(table).text()
 
 
 def _ms(stats: Mapping[str, Any] | None, key: str) -> str:

@@ -20,12 +20,12 @@ import psycopg
 from psra_bench import constants
 from psra_bench.exceptions import MigrationError
 from psra_bench.infra import postgres as db
+from psra_bench.table import Table
 
 __all__ = [
     "MIGRATIONS",
     "IndexSpec",
     "MigrationStatus",
-    "VerifyTable",
     "migration_indexes",
     "migration_status",
     "migrate_up",
@@ -65,15 +65,6 @@ class MigrationStatus:
     missing: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
     index_count: int = 0
-
-
-@dataclass(frozen=True)
-class VerifyTable:
-    """One verification query's result, ready to print as a table."""
-
-    title: str
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
 
 
 def resolve_migrations(name: str | None) -> list[str]:
@@ -245,7 +236,7 @@ def _require_schema(conn: psycopg.Connection[Any], name: str) -> None:
         raise MigrationError(name, "the PSRA schema is missing in this database; run `psra-bench seed` first")
 
 
-def verify(conn: psycopg.Connection[Any]) -> list[VerifyTable]:
+def verify(conn: psycopg.Connection[Any]) -> list[Table]:
     """Run the spec's verification queries (count, sizes, usage, unused, per-table size) from sql/verify.sql."""
     text = db.sql_path("verify.sql").read_text()
     tables = []
@@ -254,5 +245,5 @@ def verify(conn: psycopg.Connection[Any]) -> list[VerifyTable]:
         with conn.cursor() as cur:
             cur.execute(query.strip().rstrip(";").encode())
             columns = [d.name for d in cur.description or []]
-            tables.append(VerifyTable(title.strip(), columns, [tuple(r) for r in cur.fetchall()]))
+            tables.append(Table(columns, [tuple(r) for r in cur.fetchall()], title=title.strip()))
     return tables

@@ -8,6 +8,7 @@ from typing import Any
 from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
 )
+from psra_bench.table import Table
 
 __all__ = ["latency_table", "format_table", "format_index_usage", "format_write_cost"]
 
@@ -47,27 +48,31 @@ def latency_table(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+_LATENCY_COLUMNS = ["operation", "n b/a", "before p50", "p95", "p99", "after p50", "p95", "p99", "improv.",
+                    "ratio 95% CI", "verdict", "plan", "spec"]  # fmt: skip
+
+
 def format_table(results: Mapping[str, Any]) -> str:
-    """The latency table as fixed-width text (the notebook prints it)."""
-    head = (
-        f"{'operation':<46} {'n b/a':>7} {'before p50':>10} {'p95':>8} {'p99':>8} {'after p50':>10} {'p95':>8} "
-        f"{'p99':>8} {'improv.':>8} {'ratio 95% CI':>15} {'verdict':<22} {'plan':<7} {'spec':>5}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in latency_table(results):
-        ci, n = r["ratio_ci"], f"{r['n_before']}/{r['n_after']}"
-        lines.append(
-            f"{r['operation'][:46]:<46} {n:>7} {r['before_p50_ms']:>10.3f} "
-            f"{r['before_p95_ms']:>8.3f} "
-            f"{r['before_p99_ms']:>8.3f} {r['after_p50_ms']:>10.3f} {r['after_p95_ms']:>8.3f} "
-            f"{r['after_p99_ms']:>8.3f} {r['improvement_pct']:>7.1f}% {f'{ci[0]:.3f}–{ci[1]:.3f}':>15} "
-            f"{r['verdict']:<22} {'changed' if r['plan_changed'] else 'same':<7} {r['spec_improvement_pct']:>4.0f}%"
-        )
-    lines.append(
+    """The latency table as aligned text (the notebook prints it)."""
+    rows = [
+        [
+            r["operation"],
+            f"{r['n_before']}/{r['n_after']}",
+            *(f"{r[k]:.3f}" for k in ("before_p50_ms", "before_p95_ms", "before_p99_ms")),
+            *(f"{r[k]:.3f}" for k in ("after_p50_ms", "after_p95_ms", "after_p99_ms")),
+            f"{r['improvement_pct']:.1f}%",
+            f"{r['ratio_ci'][0]:.3f}–{r['ratio_ci'][1]:.3f}",
+            r["verdict"],
+            "changed" if r["plan_changed"] else "same",
+            f"{r['spec_improvement_pct']:.0f}%",
+        ]
+        for r in latency_table(results)
+    ]
+    note = (
         "times in ms; n = calls before/after; improvement = (before − after) / before of the medians; ratio = "
         "after/before median; plan = EXPLAIN shape before vs after; spec = the spec's claimed improvement"
     )
-    return "\n".join(lines)
+    return Table(_LATENCY_COLUMNS, rows, note=note).text()
 
 
 def _mb(n: float) -> str:
@@ -76,25 +81,22 @@ def _mb(n: float) -> str:
 
 def format_index_usage(results: Mapping[str, Any], *, new_only: bool = False) -> str:
     """Per index: table, size, idx_scan deltas before/after and the queries that used it."""
-    head = (
-        f"{'index':<40} {'table':<21} {'new':<4} {'size':>10} {'scans before':>12} {'scans after':>11}  used by (after)"
-    )
-    lines = [head, "-" * len(head)]
-    for u in sorted(results["index_usage"], key=lambda u: (not u["new"], -u["scans_after"], u["index"])):
-        if new_only and not u["new"]:
-            continue
-        lines.append(
-            f"{u['index']:<40} {u['table']:<21} {'yes' if u['new'] else '':<4} {_mb(u['size_bytes']):>10} "
-            f"{u['scans_before']:>12} {u['scans_after']:>11}  {', '.join(u['used_by_after']) or '-'}"
-        )
+    usage = sorted(results["index_usage"], key=lambda u: (not u["new"], -u["scans_after"], u["index"]))
+    rows = [
+        [u["index"], u["table"], "yes" if u["new"] else "", _mb(u["size_bytes"]), u["scans_before"], u["scans_after"],
+         ", ".join(u["used_by_after"]) or "-"]
+        for u in usage
+        if u["new"] or not new_only
+    ]  # fmt: skip
     s = results["sizes"]
     unused = [u["index"] for u in results["index_usage"] if u["new"] and not u["scans_after"]]
-    lines.append(
+    note = (
         f"indexes {s['index_count_before']} -> {s['index_count_after']}; new indexes take "
         f"{_mb(s['new_index_bytes'])} (baseline indexes {_mb(s['baseline_index_bytes'])}); "
         f"{len(unused)} of the new indexes were not used by any measured query"
     )
-    return "\n".join(lines)
+    columns = ["index", "table", "new", "size", "scans before", "scans after", "used by (after)"]
+    return Table(columns, rows, note=note).text()
 
 
 def format_write_cost(results: Mapping[str, Any]) -> str:

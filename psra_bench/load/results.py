@@ -15,6 +15,7 @@ from typing import Any
 from psra_bench.exceptions import ParameterError
 from psra_bench.load.open_model import SATURATION_CORES
 from psra_bench.load.request_mix import DASHBOARD, REPORT
+from psra_bench.table import Table
 
 __all__ = [
     "CONFIGURATIONS",
@@ -299,7 +300,4 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(str(line[i])) for line in (head, *body)) for i in range(len(head))]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return Table.of(head, body).text()

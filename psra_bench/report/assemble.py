@@ -15,14 +15,15 @@ import base64
 import datetime as dt
 import html
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from psra_bench.exceptions import MeasurementError
 from psra_bench.measure.stats import compare_to_previous
-from psra_bench.report.sections import SECTION_BUILDERS, Table, fmt
+from psra_bench.report.sections import SECTION_BUILDERS, fmt
+from psra_bench.table import Table
 from psra_bench.workbench import load_results, save_results
 
 __all__ = [
@@ -155,16 +156,13 @@ def render_markdown(report: Report) -> str:
     lines.append("")
     if report.regressions:
         lines += ["## Regressions against the previous comparable run", ""]
-        lines += _md_table(_REGRESSION_COLUMNS, _regression_rows(report))
+        lines.append(Table(_REGRESSION_COLUMNS, _regression_rows(report)).markdown())
     section = None
     for t in report.tables:
         if t.section != section:
             section = t.section
             lines += [f"## {section}", ""]
-        lines += [f"### {t.title}", ""]
-        lines += _md_table(t.columns, t.rows)
-        if t.note:
-            lines += [f"_{t.note}_", ""]
+        lines.append(t.markdown())
     if report.images:
         lines += ["## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in report.images]
@@ -172,15 +170,6 @@ def render_markdown(report: Report) -> str:
     if report.notes:
         lines += ["## Method and caveats", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(lines)
-
-
-def _md_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    out = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
-    return out + [""]
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -200,22 +189,13 @@ def render_html(report: Report) -> str:
     parts.append("</ul>")
     if report.regressions:
         parts.append("<h2>Regressions against the previous comparable run</h2>")
-        parts.append(
-            _html_table(
-                _REGRESSION_COLUMNS,
-                _regression_rows(report),
-                css="regression",
-            )
-        )
+        parts.append(Table(_REGRESSION_COLUMNS, _regression_rows(report)).html(css_class="regression"))
     section = None
     for t in report.tables:
         if t.section != section:
             section = t.section
             parts.append(f"<h2>{e(section)}</h2>")
-        parts.append(f"<h3>{e(t.title)}</h3>")
-        parts.append(_html_table(t.columns, t.rows))
-        if t.note:
-            parts.append(f"<p class='note'>{e(t.note)}</p>")
+        parts.append(t.html())
     if report.images:
         parts.append("<h2>Plots</h2>")
         for p in report.images:
@@ -228,14 +208,6 @@ def render_html(report: Report) -> str:
         parts.append("<h2>Method and caveats</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], css: str = "") -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    cls = f" class='{css}'" if css else ""
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ----------------------------------------------------------------------------- assembly

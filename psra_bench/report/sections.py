@@ -10,31 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Table", "fmt", "ci", "SECTION_BUILDERS", "SECTION_HEADLINES", "summary_lines"]
+from psra_bench.table import Table
+
+__all__ = ["fmt", "ci", "SECTION_BUILDERS", "SECTION_HEADLINES", "summary_lines"]
 
 
-@dataclass
-class Table:
-    """One table of the report."""
-
-    section: str
-    title: str
-    columns: list[str]
-    rows: list[list[Any]]
-    note: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "section": self.section,
-            "title": self.title,
-            "columns": self.columns,
-            "rows": self.rows,
-            "note": self.note,
-        }
+def _table(section: str, title: str, columns: list[str], rows: list[list[Any]], note: str = "") -> Table:
+    """A report table of ``section`` (the builders below list section and title first)."""
+    return Table(columns, list(rows), title=title, note=note, section=section)
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -89,7 +74,7 @@ def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
         )
     method = section.get("method", {})
     tables = [
-        Table(
+        _table(
             name,
             "Query latency, ms (spec claim vs measured)",
             [
@@ -116,7 +101,7 @@ def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
     wc = section.get("write_cost")
     if wc:
         tables.append(
-            Table(
+            _table(
                 name,
                 "Write cost of the indexes (insert throughput into psra_verdicts)",
                 ["indexes", "median rows/s", "95% CI", "batches", "rows per batch"],
@@ -143,7 +128,7 @@ def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
     sizes = section.get("sizes") or {}
     if sizes.get("by_table"):
         tables.append(
-            Table(
+            _table(
                 name,
                 "Index count and size per table (after the migration)",
                 ["table", "indexes", "new", "index MiB", "of which new MiB"],
@@ -176,7 +161,7 @@ def _generic(title: str) -> Callable[[Mapping[str, Any]], tuple[list[Table], lis
     def build(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
         tables = []
         for t in section.get("tables", []):
-            tables.append(Table(title, t["title"], list(t["columns"]), [list(r) for r in t["rows"]], t.get("note", "")))
+            tables.append(Table.from_dict({**t, "section": title}))
         return tables, list(section.get("notes", []))
 
     return build
@@ -209,7 +194,7 @@ def load_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
         for r in section.get("table", [])
     ]
     tables = [
-        Table(
+        _table(
             name,
             "Overall system performance (spec claim vs measured)",
             [
@@ -248,7 +233,7 @@ def load_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
         )
     if cfg_rows:
         tables.append(
-            Table(
+            _table(
                 name,
                 "Per configuration (closed model at the headline user count)",
                 [
@@ -309,12 +294,9 @@ def summary_lines(results: Mapping[str, Any]) -> list[str]:
         if t["section"] in seen:
             continue
         seen.add(t["section"])
-        lines.append(f"\n{t['section']} — {t['title']}")
-        cols = t["columns"]
-        cells = [cols] + [[str(c) for c in r] for r in t["rows"]]
-        widths = [max(len(str(row[i])) for row in cells) for i in range(len(cols))]
-        for row in cells:
-            lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        table = Table.from_dict(t)
+        table.title = f"{t['section']} — {t['title']}"
+        lines += ["", table.text()]
     if results.get("regressions"):
         lines.append(f"\nREGRESSIONS: {len(results['regressions'])} (see the report)")
     return lines
