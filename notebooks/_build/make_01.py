@@ -27,7 +27,8 @@ bootstrap CIs, n, the improvement and a verdict (ratio of medians ≥ factor **a
 p < alpha). Also: which indexes each query really used (`idx_scan` deltas), index sizes, and the
 write cost of the indexes (insert throughput into `psra_verdicts`, 20 vs 46 indexes).
 
-The method is documented in `psra_bench/latency/experiment.py`; this notebook only calls it and plots.
+The method is documented in `psra_bench/latency/experiment.py`, the plots are drawn by
+`psra_bench/latency/plots.py`; this notebook only calls them.
 Results go to `<output_dir>/01_query_latency.json` and `01_query_latency_*.png`."""
 
 PARAMETERS = """\
@@ -115,116 +116,26 @@ for name, q in results["queries"].items():
 print()
 print(format_write_cost(results))"""
 
-PLOTS_MD = """## Plots (saved as PNG files in `output_dir`)"""
+PLOTS_MD = """\
+## Plots (saved as PNG files in `output_dir`)
+
+Drawn by `psra_bench.latency.plots`: each call saves `01_query_latency_<name>.png` (the files the
+report embeds) and returns the figure shown under it."""
 
 PLOT_P50 = """\
-from pathlib import Path
+%matplotlib inline
+# (inline: the figures the plot functions return are shown as images)
+from psra_bench.latency.plots import plot_cdf, plot_indexes, plot_p50, plot_rounds, plot_write_cost
 
-import matplotlib
+plot_p50(results, output_dir)"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
+PLOT_CDF = """plot_cdf(results, output_dir)"""
 
-out = Path(output_dir)
-qs = list(results["queries"].values())
-y = np.arange(len(qs))
-fig, ax = plt.subplots(figsize=(10, 0.7 * len(qs) + 1.5))
-for offset, side, color in ((-0.2, "before", "tab:red"), (0.2, "after", "tab:green")):
-    p50 = np.array([q[side]["p50"] for q in qs])
-    ci = np.array([q[side]["p50_ci"] for q in qs])
-    err = np.vstack([p50 - ci[:, 0], ci[:, 1] - p50])
-    ax.barh(y + offset, p50, height=0.4, xerr=err, color=color, alpha=0.8, capsize=3,
-            label=f"{side} ({'20' if side == 'before' else '46'} indexes)")
-ax.set_yticks(y, [f"{q['label']}\\n(n={q['before']['n']}/{q['after']['n']}, {q['verdict']})" for q in qs],
-              fontsize=8)
-ax.invert_yaxis()
-ax.set_xscale("log")
-ax.set_xlabel("p50 latency, ms (log scale; whiskers: 95 % bootstrap CI)")
-ax.set_title(f"Query p50 before vs after the migration — {results['fingerprint']['dataset']['scale']:,} verdicts")
-fig.legend(loc="lower center", ncol=2, frameon=False)
-fig.tight_layout(rect=(0, 0.04, 1, 1))
-fig.savefig(out / f"{EXPERIMENT}_p50.png", dpi=110)
-plt.close(fig)"""
+PLOT_ROUNDS = """plot_rounds(results, output_dir)"""
 
-PLOT_CDF = """\
-cols = 4
-rows_ = (len(qs) + cols - 1) // cols
-fig, axes = plt.subplots(rows_, cols, figsize=(4 * cols, 3 * rows_), squeeze=False)
-from matplotlib.ticker import NullFormatter
+PLOT_WRITE = """plot_write_cost(results, output_dir)  # None (no figure) when write_batches = 0"""
 
-for ax, q in zip(axes.flat, qs):
-    for side, color in (("before", "tab:red"), ("after", "tab:green")):
-        x = np.sort(q[side]["samples_ms"])
-        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", color=color,
-                label=f"{side}: p50 {q[side]['p50']:.2f}, p99 {q[side]['p99']:.2f} ms")
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_title(f"{q['name']} (n={q['before']['n']}/{q['after']['n']})", fontsize=9)
-    ax.set_xlabel("latency, ms", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
-for ax in list(axes.flat)[len(qs):]:
-    ax.set_visible(False)
-fig.suptitle("Latency CDFs, before (red) vs after (green) the migration")
-fig.tight_layout()
-fig.savefig(out / f"{EXPERIMENT}_cdf.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_ROUNDS = """\
-schedule = results["method"]["schedule"]
-fig, ax = plt.subplots(figsize=(11, 4))
-for q in qs:
-    med = q["round_medians"]["p50_ms"]
-    ax.plot(range(1, len(med) + 1), med, marker="o", label=q["name"])
-for i, side in enumerate(schedule, 1):
-    ax.axvspan(i - 0.5, i + 0.5, color="tab:red" if side == "A" else "tab:green", alpha=0.08)
-ax.set_yscale("log")
-ax.set_xticks(range(1, len(schedule) + 1), [f"{i}\\n{'before' if s == 'A' else 'after'}"
-                                             for i, s in enumerate(schedule, 1)])
-ax.set_ylabel(f"round p50, ms (n={results['method']['iterations_per_round']} per round)")
-ax.set_title(f"Round medians in execution order ({schedule}): drift shows up here")
-ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-fig.tight_layout()
-fig.savefig(out / f"{EXPERIMENT}_rounds.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_WRITE = """\
-wc = results["write_cost"]
-if wc:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, key in enumerate(("before", "after")):
-        side = wc[key]
-        lo, hi = side["median_rows_per_s_ci"]
-        med = side["median_rows_per_s"]
-        ax.bar(i, med, yerr=[[med - lo], [hi - med]], capsize=5, alpha=0.7,
-               color="tab:red" if key == "before" else "tab:green")
-        ax.scatter(np.full(len(side["per_batch_rows_per_s"]), i), side["per_batch_rows_per_s"], color="k", s=10)
-    ax.set_xticks([0, 1], [f"{wc['index_counts'][k]} indexes\\n(n={wc['batches'][k]} batches)"
-                           for k in ("before", "after")])
-    ax.set_ylabel(f"rows/s (batches of {wc['rows_per_batch']}; median, 95 % CI, each batch)")
-    lo, hi = wc["ratio_ci"]
-    ax.set_title(f"Insert throughput into psra_verdicts\\ninserts take {wc['ratio']:.2f}× as long "
-                 f"(95 % CI {lo:.2f}–{hi:.2f}; {wc['verdict']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / f"{EXPERIMENT}_write_cost.png", dpi=100)
-    plt.close(fig)"""
-
-PLOT_INDEXES = """\
-new = sorted((u for u in results["index_usage"] if u["new"]), key=lambda u: -u["size_bytes"])
-fig, ax = plt.subplots(figsize=(10, 0.3 * len(new) + 1.5))
-ax.barh([u["index"] for u in new], [u["size_bytes"] / 2**20 for u in new],
-        color=["tab:blue" if u["scans_after"] else "tab:gray" for u in new])
-for i, u in enumerate(new):
-    ax.text(u["size_bytes"] / 2**20, i, f"  {u['scans_after']} scans", va="center", fontsize=7)
-ax.invert_yaxis()
-ax.tick_params(axis="y", labelsize=7)
-ax.set_xlabel("size, MB (pg_relation_size)")
-n_calls = results["method"]["max_n_per_side"]
-ax.set_title(f"The 26 new indexes: size, and idx_scan in the 'after' rounds (gray: unused; ≤ {n_calls} calls/query)")
-fig.tight_layout()
-fig.savefig(out / f"{EXPERIMENT}_indexes.png", dpi=100)
-plt.close(fig)
-print(sorted(p.name for p in out.glob(f"{EXPERIMENT}_*.png")))"""
+PLOT_INDEXES = """plot_indexes(results, output_dir)"""
 
 NOTES = """\
 ## Reading the results

@@ -123,84 +123,22 @@ results = cache_hit_results(live, {k: v for k, v in check.items() if k != "sim"}
                             dataset=dataset, params=notebook_params)
 print("saved", save_results(output_dir, "02_cache_hit_rates", results))"""
 
-PLOTS_MD = """## Plots (saved as PNG files in `output_dir`)"""
+PLOTS_MD = """\
+## Plots (saved as PNG files in `output_dir`)
+
+Drawn by `psra_bench.cachesim.plots` from the saved results: each call saves
+`02_cache_hit_rates_<name>.png` (the files the report embeds) and returns the figure shown under it."""
 
 PLOT_RATES = """\
-from pathlib import Path
+%matplotlib inline
+# (inline: the figures the plot functions return are shown as images)
+from psra_bench.cachesim.plots import plot_cache_latency, plot_hit_rate_timeline, plot_hit_rates
 
-import matplotlib
+plot_hit_rates(results, output_dir)"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
+PLOT_LATENCY = """plot_cache_latency(results, output_dir)"""
 
-from psra_bench.cachesim.experiment import SPEC_CLAIMS
-
-out = Path(output_dir)
-names = list(live["entities"])
-rows = [live["entities"][e] for e in names]
-x = np.arange(len(rows))
-rate = np.array([r["hit_rate"] for r in rows])
-ci = np.array([r["hit_rate_ci"] for r in rows])
-fig, ax = plt.subplots(figsize=(8, 4.5))
-ax.bar(x, rate * 100, yerr=[(rate - ci[:, 0]) * 100, (ci[:, 1] - rate) * 100], capsize=6, alpha=0.8,
-       color="tab:blue", label="measured (95 % Wilson CI)")
-ax.scatter(x, [check["comparison"]["entities"][e]["sim_hit_rate"] * 100 for e in names], marker="D",
-           color="k", zorder=3, label="TTL simulation, same trace")
-for i, e in enumerate(names):
-    lo, hi = (float(v) for v in SPEC_CLAIMS[e][0].rstrip("%").split("-"))
-    ax.fill_between([i - 0.4, i + 0.4], lo, hi, color="tab:orange", alpha=0.3,
-                    label="spec's claim" if i == 0 else None)
-ax.set_xticks(x, [f"{r['label']}\\n(n={r['n']}, TTL {r['ttl_s']:g} s)" for r in rows])
-ax.set_ylabel("hit rate after warm-up, %")
-ax.set_ylim(0, 100)
-ax.set_title(f"Cache hit rates, live replay ({live['trace']['requests_per_s']:g} requests/s simulated)")
-ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
-fig.tight_layout()
-fig.savefig(out / "02_cache_hit_rates_hit_rates.png", dpi=110)
-plt.close(fig)"""
-
-PLOT_LATENCY = """\
-fig, axes = plt.subplots(1, len(rows), figsize=(4.5 * len(rows), 3.8), squeeze=False)
-for ax, r in zip(axes[0], rows):
-    for outcome, color in (("hit", "tab:green"), ("miss", "tab:red")):
-        stats = r["latency"][outcome]
-        if not stats:
-            continue
-        xs = np.sort(stats["samples_ms"])
-        label = "cache" if outcome == "hit" else ("DB" if r["miss_source"] == "database" else "compute")
-        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", color=color,
-                label=f"{label}: p50 {stats['p50']:.2f}, p95 {stats['p95']:.2f} ms (n={stats['n']})")
-    ax.set_xscale("log")
-    ax.set_xlabel("latency of the whole call, ms")
-    ax.set_title(r["label"], fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-axes[0][0].set_ylabel("share of calls ≤ x")
-fig.suptitle("Latency CDFs: served from cache vs from the database / the assessment engine")
-fig.tight_layout()
-fig.savefig(out / "02_cache_hit_rates_latency.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_TIMELINE = """\
-edges = np.array(live["timeline"]["edges_s"]) / 60
-mid = (edges[:-1] + edges[1:]) / 2
-fig, ax = plt.subplots(figsize=(9, 4))
-for e in names:
-    reads = np.array(live["timeline"][e]["reads"])
-    hits = np.array(live["timeline"][e]["hits"])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ax.plot(mid, np.where(reads > 0, hits / reads * 100, np.nan), marker="o", ms=3,
-                label=f"{live['entities'][e]['label']} ({int(reads.sum())} reads)")
-ax.axvspan(0, live["warmup_s"] / 60, color="gray", alpha=0.15, label="warm-up (not counted)")
-ax.set_xlabel("simulated minutes")
-ax.set_ylabel("hit rate per bin, %")
-ax.set_ylim(0, 100)
-ax.set_title("Hit rate over the simulated period")
-ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
-fig.tight_layout()
-fig.savefig(out / "02_cache_hit_rates_timeline.png", dpi=100)
-plt.close(fig)
-print(sorted(p.name for p in out.glob("02_cache_hit_rates*")))"""
+PLOT_TIMELINE = """plot_hit_rate_timeline(results, output_dir)"""
 
 NOTES = """\
 ## Reading the results

@@ -118,91 +118,22 @@ print(format_table(comparison_table(check)))
 results = ttl_tuning_results(trace, tuning, check, settings=settings, dataset=dataset, params=notebook_params)
 print("saved", save_results(output_dir, "03_ttl_tuning", results))"""
 
-PLOTS_MD = """## Plots (saved as PNG files in `output_dir`)"""
+PLOTS_MD = """\
+## Plots (saved as PNG files in `output_dir`)
+
+Drawn by `psra_bench.cachesim.plots` from the saved results: each call saves
+`03_ttl_tuning_<name>.png` (the files the report embeds) and returns the figure shown under it."""
 
 PLOT_CURVES = """\
-from pathlib import Path
+%matplotlib inline
+# (inline: the figures the plot functions return are shown as images)
+from psra_bench.cachesim.plots import plot_sim_vs_live, plot_ttl_hit_rate, plot_ttl_staleness
 
-import matplotlib
+plot_ttl_hit_rate(results, output_dir)"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
+PLOT_STALENESS = """plot_ttl_staleness(results, output_dir)"""
 
-out = Path(output_dir)
-entities = list(tuning["sweep"]["curves"])
-styles = (("sweep", "no invalidation", "-", "tab:blue"),
-          ("sweep_invalidate", "CachedDAL invalidation", "--", "tab:red"),
-          ("sweep_invalidate_key", "per-key invalidation", ":", "tab:green"))
-fig, axes = plt.subplots(1, len(entities), figsize=(5 * len(entities), 4.2), squeeze=False, sharey=True)
-for ax, e in zip(axes[0], entities):
-    for key, label, ls, color in styles:
-        pts = tuning[key]["curves"][e]
-        ttl = np.array([p["ttl_s"] for p in pts])
-        rate = np.array([p["hit_rate"] for p in pts]) * 100
-        ci = np.array([p["hit_rate_ci"] for p in pts]) * 100
-        ax.plot(ttl, rate, ls, color=color, marker="o", ms=3, label=label)
-        ax.fill_between(ttl, ci[:, 0], ci[:, 1], color=color, alpha=0.12)
-    ax.axhline(params.target_hit_rate * 100, color="gray", lw=0.8)
-    ax.axvline(current_ttls[e], color="k", lw=0.8, ls="--")
-    ax.text(current_ttls[e], 96, " current", fontsize=7, va="top")
-    rec = tuning["recommendations"][e]
-    if rec["ttl_s"]:
-        ax.scatter([rec["ttl_s"]], [rec["point"]["hit_rate"] * 100], s=90, facecolor="none", edgecolor="k",
-                   zorder=3, label=f"recommended: {rec['ttl_s']:g} s")
-    ax.set_xscale("log")
-    ax.set_xlabel("TTL, s")
-    n = pts[0]["n"]
-    ax.set_title(f"{tuning['current']['entities'][e]['label']} (n={n} reads)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-axes[0][0].set_ylabel("hit rate after warm-up, % (band: 95 % CI)")
-axes[0][0].set_ylim(0, 100)
-fig.suptitle(f"Hit rate vs TTL (simulation; target {params.target_hit_rate:.0%} in gray)")
-fig.tight_layout()
-fig.savefig(out / "03_ttl_tuning_hit_rate.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_STALENESS = """\
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-for e, color in zip(entities, ("tab:blue", "tab:orange", "tab:green")):
-    pts = tuning["sweep"]["curves"][e]
-    ttl = np.array([p["ttl_s"] for p in pts])
-    label = tuning["current"]["entities"][e]["label"]
-    axes[0].plot(ttl, [p["stale_share"] * 100 for p in pts], marker="o", ms=3, color=color, label=label)
-    metric = np.array([p[params.staleness_metric] or 0.0 for p in pts])
-    axes[1].plot(ttl, metric, marker="o", ms=3, color=color, label=label)
-axes[0].set_ylabel("stale reads, % of reads")
-axes[1].set_ylabel(f"{params.staleness_metric}, s (0: no stale read)")
-axes[1].axhline(params.max_staleness_s, color="gray", lw=0.8)
-for ax in axes:
-    ax.set_xscale("log")
-    ax.set_xlabel("TTL, s (no invalidation)")
-    ax.legend(fontsize=8)
-updates = trace.summary()["entities"]
-fig.suptitle(f"Staleness vs TTL ({updates['hs_codes']['updates_per_hour']:g} HS and "
-             f"{updates['rules']['updates_per_hour']:g} rule updates per simulated hour)")
-fig.tight_layout()
-fig.savefig(out / "03_ttl_tuning_staleness.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_CHECK = """\
-rows = list(check["comparison"]["entities"].values())
-x = np.arange(len(rows))
-live_rate = np.array([r["live_hit_rate"] for r in rows]) * 100
-ci = np.array([r["live_hit_rate_ci"] for r in rows]) * 100
-fig, ax = plt.subplots(figsize=(7, 4))
-ax.bar(x - 0.2, live_rate, width=0.4, yerr=[live_rate - ci[:, 0], ci[:, 1] - live_rate], capsize=5,
-       color="tab:blue", alpha=0.8, label="live replay (95 % CI)")
-ax.bar(x + 0.2, [r["sim_hit_rate"] * 100 for r in rows], width=0.4, color="tab:gray", label="simulation")
-ax.set_xticks(x, [f"{r['label']}\\n|diff| {r['abs_diff']:.3f} (n={r['n_live']})" for r in rows], fontsize=8)
-ax.set_ylabel("hit rate after warm-up, %")
-ax.set_ylim(0, 100)
-ax.set_title("Simulation vs live replay, same trace and TTLs")
-ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
-fig.tight_layout()
-fig.savefig(out / "03_ttl_tuning_sim_vs_live.png", dpi=100)
-plt.close(fig)
-print(sorted(p.name for p in out.glob("03_ttl_tuning*")))"""
+PLOT_CHECK = """plot_sim_vs_live(results, output_dir)"""
 
 INTERACTIVE_MD = """\
 ## Try TTLs (JupyterLab)

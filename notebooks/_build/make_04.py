@@ -35,8 +35,9 @@ with its own `psra-bench serve` process:
   the load generator's own CPU (a generator above ~90 % of a core is flagged: its latencies are
   marked, not reported as the server's).
 
-All logic lives in `psra_bench.load.experiment` (and `hdr`, `openload`, `procmon`, `load_report`); this
-notebook calls it and plots. Results: `<output_dir>/04_load_test.json` and `04_load_test_*.png`."""
+All logic lives in `psra_bench.load.experiment` (and `generators`, `open_model`, `results`, and
+`psra_bench.measure`'s `hdr` and `procmon`), the plots in `psra_bench.load.plots`; this notebook
+calls them. Results: `<output_dir>/04_load_test.json` and `04_load_test_*.png`."""
 
 PARAMETERS = """\
 output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
@@ -113,125 +114,24 @@ for row in results["table"]:
     if row["note"]:
         print(f"* {row['metric']}: {row['note']}")"""
 
-PLOTS_MD = """## Plots (saved as PNG files in `output_dir`)"""
+PLOTS_MD = """\
+## Plots (saved as PNG files in `output_dir`)
+
+Drawn by `psra_bench.load.plots` from the results: each call saves `04_load_test_<name>.png` (the
+files the report embeds) and returns the figure shown under it."""
 
 PLOT_LATENCY = """\
-from pathlib import Path
+%matplotlib inline
+# (inline: the figures the plot functions return are shown as images)
+from psra_bench.load.plots import plot_endpoints, plot_latency, plot_resources, plot_steps
 
-import matplotlib
+plot_latency(results, output_dir)"""
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
+PLOT_STEPS = """plot_steps(results, output_dir)"""
 
-out = Path(output_dir)
-configs = results["configurations"]
-names = list(configs)
+PLOT_ENDPOINTS = """plot_endpoints(results, output_dir)"""
 
-
-def overall(name, model):
-    \"\"\"Overall latency summary of a configuration: headline closed step or open model.\"\"\"
-    if model == "open":
-        return configs[name]["open"]["latency"]["overall"]
-    return (configs[name]["closed"] or {}).get("overall", {})
-
-
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-titles = {"closed": f"closed model (Locust, {users} users)",
-          "open": f"open model ({arrival_rate:g} req/s, from intended start)"}
-x = np.arange(len(names))
-for ax, model in zip(axes, ("closed", "open")):
-    for i, q in enumerate(("p50_ms", "p95_ms", "p99_ms")):
-        ax.bar(x + (i - 1) * 0.27, [overall(n, model).get(q) or 0.0 for n in names], width=0.27,
-               label=q.replace("_ms", ""))
-    ax.set_xticks(x, [f"{n}\\n(n={overall(n, model).get('n', 0)})" for n in names])
-    ax.set_yscale("log")
-    ax.set_title(titles[model])
-    ax.legend()
-axes[0].set_ylabel("latency, ms (HdrHistogram, log scale)")
-fig.suptitle(f"API latency percentiles per configuration — {dataset.verdicts:,} verdicts")
-fig.tight_layout()
-fig.savefig(out / "04_load_test_latency.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_STEPS = """\
-fig, ax = plt.subplots(figsize=(8, 4.5))
-for n in names:
-    steps = configs[n]["steps"]
-    xs = [s["users"] for s in steps]
-    p95 = [s["overall"]["p95_ms"] or np.nan for s in steps]
-    p50 = [s["overall"]["p50_ms"] or np.nan for s in steps]
-    line, = ax.plot(xs, p95, marker="o", label=f"{n} p95 (supported: {configs[n]['users_supported']['users_supported']})")
-    ax.plot(xs, p50, marker=".", linestyle=":", color=line.get_color(), label=f"{n} p50")
-    for s, y in zip(steps, p95):
-        ax.annotate(f"n={s['overall']['n']}", (s["users"], y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-        if (s.get("generator") or {}).get("saturated"):
-            ax.scatter([s["users"]], [y], marker="x", s=80, color="k")
-ax.axhline(slo_p95_ms, color="tab:red", linestyle="--", label=f"SLO p95 {slo_p95_ms:g} ms")
-ax.set_xscale("log", base=2)
-ax.set_yscale("log")
-ax.set_xlabel("concurrent users (step load; x = load generator saturated)")
-ax.set_ylabel("latency, ms")
-ax.set_title("Step load: p95 against users, per configuration")
-ax.legend(fontsize=7)
-fig.tight_layout()
-fig.savefig(out / "04_load_test_steps.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_ENDPOINTS = """\
-first, last = names[0], names[-1]
-
-
-def endpoints(name):
-    \"\"\"Per-endpoint summaries of a configuration's headline step.\"\"\"
-    return (configs[name]["closed"] or {}).get("endpoints", {})
-
-
-eps = sorted(set(endpoints(first)) | set(endpoints(last)))
-fig, ax = plt.subplots(figsize=(10, 0.45 * len(eps) + 1.5))
-y = np.arange(len(eps))
-for off, n, color in ((-0.2, first, "tab:red"), (0.2, last, "tab:green")):
-    e = endpoints(n)
-    p50 = np.array([e.get(k, {}).get("p50_ms") or np.nan for k in eps], dtype=float)
-    p95 = np.array([e.get(k, {}).get("p95_ms") or np.nan for k in eps], dtype=float)
-    ax.barh(y + off, p95, height=0.4, color=color, alpha=0.5, label=f"{n} p95")
-    ax.scatter(p50, y + off, color=color, marker="|", s=120, label=f"{n} p50")
-labels = [f"{k}\\n(n={endpoints(first).get(k, {}).get('n', 0)}/{endpoints(last).get(k, {}).get('n', 0)})" for k in eps]
-ax.set_yticks(y, labels, fontsize=7)
-ax.invert_yaxis()
-ax.set_xscale("log")
-ax.set_xlabel("latency, ms (bar: p95, tick: p50)")
-ax.set_title(f"Per endpoint, headline step: {first} vs {last}")
-ax.legend(fontsize=7, loc="lower right")
-fig.tight_layout()
-fig.savefig(out / "04_load_test_endpoints.png", dpi=100)
-plt.close(fig)"""
-
-PLOT_RESOURCES = """\
-def resources(name):
-    \"\"\"CPU/memory summary of a configuration's headline step.\"\"\"
-    return (configs[name]["closed"] or {}).get("resources", {})
-
-
-fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-for i, g in enumerate(("postgres", "api", "redis", "generator")):
-    res = [resources(n).get("groups", {}).get(g) or {} for n in names]
-    axes[0].bar(x + (i - 1.5) * 0.2, [r.get("cpu_cores") or 0 for r in res], width=0.2, label=g)
-    mem = [(r.get("pss_mb_max") if g == "postgres" else None) or r.get("rss_mb_max") or 0 for r in res]
-    axes[1].bar(x + (i - 1.5) * 0.2, mem, width=0.2, label=g + (" (PSS)" if g == "postgres" else " (RSS)"))
-axes[0].scatter(x, [resources(n).get("machine_busy_cores") or 0 for n in names], color="k", marker="_", s=400,
-                label="whole machine busy")
-for ax in axes:
-    ax.set_xticks(x, names)
-    ax.legend(fontsize=7)
-axes[0].set_ylabel(f"CPU, cores (machine: {resources(names[0]).get('cpus', '?')})")
-axes[0].set_title(f"CPU during the headline step ({resources(names[0]).get('samples', 0)} samples)")
-axes[1].set_ylabel("memory, MB (max over the step)")
-axes[1].set_title("Memory during the headline step")
-fig.tight_layout()
-fig.savefig(out / "04_load_test_resources.png", dpi=100)
-plt.close(fig)
-print(sorted(p.name for p in out.glob("04_load_test_*.png")))"""
+PLOT_RESOURCES = """plot_resources(results, output_dir)"""
 
 NOTES = """\
 ## Reading the results
