@@ -14,7 +14,9 @@ p50/p95/p99/p99.9 with n. ``--psra-steps 10,20,40 --psra-step-seconds 20`` runs 
 (one measured stage per user count) instead of a constant one.
 
 The request mix, tenants and parameters come from :mod:`psra_bench.load.request_mix`; this file only
-wires them into Locust.
+wires them into Locust. The cross-tenant requests send the server's operator token, given as
+``--psra-admin-token`` or (better: command lines are visible to every user of the machine) as
+``PSRA_ADMIN_TOKEN`` in the environment.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def _options(parser: Any) -> None:
     group.add_argument("--psra-think-max", type=float, default=1.5, help="Think time between tasks, max (s).")
     group.add_argument("--psra-timeout", type=float, default=30.0, help="Network timeout per request (s).")
     group.add_argument("--psra-job-polls", type=int, default=10, help="Status polls per submitted job, at most.")
+    group.add_argument(
+        "--psra-admin-token",
+        default="",
+        env_var="PSRA_ADMIN_TOKEN",
+        help="The server's operator token (PSRA_ADMIN_TOKEN), sent on the cross-tenant requests.",
+    )
 
 
 def _runner_kind(runner: Any) -> str:
@@ -192,7 +200,11 @@ def _init(environment: Any, runner: Any, **kwargs: Any) -> None:
         PsraUser.network_timeout = opts.psra_timeout
         # Built in a greenlet that yields every few products, so heartbeats keep flowing.
         _State.workload = gevent.spawn(
-            Workload, tenants=opts.psra_tenants, seed=opts.psra_seed, pause=lambda: gevent.sleep(0)
+            Workload,
+            tenants=opts.psra_tenants,
+            seed=opts.psra_seed,
+            pause=lambda: gevent.sleep(0),
+            admin_token=opts.psra_admin_token or None,
         )
     if kind == "worker":
 
@@ -293,7 +305,7 @@ class PsraUser(FastHttpUser):
         self.workload: Workload = (
             _State.workload.get()
             if _State.workload is not None
-            else Workload(tenants=opts.psra_tenants, seed=opts.psra_seed)
+            else Workload(tenants=opts.psra_tenants, seed=opts.psra_seed, admin_token=opts.psra_admin_token or None)
         )
         self.tenant = self.workload.tenant(self.rng)
 
@@ -384,7 +396,7 @@ class PsraUser(FastHttpUser):
             return
         for _ in range(self.environment.parsed_options.psra_job_polls):
             gevent.sleep(0.2)
-            with self.send(Workload.job_status(job_id), catch_response=True) as poll:
+            with self.send(Workload.job_status(job_id, self.tenant), catch_response=True) as poll:
                 try:
                     state = poll.json().get("status") if poll.status_code == 200 else None
                 except (ValueError, AttributeError):

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 from psra_bench import constants
 from psra_bench.exceptions import ConfigError
 
-__all__ = ["RedisSettings", "TTLSettings", "Settings", "redact", "default_home"]
+__all__ = ["RedisSettings", "TTLSettings", "Settings", "redact", "default_home", "admin_token_from_env", "environ_with"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -138,6 +138,9 @@ class Settings:
     db_pool_max: int = 10
     #: Which endpoints services.ensure_services filled in with embedded servers ("postgres", "valkey").
     embedded_services: tuple[str, ...] = ()
+    #: The operator credential of the cross-tenant API routes (PSRA_ADMIN_TOKEN); None turns them off.
+    #: A secret: never in repr, logs, errors or the run fingerprint.
+    admin_token: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         dsn = redact(self.db_dsn) if self.db_dsn else "embedded"
@@ -185,7 +188,34 @@ class Settings:
             cache_namespace=_namespace(env.get("PSRA_CACHE_NAMESPACE", "")),
             db_pool_min=_int(env, "PSRA_DB_POOL_MIN", 1, minimum=1),
             db_pool_max=_int(env, "PSRA_DB_POOL_MAX", 10, minimum=1),
+            admin_token=admin_token_from_env(env),
         )
+
+
+#: What PSRA_ADMIN_TOKEN may be: at least 16 visible ASCII characters (it travels in an HTTP header).
+_TOKEN = re.compile(r"[\x21-\x7e]{16,4096}")
+
+
+def admin_token_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """PSRA_ADMIN_TOKEN from ``env`` (``os.environ`` unless given): None when unset or empty; never echoed in errors."""
+    env = os.environ if env is None else env
+    raw = env.get("PSRA_ADMIN_TOKEN")
+    if raw is None or raw.strip() == "":
+        return None
+    token = raw.strip()
+    if not _TOKEN.fullmatch(token):
+        raise ConfigError(
+            "PSRA_ADMIN_TOKEN",
+            f"<hidden, {len(token)} characters>",
+            "use 16 to 4096 visible ASCII characters without spaces, "
+            "e.g. the output of python -c 'import secrets; print(secrets.token_urlsafe())'",
+        )
+    return token
+
+
+def environ_with(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus ``extra``: the environment of a child process that needs one more variable."""
+    return {**os.environ, **extra}
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -22,6 +22,7 @@ import functools
 import logging
 import queue
 import random
+import secrets
 import socket
 import ssl
 import threading
@@ -47,6 +48,9 @@ from psra_bench.settings import Settings
 Oracle = Callable[..., list[tuple[Any, ...]]]
 A, B = tenant_ids(200)[:2]  # the two biggest seeded tenants (Zipf ranks 1 and 2)
 SUBHEADING = "847130"
+#: The operator token of the apps served here (PSRA_ADMIN_TOKEN) and the header that sends it.
+ADMIN_TOKEN = secrets.token_urlsafe(32)
+OPERATOR = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 # ----------------------------------------------------------------------------- live servers
@@ -128,8 +132,12 @@ class LiveApp:
         config = uvicorn.Config(self.app, log_config=None, log_level="warning", access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        secrets = [urlsplit(settings.db_dsn or "").password, settings.redis.password if settings.redis else None]
-        self.check = _response_check([s for s in secrets if s])
+        hidden = [
+            urlsplit(settings.db_dsn or "").password,
+            settings.redis.password if settings.redis else None,
+            settings.admin_token,
+        ]
+        self.check = _response_check([s for s in hidden if s])
 
     def start(self) -> None:
         """Start serving; wait until the lifespan has run and the socket accepts requests."""
@@ -202,7 +210,9 @@ def sql(data_dsn: str) -> Iterator[Oracle]:
 
 @contextlib.contextmanager
 def _serving(settings: Settings, rds: redis.Redis, name: str, *, run_workers: bool = False) -> Iterator[LiveApp]:
-    s = settings.replace(cache_namespace=f"{settings.cache_namespace}api-{name}-{uuid.uuid4().hex[:6]}:")
+    s = settings.replace(
+        cache_namespace=f"{settings.cache_namespace}api-{name}-{uuid.uuid4().hex[:6]}:", admin_token=ADMIN_TOKEN
+    )
     live = LiveApp(s, run_workers=run_workers)
     live.start()
     try:
@@ -276,11 +286,13 @@ def tenant(t: str) -> dict[str, str]:
     return {"X-Tenant-ID": t}
 
 
-def wait_job(c: httpx.Client, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll GET /api/jobs/{id}/status until the job is finished; return the last status document."""
+def wait_job(
+    c: httpx.Client, job_id: str, timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Poll GET /api/jobs/{id}/status (as ``headers``: a tenant's job needs its X-Tenant-ID) until it is finished."""
     deadline = time.monotonic() + timeout
     while True:
-        r = c.get(f"/api/jobs/{job_id}/status")
+        r = c.get(f"/api/jobs/{job_id}/status", headers=headers)
         assert r.status_code == 200, r.text
         doc: dict[str, Any] = r.json()
         if doc["status"] in ("completed", "failed", "cancelled"):
@@ -473,7 +485,7 @@ def test_pool_sizes_and_job_cap_come_from_settings(worker_api: LiveApp, wclient:
     assert (state.pool.min_size, state.pool.max_size) == (1, 3)
     assert worker_api.settings.redis is not None
     assert state.cache.client.connection_pool.max_connections == worker_api.settings.redis.max_connections
-    assert wclient.get("/api/jobs/health").json()["max_concurrent_jobs"] == 3
+    assert wclient.get("/api/jobs/health", headers=OPERATOR).json()["max_concurrent_jobs"] == 3
 
     # More concurrent requests than connections: they queue for the pool, none fails.
     def fetch(_: int) -> int:
@@ -490,9 +502,9 @@ _IDS = "SELECT evaluation_id::text FROM psra_verdicts"
 
 
 def test_recent_verdicts(client: httpx.Client, sql: Oracle) -> None:
-    got = client.get("/api/verdicts/recent", params={"limit": 25}).json()["verdicts"]
+    got = client.get("/api/verdicts/recent", params={"limit": 25}, headers=OPERATOR).json()["verdicts"]
     assert [v["evaluation_id"] for v in got] == [e for (e,) in sql(_IDS + " ORDER BY created_at DESC LIMIT 25")]
-    assert len(client.get("/api/verdicts/recent").json()["verdicts"]) == 100
+    assert len(client.get("/api/verdicts/recent", headers=OPERATOR).json()["verdicts"]) == 100
 
 
 def test_tenant_history_holds_only_own_rows(client: httpx.Client, sql: Oracle) -> None:
@@ -507,7 +519,7 @@ def test_trade_route_analysis(client: httpx.Client, sql: Oracle) -> None:
     ((exp, imp),) = sql(
         "SELECT export_country, import_country FROM psra_verdicts GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1"
     )
-    got = client.get(f"/api/trade-routes/{exp.lower()}/{imp.lower()}").json()
+    got = client.get(f"/api/trade-routes/{exp.lower()}/{imp.lower()}", headers=OPERATOR).json()
     assert (got["export_country"], got["import_country"]) == (exp, imp)
     expected = sql(
         "SELECT status, count(*), round(avg(confidence)::numeric, 4)::float FROM psra_verdicts "
@@ -651,25 +663,27 @@ SPEC_STATUS_FIELDS = {"job_id", "status", "progress", "progress_message", "creat
 def test_submit_status_and_cancel_of_a_pending_job(client: httpx.Client) -> None:
     payload = {"items": [{"code": "0101", "description": "Live horses, asses, mules and hinnies"}]}
     r = client.post(
-        "/api/jobs/submit", json={"job_type": "bulk_import", "payload": payload, "priority": "low", "ttl_seconds": 600}
+        "/api/jobs/submit",
+        json={"job_type": "bulk_import", "payload": payload, "priority": "low", "ttl_seconds": 600},
+        headers=OPERATOR,
     )
     assert r.status_code == 202
     sub = r.json()
     assert set(sub) == {"job_id", "status", "message"} and sub["status"] == "pending"
     uuid.UUID(sub["job_id"])
-    status = client.get(f"/api/jobs/{sub['job_id']}/status").json()
+    status = client.get(f"/api/jobs/{sub['job_id']}/status", headers=OPERATOR).json()
     assert SPEC_STATUS_FIELDS <= set(status)
     has(status, job_id=sub["job_id"], status="pending", progress=0, started_at=None)
-    assert {"job_type": "bulk_import", "priority": "low"}.items() <= status["metadata"].items()
+    assert {"job_type": "bulk_import", "priority": "low", "owner": "operator"}.items() <= status["metadata"].items()
     dt.datetime.fromisoformat(status["created_at"])
 
-    cancel = client.post(f"/api/jobs/{sub['job_id']}/cancel")
+    cancel = client.post(f"/api/jobs/{sub['job_id']}/cancel", headers=OPERATOR)
     assert cancel.status_code == 200
     assert set(cancel.json()) == {"job_id", "status", "message"}
     assert (cancel.json()["job_id"], cancel.json()["status"]) == (sub["job_id"], "cancelled")
-    after = client.get(f"/api/jobs/{sub['job_id']}/status").json()
+    after = client.get(f"/api/jobs/{sub['job_id']}/status", headers=OPERATOR).json()
     assert (after["status"], after["started_at"], after["result"]) == ("cancelled", None, None)
-    again = client.post(f"/api/jobs/{sub['job_id']}/cancel").json()
+    again = client.post(f"/api/jobs/{sub['job_id']}/cancel", headers=OPERATOR).json()
     assert again["status"] == "cancelled" and "already" in again["message"]
 
 
@@ -682,7 +696,8 @@ def test_unknown_job_is_404(client: httpx.Client, job_id: str) -> None:
 
 
 def test_health(api: LiveApp, client: httpx.Client, wclient: httpx.Client) -> None:
-    doc = client.get("/api/jobs/health").json()
+    assert client.get("/api/jobs/health").json() == {"status": "ok", "service": "async_job_queue"}  # the public part
+    doc = client.get("/api/jobs/health", headers=OPERATOR).json()
     assert {"status", "service", "max_concurrent_jobs", "running_jobs", "registered_handlers"} <= set(doc)
     has(
         doc,
@@ -692,14 +707,18 @@ def test_health(api: LiveApp, client: httpx.Client, wclient: httpx.Client) -> No
         running_jobs=0,
     )
     assert doc["registered_handlers"] == ["assessment", "bulk_import"]
-    assert wclient.get("/api/jobs/health").json()["workers"] >= 1
+    assert wclient.get("/api/jobs/health", headers=OPERATOR).json()["workers"] >= 1
 
 
 def test_assessment_job_runs_to_completion(wclient: httpx.Client, sql: Oracle) -> None:
     me = str(uuid.uuid4())
-    r = wclient.post("/api/jobs/submit", json={"job_type": "assessment", "payload": assessment(me), "priority": "high"})
+    r = wclient.post(
+        "/api/jobs/submit",
+        json={"job_type": "assessment", "payload": assessment(me), "priority": "high"},
+        headers=tenant(me),
+    )
     assert r.status_code == 202
-    done = wait_job(wclient, r.json()["job_id"])
+    done = wait_job(wclient, r.json()["job_id"], headers=tenant(me))
     assert SPEC_STATUS_FIELDS <= set(done)
     assert (done["status"], done["progress"], done["error"]) == ("completed", 100, None), done
     assert done["progress_message"] and done["started_at"] and done["completed_at"]
@@ -713,9 +732,9 @@ def test_assessment_job_runs_to_completion(wclient: httpx.Client, sql: Oracle) -
 
 def test_assessment_shortcut(wclient: httpx.Client) -> None:
     me, user = str(uuid.uuid4()), str(uuid.uuid4())
-    r = wclient.post("/api/jobs/assessment/submit", json={**assessment(me), "user_id": user})
+    r = wclient.post("/api/jobs/assessment/submit", json={**assessment(me), "user_id": user}, headers=tenant(me))
     assert r.status_code == 202 and r.json()["status"] == "pending"
-    done = wait_job(wclient, r.json()["job_id"])
+    done = wait_job(wclient, r.json()["job_id"], headers=tenant(me))
     assert (done["status"], done["progress"], done["result"]["tenant_id"]) == ("completed", 100, me)
     assert {"job_type": "assessment", "tenant_id": me, "user_id": user}.items() <= done["metadata"].items()
     # The spec's four-field body is accepted too: without a bill of materials and a price the verdict is
@@ -742,9 +761,9 @@ def test_bulk_import_upserts_then_invalidates_hs_and_assessments(
     items = [{"code": "0101.29", "description": new}] + [
         {"code": f"98{i:04d}", "description": f"test code {i}"} for i in range(1200)
     ]
-    r = wclient.post("/api/jobs/bulk-import/submit", json={"items": items})
+    r = wclient.post("/api/jobs/bulk-import/submit", json={"items": items}, headers=OPERATOR)
     assert r.status_code == 202
-    done = wait_job(wclient, r.json()["job_id"])
+    done = wait_job(wclient, r.json()["job_id"], headers=OPERATOR)
     assert (done["status"], done["progress"]) == ("completed", 100), done
     result = done["result"]
     assert (result["imported"], result["inserted"], result["updated"]) == (1201, 1200, 1)
@@ -761,12 +780,13 @@ def test_bulk_import_upserts_then_invalidates_hs_and_assessments(
 
 def test_bulk_import_size_limit(client: httpx.Client) -> None:
     item = {"code": "0101", "description": "Live horses, asses, mules and hinnies"}
-    too_many = client.post("/api/jobs/bulk-import/submit", json={"items": [item] * 10_001})
+    too_many = client.post("/api/jobs/bulk-import/submit", json={"items": [item] * 10_001}, headers=OPERATOR)
     assert too_many.status_code in (413, 422)
     assert "10,000" in too_many.json()["detail"]
-    at_limit = client.post("/api/jobs/bulk-import/submit", json={"items": [item] * 10_000})
+    at_limit = client.post("/api/jobs/bulk-import/submit", json={"items": [item] * 10_000}, headers=OPERATOR)
     assert at_limit.status_code == 202
-    assert client.post(f"/api/jobs/{at_limit.json()['job_id']}/cancel").json()["status"] == "cancelled"
+    cancelled = client.post(f"/api/jobs/{at_limit.json()['job_id']}/cancel", headers=OPERATOR)
+    assert cancelled.json()["status"] == "cancelled"
 
 
 # ----------------------------------------------------------------------------- bad input: 422 naming the field
@@ -846,9 +866,9 @@ BAD_INPUT = [
     _assess("assess-bad-process", "processes[0]", processes=["bad op!"]),
     _assess("assess-extra-field", "foo", foo=1),
     # verdicts and tenants
-    _case("recent-limit-0", "GET", "/api/verdicts/recent", "limit", params={"limit": 0}),
-    _case("recent-limit-big", "GET", "/api/verdicts/recent", "limit", params={"limit": 1001}),
-    _case("recent-limit-float", "GET", "/api/verdicts/recent", "limit", params={"limit": "2.5"}),
+    _case("recent-limit-0", "GET", "/api/verdicts/recent", "limit", params={"limit": 0}, headers=OPERATOR),
+    _case("recent-limit-big", "GET", "/api/verdicts/recent", "limit", params={"limit": 1001}, headers=OPERATOR),
+    _case("recent-limit-float", "GET", "/api/verdicts/recent", "limit", params={"limit": "2.5"}, headers=OPERATOR),
     _case("verdict-bad-uuid", "GET", "/api/verdicts/not-a-uuid", "evaluation_id", headers=tenant(A)),
     _case("history-bad-uuid", "GET", "/api/tenants/not-a-uuid/verdicts", "tenant_id", headers=tenant(A)),
     _case("history-limit-0", "GET", f"/api/tenants/{A}/verdicts", "limit", params={"limit": 0}, headers=tenant(A)),
@@ -870,10 +890,10 @@ BAD_INPUT = [
           params={"date_from": "2025-01-01", "date_to": "2025-02-30"}, headers=tenant(A)),
     _case("report-limit-big", "GET", f"/api/tenants/{A}/trade-route-report", "limit",
           params={"date_from": "2025-01-01", "date_to": "2025-02-01", "limit": 1001}, headers=tenant(A)),
-    _case("route-export-digit", "GET", "/api/trade-routes/D1/CA", "export_country"),
-    _case("route-import-3-letters", "GET", "/api/trade-routes/DE/CAN", "import_country"),
-    _case("route-export-not-iso", "GET", "/api/trade-routes/XX/CA", "export_country"),
-    _case("route-import-not-iso", "GET", "/api/trade-routes/DE/ZZ", "import_country"),
+    _case("route-export-digit", "GET", "/api/trade-routes/D1/CA", "export_country", headers=OPERATOR),
+    _case("route-import-3-letters", "GET", "/api/trade-routes/DE/CAN", "import_country", headers=OPERATOR),
+    _case("route-export-not-iso", "GET", "/api/trade-routes/XX/CA", "export_country", headers=OPERATOR),
+    _case("route-import-not-iso", "GET", "/api/trade-routes/DE/ZZ", "import_country", headers=OPERATOR),
     # the job API
     _case("submit-malformed-json", "POST", "/api/jobs/submit", "body", content=b"{job_type", headers=_JSON),
     _case("submit-no-job-type", "POST", "/api/jobs/submit", "job_type", json={"payload": {}}),
@@ -891,32 +911,37 @@ BAD_INPUT = [
     _case("submit-assessment-payload", "POST", "/api/jobs/submit", "hs_code",
           json={"job_type": "assessment", "payload": {"origin_country": "MX", "destination_country": "US"}}),
     _case("submit-bulk-payload", "POST", "/api/jobs/submit", "items[0].code",
-          json={"job_type": "bulk_import", "payload": {"items": [{"code": "84x1", "description": "d"}]}}),
+          json={"job_type": "bulk_import", "payload": {"items": [{"code": "84x1", "description": "d"}]}},
+          headers=OPERATOR),
     _case("shortcut-malformed-json", "POST", "/api/jobs/assessment/submit", "body", content=b"[1,", headers=_JSON),
-    _case("shortcut-bad-user", "POST", "/api/jobs/assessment/submit", "user_id", json={**assessment(A), "user_id": 7}),
-    _case("shortcut-bad-hs", "POST", "/api/jobs/assessment/submit", "hs_code", json=assessment(A, hs_code="84")),
+    _case("shortcut-bad-user", "POST", "/api/jobs/assessment/submit", "user_id", json={**assessment(A), "user_id": 7},
+          headers=tenant(A)),
+    _case("shortcut-bad-hs", "POST", "/api/jobs/assessment/submit", "hs_code", json=assessment(A, hs_code="84"),
+          headers=tenant(A)),
     _case("shortcut-nul-agreement", "POST", "/api/jobs/assessment/submit", "agreement_code",
-          json=assessment(A, agreement_code="CE\x00TA")),
-    _case("bulk-malformed-json", "POST", "/api/jobs/bulk-import/submit", "body", content=b"{bad", headers=_JSON),
+          json=assessment(A, agreement_code="CE\x00TA"), headers=tenant(A)),
+    _case("bulk-malformed-json", "POST", "/api/jobs/bulk-import/submit", "body", content=b"{bad",
+          headers={**OPERATOR, **_JSON}),
     _case("bulk-deep-json", "POST", "/api/jobs/bulk-import/submit", "body", content=b"[" * 100_000 + b"]" * 100_000,
-          headers=_JSON),
-    _case("bulk-array-body", "POST", "/api/jobs/bulk-import/submit", "body", json=[1, 2]),
-    _case("bulk-no-items", "POST", "/api/jobs/bulk-import/submit", "items", json={}),
-    _case("bulk-empty-items", "POST", "/api/jobs/bulk-import/submit", "items", json={"items": []}),
+          headers={**OPERATOR, **_JSON}),
+    _case("bulk-array-body", "POST", "/api/jobs/bulk-import/submit", "body", json=[1, 2], headers=OPERATOR),
+    _case("bulk-no-items", "POST", "/api/jobs/bulk-import/submit", "items", json={}, headers=OPERATOR),
+    _case("bulk-empty-items", "POST", "/api/jobs/bulk-import/submit", "items", json={"items": []}, headers=OPERATOR),
     _case("bulk-no-description", "POST", "/api/jobs/bulk-import/submit", "items[0].description",
-          json={"items": [{"code": "8471"}]}),
+          json={"items": [{"code": "8471"}]}, headers=OPERATOR),
     _case("bulk-int-code", "POST", "/api/jobs/bulk-import/submit", "items[0].code",
-          json={"items": [{"code": 847130, "description": "d"}]}),
+          json={"items": [{"code": 847130, "description": "d"}]}, headers=OPERATOR),
     _case("bulk-letters-code", "POST", "/api/jobs/bulk-import/submit", "items[1].code",
-          json={"items": [{"code": "8471", "description": "d"}, {"code": "abcd", "description": "d"}]}),
+          json={"items": [{"code": "8471", "description": "d"}, {"code": "abcd", "description": "d"}]},
+          headers=OPERATOR),
     _case("bulk-5-digit-code", "POST", "/api/jobs/bulk-import/submit", "items[0].code",
-          json={"items": [{"code": "84713", "description": "d"}]}),
+          json={"items": [{"code": "84713", "description": "d"}]}, headers=OPERATOR),
     _case("bulk-nul-description", "POST", "/api/jobs/bulk-import/submit", "items[0].description",
-          json={"items": [{"code": "8471", "description": "a\x00b"}]}),
+          json={"items": [{"code": "8471", "description": "a\x00b"}]}, headers=OPERATOR),
     _case("bulk-extra-key", "POST", "/api/jobs/bulk-import/submit", "items[0].foo",
-          json={"items": [{"code": "8471", "description": "d", "foo": 1}]}),
+          json={"items": [{"code": "8471", "description": "d", "foo": 1}]}, headers=OPERATOR),
     _case("bulk-bad-priority", "POST", "/api/jobs/bulk-import/submit", "priority",
-          json={"items": [{"code": "8471", "description": "d"}], "priority": "asap"}),
+          json={"items": [{"code": "8471", "description": "d"}], "priority": "asap"}, headers=OPERATOR),
 ]
 # fmt: on
 
@@ -977,12 +1002,12 @@ RAW_BODIES = [b"", b"null", b"{", b"\xff\xfe", b"1" * 5000, b'{"items": ' + b"["
 )
 def test_junk_bodies_never_yield_a_500(client: httpx.Client, path: str) -> None:
     for body in _junk_bodies(seed=len(path), n=6):
-        r = client.post(path, json=body, headers=tenant(A))  # the response hook fails on any 5xx
+        r = client.post(path, json=body, headers={**tenant(A), **OPERATOR})  # the response hook fails on any 5xx
         assert r.status_code in (200, 202, 400, 403, 413, 422), (body, r.status_code, r.text[:200])
         if r.status_code >= 400:
             assert isinstance(r.json()["detail"], str | list)
     for raw in RAW_BODIES:
-        r = client.post(path, content=raw, headers={**tenant(A), **_JSON})
+        r = client.post(path, content=raw, headers={**tenant(A), **OPERATOR, **_JSON})
         assert 400 <= r.status_code < 500, (raw[:40], r.status_code)
 
 
@@ -1004,5 +1029,5 @@ def test_junk_paths_and_params_never_yield_a_500(client: httpx.Client, template:
             k: rng.choice(_SEGMENTS)
             for k in rng.sample(["q", "limit", "agreement", "chapter", "days", "until", "date_from", "date_to"], 3)
         }
-        r = client.get(path, params=params, headers=tenant(rng.choice([A, B])))
+        r = client.get(path, params=params, headers={**tenant(rng.choice([A, B])), **OPERATOR})
         assert r.status_code < 500

@@ -75,12 +75,12 @@ def stored(dsn: str, evaluation_id: str) -> int:
     return int(row[0])
 
 
-def run(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST a job, expect 202 and return the finished job's status document."""
-    r = client.post(path, json=body)
+def run(client: httpx.Client, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """POST a job (as ``headers``), expect 202 and return the finished job's status document."""
+    r = client.post(path, json=body, headers=headers)
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "pending" and r.json()["message"] == "Job submitted successfully"
-    return wait_job(client, r.json()["job_id"])
+    return wait_job(client, r.json()["job_id"], headers=headers)
 
 
 def test_spec_body_gives_an_honest_insufficient_data_verdict(client: httpx.Client, dsn: str) -> None:
@@ -97,6 +97,7 @@ def test_spec_body_gives_an_honest_insufficient_data_verdict(client: httpx.Clien
     assert "not given: transaction_value, bill_of_materials." in rvc
     assert {r["code"] for r in verdict["reasons"]} == {"MISSING_BILL_OF_MATERIALS", "MISSING_INPUTS"}
     assert done["metadata"]["tenant_id"] is None and stored(dsn, verdict["evaluation_id"]) == 0
+    assert done["metadata"]["owner"] is None  # no header: the job belongs to no tenant
 
 
 def test_the_same_body_through_the_generic_submit(client: httpx.Client, dsn: str) -> None:
@@ -124,7 +125,8 @@ def test_a_rule_with_a_process_names_the_missing_processes(client: httpx.Client)
 
 def test_with_bom_price_and_tenant_the_full_evaluation_is_stored(client: httpx.Client, dsn: str) -> None:
     me, user = str(uuid.uuid4()), str(uuid.uuid4())
-    done = run(client, "/api/jobs/assessment/submit", {**CETA_BODY, **CETA_INPUTS, "tenant_id": me, "user_id": user})
+    body = {**CETA_BODY, **CETA_INPUTS, "tenant_id": me, "user_id": user}
+    done = run(client, "/api/jobs/assessment/submit", body, headers={"X-Tenant-ID": me})
     verdict = done["result"]
     assert (verdict["status"], verdict["rule_id"], verdict["tenant_id"]) == ("qualified", "CETA-HS39-001", me)
     assert verdict["figures"]["rvc_percent"] == 65.0

@@ -9,6 +9,7 @@ job workers, ``off`` with ENABLE_CACHE=false and --no-job-workers.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -29,8 +30,12 @@ from psra_bench.cli import cli
 from psra_bench.settings import Settings
 
 _CLEARED = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "ENABLE_CACHE", "ENABLE_ASYNC_TASKS",
-            "MAX_CONCURRENT_JOBS", "PSRA_CACHE_NAMESPACE", "PSRA_DB_POOL_MIN", "PSRA_DB_POOL_MAX")  # fmt: skip
+            "MAX_CONCURRENT_JOBS", "PSRA_CACHE_NAMESPACE", "PSRA_DB_POOL_MIN", "PSRA_DB_POOL_MAX",
+            "PSRA_ADMIN_TOKEN")  # fmt: skip
 _ITEM = {"code": "0101", "description": "Live horses, asses, mules and hinnies"}
+#: The operator token both servers get (PSRA_ADMIN_TOKEN) and the header that sends it.
+_TOKEN = secrets.token_urlsafe(32)
+_OPERATOR = {"Authorization": f"Bearer {_TOKEN}"}
 
 
 @dataclass
@@ -57,7 +62,7 @@ def _start(settings: Settings, dsn: str, home: Path, flags: list[str], env_extra
     namespace = f"{settings.cache_namespace.rstrip(':')}-serve-{uuid.uuid4().hex[:6]}:"
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     env |= {"PSRA_DB_DSN": dsn, "REDIS_URL": settings.redis.url(), "PSRA_BENCH_HOME": str(home),
-            "PSRA_CACHE_NAMESPACE": namespace, **env_extra}  # fmt: skip
+            "PSRA_CACHE_NAMESPACE": namespace, "PSRA_ADMIN_TOKEN": _TOKEN, **env_extra}  # fmt: skip
     argv = [sys.executable, "-m", "psra_bench", "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -133,6 +138,7 @@ def servers(
         assert served.proc.returncode == 0, stderr[-2000:]
         assert "Traceback" not in stderr, stderr[-2000:]
         assert served.banner in stderr
+        assert _TOKEN not in stderr
 
 
 def test_serve_runs_the_api_with_the_cache_and_job_workers(
@@ -144,12 +150,13 @@ def test_serve_runs_the_api_with_the_cache_and_job_workers(
     assert rds.exists(on.namespace + "hs:code:847130")  # PSRA_CACHE_NAMESPACE and the cache reached the app
     assert "/api/jobs/bulk-import/submit" in http.get(on.url + "/openapi.json").json()["paths"]
     assert http.get(on.url + "/docs").status_code == 200
-    health = http.get(on.url + "/api/jobs/health").json()
+    health = http.get(on.url + "/api/jobs/health", headers=_OPERATOR).json()
     assert health["registered_handlers"] == ["assessment", "bulk_import"] and health["workers"] >= 1
-    job = http.post(on.url + "/api/jobs/bulk-import/submit", json={"items": [_ITEM]})
+    job = http.post(on.url + "/api/jobs/bulk-import/submit", json={"items": [_ITEM]}, headers=_OPERATOR)
     assert job.status_code == 202
     deadline = time.monotonic() + 30
-    while (state := http.get(f"{on.url}/api/jobs/{job.json()['job_id']}/status").json())["status"] in (
+    status_url = f"{on.url}/api/jobs/{job.json()['job_id']}/status"
+    while (state := http.get(status_url, headers=_OPERATOR).json())["status"] in (
         "pending",
         "running",
     ):
@@ -165,10 +172,11 @@ def test_serve_with_the_cache_off_and_no_workers(
     for _ in range(2):
         assert http.get(off.url + "/api/hs/847130").json()["code"] == "847130"
     assert list(rds.scan_iter(match=off.namespace + "hs:*")) == []
-    assert http.get(off.url + "/api/jobs/health").json()["workers"] == 0
-    job = http.post(off.url + "/api/jobs/bulk-import/submit", json={"items": [_ITEM]})
+    assert http.get(off.url + "/api/jobs/health", headers=_OPERATOR).json()["workers"] == 0
+    job = http.post(off.url + "/api/jobs/bulk-import/submit", json={"items": [_ITEM]}, headers=_OPERATOR)
     time.sleep(0.3)  # a worker, if one ran in this process, would take the job now
-    assert http.get(f"{off.url}/api/jobs/{job.json()['job_id']}/status").json()["status"] == "pending"
+    status = http.get(f"{off.url}/api/jobs/{job.json()['job_id']}/status", headers=_OPERATOR).json()
+    assert status["status"] == "pending"
 
 
 @pytest.mark.parametrize("port", ["0", "65536", "http"])

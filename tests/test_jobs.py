@@ -118,6 +118,23 @@ async def test_submit_writes_a_pending_job_under_the_namespace(
     assert health["running_jobs"] == 0 and "noop" in health["registered_handlers"]
 
 
+async def test_a_job_keeps_its_owner_and_the_queue_only_reports_it(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    mine = await q.submit("noop", {}, owner="tenant:t1")
+    nobodys = await q.submit("noop", {})
+    first, second = await q.get_job_status(mine), await q.get_job_status(nobodys)
+    assert first is not None and (first.owner, first.metadata["owner"]) == ("tenant:t1", "tenant:t1")
+    assert second is not None and (second.owner, second.metadata["owner"]) == (None, None)
+    # The queue enforces nothing: who may see whose job is the caller's policy (psra_bench.api.access).
+    assert (await q.cancel(mine)).status is JobStatus.CANCELLED
+    assert (await q.get_job_status(mine)).owner == "tenant:t1"  # type: ignore[union-attr]
+    for bad in ("", "x" * 201, 7):
+        with pytest.raises(JobInputError, match="owner=.* is not valid: use a label of 1 to 200 characters"):
+            await q.submit("noop", {}, owner=bad)  # type: ignore[arg-type]
+    with pytest.raises(JobInputError, match="metadata.owner=.* this key is reserved"):
+        await q.submit("noop", {}, metadata={"owner": "someone"})
+
+
 async def test_get_job_queue_returns_one_queue_per_settings(namespaced_settings: Settings) -> None:
     a = get_job_queue(namespaced_settings)
     b = get_job_queue(namespaced_settings)

@@ -23,7 +23,14 @@ from psra_bench.load.api_server import server_env, start_api_server, stop_api_se
 from psra_bench.load.experiment import run_load
 from psra_bench.load.generators import LoadPlan, run_locust, run_open_model
 from psra_bench.load.open_model import OpenLoadConfig, check_loopback_url, run_open_load
-from psra_bench.load.request_mix import ENDPOINT_NAMES, KIND_WEIGHTS, RequestSpec, Workload, ZipfPicker
+from psra_bench.load.request_mix import (
+    ENDPOINT_NAMES,
+    KIND_WEIGHTS,
+    OPERATOR_KINDS,
+    RequestSpec,
+    Workload,
+    ZipfPicker,
+)
 from psra_bench.load.results import overall_table, users_supported
 from psra_bench.measure.procmon import ProcessMonitor, process_tree
 from psra_bench.psra.assessment import assess, default_rules
@@ -41,7 +48,7 @@ def _seeded(settings: Settings, make_database: Callable[..., str], verdicts: int
 
 
 def test_workload_is_deterministic_and_every_kind_is_well_formed() -> None:
-    w = Workload(tenants=200, seed=3, products=60)
+    w = Workload(tenants=200, seed=3, products=60, admin_token="t0ken-" * 4)
     a = [w.draw(random.Random(1)) for _ in range(50)]
     b = [w.draw(random.Random(1)) for _ in range(50)]
     assert a == b
@@ -54,6 +61,14 @@ def test_workload_is_deterministic_and_every_kind_is_well_formed() -> None:
             assert spec.headers["X-Tenant-ID"] == spec.json["tenant_id"]
         if "/tenants/" in spec.path:
             assert spec.path.split("/")[3] == spec.headers["X-Tenant-ID"]
+        # the cross-tenant routes carry the operator token, and only they do
+        assert ("Authorization" in spec.headers) == (kind in OPERATOR_KINDS), kind
+        if kind in OPERATOR_KINDS:
+            assert spec.headers["Authorization"] == "Bearer " + "t0ken-" * 4
+            assert "t0ken" not in repr(spec)
+    assert "Authorization" not in Workload(tenants=200, seed=3, products=60).request("trade_route", rng).headers
+    poll = Workload.job_status("j1", w.tenant_ids[0])
+    assert poll.headers == {"X-Tenant-ID": w.tenant_ids[0]} and Workload.job_status("j1").headers == {}
     with pytest.raises(ParameterError, match="kind"):
         w.request("job_status", rng)
     with pytest.raises(ParameterError, match="tenants"):
@@ -239,6 +254,9 @@ def test_server_env_is_built_from_settings_only(settings: Settings) -> None:
     assert env["ENABLE_CACHE"] == "false" and env["PSRA_DB_DSN"] == settings.db_dsn
     assert env["PSRA_CACHE_NAMESPACE"] == settings.cache_namespace
     assert Settings.from_env(env).enable_cache is False
+    token = "k" * 32
+    assert "PSRA_ADMIN_TOKEN" not in env
+    assert Settings.from_env(server_env(settings.replace(admin_token=token))).admin_token == token
 
 
 def test_locust_and_open_model_against_the_real_app(
@@ -257,10 +275,14 @@ def test_locust_and_open_model_against_the_real_app(
             think_s=(0.1, 0.3),
             processes=2,
         )
-        r = run_locust(server.base_url, plan, tmp_path / "closed")
-        o = run_open_model(server.base_url, plan, tmp_path / "open")
+        assert len(server.admin_token) >= 32 and server.admin_token not in repr(server)
+        r = run_locust(server.base_url, plan, tmp_path / "closed", admin_token=server.admin_token)
+        o = run_open_model(server.base_url, plan, tmp_path / "open", admin_token=server.admin_token)
     finally:
         stop_api_server(server)
+    # the operator token reached the generators through their environment only
+    for written in [*tmp_path.rglob("*.json"), *tmp_path.rglob("*.log"), *tmp_path.rglob("*.csv")]:
+        assert server.admin_token not in written.read_text(errors="replace"), written
     # Locust with two worker processes: the master merged both workers' histograms, and every
     # request Locust counted is in them (measured, warm-up or outside a stage)
     assert r["meta"]["runner"] == "master" and r["meta"]["workers_reporting"] == 2
@@ -297,7 +319,9 @@ def test_run_load_one_configuration_end_to_end(
         settle_s=0.5,
         think_s=(0.1, 0.2),
     )
-    saved = json.loads((tmp_path / "04_load_test.json").read_text())
+    saved_text = (tmp_path / "04_load_test.json").read_text()
+    assert "Bearer" not in saved_text and "admin_token" not in saved_text  # the server's token stays out
+    saved = json.loads(saved_text)
     assert saved["parameters"]["steps"] == [2]
     c = saved["configurations"]["cache"]
     assert c["cache"] is True and c["indexes"] is False and c["index_count"] == 20

@@ -290,6 +290,30 @@ def test_repr_hides_passwords() -> None:
     assert SECRET not in str(s.redis)
 
 
+def test_admin_token_is_read_and_never_shown() -> None:
+    from psra_bench.measure.fingerprint import describe_settings, environment_fingerprint, sanitize
+
+    token = "Op3rator-" + SECRET + "-t0ken"
+    assert Settings.from_env({}).admin_token is None
+    assert Settings.from_env({"PSRA_ADMIN_TOKEN": "  "}).admin_token is None
+    s = Settings.from_env({"PSRA_ADMIN_TOKEN": f" {token} "})
+    assert s.admin_token == token
+    shown = [repr(s), str(s), repr(describe_settings(s)), repr(sanitize(s)), repr(sanitize({"settings": s}))]
+    shown.append(repr(sanitize({"admin_token": token, "nested": [s]})))
+    shown.append(repr(environment_fingerprint(settings=s, params={"admin_token": token})))
+    for text in shown:
+        assert token not in text and SECRET not in text
+
+
+@pytest.mark.parametrize("raw", ["short-Pw", "has a space in it, long enough", "n\u00f6n-ascii-but-long-enough"])
+def test_a_bad_admin_token_is_refused_without_echoing_it(raw: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"PSRA_ADMIN_TOKEN": raw})
+    message = str(err.value)
+    assert message.startswith("PSRA_ADMIN_TOKEN=") and "16 to 4096 visible ASCII characters" in message
+    assert raw not in message and raw[:6] not in message
+
+
 def test_redis_password_from_host_variables_not_in_repr() -> None:
     s = Settings.from_env({"REDIS_HOST": "r", "REDIS_PASSWORD": SECRET})
     assert SECRET not in repr(s)

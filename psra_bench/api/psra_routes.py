@@ -1,7 +1,9 @@
 """PSRA read API and synchronous assessment: thin routes over PostgresDAL / CachedDAL / assessment.
 
 Tenant-scoped routes need the caller's tenant in the ``X-Tenant-ID`` header and refuse (403) a
-path naming another tenant, so no route returns another tenant's rows.
+path naming another tenant; the two cross-tenant views (recent verdicts, trade-route analysis)
+need the operator token (:mod:`psra_bench.api.access`), so no route returns another tenant's rows
+to a tenant.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
+from psra_bench.api.access import TenantHeader, require_operator, same_tenant
 from psra_bench.exceptions import InputError
 from psra_bench.psra.assessment import ISO_COUNTRY_CODES, AssessmentRequest
 
@@ -19,17 +22,9 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/api", tags=["psra"])
 
-TenantHeader = Annotated[uuid.UUID, Header(alias="X-Tenant-ID", description="The caller's tenant id")]
-
 
 def _state(request: Request) -> Any:
     return request.app.state.psra
-
-
-def _same_tenant(path_tenant: uuid.UUID, header_tenant: uuid.UUID) -> str:
-    if path_tenant != header_tenant:
-        raise HTTPException(status_code=403, detail="X-Tenant-ID does not match the tenant in the path")
-    return str(path_tenant)
 
 
 @router.get("/hs/search")
@@ -99,7 +94,7 @@ def assess(request: Request, body: AssessmentRequest, x_tenant_id: TenantHeader)
     return assess_with_cache(st.pool, st.cached, body)
 
 
-@router.get("/verdicts/recent")
+@router.get("/verdicts/recent", dependencies=[Depends(require_operator)])
 def recent_verdicts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """The newest verdicts of all tenants (operator view; the spec's 100-row query)."""
     return {"verdicts": _state(request).dal.recent_verdicts(limit)}
@@ -119,7 +114,7 @@ def tenant_history(
     request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     """A tenant's newest verdicts."""
-    tid = _same_tenant(tenant_id, x_tenant_id)
+    tid = same_tenant(tenant_id, x_tenant_id)
     return {"tenant_id": tid, "verdicts": _state(request).dal.tenant_verdict_history(tid, limit)}
 
 
@@ -131,7 +126,7 @@ def duplicate(
     x_tenant_id: TenantHeader,
 ) -> dict[str, Any]:
     """Whether this tenant already has a verdict for the same input (duplicate detection)."""
-    tid = _same_tenant(tenant_id, x_tenant_id)
+    tid = same_tenant(tenant_id, x_tenant_id)
     row = _state(request).dal.duplicate_assessment(input_hash, tid)
     return {"tenant_id": tid, "input_hash": input_hash, "duplicate": row is not None, "verdict": row}
 
@@ -145,7 +140,7 @@ def dashboard(
     until: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """A tenant's verdict counts and mean confidence per status over the last ``days`` days."""
-    tid = _same_tenant(tenant_id, x_tenant_id)
+    tid = same_tenant(tenant_id, x_tenant_id)
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=dt.UTC)
     return {"tenant_id": tid, "days": days, "by_status": _state(request).dal.tenant_dashboard(tid, days, now=until)}
@@ -161,7 +156,7 @@ def trade_route_report(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """A tenant's verdicts per route and agreement between two effective dates."""
-    tid = _same_tenant(tenant_id, x_tenant_id)
+    tid = same_tenant(tenant_id, x_tenant_id)
     return {
         "tenant_id": tid,
         "date_from": date_from.isoformat(),
@@ -170,7 +165,7 @@ def trade_route_report(
     }
 
 
-@router.get("/trade-routes/{export_country}/{import_country}")
+@router.get("/trade-routes/{export_country}/{import_country}", dependencies=[Depends(require_operator)])
 def trade_route(
     request: Request,
     export_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],

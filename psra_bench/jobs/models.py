@@ -83,7 +83,7 @@ def parse_priority(value: object) -> JobPriority:
 
 #: Metadata keys the queue fills in itself; user metadata may not use them.
 RESERVED_METADATA_KEYS = frozenset(
-    {"job_type", "priority", "attempts", "workers_lost", "worker_id", "ttl_seconds", "cancel_requested"}
+    {"job_type", "priority", "attempts", "workers_lost", "worker_id", "ttl_seconds", "cancel_requested", "owner"}
 )
 
 
@@ -123,6 +123,12 @@ class JobResult:
         return max(0.0, (self.completed_at - self.started_at).total_seconds())
 
     @property
+    def owner(self) -> str | None:
+        """The label given as ``owner`` at submit (who the job belongs to), or None for nobody."""
+        value = self.metadata.get("owner")
+        return str(value) if value else None
+
+    @property
     def attempts(self) -> int:
         """How many times a worker started this job."""
         return int(self.metadata.get("attempts", 0))
@@ -157,6 +163,7 @@ class JobResult:
                 "workers_lost": int(h.get("lost") or 0),
                 "worker_id": h.get("worker_id") or None,
                 "ttl_seconds": int(h.get("ttl_seconds") or 0),
+                "owner": h.get("owner") or None,
             }
         )
         if h.get("cancel_requested") == "1":

@@ -21,6 +21,10 @@ registered handler and record the outcome with a compare-and-set. Guarantees:
 
 ``get_job_status`` returns None for an unknown (or expired) id; ``cancel`` raises
 JobNotFoundError for one, because cancelling nothing is a caller error.
+
+A job may carry an ``owner``: an opaque label given at submit (the API uses ``tenant:{id}`` or
+``operator``), stored in the job hash and reported as ``metadata["owner"]``. The queue only keeps
+it; who may see or cancel whose job is the caller's policy (:mod:`psra_bench.api.access`).
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ log = logging.getLogger(__name__)
 
 #: Read timeout of the queue's Redis client (longer than the cache's fail-fast 0.5 s).
 SOCKET_TIMEOUT = 5.0
+#: Longest owner label a job may carry.
+MAX_OWNER_LENGTH = 200
 
 
 class ProgressCallback(Protocol):
@@ -208,8 +214,13 @@ class JobQueue:
         priority: JobPriority | str = JobPriority.NORMAL,
         ttl_seconds: int = 3600,
         metadata: dict[str, Any] | None = None,
+        *,
+        owner: str | None = None,
     ) -> str:
-        """Queue a job (PENDING) and return its id (a uuid4 string); bad input raises JobError."""
+        """Queue a job (PENDING) and return its id (a uuid4 string); bad input raises JobError.
+
+        ``owner`` (1-200 characters, or None for nobody) is kept with the job and never changes.
+        """
         if not self.settings.enable_async_tasks:
             raise JobError("async tasks are disabled (ENABLE_ASYNC_TASKS=false): enable them to submit jobs.")
         if job_type not in self._handlers:
@@ -226,6 +237,8 @@ class JobQueue:
             clash = sorted(RESERVED_METADATA_KEYS & set(metadata))
             if clash:
                 raise JobInputError(f"metadata.{clash[0]}", metadata[clash[0]], "this key is reserved for the queue")
+        if owner is not None and not (isinstance(owner, str) and 0 < len(owner) <= MAX_OWNER_LENGTH):
+            raise JobInputError("owner", owner, f"use a label of 1 to {MAX_OWNER_LENGTH} characters, or None")
         validator = self._validators.get(job_type)
         if validator is not None:
             validator(payload)
@@ -240,7 +253,16 @@ class JobQueue:
         job_id = str(uuid.uuid4())
         await self._scripts["SUBMIT"](
             keys=[self.job_key(job_id), self.queue_keys[prio], self.channel],
-            args=[job_id, job_type, prio.value, payload_json, ttl_seconds, metadata_json, self.max_age_seconds],
+            args=[
+                job_id,
+                job_type,
+                prio.value,
+                payload_json,
+                ttl_seconds,
+                metadata_json,
+                self.max_age_seconds,
+                owner or "",
+            ],
         )
         return job_id
 

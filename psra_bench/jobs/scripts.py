@@ -83,14 +83,14 @@ end
 """
 
 #: KEYS: job hash, queue list, channel. ARGV: job_id, job_type, priority, payload, ttl_seconds,
-#: metadata json, max_age. Returns created_at (ms).
+#: metadata json, max_age, owner ('' = nobody). Returns created_at (ms).
 SUBMIT = (
     _NOW
     + """
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'job_type', ARGV[2], 'priority', ARGV[3],
   'payload', ARGV[4], 'ttl_seconds', ARGV[5], 'metadata', ARGV[6], 'status', 'pending',
-  'created_at', now, 'progress', 0, 'attempts', 0, 'lost', 0)
+  'created_at', now, 'progress', 0, 'attempts', 0, 'lost', 0, 'owner', ARGV[8] or '')
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[7])

@@ -2,20 +2,25 @@
 
 Its settings travel only through the environment built here from a :class:`Settings` (nothing
 is inherited from the parent's environment), so a load test measures exactly the configuration
-it names. The child runs in its own process group, which :func:`stop_api_server` stops
-gracefully (SIGINT, so the lifespan closes pools and flushes cache statistics), then by force.
+it names. The server always gets an operator token (``PSRA_ADMIN_TOKEN``: the settings' own, or a
+fresh ``secrets.token_urlsafe``) so the load generators can call the cross-tenant routes; it is
+kept on :class:`ApiServer` out of its repr, and never put on a command line or in a log.
+
+The child runs in its own process group, which :func:`stop_api_server` stops gracefully (SIGINT,
+so the lifespan closes pools and flushes cache statistics), then by force.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from psra_bench.exceptions import ConfigError, MeasurementError
@@ -46,6 +51,7 @@ def server_env(settings: Settings) -> dict[str, str]:
     if settings.db_dsn is None or settings.redis is None:
         raise ConfigError("settings", repr(settings), "concrete endpoints (call services.ensure_services first)")
     t = settings.ttl
+    operator = {"PSRA_ADMIN_TOKEN": settings.admin_token} if settings.admin_token else {}
     return {
         "PATH": os.defpath,
         "LANG": "C.UTF-8",
@@ -65,6 +71,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         "PSRA_CACHE_NAMESPACE": settings.cache_namespace,
         "PSRA_DB_POOL_MIN": str(settings.db_pool_min),
         "PSRA_DB_POOL_MAX": str(settings.db_pool_max),
+        **operator,
     }
 
 
@@ -76,6 +83,8 @@ class ApiServer:
     port: int
     log_path: Path
     enable_cache: bool
+    #: The server's operator token (send it as ``Authorization: Bearer``); a secret, so not in repr.
+    admin_token: str = field(default="", repr=False)
 
     @property
     def base_url(self) -> str:
@@ -102,8 +111,10 @@ def start_api_server(
     """Start ``psra-bench serve`` on a free 127.0.0.1 port and wait until /api/jobs/health answers 200.
 
     A server that exits at once because its port was taken meanwhile is started again on
-    another port (twice at most).
+    another port (twice at most). Without ``settings.admin_token`` the server gets a fresh one.
     """
+    if not settings.admin_token:
+        settings = settings.replace(admin_token=secrets.token_urlsafe(32))
     for attempt in range(3):
         try:
             return _start_api_server(settings, log_path, job_workers, timeout_s)
@@ -137,7 +148,7 @@ def _start_api_server(settings: Settings, log_path: str | Path, job_workers: boo
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    server = ApiServer(proc, port, log, settings.enable_cache)
+    server = ApiServer(proc, port, log, settings.enable_cache, settings.admin_token or "")
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:

@@ -156,9 +156,12 @@ def _serve_and_load(
     )
     monitor.start()
     try:
-        closed = run_locust(server.base_url, plan, out, stop_p95_ms=plan.slo_p95_ms * 3, generator=generator)
+        token = server.admin_token
+        closed = run_locust(
+            server.base_url, plan, out, stop_p95_ms=plan.slo_p95_ms * 3, generator=generator, admin_token=token
+        )
         lap("closed_model")
-        opened = run_open_model(server.base_url, plan, out, generator=generator)
+        opened = run_open_model(server.base_url, plan, out, generator=generator, admin_token=token)
         lap("open_model")
     finally:
         monitor.stop()

@@ -4,7 +4,9 @@
 with ``loadtests/locustfile.py`` headless and reads back the merged µs histograms
 (:mod:`psra_bench.measure.hdr`), cross-checking their request count against Locust's own;
 :func:`run_open_model` runs ``python -m psra_bench.load.open_model``. Both run bounded in time (a
-budget after which the process group is stopped) and only against 127.0.0.1.
+budget after which the process group is stopped) and only against 127.0.0.1. The server's operator
+token (for the cross-tenant requests of the mix) reaches them as ``PSRA_ADMIN_TOKEN`` in their
+environment, never on their command line.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from psra_bench.load.api_server import log_tail, stop_process_group
 from psra_bench.load.open_model import check_loopback_url
 from psra_bench.measure.hdr import read_recording
 from psra_bench.resources import shipped_file
+from psra_bench.settings import environ_with
 
 __all__ = ["LoadPlan", "GeneratorProcess", "locustfile_path", "run_locust", "run_open_model"]
 
@@ -115,10 +118,13 @@ class GeneratorProcess:
     pid: int | None = None
 
 
-def _run(cmd: list[str], log: Path, timeout_s: float, generator: GeneratorProcess | None) -> int:
+def _run(
+    cmd: list[str], log: Path, timeout_s: float, generator: GeneratorProcess | None, admin_token: str | None
+) -> int:
+    env = environ_with({"PSRA_ADMIN_TOKEN": admin_token}) if admin_token else None
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
         )
     if generator is not None:
         generator.pid = proc.pid
@@ -144,8 +150,12 @@ def run_locust(
     *,
     stop_p95_ms: float = 0.0,
     generator: GeneratorProcess | None = None,
+    admin_token: str | None = None,
 ) -> dict[str, Any]:
-    """Run the plan's step load with Locust headless; return per-step summaries and Locust's own totals."""
+    """Run the plan's step load with Locust headless; return per-step summaries and Locust's own totals.
+
+    ``admin_token`` (the server's operator token) is sent on the cross-tenant requests.
+    """
     check_loopback_url(base_url)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +207,7 @@ def run_locust(
     if plan.processes > 1:
         cmd += ["--processes", str(plan.processes)]
     budget = len(plan.steps) * plan.step_s + plan.request_timeout_s + 180  # + start-up, worker readiness, drain
-    code = _run(cmd, out / "locust.log", budget, generator)
+    code = _run(cmd, out / "locust.log", budget, generator, admin_token)
     if not hdr.exists():
         raise MeasurementError(
             f"Locust exited with code {code} without writing its latency recording; "
@@ -227,9 +237,17 @@ def run_locust(
 
 
 def run_open_model(
-    base_url: str, plan: LoadPlan, output_dir: str | Path, *, generator: GeneratorProcess | None = None
+    base_url: str,
+    plan: LoadPlan,
+    output_dir: str | Path,
+    *,
+    generator: GeneratorProcess | None = None,
+    admin_token: str | None = None,
 ) -> dict[str, Any]:
-    """Run the open-model driver at the plan's arrival rate in its own process; return its result."""
+    """Run the open-model driver at the plan's arrival rate in its own process; return its result.
+
+    ``admin_token`` (the server's operator token) is sent on the cross-tenant requests.
+    """
     check_loopback_url(base_url)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +277,7 @@ def run_open_model(
         "--out",
         str(target),
     ]
-    code = _run(cmd, out / "open.log", total + 2 * plan.request_timeout_s + 60, generator)
+    code = _run(cmd, out / "open.log", total + 2 * plan.request_timeout_s + 60, generator, admin_token)
     if code != 0 or not target.exists():
         raise MeasurementError(
             f"the open-model driver exited with code {code}; its log ends with:\n{log_tail(out / 'open.log')}"

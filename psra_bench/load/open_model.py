@@ -20,7 +20,9 @@ omission"). This driver runs the *open* model instead:
 The generator's own CPU use is measured: above ~90 % of a core it is flagged as saturated,
 because then lateness is the generator's, not the server's. It uses gevent and geventhttpclient
 (Locust's own client stack) without monkey-patching; ``python -m psra_bench.load.open_model`` runs it
-as a separate process, which is how :mod:`psra_bench.load.experiment` uses it.
+as a separate process, which is how :mod:`psra_bench.load.experiment` uses it. The server's operator
+token, which the cross-tenant requests of the mix send, comes from ``PSRA_ADMIN_TOKEN`` in its
+environment (never from the command line, which other users of the machine can read).
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from psra_bench.exceptions import ParameterError
+from psra_bench.exceptions import ConfigError, ParameterError
 from psra_bench.load.request_mix import KIND_WEIGHTS, RequestSpec, Workload
 from psra_bench.measure.hdr import HistogramSet, LatencyHistogram
+from psra_bench.settings import admin_token_from_env
 
 __all__ = [
     "SATURATION_CORES",
@@ -59,6 +62,8 @@ SATURATION_CORES = 0.9
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 RequestSource = Callable[[random.Random], RequestSpec]
+#: Told of each submitted job: ``on_job(job_id, tenant)`` (the tenant whose header submitted it, or None).
+JobCallback = Callable[[str, str | None], None]
 
 
 def check_loopback_url(url: str, name: str = "base_url") -> tuple[str, int]:
@@ -103,6 +108,8 @@ class OpenLoadConfig:
     tenants: int = 200
     seed: int = 42
     max_requests: int = 1_000_000
+    #: The server's operator token for the cross-tenant requests of the mix (a secret: not in repr or results).
+    admin_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_loopback_url(self.base_url)
@@ -133,7 +140,9 @@ class OpenLoadConfig:
 
     def resolved(self) -> dict[str, Any]:
         """The configuration with every default filled in (for the result)."""
-        return asdict(self) | {
+        plain = {k: v for k, v in asdict(self).items() if k != "admin_token"}
+        return plain | {
+            "operator_auth": self.admin_token is not None,
             "max_backlog": self.backlog,
             "late_after_s": self.late_threshold_s,
             "drain_s": self.drain_s if self.drain_s is not None else self.timeout_s,
@@ -151,22 +160,28 @@ class OpenLoadConfig:
         return self.late_after_s if self.late_after_s is not None else max(self.interval_s, 0.001)
 
 
-def workload_source(tenants: int = 200, seed: int = 42) -> tuple[RequestSource, Callable[[str], None]]:
-    """The API mix of :class:`Workload` as a request source, plus a callback fed with submitted job ids.
+def workload_source(
+    tenants: int = 200, seed: int = 42, admin_token: str | None = None
+) -> tuple[RequestSource, JobCallback]:
+    """The API mix of :class:`Workload` as a request source, plus a callback fed with submitted jobs.
 
-    Job status polls arrive at twice the rate of job submissions once job ids are known.
+    Job status polls (as the submitting tenant) arrive at twice the rate of job submissions once
+    job ids are known; ``admin_token`` is sent on the cross-tenant requests.
     """
-    workload = Workload(tenants=tenants, seed=seed)
-    jobs: deque[str] = deque(maxlen=200)
+    workload = Workload(tenants=tenants, seed=seed, admin_token=admin_token)
+    jobs: deque[tuple[str, str | None]] = deque(maxlen=200)
     total = sum(KIND_WEIGHTS.values())
     poll_share = 2 * KIND_WEIGHTS["job_submit"] / (total + 2 * KIND_WEIGHTS["job_submit"])
 
     def source(rng: random.Random) -> RequestSpec:
         if jobs and rng.random() < poll_share:
-            return Workload.job_status(rng.choice(jobs))
+            return Workload.job_status(*rng.choice(jobs))
         return workload.draw(rng)
 
-    return source, jobs.append
+    def on_job(job_id: str, tenant: str | None) -> None:
+        jobs.append((job_id, tenant))
+
+    return source, on_job
 
 
 def _cpu_seconds() -> float:
@@ -177,7 +192,7 @@ def _cpu_seconds() -> float:
 class _Run:
     """State of one open-model run (gevent greenlets share it without locks)."""
 
-    def __init__(self, config: OpenLoadConfig, on_job: Callable[[str], None] | None) -> None:
+    def __init__(self, config: OpenLoadConfig, on_job: JobCallback | None) -> None:
         self.config = config
         self.on_job = on_job
         self.latency = HistogramSet()
@@ -238,13 +253,13 @@ class _Run:
             self.counts["warmup"] += 1
         if ok and spec.kind == "job_submit" and self.on_job is not None:
             try:
-                self.on_job(str(json.loads(body)["job_id"]))
+                self.on_job(str(json.loads(body)["job_id"]), spec.headers.get("X-Tenant-ID"))
             except (ValueError, KeyError, TypeError):
                 pass
 
 
 def run_open_load(
-    config: OpenLoadConfig, source: RequestSource | None = None, *, on_job: Callable[[str], None] | None = None
+    config: OpenLoadConfig, source: RequestSource | None = None, *, on_job: JobCallback | None = None
 ) -> dict[str, Any]:
     """Run one constant-arrival-rate test; return counts, latency summaries and encoded histograms."""
     import gevent
@@ -253,7 +268,7 @@ def run_open_load(
     from geventhttpclient import HTTPClient
 
     if source is None:
-        source, on_job = workload_source(config.tenants, config.seed)
+        source, on_job = workload_source(config.tenants, config.seed, config.admin_token)
     host, port = check_loopback_url(config.base_url)
     rng = random.Random(config.seed)
     run = _Run(config, on_job)
@@ -372,9 +387,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_s=args.timeout,
             tenants=args.tenants,
             seed=args.seed,
+            admin_token=admin_token_from_env(),
         )
         result = run_open_load(config)
-    except ParameterError as e:
+    except (ParameterError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out:

@@ -14,6 +14,10 @@ drawing parameters with the skew a real service sees, from the seeded data:
   when the server does.
 
 All draws take a ``random.Random``; the same seed gives the same sequence of requests.
+
+Every tenant request carries its tenant's ``X-Tenant-ID``; the cross-tenant kinds
+(:data:`OPERATOR_KINDS`) carry ``Authorization: Bearer <admin_token>`` when the workload is given the
+server's operator token (without one the server answers them 404/401, counted as failures).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "ENDPOINT_NAMES",
     "DASHBOARD",
     "REPORT",
+    "OPERATOR_KINDS",
     "RequestSpec",
     "ZipfPicker",
     "Workload",
@@ -76,6 +81,8 @@ ENDPOINT_NAMES: dict[str, str] = {
     "job_submit": "POST /api/jobs/assessment/submit",
     "job_status": "GET /api/jobs/[id]/status",
 }
+#: Request kinds of the cross-tenant (operator-only) routes.
+OPERATOR_KINDS = frozenset({"recent_verdicts", "trade_route"})
 #: Endpoint name of the spec's "Dashboard Load Time" row.
 DASHBOARD = ENDPOINT_NAMES["dashboard"]
 #: Endpoint name of the spec's "Report Generation" row.
@@ -98,7 +105,8 @@ class RequestSpec:
     method: str
     path: str
     name: str
-    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Not in repr: it may hold the operator token.
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     json: Mapping[str, Any] | None = None
 
 
@@ -181,7 +189,8 @@ class Workload:
     """Skewed request generator over the seeded data (tenants, HS codes, rules, products, routes).
 
     ``pause`` (for example ``lambda: gevent.sleep(0)``) is called every few products while the
-    pool is built, so an event loop sharing the thread keeps serving its heartbeats.
+    pool is built, so an event loop sharing the thread keeps serving its heartbeats. ``admin_token``
+    is the server's operator token, sent on the cross-tenant kinds.
     """
 
     def __init__(
@@ -191,6 +200,7 @@ class Workload:
         products: int = 400,
         weights: Mapping[str, int] | None = None,
         pause: Callable[[], object] | None = None,
+        admin_token: str | None = None,
     ) -> None:
         if isinstance(tenants, bool) or not isinstance(tenants, int) or tenants < 1:
             raise ParameterError("tenants", tenants, "a whole number >= 1 (the dataset's tenant count)")
@@ -204,6 +214,7 @@ class Workload:
                 raise ParameterError(f"weights[{kind}]", w, "a whole number >= 0")
         if not any(self.weights.values()):
             raise ParameterError("weights", self.weights, "at least one kind with a weight > 0")
+        self._operator = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         rng = random.Random(seed)
         self.tenant_ids = tenant_ids(tenants)
         self.tenants = ZipfPicker(self.tenant_ids, 1.1)
@@ -300,7 +311,7 @@ class Workload:
         if kind == "tenant_history":
             return RequestSpec(kind, "GET", f"/api/tenants/{t}/verdicts?limit=100", name, hdr)
         if kind == "recent_verdicts":
-            return RequestSpec(kind, "GET", "/api/verdicts/recent?limit=100", name)
+            return RequestSpec(kind, "GET", "/api/verdicts/recent?limit=100", name, dict(self._operator))
         if kind == "dashboard":
             days = rng.choice((7, 30, 30, 30, 90))
             until = DEFAULT_END.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -312,7 +323,7 @@ class Workload:
             return RequestSpec(kind, "GET", path, name, hdr)
         if kind == "trade_route":
             exp, imp = self.routes.pick(rng)
-            return RequestSpec(kind, "GET", f"/api/trade-routes/{exp}/{imp}", name)
+            return RequestSpec(kind, "GET", f"/api/trade-routes/{exp}/{imp}", name, dict(self._operator))
         # duplicate_check: the hash of a popular product for this tenant (found once it was assessed)
         body = self.products.pick(rng)
         return RequestSpec(kind, "GET", f"/api/tenants/{t}/duplicates/{self.input_hash(t, body)}", name, hdr)
@@ -322,6 +333,7 @@ class Workload:
         return self.request(self.kind(rng), rng, tenant)
 
     @staticmethod
-    def job_status(job_id: str) -> RequestSpec:
-        """The poll of one submitted job."""
-        return RequestSpec("job_status", "GET", f"/api/jobs/{job_id}/status", ENDPOINT_NAMES["job_status"])
+    def job_status(job_id: str, tenant: str | None = None) -> RequestSpec:
+        """The poll of one submitted job (a tenant's job needs that tenant's header)."""
+        headers = {"X-Tenant-ID": tenant} if tenant else {}
+        return RequestSpec("job_status", "GET", f"/api/jobs/{job_id}/status", ENDPOINT_NAMES["job_status"], headers)
