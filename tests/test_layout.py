@@ -23,8 +23,9 @@ RANKS: dict[str, int] = {
     "psra": 5,
     "api": 6,
     "workbench": 7, "latency": 8, "cachesim": 8, "load": 8,
-    "report": 9, "doctor": 9,
-    "cli": 10, "__main__": 11, "__init__": 0,
+    "params": 9,
+    "report": 10, "doctor": 10,
+    "cli": 11, "__main__": 12, "__init__": 0,
 }  # fmt: skip
 
 #: The generic job queue knows nothing of the PSRA domain, the data layer or the cache (like arq).

@@ -14,6 +14,8 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgen import finish, write
 
+from psra_bench.params import QueryLatencyParams
+
 OUT = Path(__file__).resolve().parent.parent / "01_query_latency.ipynb"
 
 INTRO = """\
@@ -31,28 +33,12 @@ The method is documented in `psra_bench/latency/experiment.py`, the plots are dr
 `psra_bench/latency/plots.py`; this notebook only calls them.
 Results go to `<output_dir>/01_query_latency.json` and `01_query_latency_*.png`."""
 
-PARAMETERS = """\
-output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
-database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts: int = 20_000  # dataset scale (rows in psra_verdicts)
-seed: int = 42  # dataset seed and parameter-generator seed
-iterations: int = 8  # timed calls per query per round
-rounds: int = 2  # rounds per side (ABBA: each side switch builds or drops 26 indexes)
-warmup: int = 2  # untimed calls per query per round
-queries: str = "all"  # "all" or comma-separated query names
-write_batches: int = 10  # insert batches per round (0 skips the write cost)
-write_batch_rows: int = 200  # rows per insert batch
-path: str = "query"  # "query": pooled execute + fetch; "dal": PostgresDAL.fetch_all (adds JSON conversion)
-budget_s: float = 10.0  # cap on one query's timed calls per round, in seconds (slow "before" scans at 1M)"""
+PARAMETERS = QueryLatencyParams.cell()  # the one definition: psra_bench/params.py
 
 VALIDATE = """\
-from psra_bench.latency.patterns import check_notebook_params
+from psra_bench.params import QueryLatencyParams
 
-query_names = check_notebook_params(
-    verdicts=verdicts, database=database, output_dir=output_dir, queries=queries, iterations=iterations,
-    rounds=rounds, warmup=warmup, seed=seed, write_batches=write_batches, write_batch_rows=write_batch_rows,
-    path=path, budget_s=budget_s,
-)
+query_names = QueryLatencyParams.from_namespace(globals()).check()
 print(f"parameters OK: {verdicts:,} verdicts, {len(query_names)} queries, {iterations} × {rounds} calls per side")"""
 
 MAPPING = """\

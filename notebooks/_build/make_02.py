@@ -11,6 +11,8 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 from nbgen import finish, write
 
+from psra_bench.params import CacheHitRatesParams
+
 OUT = Path(__file__).resolve().parent.parent / "02_cache_hit_rates.ipynb"
 
 INTRO = """\
@@ -33,33 +35,13 @@ unscaled TTLs goes through the TTL simulation of notebook 03, and the two are co
 
 Results: `<output_dir>/02_cache_hit_rates.json` and `02_cache_hit_rates_*.png`."""
 
-PARAMETERS = """\
-from typing import Optional  # papermill --help-notebook reads Optional[X], not X | None
-
-output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
-database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts: int = 20_000  # dataset scale (rows in psra_verdicts)
-seed: int = 42  # dataset seed and trace seed
-requests: int = 1000  # reads in the trace (the report passes its cache_requests, 20,000 in a full run)
-duration_s: float = 7200.0  # simulated period, seconds
-warmup_s: float = 1800.0  # simulated seconds not counted
-zipf_s: float = 1.1  # key skew of reads, 0 means uniform
-hs_updates_per_hour: float = 12.0  # HS description changes per simulated hour
-rule_updates_per_hour: float = 2.0  # rule changes per simulated hour
-ttls: Optional[dict[str, float]] = None  # TTL s per entity, e.g. {"assessments": 600}; None or left out: configured
-invalidate_on_update: bool = False  # True: updates go through CachedDAL's invalidation (no staleness, fewer hits)
-compression: Optional[float] = None  # simulated seconds per real second; None: calibrated"""
+PARAMETERS = CacheHitRatesParams.cell()  # the one definition: psra_bench/params.py
 
 VALIDATE = """\
-from psra_bench.cachesim.experiment import check_replay_params
+from psra_bench.params import CacheHitRatesParams
 
-notebook_params = dict(
-    output_dir=output_dir, verdicts=verdicts, seed=seed, requests=requests, duration_s=duration_s,
-    warmup_s=warmup_s, zipf_s=zipf_s, hs_updates_per_hour=hs_updates_per_hour,
-    rule_updates_per_hour=rule_updates_per_hour, ttls=ttls, compression=compression,
-    invalidate_on_update=invalidate_on_update,
-)
-params = check_replay_params(**notebook_params)
+notebook = CacheHitRatesParams.from_namespace(globals())
+notebook_params, params = notebook.papermill(), notebook.check()
 print(f"parameters OK: {requests:,} reads over {duration_s:g} simulated s, invalidate: {invalidate_on_update}")"""
 
 SETUP = """\

@@ -13,6 +13,8 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell
 from nbgen import finish, write
 
+from psra_bench.params import TtlTuningParams
+
 OUT = Path(__file__).resolve().parent.parent / "03_ttl_tuning.ipynb"
 
 INTRO = """\
@@ -39,38 +41,13 @@ keep).
 
 Results: `<output_dir>/03_ttl_tuning.json` and `03_ttl_tuning_*.png`."""
 
-PARAMETERS = """\
-from typing import Optional  # papermill --help-notebook reads Optional[X], not X | None
-
-output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go (and where 02 wrote its results)
-database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts: int = 20_000  # dataset scale (rows in psra_verdicts)
-seed: int = 42  # dataset seed and trace seed
-requests: int = 4000  # reads in the simulated trace
-duration_s: float = 7200.0  # simulated period, seconds
-warmup_s: float = 1800.0  # simulated seconds not counted
-zipf_s: float = 1.1  # key skew of reads, 0 is uniform
-hs_updates_per_hour: float = 12.0  # HS description changes per simulated hour
-rule_updates_per_hour: float = 2.0  # rule changes per simulated hour
-ttl_grid: list[float] = [15, 30, 60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200]  # TTLs to sweep, seconds
-target_hit_rate: float = 0.8  # the hit rate a recommended TTL must reach
-max_staleness_s: float = 900.0  # the staleness a recommended TTL may not exceed, seconds
-staleness_metric: str = "max_stale_s"  # max_stale_s, p95_stale_s or mean_stale_s
-live_check_requests: int = 600  # reads of the live replay run here only when 02 results are missing
-compression: Optional[float] = None  # clock compression of that replay; None: calibrated
-interactive: Optional[bool] = None  # sliders; None: auto (in a live kernel, not under papermill or nbval)"""
+PARAMETERS = TtlTuningParams.cell()  # the one definition: psra_bench/params.py
 
 VALIDATE = """\
-from psra_bench.cachesim.experiment import check_tuning_params
+from psra_bench.params import TtlTuningParams
 
-notebook_params = dict(
-    output_dir=output_dir, verdicts=verdicts, seed=seed, requests=requests, duration_s=duration_s,
-    warmup_s=warmup_s, zipf_s=zipf_s, hs_updates_per_hour=hs_updates_per_hour,
-    rule_updates_per_hour=rule_updates_per_hour, ttl_grid=ttl_grid, target_hit_rate=target_hit_rate,
-    max_staleness_s=max_staleness_s, staleness_metric=staleness_metric,
-    live_check_requests=live_check_requests, compression=compression, interactive=interactive,
-)
-params = check_tuning_params(**notebook_params)
+notebook = TtlTuningParams.from_namespace(globals())
+notebook_params, params = notebook.papermill(), notebook.check()
 print(f"parameters OK: {requests:,} reads, {len(params.grid_s)} TTLs per entity, target {target_hit_rate:.0%}, "
       f"{staleness_metric} ≤ {max_staleness_s:g} s")"""
 

@@ -14,6 +14,8 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_output
 from nbgen import finish, write
 
+from psra_bench.params import LoadTestParams
+
 OUT = Path(__file__).resolve().parent.parent / "04_load_test.ipynb"
 
 INTRO = """\
@@ -39,26 +41,12 @@ All logic lives in `psra_bench.load.experiment` (and `generators`, `open_model`,
 `psra_bench.measure`'s `hdr` and `procmon`), the plots in `psra_bench.load.plots`; this notebook
 calls them. Results: `<output_dir>/04_load_test.json` and `04_load_test_*.png`."""
 
-PARAMETERS = """\
-output_dir: str = "reports/_scratch"  # where the JSON results and PNG plots go
-database: str = "psra_bench_report"  # a database NAME on the configured/embedded server (never a DSN)
-verdicts: int = 2_000  # dataset scale (rows in psra_verdicts)
-seed: int = 42  # dataset seed and request-mix seed
-users: int = 2  # headline closed-model users (the step load brackets it)
-spawn_rate: float = 4.0  # Locust users started per second
-duration: float = 1.5  # seconds measured per step, and per open-model run
-arrival_rate: float = 5.0  # open model: requests per second
-configurations: str = "baseline,both"  # comma-separated: baseline, indexes, cache, both — or "all"
-slo_p95_ms: float = 500.0  # p95 SLO for "concurrent users supported"
-quick: bool = True  # two steps (users, 2 × users) instead of five"""
+PARAMETERS = LoadTestParams.cell()  # the one definition: psra_bench/params.py
 
 VALIDATE = """\
-from psra_bench.load.results import check_notebook_params
+from psra_bench.params import LoadTestParams
 
-config_names = check_notebook_params(
-    users=users, spawn_rate=spawn_rate, duration=duration, arrival_rate=arrival_rate, slo_p95_ms=slo_p95_ms,
-    configurations=configurations, verdicts=verdicts, seed=seed, quick=quick,
-)
+config_names = LoadTestParams.from_namespace(globals()).check()
 print(f"parameters OK: {', '.join(config_names)}; {users} users, {duration:g} s per step, "
       f"{arrival_rate:g} req/s open model, SLO p95 <= {slo_p95_ms:g} ms")"""
 

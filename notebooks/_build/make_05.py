@@ -5,6 +5,8 @@ from pathlib import Path
 from nbformat.v4 import new_code_cell, new_markdown_cell
 from nbgen import finish, write
 
+from psra_bench.params import ReportNotebookParams
+
 cells = [
     new_markdown_cell(
         "# 05 — Performance report\n\n"
@@ -12,15 +14,10 @@ cells = [
         "`report.html`, `report.md` and `results.json`, compares with the previous comparable run in\n"
         "`history.jsonl` and flags regressions. All logic is in `psra_bench.report.assemble`."
     ),
+    new_code_cell(ReportNotebookParams.cell(), metadata={"tags": ["parameters"]}),
     new_code_cell(
-        'output_dir: str = "reports/_scratch"  # the run folder holding 01…04 results\n'
-        'run_id: str = "scratch"  # the run id the report is filed under\n'
-        'reports_dir: str = "reports/_scratch"  # where history.jsonl lives\n'
-        "quick: bool = True  # a --quick run: the report and its history entry say mode quick\n"
-        'database: str = "psra_bench_report"  # passed to every notebook by psra-bench report; unused here\n'
-        "verdicts: int = 5000  # unused here (the report takes the scale from the sections' fingerprints)\n"
-        "seed: int = 42  # unused here",
-        metadata={"tags": ["parameters"]},
+        "from psra_bench.params import ReportNotebookParams\n\n"
+        "ReportNotebookParams.from_namespace(globals()).check()"
     ),
     new_code_cell(
         "from pathlib import Path\n\n"

@@ -20,10 +20,19 @@ from typing import Any
 import yaml
 
 from psra_bench.exceptions import NotebookFailed, ParameterError
+from psra_bench.params import NOTEBOOK_PARAMS, NotebookParams
 from psra_bench.resources import shipped_file
 from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, check_positive_number
 
-__all__ = ["ReportParams", "NOTEBOOKS", "notebook_path", "load_params_file", "run_report", "ReportRun"]
+__all__ = [
+    "ReportParams",
+    "NOTEBOOKS",
+    "notebook_path",
+    "notebook_params",
+    "load_params_file",
+    "run_report",
+    "ReportRun",
+]
 
 #: The notebooks a report runs, in order; the last one assembles the report.
 NOTEBOOKS: tuple[str, ...] = ("01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test", "05_report")
@@ -117,8 +126,14 @@ def notebook_path(name: str) -> Path:
     return shipped_file(f"notebooks/{name}.ipynb")
 
 
-def _notebook_parameters(name: str, params: ReportParams, run_dir: Path, run_id: str) -> dict[str, Any]:
-    common = {"output_dir": str(run_dir), "database": params.database, "verdicts": params.verdicts, "seed": params.seed}
+def notebook_params(name: str, params: ReportParams, run_dir: Path, run_id: str) -> NotebookParams:
+    """What notebook ``name`` is given in this run: its parameter class, filled from the report's parameters."""
+    common: dict[str, Any] = {
+        "output_dir": str(run_dir),
+        "database": params.database,
+        "verdicts": params.verdicts,
+        "seed": params.seed,
+    }
     specific: dict[str, dict[str, Any]] = {
         "01_query_latency": {"iterations": params.iterations, "rounds": params.rounds},
         "02_cache_hit_rates": {"requests": params.cache_requests},
@@ -134,7 +149,7 @@ def _notebook_parameters(name: str, params: ReportParams, run_dir: Path, run_id:
         },
         "05_report": {"run_id": run_id, "reports_dir": params.reports_dir, "quick": params.quick},
     }
-    return common | specific[name]
+    return NOTEBOOK_PARAMS[name](**common, **specific[name])
 
 
 @dataclass
@@ -166,6 +181,9 @@ def run_report(
     say = progress or (lambda _msg: None)
     run_id = run_id or new_run_id()
     run_dir = Path(params.reports_dir) / run_id
+    names = [n for n in NOTEBOOKS if n in params.sections or n == "05_report"]
+    for name in names:  # every notebook's parameters are checked before any work
+        notebook_params(name, params, run_dir, run_id).check()
     run_dir.mkdir(parents=True, exist_ok=False)
     started = time.perf_counter()
     say(f"run {run_id}: servers and dataset ({params.verdicts:,} verdicts, seed {params.seed})")
@@ -176,14 +194,14 @@ def run_report(
     else:
         say(f"  dataset reused (checksum {dataset.checksum})")
     run = ReportRun(run_id, run_dir, 0.0)
-    for name in [n for n in NOTEBOOKS if n in params.sections or n == "05_report"]:
+    for name in names:
         t0 = time.perf_counter()
         say(f"  running {name} ...")
         try:
             papermill.execute_notebook(
                 str(notebook_path(name)),
                 str(run_dir / f"{name}.ipynb"),
-                parameters=_notebook_parameters(name, params, run_dir, run_id),
+                parameters=notebook_params(name, params, run_dir, run_id).papermill(),
                 kernel_name="python3",
                 progress_bar=False,
                 cwd=str(Path.cwd()),
