@@ -23,7 +23,7 @@ from psra_bench.constants import (
     DEFAULT_POLL_INTERVAL,
 )
 from psra_bench.exceptions import PsraBenchError
-from psra_bench.settings import Settings, redact
+from psra_bench.settings import LiveSettings, Settings, redact
 from psra_bench.table import Table
 
 __all__ = ["main", "cli"]
@@ -48,7 +48,7 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
-def _ready(ctx: click.Context) -> Settings:
+def _ready(ctx: click.Context) -> LiveSettings:
     """Settings with live endpoints: embedded servers started if no servers are configured."""
     from psra_bench.infra.embedded import ensure_services
 
@@ -80,7 +80,6 @@ def services_up(ctx: click.Context) -> None:
     from psra_bench.infra.redis_client import check_redis
 
     settings = _ready(ctx)
-    assert settings.db_dsn is not None
     connect(settings.db_dsn).close()
     check_redis(settings)
     _print_status(services_status(_settings(ctx)))
@@ -147,7 +146,6 @@ def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool
     if force and append:
         raise ParameterError("--force/--append", "both", "pass at most one of them")
     settings = _ready(ctx)
-    assert settings.db_dsn is not None
     with connect(settings.db_dsn, autocommit=True) as conn:
         counts = prepare_database(conn)
         click.echo(f"reference data: {counts['hs_codes']:,} HS codes, {counts['psra_rules']} rules")
@@ -176,7 +174,6 @@ def migrate(ctx: click.Context, action: str, name: str | None) -> None:
 
     names = m.resolve_migrations(name)
     settings = _ready(ctx)
-    assert settings.db_dsn is not None
     with connect(settings.db_dsn, autocommit=True) as conn:
         prepare_database(conn)
         if action == "status":
@@ -248,7 +245,6 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
     from psra_bench.infra.postgres import connect
 
     settings = _ready(ctx)
-    assert settings.db_dsn is not None
     with connect(settings.db_dsn, autocommit=True) as conn:
         prepare_database(conn)
     click.echo(

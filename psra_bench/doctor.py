@@ -9,14 +9,13 @@ from psra_bench.db.migrate import MIGRATIONS, migration_status
 from psra_bench.db.reference import prepare_database
 from psra_bench.infra import postgres as db
 from psra_bench.infra.redis_client import check_redis, create_redis, redis_info
-from psra_bench.settings import Settings, redact
+from psra_bench.settings import LiveSettings, redact
 
 __all__ = ["diagnose"]
 
 
-def diagnose(settings: Settings) -> dict[str, dict[str, Any]]:
+def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
     """Sections of facts: settings, PostgreSQL, tables, migrations, Redis."""
-    assert settings.db_dsn is not None and settings.redis is not None
     out: dict[str, dict[str, Any]] = {
         "settings": {
             "postgres": ("embedded " if settings.embedded_db else "configured ") + redact(settings.db_dsn),

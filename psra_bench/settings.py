@@ -13,13 +13,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
 from psra_bench import constants
 from psra_bench.exceptions import ConfigError
 
-__all__ = ["RedisSettings", "TTLSettings", "Settings", "redact", "default_home", "admin_token_from_env", "environ_with"]
+__all__ = [
+    "RedisSettings",
+    "TTLSettings",
+    "Settings",
+    "LiveSettings",
+    "redact",
+    "default_home",
+    "admin_token_from_env",
+    "environ_with",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -160,8 +169,8 @@ class Settings:
         """True when no Redis was configured and the embedded Valkey is used."""
         return self.redis is None or "valkey" in self.embedded_services
 
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` applied (settings are immutable)."""
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied (settings are immutable; a LiveSettings stays one)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -194,6 +203,18 @@ class Settings:
 
 #: What PSRA_ADMIN_TOKEN may be: at least 16 visible ASCII characters (it travels in an HTTP header).
 _TOKEN = re.compile(r"[\x21-\x7e]{16,4096}")
+
+
+@dataclass(frozen=True, repr=False)  # repr=False: keep Settings' redacting __repr__
+class LiveSettings(Settings):
+    """Settings whose servers are known (what ``ensure_services`` returns): nothing below it checks for None."""
+
+    db_dsn: str = ""
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+    def __post_init__(self) -> None:
+        if not self.db_dsn:
+            raise ConfigError("db_dsn", self.db_dsn, "a PostgreSQL DSN (call ensure_services to get one)")
 
 
 def admin_token_from_env(env: Mapping[str, str] | None = None) -> str | None:

@@ -23,7 +23,7 @@ from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.infra.embedded import ensure_services
-from psra_bench.settings import Settings
+from psra_bench.settings import LiveSettings, Settings
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -78,12 +78,11 @@ def check_choice(name: str, values: Any, allowed: list[str]) -> list[str]:
     return items
 
 
-def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any) -> Settings:
+def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any) -> LiveSettings:
     """Settings from the environment with live endpoints, pointed at ``database`` on the same server."""
     if database is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
         raise ParameterError("database", database, "a lower-case PostgreSQL name (letters, digits, _)")
     settings = ensure_services(Settings.from_env())
-    assert settings.db_dsn is not None
     if database is not None:
         with db.connect(settings.db_dsn, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
@@ -93,11 +92,10 @@ def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any)
     return settings.replace(**overrides) if overrides else settings
 
 
-def ensure_dataset(settings: Settings, verdicts: int, seed: int = 42, tenants: int = 200) -> Dataset:
+def ensure_dataset(settings: LiveSettings, verdicts: int, seed: int = 42, tenants: int = 200) -> Dataset:
     """Make sure ``settings``' database holds exactly this seeded dataset; seed it (forcefully) if not."""
     check_positive_int("verdicts", verdicts, 20_000_000)
     check_positive_int("tenants", tenants, 100_000)
-    assert settings.db_dsn is not None
     name = settings.db_dsn.rsplit("/", 1)[-1].split("?")[0]
     with db.connect(settings.db_dsn, autocommit=True) as conn:
         prepare_database(conn)

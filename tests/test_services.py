@@ -7,6 +7,7 @@ started or stopped by psra-bench, which the last tests check.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ from click.testing import CliRunner
 
 from psra_bench.cli import cli
 from psra_bench.infra.embedded import ServiceStatus, ensure_services, services_status, stop_services
-from psra_bench.settings import RedisSettings, Settings
+from psra_bench.settings import LiveSettings, RedisSettings, Settings
 
 SECRET = "s3cr3t-Pw"
 
@@ -314,7 +315,9 @@ def test_configured_servers_are_never_started_or_stopped(tmp_path: Path) -> None
         redis=RedisSettings(port=1, password=SECRET),
     )
     assert not s.embedded_db and not s.embedded_redis
-    assert ensure_services(s) == s
+    live = ensure_services(s)  # the same values, typed as settings whose endpoints are known
+    assert isinstance(live, LiveSettings) and dataclasses.asdict(live) == dataclasses.asdict(s)
+    assert ensure_services(live) is live
     assert stop_services(s) == []
     status = _status(s)
     assert set(status) == {"postgres", "redis"}

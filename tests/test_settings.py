@@ -340,7 +340,7 @@ def test_redact(text: str, expected: str) -> None:
 
 
 def test_use_settings_sets_and_forgets_the_process_settings(settings: Settings) -> None:
-    with pytest.raises(ConfigError, match=r"^settings=.* is not valid: concrete endpoints"):
+    with pytest.raises(ConfigError, match=r"^settings=.* is not valid: LiveSettings with concrete endpoints"):
         use_settings(Settings(home=Path("/nonexistent")))
     previous = use_settings(settings)
     try:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from psra_bench import __version__
 from psra_bench.exceptions import InputError, JobError, JobNotFoundError, PsraBenchError
-from psra_bench.settings import Settings, redact
+from psra_bench.settings import LiveSettings, Settings, redact
 
 __all__ = ["create_app", "AppState", "app_from_env"]
 
@@ -79,7 +79,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=400, content={"detail": redact(str(exc))})
 
 
-def create_app(settings: Settings, *, run_workers: bool = False) -> FastAPI:
+def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
     """The PSRA API for ``settings`` (which must have concrete endpoints: see services.ensure_services)."""
 
     @contextlib.asynccontextmanager

@@ -23,19 +23,18 @@ from psra_bench.cache import keys
 from psra_bench.cache.core import LOCK_PREFIX, MISSING, REDIS_ERRORS, RELEASE_SCRIPT, STATS_KEY, CacheCore, log
 from psra_bench.cache.stats import CacheStats, CircuitBreaker
 from psra_bench.exceptions import CacheError
-from psra_bench.settings import Settings
+from psra_bench.settings import RedisSettings, Settings
 
 __all__ = ["AsyncCacheService"]
 
 
-def _async_client(settings: Settings) -> redis.asyncio.Redis:
-    assert settings.redis is not None
-    kwargs = settings.redis.client_kwargs()
+def _async_client(redis_settings: RedisSettings) -> redis.asyncio.Redis:
+    kwargs = redis_settings.client_kwargs()
     if kwargs.pop("ssl", False):  # a pool takes TLS as its connection class
         kwargs["connection_class"] = redis.asyncio.SSLConnection
     pool = redis.asyncio.BlockingConnectionPool(
-        max_connections=settings.redis.max_connections,
-        timeout=max(1.0, settings.redis.socket_timeout),
+        max_connections=redis_settings.max_connections,
+        timeout=max(1.0, redis_settings.socket_timeout),
         retry=redis.asyncio.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)),
         **kwargs,
     )
@@ -59,7 +58,7 @@ class AsyncCacheService(CacheCore):
     ) -> None:
         super().__init__(settings, stats, breaker, breaker_threshold, breaker_reset, lock_timeout, stats_flush_interval)
         self._owns_client = client is None
-        self.client: Any = client if client is not None else (_async_client(settings) if settings.redis else None)
+        self.client: Any = client if client is not None else (_async_client(settings.redis) if settings.redis else None)
         if self.client is None and self.enabled:
             raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
         self._flights: dict[str, asyncio.Future[Any]] = {}

@@ -31,7 +31,7 @@ from psra_bench.cache import keys
 from psra_bench.cache.core import LOCK_PREFIX, MISSING, REDIS_ERRORS, RELEASE_SCRIPT, STATS_KEY, CacheCore, log
 from psra_bench.cache.stats import CacheStats
 from psra_bench.exceptions import CacheError
-from psra_bench.settings import Settings
+from psra_bench.settings import RedisSettings, Settings
 
 if TYPE_CHECKING:
     from psra_bench.cache.aio import AsyncCacheService
@@ -39,15 +39,14 @@ if TYPE_CHECKING:
 __all__ = ["CacheService"]
 
 
-def _sync_client(settings: Settings) -> redis.Redis:
-    assert settings.redis is not None
-    kwargs = settings.redis.client_kwargs()
+def _sync_client(redis_settings: RedisSettings) -> redis.Redis:
+    kwargs = redis_settings.client_kwargs()
     if kwargs.pop("ssl", False):  # a pool takes TLS as its connection class
         kwargs["connection_class"] = redis.SSLConnection
     # One immediate retry repairs a connection the server dropped (restart); a timeout is not retried.
     pool = redis.BlockingConnectionPool(
-        max_connections=settings.redis.max_connections,
-        timeout=max(1.0, settings.redis.socket_timeout),
+        max_connections=redis_settings.max_connections,
+        timeout=max(1.0, redis_settings.socket_timeout),
         **kwargs,
         retry=Retry(NoBackoff(), 1, (redis.ConnectionError,)),
     )
@@ -69,7 +68,7 @@ class CacheService(CacheCore):
     ) -> None:
         super().__init__(settings, None, None, breaker_threshold, breaker_reset, lock_timeout, stats_flush_interval)
         self._owns_client = client is None
-        self.client: Any = client if client is not None else (_sync_client(settings) if settings.redis else None)
+        self.client: Any = client if client is not None else (_sync_client(settings.redis) if settings.redis else None)
         if self.client is None and self.enabled:
             raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
         self._flights: dict[str, Future[Any]] = {}

@@ -16,7 +16,7 @@ from typing import Any
 from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, STALENESS_METRICS, compare_sim_to_live, simulate
 from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, check_ttls, generate_trace
 from psra_bench.exceptions import ParameterError
-from psra_bench.settings import Settings
+from psra_bench.settings import LiveSettings, Settings
 from psra_bench.table import Table
 from psra_bench.workbench import check_positive_int, check_positive_number, load_results
 
@@ -391,7 +391,7 @@ def sweep_table(sweep_result: Mapping[str, Any], title: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- results
 
 
-def _fingerprint(settings: Settings, dataset: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+def _fingerprint(settings: LiveSettings, dataset: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     import redis
 
     from psra_bench.infra.postgres import connect
@@ -400,7 +400,6 @@ def _fingerprint(settings: Settings, dataset: Any, params: Mapping[str, Any]) ->
     data = (
         dataclasses.asdict(dataset) if dataclasses.is_dataclass(dataset) and not isinstance(dataset, type) else dataset
     )
-    assert settings.db_dsn is not None and settings.redis is not None
     client = redis.Redis(**settings.redis.client_kwargs())
     try:
         with connect(settings.db_dsn, autocommit=True) as conn:
@@ -412,7 +411,12 @@ def _fingerprint(settings: Settings, dataset: Any, params: Mapping[str, Any]) ->
 
 
 def cache_hit_results(
-    live: Mapping[str, Any], check: Mapping[str, Any], *, settings: Settings, dataset: Any, params: Mapping[str, Any]
+    live: Mapping[str, Any],
+    check: Mapping[str, Any],
+    *,
+    settings: LiveSettings,
+    dataset: Any,
+    params: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Notebook 02's result file: the live replay, the simulation check, report tables and notes."""
     sched = live.get("schedule") or {}
@@ -438,7 +442,7 @@ def cache_hit_results(
 
 
 def live_reference(
-    settings: Settings, output_dir: str, fallback: WorkloadSpec, *, compression: float | None = None, seed: int = 0
+    settings: LiveSettings, output_dir: str, fallback: WorkloadSpec, *, compression: float | None = None, seed: int = 0
 ) -> dict[str, Any]:
     """Notebook 02's live replay from ``output_dir`` (or a small one run now) and the simulation of its trace."""
     from psra_bench.cachesim.replay import replay_live
@@ -494,7 +498,7 @@ def ttl_tuning_results(
     tuning: Mapping[str, Any],
     check: Mapping[str, Any],
     *,
-    settings: Settings,
+    settings: LiveSettings,
     dataset: Any,
     params: Mapping[str, Any],
 ) -> dict[str, Any]:

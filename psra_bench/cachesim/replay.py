@@ -64,7 +64,7 @@ from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Event, Trace, 
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.measure.stats import percentile, summarize
-from psra_bench.settings import Settings
+from psra_bench.settings import LiveSettings, Settings
 
 __all__ = [
     "CALIBRATION_READS",
@@ -447,7 +447,7 @@ def _realized_sim(
 
 
 def replay_live(
-    settings: Settings,
+    settings: LiveSettings,
     trace: Trace,
     *,
     ttls: Mapping[str, float] | None = None,
@@ -469,8 +469,8 @@ def replay_live(
     chosen = _check_compression(compression, trace, ttls)
     if not trace.assessments and trace.keys["assessments"]:
         raise ParameterError("trace", "hand-made", "a trace from generate_trace (it carries the assessment inputs)")
-    if settings.redis is None or settings.db_dsn is None:
-        raise MeasurementError("settings need concrete Redis and PostgreSQL endpoints (services.ensure_services)")
+    if not isinstance(settings, LiveSettings):
+        raise MeasurementError("replay_live needs LiveSettings with concrete endpoints (from ensure_services)")
     from psra_bench.cache.cached_dal import CachedDAL
     from psra_bench.db.dal import PostgresDAL
     from psra_bench.infra.postgres import create_pool
@@ -490,7 +490,6 @@ def replay_live(
         cache = _open_cache(settings, ttls, chosen)
         try:
             if not cache.ping():
-                assert settings.redis is not None
                 raise MeasurementError(f"Redis at {settings.redis.url(with_password=False)} does not answer PING")
             replay = _Replay(trace, CachedDAL(PostgresDAL(pool), cache), pool, cache, invalidate_on_update)
             try:

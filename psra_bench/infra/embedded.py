@@ -10,6 +10,7 @@ removed before a start. Configured servers are never started or stopped here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import importlib.util
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from psra_bench.exceptions import ConfigError, ServiceError
-from psra_bench.settings import RedisSettings, Settings, redact
+from psra_bench.settings import LiveSettings, RedisSettings, Settings, redact
 
 __all__ = [
     "ServiceStatus",
@@ -364,17 +365,19 @@ def stop_valkey(home: Path) -> bool:
 # --------------------------------------------------------------------------- both
 
 
-def ensure_services(settings: Settings) -> Settings:
-    """Return ``settings`` with concrete endpoints, starting the embedded servers it needs."""
-    changes: dict[str, object] = {}
+def ensure_services(settings: Settings) -> LiveSettings:
+    """``settings`` with concrete endpoints (a LiveSettings), starting the embedded servers it needs."""
+    if isinstance(settings, LiveSettings):
+        return settings
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     embedded = list(settings.embedded_services)
     if settings.db_dsn is None:
-        changes["db_dsn"] = start_postgres(settings.home)
+        values["db_dsn"] = start_postgres(settings.home)
         embedded.append("postgres")
     if settings.redis is None:
-        changes["redis"] = start_valkey(settings.home)
+        values["redis"] = start_valkey(settings.home)
         embedded.append("valkey")
-    return settings.replace(**changes, embedded_services=tuple(embedded)) if changes else settings
+    return LiveSettings(**values | {"embedded_services": tuple(embedded)})
 
 
 def stop_services(settings: Settings) -> list[str]:
@@ -429,11 +432,11 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
 
 # --------------------------------------------------------------------------- the process's settings
 
-_PROCESS: dict[str, Settings] = {}
+_PROCESS: dict[str, LiveSettings] = {}
 _PROCESS_LOCK = threading.Lock()
 
 
-def process_settings(env: Mapping[str, str] | None = None) -> Settings:
+def process_settings(env: Mapping[str, str] | None = None) -> LiveSettings:
     """This process's settings: ``Settings.from_env(env)`` with live endpoints (ensure_services), resolved once.
 
     Later calls return the same object (``env`` is then ignored) until :func:`use_settings` changes
@@ -446,10 +449,10 @@ def process_settings(env: Mapping[str, str] | None = None) -> Settings:
         return found
 
 
-def use_settings(settings: Settings | None) -> Settings | None:
+def use_settings(settings: Settings | None) -> LiveSettings | None:
     """Make ``settings`` (concrete endpoints) this process's settings, or forget them with None; return the previous."""
-    if settings is not None and (settings.db_dsn is None or settings.redis is None):
-        raise ConfigError("settings", repr(settings), "concrete endpoints (call ensure_services first)")
+    if settings is not None and not isinstance(settings, LiveSettings):
+        raise ConfigError("settings", repr(settings), "LiveSettings with concrete endpoints (from ensure_services)")
     with _PROCESS_LOCK:
         previous = _PROCESS.pop("settings", None)
         if settings is not None:

@@ -17,7 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from psra_bench.exceptions import DatabaseConnectionError, ParameterError
 from psra_bench.resources import shipped_file
-from psra_bench.settings import Settings, redact
+from psra_bench.settings import LiveSettings, redact
 
 __all__ = [
     "sql_path",
@@ -69,9 +69,8 @@ def connect(dsn: str, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Con
         raise DatabaseConnectionError("PostgreSQL", host, port, "the DSN is malformed") from None
 
 
-def create_pool(settings: Settings, *, min_size: int | None = None, max_size: int | None = None) -> ConnectionPool:
+def create_pool(settings: LiveSettings, *, min_size: int | None = None, max_size: int | None = None) -> ConnectionPool:
     """An open psycopg connection pool on ``settings.db_dsn`` sized from the settings."""
-    assert settings.db_dsn is not None, "call services.ensure_services(settings) first"
     pool = ConnectionPool(
         settings.db_dsn,
         min_size=min_size or settings.db_pool_min,

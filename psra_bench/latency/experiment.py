@@ -85,7 +85,7 @@ from psra_bench.latency.write_cost import (
 from psra_bench.measure.explain import explain_analyze
 from psra_bench.measure.fingerprint import environment_fingerprint
 from psra_bench.measure.stats import ab_schedule, decide, summarize
-from psra_bench.settings import Settings
+from psra_bench.settings import LiveSettings
 
 __all__ = ["EXPERIMENT", "run_query_latency"]
 
@@ -205,7 +205,7 @@ def _measure_query(
 
 
 def _run_rounds(
-    settings: Settings,
+    settings: LiveSettings,
     run: _Run,
     schedule: Sequence[str],
     applied: bool,
@@ -217,7 +217,6 @@ def _run_rounds(
     write_batch_rows: int,
     progress: Callable[[str], None],
 ) -> None:
-    assert settings.db_dsn is not None
     dsn = settings.db_dsn
     pool = db.create_pool(settings, min_size=1, max_size=1)
     try:
@@ -353,7 +352,7 @@ def _as_mapping(value: Any) -> dict[str, Any]:
 
 
 def run_query_latency(
-    settings: Settings,
+    settings: LiveSettings,
     *,
     queries: str | Sequence[str] | None = None,
     iterations: int = 30,
@@ -391,11 +390,12 @@ def run_query_latency(
         path=path,
         budget_s=budget_s,
     )
-    if not isinstance(settings, Settings) or settings.db_dsn is None:
-        raise ParameterError("settings", type(settings).__name__, "Settings with a concrete db_dsn")
+    if not isinstance(settings, LiveSettings):
+        raise ParameterError(
+            "settings", type(settings).__name__, "LiveSettings with concrete endpoints (ensure_services)"
+        )
     dataset_info = _as_mapping(dataset)
     say = progress or (lambda _msg: None)
-    assert settings.db_dsn is not None
     started = time.perf_counter()
     new = {s.name for s in migration_indexes()}
     with db.connect(settings.db_dsn, autocommit=True) as conn:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psra_bench.exceptions import ConfigError, MeasurementError
-from psra_bench.settings import Settings, redact
+from psra_bench.settings import LiveSettings, Settings, redact
 
 __all__ = [
     "ApiServer",
@@ -48,8 +48,8 @@ def free_port() -> int:
 
 def server_env(settings: Settings) -> dict[str, str]:
     """The environment of a ``psra-bench serve`` child built from ``settings`` only (nothing inherited)."""
-    if settings.db_dsn is None or settings.redis is None:
-        raise ConfigError("settings", repr(settings), "concrete endpoints (call services.ensure_services first)")
+    if not isinstance(settings, LiveSettings):
+        raise ConfigError("settings", repr(settings), "LiveSettings with concrete endpoints (from ensure_services)")
     t = settings.ttl
     operator = {"PSRA_ADMIN_TOKEN": settings.admin_token} if settings.admin_token else {}
     return {

@@ -50,7 +50,7 @@ from psra_bench.load.results import (
     users_supported,
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
-from psra_bench.settings import Settings
+from psra_bench.settings import LiveSettings, Settings
 
 __all__ = ["CONFIGURATIONS", "run_configuration", "run_load"]
 
@@ -59,11 +59,10 @@ __all__ = ["CONFIGURATIONS", "run_configuration", "run_load"]
 
 
 @contextlib.contextmanager
-def _cloned_database(settings: Settings, suffix: str, timeout_s: float = 30.0) -> Iterator[str]:
+def _cloned_database(settings: LiveSettings, suffix: str, timeout_s: float = 30.0) -> Iterator[str]:
     """A copy of the settings' database (dropped afterwards); retries while the template is in use."""
     from psycopg import errors, sql
 
-    assert settings.db_dsn is not None
     source = settings.db_dsn.rsplit("/", 1)[-1].split("?")[0]
     name = f"{source[:40]}_load_{suffix}"[:63]
     with db.connect(settings.db_dsn, autocommit=True) as conn:
@@ -171,7 +170,7 @@ def _serve_and_load(
 
 
 def run_configuration(
-    settings: Settings, name: str, plan: LoadPlan, output_dir: str | Path, namespace: str
+    settings: LiveSettings, name: str, plan: LoadPlan, output_dir: str | Path, namespace: str
 ) -> dict[str, Any]:
     """One configuration end to end on a clone of the dataset: migrate, serve, step load, open model."""
     from psra_bench.db.migrate import migrate_down, migrate_up
@@ -267,14 +266,13 @@ def _namespace_for(settings: Settings) -> str:
     )
 
 
-def _fingerprint(settings: Settings, params: dict[str, Any], dataset: Any) -> dict[str, Any] | None:
+def _fingerprint(settings: LiveSettings, params: dict[str, Any], dataset: Any) -> dict[str, Any] | None:
     """The environment fingerprint of the run (None when a server cannot be described)."""
     import dataclasses
 
     from psra_bench.infra.redis_client import create_redis
     from psra_bench.measure.fingerprint import environment_fingerprint
 
-    assert settings.db_dsn is not None
     client = create_redis(settings)
     try:
         with db.connect(settings.db_dsn, autocommit=True) as conn:
@@ -290,7 +288,7 @@ def _fingerprint(settings: Settings, params: dict[str, Any], dataset: Any) -> di
 
 
 def run_load(
-    settings: Settings,
+    settings: LiveSettings,
     *,
     users: int,
     spawn_rate: float,

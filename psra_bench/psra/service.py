@@ -21,6 +21,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from psra_bench.exceptions import InputError
+from psra_bench.infra.embedded import ensure_services
 from psra_bench.jobs.queue import JobHandler, JobQueue
 from psra_bench.psra.assessment import (
     AssessmentInput,
@@ -90,7 +91,7 @@ class _Resources:
     """A pool, cache and cached DAL on ``settings``, opened on first use and closed with the queue."""
 
     def __init__(self, settings: Settings, pool: ConnectionPool | None, cached: Any) -> None:
-        self.settings = settings
+        self.settings = ensure_services(settings)  # the queue's settings, with their endpoints known
         self.pool = pool
         self.cached = cached
         self._cache = cached.cache if cached is not None else None
