@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ def ensure_dataset(settings: LiveSettings, verdicts: int, seed: int = 42, tenant
     return Dataset(name, verdicts, seed, tenants, result.checksum, True, result.rows_per_second)
 
 
-def save_results(output_dir: str | Path, name: str, data: dict[str, Any]) -> Path:
+def save_results(output_dir: str | Path, name: str, data: Mapping[str, Any]) -> Path:
     """Write ``<output_dir>/<name>.json`` atomically (temp file + rename); return its path."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "psra_bench"
 
 #: Rank of each top-level part: a module may import parts of a lower rank, or its own part.
 RANKS: dict[str, int] = {
-    "constants": 0, "exceptions": 0, "resources": 1, "table": 1, "settings": 1,
+    "constants": 0, "exceptions": 0, "resources": 1, "table": 1, "results": 1, "settings": 1,
     "infra": 2, "measure": 3,
     "db": 3, "jobs": 3, "cache": 4,
     "psra": 5,

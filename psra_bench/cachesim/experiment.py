@@ -16,6 +16,7 @@ from typing import Any
 from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, STALENESS_METRICS, compare_sim_to_live, simulate
 from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, check_ttls, generate_trace
 from psra_bench.exceptions import ParameterError
+from psra_bench.results import CacheHitRatesResult, TableDict, TtlTuningResult
 from psra_bench.settings import LiveSettings, Settings
 from psra_bench.table import Table
 from psra_bench.workbench import check_positive_int, check_positive_number, load_results
@@ -228,7 +229,7 @@ def _seconds(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
-def hit_rate_table(live: Mapping[str, Any]) -> dict[str, Any]:
+def hit_rate_table(live: Mapping[str, Any]) -> TableDict:
     """The spec's "Cache Hit Rates (after warm-up)" table from a live replay: spec claim beside ours, n, CIs."""
     rows = []
     for e in ENTITIES:
@@ -277,7 +278,7 @@ def hit_rate_table(live: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def comparison_table(check: Mapping[str, Any]) -> dict[str, Any]:
+def comparison_table(check: Mapping[str, Any]) -> TableDict:
     """Simulated vs live hit rate per entity (same trace, same TTLs), from :func:`live_reference`."""
     cmp = check["comparison"]
     rows = [
@@ -318,7 +319,7 @@ def comparison_table(check: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def recommendation_table(tuning: Mapping[str, Any]) -> dict[str, Any]:
+def recommendation_table(tuning: Mapping[str, Any]) -> TableDict:
     """Per entity: the current TTL's simulated figures and the recommended TTLs, without and with invalidation."""
     rows = []
     for e in ENTITIES:
@@ -367,7 +368,7 @@ def recommendation_table(tuning: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def sweep_table(sweep_result: Mapping[str, Any], title: str) -> dict[str, Any]:
+def sweep_table(sweep_result: Mapping[str, Any], title: str) -> TableDict:
     """Hit rate (and stale share) of every entity at every TTL of a sweep."""
     curves = sweep_result["curves"]
     ttls = sorted({p["ttl_s"] for c in curves.values() for p in c})
@@ -417,7 +418,7 @@ def cache_hit_results(
     settings: LiveSettings,
     dataset: Any,
     params: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> CacheHitRatesResult:
     """Notebook 02's result file: the live replay, the simulation check, report tables and notes."""
     sched = live.get("schedule") or {}
     notes = [
@@ -501,7 +502,7 @@ def ttl_tuning_results(
     settings: LiveSettings,
     dataset: Any,
     params: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> TtlTuningResult:
     """Notebook 03's result file: curves, recommendations, the sim-vs-live check, report tables and notes."""
     tables = [
         recommendation_table(tuning),

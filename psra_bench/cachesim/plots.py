@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from psra_bench.cachesim.experiment import HIT_RATES, SPEC_CLAIMS, TTL_TUNING
 from psra_bench.cachesim.workload import ENTITIES
+from psra_bench.measure.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
 
 __all__ = [
     "plot_hit_rates",
@@ -41,16 +42,11 @@ SWEEP_STYLES = (
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
+    return new_figure(figsize)
 
 
 def _save(fig: Figure, output_dir: str | os.PathLike[str], name: str, dpi: int) -> Figure:
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{name}.png", dpi=dpi)
-    return fig
+    return save_figure(fig, output_dir, name, dpi)
 
 
 def _entities(by_entity: Mapping[str, Any]) -> list[str]:

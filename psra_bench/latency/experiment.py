@@ -85,6 +85,7 @@ from psra_bench.latency.write_cost import (
 from psra_bench.measure.explain import explain_analyze
 from psra_bench.measure.fingerprint import environment_fingerprint
 from psra_bench.measure.stats import ab_schedule, decide, summarize
+from psra_bench.results import QueryLatencyResult
 from psra_bench.settings import LiveSettings
 
 __all__ = ["EXPERIMENT", "run_query_latency"]
@@ -367,7 +368,7 @@ def run_query_latency(
     budget_s: float | None = None,
     dataset: Any = None,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> QueryLatencyResult:
     """Measure every query before vs after the migration in interleaved rounds; return JSON-ready results.
 
     ``iterations`` timed calls per query per round, ``rounds`` rounds per side (so n = iterations
@@ -453,7 +454,7 @@ def run_query_latency(
         )
     sched = "".join(schedule)
     baseline_count = count_before - len(new) if initial == "applied" else count_before
-    results: dict[str, Any] = {
+    results: QueryLatencyResult = {
         "experiment": EXPERIMENT,
         "method": {
             "sides": {"before": "A: baseline schema (20 indexes)", "after": "B: migration applied (46 indexes)"},
@@ -498,6 +499,7 @@ def run_query_latency(
         "vacuum_seconds": vacuum_seconds,
         "fingerprint": fingerprint,
         "elapsed_seconds": time.perf_counter() - started,
+        "table": [],
     }
     results["table"] = latency_table(results)
     return results

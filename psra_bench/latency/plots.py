@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from psra_bench.latency.experiment import EXPERIMENT
 from psra_bench.latency.patterns import QUERY_PATTERNS
+from psra_bench.measure.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
 
 __all__ = ["plot_p50", "plot_cdf", "plot_rounds", "plot_write_cost", "plot_indexes"]
 
@@ -28,16 +29,11 @@ SIDE_COLORS = {"before": "tab:red", "after": "tab:green"}
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
+    return new_figure(figsize)
 
 
 def _save(fig: Figure, output_dir: str | os.PathLike[str], name: str, dpi: int) -> Figure:
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{EXPERIMENT}_{name}.png", dpi=dpi)
-    return fig
+    return save_figure(fig, output_dir, f"{EXPERIMENT}_{name}", dpi)
 
 
 def _queries(results: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -8,14 +8,15 @@ from typing import Any
 from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
 )
+from psra_bench.results import LatencyRow
 from psra_bench.table import Table
 
 __all__ = ["latency_table", "format_table", "format_index_usage", "format_write_cost"]
 
 
-def latency_table(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def latency_table(results: Mapping[str, Any]) -> list[LatencyRow]:
     """Rows shaped like the spec's "Query Performance" table, with p50/p95/p99, n, CIs and the verdict."""
-    rows = []
+    rows: list[LatencyRow] = []
     order = list(QUERY_PATTERNS)  # the spec's order, also after a JSON round trip (save_results sorts keys)
     for q in sorted(results["queries"].values(), key=lambda q: order.index(q["name"]) if q["name"] in order else 99):
         before, after, decision = q["before"], q["after"], q["decision"]

@@ -50,6 +50,7 @@ from psra_bench.load.results import (
     users_supported,
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
+from psra_bench.results import LoadTestResult
 from psra_bench.settings import LiveSettings, Settings
 
 __all__ = ["CONFIGURATIONS", "run_configuration", "run_load"]
@@ -300,7 +301,7 @@ def run_load(
     quick: bool = False,
     dataset: Any = None,
     **plan_options: Any,
-) -> dict[str, Any]:
+) -> LoadTestResult:
     """Load-test every configuration (baseline/indexes/cache/both) and save ``04_load_test.json``.
 
     ``configurations`` is a list of names or a comma-separated string ("all" = all four).
@@ -326,7 +327,7 @@ def run_load(
     out = Path(output_dir) / "04_load_test"
     started = time.time()
     results = {n: run_configuration(settings, n, plan, out, namespace) for n in names}
-    doc = {
+    doc: LoadTestResult = {
         "parameters": {
             "users": users,
             "spawn_rate": spawn_rate,

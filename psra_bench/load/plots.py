@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from psra_bench.measure.figures import new_figure, save_figure
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
 
 __all__ = ["plot_latency", "plot_steps", "plot_endpoints", "plot_resources"]
 
@@ -27,16 +29,11 @@ GROUPS = ("postgres", "api", "redis", "generator")
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize)
+    return new_figure(figsize)
 
 
 def _save(fig: Figure, output_dir: str | os.PathLike[str], name: str, dpi: int) -> Figure:
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / f"{PREFIX}_{name}.png", dpi=dpi)
-    return fig
+    return save_figure(fig, output_dir, f"{PREFIX}_{name}", dpi)
 
 
 def _names(results: Mapping[str, Any]) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 from psra_bench.exceptions import ParameterError
 from psra_bench.load.open_model import SATURATION_CORES
 from psra_bench.load.request_mix import DASHBOARD, REPORT
+from psra_bench.results import OverallRow
 from psra_bench.table import Table
 
 __all__ = [
@@ -166,13 +167,13 @@ def _pick(results: Mapping[str, Any], preferred: str, fallback: int) -> str:
 
 def overall_table(
     results: Mapping[str, Mapping[str, Any]], before: str = "baseline", after: str = "both"
-) -> list[dict[str, Any]]:
+) -> list[OverallRow]:
     """The spec's "Overall System Performance" rows, ``before`` (default baseline) vs ``after`` (default both)."""
     if not results:
         return []
     b_name, a_name = _pick(results, before, 0), _pick(results, after, -1)
     b, a = results[b_name], results[a_name]
-    rows: list[dict[str, Any]] = []
+    rows: list[OverallRow] = []
 
     def row(
         metric: str,

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from psra_bench.results import CacheHitRatesResult, LoadTestResult, QueryLatencyResult, TtlTuningResult
 from psra_bench.table import Table
 
 __all__ = ["fmt", "ci", "SECTION_BUILDERS", "SECTION_HEADLINES", "summary_lines"]
@@ -49,7 +50,7 @@ def _pct(value: Any) -> str:
 # ----------------------------------------------------------------------------- 01 query latency
 
 
-def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
+def query_tables(section: QueryLatencyResult) -> tuple[list[Table], list[str]]:
     """The spec's Query Performance table, measured; plus write cost and index sizes."""
     name = "Query performance (before vs after the index migration)"
     rows = []
@@ -150,15 +151,15 @@ def query_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
     return tables, notes
 
 
-def _query_headline(section: Mapping[str, Any]) -> dict[str, Any]:
+def _query_headline(section: QueryLatencyResult) -> dict[str, Any]:
     return {f"{q}.after": r["after"] for q, r in section.get("queries", {}).items() if r.get("after")}
 
 
 # ----------------------------------------------------------------------------- generic sections
 
 
-def _generic(title: str) -> Callable[[Mapping[str, Any]], tuple[list[Table], list[str]]]:
-    def build(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
+def _generic(title: str) -> Callable[[CacheHitRatesResult | TtlTuningResult], tuple[list[Table], list[str]]]:
+    def build(section: CacheHitRatesResult | TtlTuningResult) -> tuple[list[Table], list[str]]:
         tables = []
         for t in section.get("tables", []):
             tables.append(Table.from_dict({**t, "section": title}))
@@ -167,7 +168,7 @@ def _generic(title: str) -> Callable[[Mapping[str, Any]], tuple[list[Table], lis
     return build
 
 
-def load_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
+def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
     """The spec's Overall System Performance table, measured, plus one row per configuration."""
     name = "Overall system performance under load"
     claims = {
@@ -263,7 +264,8 @@ def load_tables(section: Mapping[str, Any]) -> tuple[list[Table], list[str]]:
     return tables, notes
 
 
-SECTION_BUILDERS: dict[str, Callable[[Mapping[str, Any]], tuple[list[Table], list[str]]]] = {
+#: Section name -> its table builder; each takes the typed result of its notebook (read back from JSON).
+SECTION_BUILDERS: dict[str, Callable[[Any], tuple[list[Table], list[str]]]] = {
     "query_latency": query_tables,
     "cache": _generic("Cache hit rates"),
     "ttl": _generic("TTL tuning"),
@@ -271,7 +273,7 @@ SECTION_BUILDERS: dict[str, Callable[[Mapping[str, Any]], tuple[list[Table], lis
 }
 
 
-def _cache_headline(section: Mapping[str, Any]) -> dict[str, Any]:
+def _cache_headline(section: CacheHitRatesResult) -> dict[str, Any]:
     entities = (section.get("live") or {}).get("entities") or {}
     return {
         f"{name}.hit": e["latency"]["hit"]
@@ -280,7 +282,7 @@ def _cache_headline(section: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-SECTION_HEADLINES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+SECTION_HEADLINES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "query_latency": _query_headline,
     "cache": _cache_headline,
 }
