@@ -139,3 +139,21 @@ def test_imports_point_down(path: Path) -> None:
         elif mine == "jobs" and theirs not in JOBS_MAY_IMPORT:
             wrong.append(f"{dep} (the generic queue may use only {sorted(JOBS_MAY_IMPORT)})")
     assert not wrong, f"{module} imports upward or sideways: {wrong}"
+
+
+FACES = sorted(p for p in PACKAGE.rglob("__init__.py") if p.parent != PACKAGE)
+
+
+@pytest.mark.parametrize("face", FACES, ids=lambda p: p.parent.name)
+def test_each_subpackage_face_exports_what_it_lists_and_only_its_own(face: Path) -> None:
+    import importlib
+
+    name = _module_name(face)
+    module = importlib.import_module(name)
+    listed = list(module.__all__)
+    assert listed and len(listed) == len(set(listed)), f"{name}.__all__ is empty or repeats a name"
+    for attr in listed:
+        value = getattr(module, attr)  # AttributeError: listed but not there
+        origin = getattr(value, "__module__", None)
+        if origin is not None and origin.startswith("psra_bench."):
+            assert origin.startswith(name + "."), f"{name} re-exports {attr} from {origin}, outside its package"

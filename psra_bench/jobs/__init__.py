@@ -5,16 +5,19 @@
 
 from __future__ import annotations
 
-from psra_bench.jobs.models import CancelResult, JobContext, JobPriority, JobResult, JobStatus, current_job
-from psra_bench.jobs.process import HandlersSetup, load_handlers_setup, run_worker, worker_settings
-from psra_bench.jobs.queue import (
+from psra_bench.jobs.models import (
+    CancelResult,
+    JobContext,
     JobHandler,
-    JobQueue,
+    JobPriority,
+    JobResult,
+    JobStatus,
     PayloadValidator,
     ProgressCallback,
-    get_job_queue,
-    register_default_handlers,
+    current_job,
 )
+from psra_bench.jobs.process import HandlersSetup, load_handlers_setup, run_worker, worker_settings
+from psra_bench.jobs.queue import JobQueue, get_job_queue, register_default_handlers
 from psra_bench.jobs.worker import Worker
 
 __all__ = [

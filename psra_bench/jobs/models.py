@@ -13,11 +13,11 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from psra_bench.exceptions import JobError, JobInputError
 
@@ -32,6 +32,10 @@ __all__ = [
     "RESERVED_METADATA_KEYS",
     "dump_json",
     "parse_priority",
+    "CURRENT_JOB",
+    "ProgressCallback",
+    "JobHandler",
+    "PayloadValidator",
 ]
 
 
@@ -209,12 +213,12 @@ class JobContext:
     priority: JobPriority
 
 
-_CURRENT_JOB: ContextVar[JobContext | None] = ContextVar("psra_bench_current_job", default=None)
+CURRENT_JOB: ContextVar[JobContext | None] = ContextVar("psra_bench_current_job", default=None)
 
 
 def current_job() -> JobContext | None:
     """Inside a handler: the JobContext of the job it runs; elsewhere None."""
-    return _CURRENT_JOB.get()
+    return CURRENT_JOB.get()
 
 
 def _json_default(value: Any) -> Any:
@@ -237,3 +241,15 @@ def dump_json(value: Any, what: str) -> str:
         return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:
         raise JobError(f"{what} cannot be stored as JSON: {e}.") from e
+
+
+class ProgressCallback(Protocol):
+    """``await update_progress(percent, message)`` — percent is a whole number 0..100."""
+
+    def __call__(self, percent: int, message: str = "") -> Awaitable[None]: ...
+
+
+#: A job handler: ``async def handler(payload, update_progress) -> JSON-able result``.
+JobHandler = Callable[[dict[str, Any], ProgressCallback], Awaitable[Any]]
+#: Checks a payload at submit time; raises JobError naming the bad field.
+PayloadValidator = Callable[[dict[str, Any]], None]

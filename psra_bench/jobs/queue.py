@@ -35,10 +35,10 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
 
@@ -58,22 +58,21 @@ from psra_bench.jobs import scripts as job_scripts
 from psra_bench.jobs.models import (
     RESERVED_METADATA_KEYS,
     CancelResult,
+    JobHandler,
     JobPriority,
     JobResult,
     JobStatus,
+    PayloadValidator,
     dump_json,
     parse_priority,
 )
 from psra_bench.settings import Settings
 
 if TYPE_CHECKING:
-    from psra_bench.jobs.worker import Worker
+    from psra_bench.jobs.worker import Worker  # start_workers imports it when called
 
 __all__ = [
     "JobQueue",
-    "JobHandler",
-    "ProgressCallback",
-    "PayloadValidator",
     "get_job_queue",
     "register_default_handlers",
     "DEFAULT_HANDLERS_GROUP",
@@ -85,18 +84,6 @@ log = logging.getLogger(__name__)
 SOCKET_TIMEOUT = 5.0
 #: Longest owner label a job may carry.
 MAX_OWNER_LENGTH = 200
-
-
-class ProgressCallback(Protocol):
-    """``await update_progress(percent, message)`` — percent is a whole number 0..100."""
-
-    def __call__(self, percent: int, message: str = "") -> Awaitable[None]: ...
-
-
-#: A job handler: ``async def handler(payload, update_progress) -> JSON-able result``.
-JobHandler = Callable[[dict[str, Any], ProgressCallback], Awaitable[Any]]
-#: Checks a payload at submit time; raises JobError naming the bad field.
-PayloadValidator = Callable[[dict[str, Any]], None]
 
 
 def _job_type_ok(job_type: object) -> bool:

@@ -9,7 +9,7 @@ notice cancels and lost leases, run the reaper every lease/2 s) and the pub/sub 
 
 Handlers must not block the event loop for longer than about a lease (use ``asyncio.to_thread``
 for heavy CPU work): a worker that cannot heartbeat loses its jobs to other workers. Build a
-Worker through ``JobQueue.start_workers``; the process entry is :mod:`psra_bench.jobs.process`.
+Worker through ``WorkerQueue.start_workers``; the process entry is :mod:`psra_bench.jobs.process`.
 """
 
 from __future__ import annotations
@@ -25,18 +25,17 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
+import redis.asyncio
 
 from psra_bench.constants import DEFAULT_GRACE_SECONDS
 from psra_bench.exceptions import JobError, PsraBenchError
-from psra_bench.jobs.models import _CURRENT_JOB, JobContext, JobPriority, JobStatus, dump_json
+from psra_bench.jobs.models import CURRENT_JOB, JobContext, JobHandler, JobPriority, JobStatus, dump_json
+from psra_bench.settings import Settings
 
-if TYPE_CHECKING:
-    from psra_bench.jobs.queue import JobQueue
-
-__all__ = ["Worker"]
+__all__ = ["Worker", "WorkerQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +57,48 @@ class _Run:
     reason: str | None = None
 
 
-class Worker:
-    """Takes jobs of one JobQueue in this event loop; build it through ``JobQueue.start_workers``."""
+class WorkerQueue(Protocol):
+    """What a :class:`Worker` needs of its queue (:class:`psra_bench.jobs.queue.WorkerQueue` provides it)."""
 
-    def __init__(self, queue: JobQueue, concurrency: int, *, burst: bool = False) -> None:
+    settings: Settings
+    redis: redis.asyncio.Redis
+    channel: str
+    lease_seconds: float
+    poll_interval: float
+
+    def handler_for(self, job_type: str) -> JobHandler | None: ...
+
+    async def dequeue_many(
+        self, worker_id: str, count: int, max_running: int | None = None
+    ) -> tuple[str, list[tuple[str, str, str, str, str]]]: ...
+
+    async def heartbeat(self, worker_id: str, leases: list[tuple[str, int]]) -> list[int]: ...
+
+    async def report_progress(self, worker_id: str, job_id: str, attempt: int, percent: int, message: str) -> int: ...
+
+    async def finish(
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        status: JobStatus,
+        *,
+        result_json: str = "",
+        error: str = "",
+        traceback_text: str = "",
+    ) -> bool: ...
+
+    async def requeue(self, worker_id: str, job_id: str, attempt: int) -> bool: ...
+
+    async def reap(self, limit: int = 100) -> int: ...
+
+    async def mark_worker_alive(self, worker_id: str, alive_seconds: float) -> int: ...
+
+
+class Worker:
+    """Takes jobs of one WorkerQueue in this event loop; build it through ``WorkerQueue.start_workers``."""
+
+    def __init__(self, queue: WorkerQueue, concurrency: int, *, burst: bool = False) -> None:
         self.queue = queue
         self.concurrency = concurrency
         self.burst = burst
@@ -218,11 +255,11 @@ class Worker:
                 await self._finish(run, JobStatus.FAILED, error=f"the stored payload is not valid JSON: {e}")
                 return
             ctx = JobContext(run.job_id, run.job_type, run.attempt, self.id, run.priority)
-            token = _CURRENT_JOB.set(ctx)
+            token = CURRENT_JOB.set(ctx)
             try:  # the handler task copies the context, so current_job() works inside it
                 run.task = asyncio.create_task(_call_handler(handler, payload, self._progress_callback(run)))
             finally:
-                _CURRENT_JOB.reset(token)
+                CURRENT_JOB.reset(token)
             try:
                 result = await run.task
             except asyncio.CancelledError:

@@ -26,7 +26,7 @@ from psra_bench.infra.postgres import dsn_host_port
 from psra_bench.settings import redact
 
 if TYPE_CHECKING:
-    from psra_bench.jobs.queue import JobHandler, ProgressCallback
+    from psra_bench.jobs.models import JobHandler, ProgressCallback
 
 __all__ = [
     "HsItem",

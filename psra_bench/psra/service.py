@@ -22,7 +22,8 @@ from psycopg_pool import ConnectionPool
 
 from psra_bench.exceptions import InputError
 from psra_bench.infra.embedded import ensure_services
-from psra_bench.jobs.queue import JobHandler, JobQueue
+from psra_bench.jobs.models import JobHandler
+from psra_bench.jobs.queue import JobQueue
 from psra_bench.psra.assessment import (
     AssessmentInput,
     assess,

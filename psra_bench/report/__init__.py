@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from psra_bench.report.assemble import assemble_report, read_history
 from psra_bench.report.runner import ReportParams, ReportRun, load_params_file, run_report
-from psra_bench.report.sections import SECTION_BUILDERS, Table
+from psra_bench.report.sections import SECTION_BUILDERS
 
 __all__ = [
     "ReportParams",
@@ -13,6 +13,5 @@ __all__ = [
     "load_params_file",
     "assemble_report",
     "read_history",
-    "Table",
     "SECTION_BUILDERS",
 ]
