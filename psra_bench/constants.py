@@ -13,6 +13,7 @@ __all__ = [
     "ASSESSMENT_KEY",
     "VERDICT_KEY",
     "JOB_KEY",
+    "GENERATION_KEY",
     "ENTITY_PREFIXES",
     "DEFAULT_TTL",
     "TTL_HS_CODES",
@@ -40,6 +41,8 @@ ASSESSMENT_KEY = "assessment:{rule_id}:{hs_code}:{origin}:{dest}"
 VERDICT_KEY = "verdict:{evaluation_id}"
 #: Key of one async job's state hash: ``job:{job_id}``.
 JOB_KEY = "job:{job_id}"
+#: Key of one entity's invalidation generation (a random token; invalidating deletes it): ``gen:{entity}``.
+GENERATION_KEY = "gen:{entity}"
 
 #: Entity name -> the key prefix its keys start with (used for stats and invalidation).
 ENTITY_PREFIXES: dict[str, tuple[str, ...]] = {

@@ -612,6 +612,207 @@ def test_crashed_lock_holder_cannot_wedge_waiters(cache: CacheService, redis_cli
     assert calls == [1, 1] and redis_client.get(lock) == b"someone-else"
 
 
+# --------------------------------------------------------------------------- no stale set after invalidation
+
+
+class HeldCompute:
+    """A compute function held at a known point: it says it has begun, waits for the test, returns ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.begun = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        self.begun.set()
+        assert self.release.wait(10), "the test never released the computation"
+        return self.value
+
+
+def _race(cache: CacheService, key: str, invalidate: Callable[[], object] | None) -> Any:
+    """get_or_compute(key) computing "old"; while it computes, ``invalidate()`` runs (a writer committed)."""
+    held, out = HeldCompute("old"), []
+    reader = threading.Thread(target=lambda: out.append(cache.get_or_compute(key, held)))
+    reader.start()
+    try:
+        assert held.begun.wait(10)
+        if invalidate is not None:
+            invalidate()
+    finally:
+        held.release.set()
+        reader.join(10)
+    assert out == ["old"] and held.calls == 1  # the reader itself gets what it computed
+    return cache.get(key, MISSING)
+
+
+def test_pattern_entities_cover_what_a_sweep_may_touch() -> None:
+    assert keys.pattern_entities("hs:*") == ["hs_codes"] and keys.pattern_entities("hs:code:1") == ["hs_codes"]
+    assert keys.pattern_entities("rules:agreement:*") == ["rules"] and keys.pattern_entities("fn:*") == ["other"]
+    assert keys.pattern_entities("rule*") == ["other", "rules"]
+    assert keys.pattern_entities("*") == ["assessments", "hs_codes", "other", "rules", "verdicts"]
+    assert keys.pattern_entities("h[s]:*") == ["hs_codes", "other"]
+    assert keys.pattern_entities(keys.escape_glob("weird*") + "x") == ["other"]
+    assert keys.generation_key("rules") == "gen:rules" and keys.generation_key("other") == "gen:other"
+    with pytest.raises(CacheError, match="entity="):
+        keys.generation_key("nope")
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["invalidate", "invalidate_hs_codes", "delete_pattern", "delete_pattern_star", "invalidate_cache"],
+)
+def test_invalidation_during_compute_drops_the_stale_set(cache: CacheService, how: str) -> None:
+    @invalidate_cache(patterns=["hs:code:{code}"], cache=cache)
+    def update(code: str) -> None:
+        pass  # the database write; the decorator invalidates after it
+
+    invalidations: dict[str, Callable[[], object]] = {
+        "invalidate": lambda: cache.invalidate("hs_codes"),
+        "invalidate_hs_codes": cache.invalidate_hs_codes,
+        "delete_pattern": lambda: cache.delete_pattern("hs:code:*"),
+        "delete_pattern_star": lambda: cache.delete_pattern("*"),
+        "invalidate_cache": lambda: update("847130"),
+    }
+    key = keys.hs_code_key("847130")
+    assert _race(cache, key, invalidations[how]) is MISSING  # the old value was not put back
+    assert cache.stats()["entities"]["hs_codes"]["stale"] == 1
+    assert cache.get_or_compute(key, lambda: "new") == "new" and cache.get(key) == "new"
+
+
+def test_set_is_kept_when_nothing_was_invalidated(cache: CacheService) -> None:
+    key = keys.hs_code_key("847130")
+    assert _race(cache, key, None) == "old"  # negative control: same race, no writer
+    # Invalidating another entity meanwhile does not drop it either.
+    assert _race(cache, keys.rule_key("R1"), cache.invalidate_hs_codes) == "old"
+    assert cache.stats()["entities"]["hs_codes"]["stale"] == 0 and cache.stats()["entities"]["rules"]["stale"] == 0
+
+
+def test_generation_api_and_plain_set(cache: CacheService, redis_client: redis.Redis) -> None:
+    key = keys.rule_key("R1")
+    before = cache.generation(key)
+    assert before is not None and cache.generation(key) == before  # stable until an invalidation
+    assert redis_client.get(cache.namespace + "gen:rules") == before.encode()
+    assert cache.set_if_generation(key, 1, before) and cache.get(key) == 1
+    cache.invalidate_rules()
+    assert redis_client.exists(cache.namespace + "gen:rules") == 0  # invalidating ends the generation
+    assert cache.set_if_generation(key, 2, before) is False and cache.get(key, MISSING) is MISSING
+    after = cache.generation(key)
+    assert after not in (None, before)  # a fresh random token, never an old one again
+    assert cache.set_if_generation(key, 3, after) and cache.get(key) == 3
+    assert cache.set_if_generation(key, 4, None) is False and cache.get(key) == 3  # unknown generation: no write
+    # A generation key lost to eviction or a sweep only drops writes, never lets a stale one through.
+    redis_client.unlink(cache.namespace + "gen:rules")
+    assert cache.set_if_generation(key, 5, after) is False and cache.get(key) == 3
+    # Plain set() keeps its semantics: unconditional, whatever was invalidated.
+    cache.invalidate_rules()
+    assert cache.set(key, "plain") is True and cache.get(key) == "plain"
+    assert cache.stats()["entities"]["rules"]["stale"] == 2
+
+
+def test_cache_result_decorator_drops_the_stale_set(cache: CacheService) -> None:
+    held = HeldCompute({"rate": "old"})
+
+    @cache_result(key="rules:agreement:{code}", cache=cache)
+    def agreement(code: str) -> Any:
+        return held()
+
+    @invalidate_cache(patterns=["rules:*"], cache=cache)
+    def reload(code: str) -> None:
+        pass
+
+    out: list[Any] = []
+    reader = threading.Thread(target=lambda: out.append(agreement("CETA")))
+    reader.start()
+    try:
+        assert held.begun.wait(10)
+        reload("CETA")
+    finally:
+        held.release.set()
+        reader.join(10)
+    assert out == [{"rate": "old"}] and not cache.exists("rules:agreement:CETA")
+    held.value = {"rate": "new"}
+    assert agreement("CETA") == {"rate": "new"} and held.calls == 2
+    assert cache.get("rules:agreement:CETA") == {"rate": "new"} and agreement("CETA") == {"rate": "new"}
+    assert held.calls == 2  # now a hit
+    # Negative control: the same decorated read with no invalidation is cached.
+    held.value = "kept"
+    assert agreement("EUJP") == "kept" and cache.get("rules:agreement:EUJP") == "kept"
+
+
+class AsyncHeldCompute:
+    """The asyncio twin of :class:`HeldCompute` (asyncio.Event)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.begun = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        self.begun.set()
+        await asyncio.wait_for(self.release.wait(), 10)
+        return self.value
+
+
+async def _arace(acache: AsyncCacheService, key: str, invalidate: Callable[[], Any] | None) -> Any:
+    held = AsyncHeldCompute("old")
+    reader = asyncio.create_task(acache.get_or_compute(key, held))
+    try:
+        await asyncio.wait_for(held.begun.wait(), 10)
+        if invalidate is not None:
+            await invalidate()
+    finally:
+        held.release.set()
+    assert await reader == "old" and held.calls == 1
+    return await acache.get(key, MISSING)
+
+
+async def test_async_invalidation_during_compute_drops_the_stale_set(acache: AsyncCacheService) -> None:
+    key = keys.hs_code_key("847130")
+    assert await _arace(acache, key, acache.invalidate_hs_codes) is MISSING
+    assert await _arace(acache, key, lambda: acache.delete_pattern("hs:*")) is MISSING
+    assert acache.stats()["entities"]["hs_codes"]["stale"] == 2
+
+    async def new() -> str:
+        return "new"
+
+    assert await acache.get_or_compute(key, new) == "new" and await acache.get(key) == "new"
+    await acache.delete(key)
+    assert await _arace(acache, key, None) == "old"  # negative control: no writer, the set is kept
+    assert acache.stats()["entities"]["hs_codes"]["stale"] == 2
+
+
+async def test_async_decorator_drops_the_stale_set(acache: AsyncCacheService) -> None:
+    held = AsyncHeldCompute(["old"])
+
+    @cache_result(cache=acache)
+    async def lookup(code: str) -> Any:
+        return await held()
+
+    @invalidate_cache(patterns=["fn:*"], cache=acache)
+    async def update(code: str) -> None:
+        pass
+
+    reader = asyncio.create_task(lookup("847130"))
+    try:
+        await asyncio.wait_for(held.begun.wait(), 10)
+        await update("847130")
+    finally:
+        held.release.set()
+    assert await reader == ["old"]
+    key = lookup.cache_key("847130")  # type: ignore[attr-defined]
+    assert await acache.get(key, MISSING) is MISSING
+    held.value = ["new"]
+    assert await lookup("847130") == ["new"] and await acache.get(key) == ["new"] and held.calls == 2
+    assert await lookup("847130") == ["new"] and held.calls == 2  # a hit
+    # Negative control: another argument, no writer: cached.
+    held.value = ["kept"]
+    assert await lookup("010121") == ["kept"] and await acache.get(lookup.cache_key("010121")) == ["kept"]  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- resilience
 
 
@@ -870,5 +1071,47 @@ async def test_async_cluster_invalidation(cluster: list[int], namespaced_setting
         assert await service.invalidate_rules() == 301
         assert await service.delete_pattern("rule*") == 0
     finally:
+        await service.aclose()
+        await rc.aclose()
+
+
+def test_cluster_drops_the_stale_set(cluster: list[int], namespaced_settings: Settings) -> None:
+    """Across slots the value is set, then the generation checked; a hash-tagged namespace is atomic."""
+    rc = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster[0])
+    tagged = namespaced_settings.replace(cache_namespace="{" + namespaced_settings.cache_namespace + "}")
+    services = [CacheService(namespaced_settings, client=rc), CacheService(tagged, client=rc)]
+    try:
+        split, atomic = services
+        key = keys.hs_code_key("847130")
+        assert redis.crc.key_slot(split.generation_physical(key).encode()) != redis.crc.key_slot(
+            split.physical(key).encode()
+        )
+        assert redis.crc.key_slot(atomic.generation_physical(key).encode()) == redis.crc.key_slot(
+            atomic.physical(key).encode()
+        )
+        for service in services:
+            assert _race(service, key, service.invalidate_hs_codes) is MISSING
+            assert _race(service, key, lambda s=service: s.delete_pattern("*")) is MISSING
+            assert service.stats()["entities"]["hs_codes"]["stale"] == 2
+            assert _race(service, key, None) == "old"  # negative control
+            assert service.get_or_compute(keys.rule_key("R1"), lambda: "r") == "r" and service.get(keys.rule_key("R1"))
+    finally:
+        for service in services:
+            service.delete_pattern("*")
+            service.close()
+        rc.close()
+
+
+async def test_async_cluster_drops_the_stale_set(cluster: list[int], namespaced_settings: Settings) -> None:
+    rc = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=cluster[0])
+    service = AsyncCacheService(namespaced_settings, client=rc)
+    try:
+        key = keys.rule_key("CETA-HS39-001")
+        assert await _arace(service, key, service.invalidate_rules) is MISSING
+        assert await _arace(service, key, lambda: service.delete_pattern("rule:*")) is MISSING
+        assert service.stats()["entities"]["rules"]["stale"] == 2
+        assert await _arace(service, key, None) == "old"  # negative control
+    finally:
+        await service.delete_pattern("*")
         await service.aclose()
         await rc.aclose()

@@ -170,3 +170,120 @@ def test_verdicts_are_cached_once_they_exist(cached: CachedDAL, pool: Connection
     assert 3590 <= (cached.cache.get_ttl(keys.verdict_key(str(evaluation_id))) or 0) <= 3600
     with pytest.raises(InputError, match="evaluation_id"):
         cached.verdict_by_evaluation_id("not-a-uuid")
+
+
+class HeldDAL(CountingDAL):
+    """The counting DAL whose ``hold`` query, once it has its rows, waits until the test releases it."""
+
+    def __init__(self, pool: ConnectionPool, hold: str) -> None:
+        super().__init__(pool)
+        self.hold = hold
+        self.begun = threading.Event()
+        self.release = threading.Event()
+
+    def fetch_all(self, name: str, params: Any) -> list[dict[str, Any]]:
+        rows = super().fetch_all(name, params)  # read (and the connection returned) before the writer commits
+        if name == self.hold and not self.release.is_set():
+            self.begun.set()
+            assert self.release.wait(10), "the test never released the query"
+        return rows
+
+
+def _held_read(held: HeldDAL, read: Callable[[], Any], write: Callable[[], object] | None) -> Any:
+    """``read()`` in a thread, held after its query; ``write()`` (commit + invalidate) runs meanwhile."""
+    out: list[Any] = []
+    reader = threading.Thread(target=lambda: out.append(read()))
+    reader.start()
+    try:
+        assert held.begun.wait(10)
+        if write is not None:
+            write()
+    finally:
+        held.release.set()
+        reader.join(10)
+    assert len(out) == 1
+    return out[0]
+
+
+@pytest.fixture
+def held_hs(pool: ConnectionPool, namespaced_settings: Settings) -> Iterator[CachedDAL]:
+    """A CachedDAL whose HS code query is held; HS code 870321's description is restored afterwards."""
+    service = CacheService(namespaced_settings)
+    original = PostgresDAL(pool).hs_code_by_code("870321")
+    assert original is not None
+    yield CachedDAL(HeldDAL(pool, "hs_code_by_code"), service)
+    PostgresDAL(pool).update_hs_codes([{"code": "870321", "description": original["description"]}])
+    service.close()
+
+
+def test_update_during_a_cold_read_leaves_no_stale_hs_code(held_hs: CachedDAL) -> None:
+    held = held_hs.dal
+    assert isinstance(held, HeldDAL)
+    old = _held_read(
+        held,
+        lambda: held_hs.hs_code_by_code("870321"),
+        lambda: held_hs.update_hs_codes([{"code": "870321", "description": "Cars (updated)"}]),
+    )
+    assert old is not None and old["description"] != "Cars (updated)"  # the reader got what it read
+    assert held_hs.cache.get(keys.hs_code_key("870321"), MISSING) is MISSING  # but did not cache it
+    assert held_hs.cache.stats()["entities"]["hs_codes"]["stale"] == 1
+    new = held_hs.hs_code_by_code("870321")
+    assert new is not None and new["description"] == "Cars (updated)"
+    assert held_hs.cache.get(keys.hs_code_key("870321")) == new and _calls(held_hs)["hs_code_by_code"] == 2
+
+
+def test_a_cold_read_without_a_write_is_cached(held_hs: CachedDAL) -> None:
+    held = held_hs.dal
+    assert isinstance(held, HeldDAL)
+    row = _held_read(held, lambda: held_hs.hs_code_by_code("870321"), None)  # negative control
+    assert row is not None and held_hs.cache.get(keys.hs_code_key("870321")) == row
+    assert held_hs.hs_code_by_code("870321") == row and _calls(held_hs)["hs_code_by_code"] == 1
+    assert held_hs.cache.stats()["entities"]["hs_codes"]["stale"] == 0
+
+
+def test_rules_reload_during_a_cold_read_leaves_no_stale_rule(
+    pool: ConnectionPool, namespaced_settings: Settings
+) -> None:
+    rule_id = reference.rules()[0]["rule_id"]
+    service = CacheService(namespaced_settings)
+    held = HeldDAL(pool, "rule_by_id")
+    cached = CachedDAL(held, service)
+    original = PostgresDAL(pool).rule_by_id(rule_id)
+    assert original is not None
+
+    def write() -> None:
+        with pool.connection() as conn:
+            conn.execute("UPDATE psra_rules SET title = %s WHERE rule_id = %s", ("Reloaded", rule_id))
+        cached.reload_rules()
+
+    try:
+        old = _held_read(held, lambda: cached.rule_by_id(rule_id), write)
+        assert old is not None and old["title"] == original["title"]
+        assert service.get(keys.rule_key(rule_id), MISSING) is MISSING
+        new = cached.rule_by_id(rule_id)
+        assert new is not None and new["title"] == "Reloaded" and service.get(keys.rule_key(rule_id)) == new
+    finally:
+        with pool.connection() as conn:
+            conn.execute("UPDATE psra_rules SET title = %s WHERE rule_id = %s", (original["title"], rule_id))
+        service.close()
+
+
+def test_verdict_invalidated_during_its_read_is_not_cached(cached: CachedDAL, pool: ConnectionPool) -> None:
+    evaluation_id = uuid.uuid4()
+    with pool.connection() as conn:
+        conn.execute(
+            """INSERT INTO psra_verdicts (id, evaluation_id, request_id, rule_id, tenant_id, status, confidence,
+                   input_hash, agreement_code, hs_subheading, effective_date, export_country, import_country,
+                   decided_at, created_at, updated_at)
+               VALUES (%s, %s, %s, 'CETA-HS39-001', %s, 'qualified', 0.9, %s, 'CETA', '390110', '2025-01-01',
+                       'DE', 'CA', now(), now(), now())""",
+            (uuid.uuid4(), evaluation_id, uuid.uuid4(), uuid.uuid4(), "0" * 64),
+        )
+    held = HeldDAL(pool, "verdict_by_evaluation_id")
+    reader = CachedDAL(held, cached.cache)
+    row = _held_read(
+        held, lambda: reader.verdict_by_evaluation_id(evaluation_id), lambda: cached.cache.invalidate("verdicts")
+    )
+    assert row is not None and not cached.cache.exists(keys.verdict_key(str(evaluation_id)))
+    assert reader.verdict_by_evaluation_id(evaluation_id) == row  # released: the next read caches it
+    assert cached.cache.exists(keys.verdict_key(str(evaluation_id)))

@@ -2,7 +2,8 @@
 
 ``CacheService.aio`` gives one per running event loop, sharing the sync service's counters and
 circuit breaker; build one yourself with ``AsyncCacheService(settings)`` (or ``client=`` an
-asyncio ``Redis``/``RedisCluster``) and ``await service.aclose()`` when done.
+asyncio ``Redis``/``RedisCluster``) and ``await service.aclose()`` when done. A computed value is
+stored only if its entity was not invalidated while it was computed (see :mod:`psra_bench.cache.core`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,17 @@ import redis.asyncio.retry
 from redis.backoff import NoBackoff
 
 from psra_bench.cache import keys
-from psra_bench.cache.core import LOCK_PREFIX, MISSING, REDIS_ERRORS, RELEASE_SCRIPT, STATS_KEY, CacheCore, log
+from psra_bench.cache.core import (
+    GENERATION_SCRIPT,
+    LOCK_PREFIX,
+    MISSING,
+    REDIS_ERRORS,
+    RELEASE_SCRIPT,
+    SET_IF_GENERATION_SCRIPT,
+    STATS_KEY,
+    CacheCore,
+    log,
+)
 from psra_bench.cache.stats import CacheStats, CircuitBreaker
 from psra_bench.exceptions import CacheError
 from psra_bench.settings import RedisSettings, Settings
@@ -61,6 +72,7 @@ class AsyncCacheService(CacheCore):
         self.client: Any = client if client is not None else (_async_client(settings.redis) if settings.redis else None)
         if self.client is None and self.enabled:
             raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
+        self._cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
         self._flights: dict[str, asyncio.Future[Any]] = {}
         self.closed = False
 
@@ -88,7 +100,7 @@ class AsyncCacheService(CacheCore):
         return value
 
     async def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
-        """Store ``value`` as JSON for ``ttl`` seconds (None: the entity's TTL); False when skipped."""
+        """Store ``value`` as JSON for ``ttl`` seconds (None: the entity's TTL); False when skipped (unconditional)."""
         full = self.physical(key)
         if not self.enabled:
             return False
@@ -97,6 +109,41 @@ class AsyncCacheService(CacheCore):
             return False
         self.counters.record(entity, "sets")
         return True
+
+    async def generation(self, key: str) -> str | None:
+        """The invalidation generation of ``key``'s entity, to read *before* computing a value; None: Redis down."""
+        token = uuid.uuid4().hex
+        raw = await self._simple(
+            key,
+            "EVAL generation",
+            lambda _: self.client.eval(GENERATION_SCRIPT, 1, self.generation_physical(key), token),
+            None,
+        )
+        return self._token(raw)
+
+    async def set_if_generation(self, key: str, value: Any, generation: str | None, ttl: float | None = None) -> bool:
+        """Store ``value`` like :meth:`set`, unless ``key``'s entity was invalidated since ``generation`` was read."""
+        full = self.physical(key)
+        if not self.enabled:
+            return False
+        data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
+        if generation is None or self._skip(entity):
+            return False
+        gen = self.generation_physical(key)
+        try:
+            if self._atomic_set(self._cluster, gen, full):
+                stored = bool(await self.client.eval(SET_IF_GENERATION_SCRIPT, 2, gen, full, generation, data, ms))
+            else:  # cluster, two slots: set, then check; a changed generation takes our own value back
+                await self.client.set(full, data, px=ms)
+                stored = self._token(await self.client.get(gen)) == generation
+                if not stored:
+                    await self.client.eval(RELEASE_SCRIPT, 1, full, data)
+        except REDIS_ERRORS as e:
+            self._failed(entity, "EVAL set-if-generation", e)
+            return False
+        self._answered()
+        self.counters.record(entity, "sets" if stored else "stale")
+        return stored
 
     async def _simple(self, key: str, op: str, call: Callable[[str], Awaitable[Any]], default: Any) -> Any:
         full = self.physical(key)
@@ -130,30 +177,48 @@ class AsyncCacheService(CacheCore):
         return None if ttl is None or ttl == -2 else int(ttl)
 
     async def delete_pattern(self, pattern: str) -> int:
-        """Delete every key matching the glob ``pattern`` (SCAN + UNLINK, every cluster primary); return the count."""
-        match = self._match(pattern)
+        """Delete every key matching the glob ``pattern`` (SCAN + UNLINK, every cluster primary); return the count.
+
+        First it starts a new generation of every entity the pattern may match (as the sync service).
+        """
+        return await self._invalidate([pattern])
+
+    async def _invalidate(self, patterns: list[str]) -> int:
+        """New generations for the entities ``patterns`` may match, then SCAN + UNLINK each pattern; the count."""
+        matches = [self._match(p) for p in patterns]
         if not self.enabled:
             return 0
+        generations = sorted({g for p in patterns for g in self._generations_of(p)})
+        total = 0
+        for pattern, match in zip(patterns, matches, strict=True):
+            count = await self._sweep(pattern, match, generations)
+            if count is not None:
+                generations, total = [], total + count
+        return total
+
+    async def _sweep(self, pattern: str, match: str, generations: list[str]) -> int | None:
         entity = keys.entity_of(pattern)
         if self._skip(entity):
             log.warning("cache: invalidation of %r skipped (circuit open)", pattern)
-            return 0
+            return None
         try:
-            if isinstance(self.client, redis.asyncio.cluster.RedisCluster):
+            if generations:  # before the sweep: a computation that began earlier stores nothing
+                await self.client.unlink(*generations)  # a cluster client splits it by slot
+            if self._cluster:
                 count = await keys.ascan_unlink_cluster(self.client, match)
             else:
                 count = await keys.ascan_unlink_nodes([self.client], match)
         except REDIS_ERRORS as e:
             self._failed(entity, "SCAN/UNLINK", e)
             log.warning("cache: invalidation of %r failed; entries live until their TTL", pattern)
-            return 0
+            return None
         self._answered()
         self.counters.record(entity, "deletes", amount=count)
         return count
 
     async def invalidate(self, entity: str) -> int:
-        """Delete every key of ``entity`` (hs_codes, rules, assessments, verdicts); return the count."""
-        return sum([await self.delete_pattern(p) for p in keys.entity_patterns(entity)])
+        """New generation of ``entity`` (hs_codes, rules, assessments, verdicts), then delete its keys; the count."""
+        return await self._invalidate(keys.entity_patterns(entity))
 
     async def ping(self) -> bool:
         """Whether Redis answers PING right now (asks the server even when the breaker is open)."""
@@ -249,8 +314,9 @@ class AsyncCacheService(CacheCore):
             elif not held:
                 state = await self._try_lock(lock, token, timeout)
         try:
+            generation = await self.generation(key)  # before computing: an invalidation from now on voids the set
             value = await compute()
-            await self.set(key, value, ttl)
+            await self.set_if_generation(key, value, generation, ttl)
             return value
         finally:
             if state == "acquired":

@@ -3,7 +3,9 @@
 Reads go through :meth:`CacheService.get_or_compute` (a miss reaches PostgreSQL once however
 many callers ask; a dead Redis just means every call reaches PostgreSQL). Writes go to the DAL
 first and then drop what they made stale: HS code updates drop ``hs:*`` and ``assessment:*``,
-a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``.
+a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``. Dropping starts a new
+invalidation generation of each entity first, so a read that queried PostgreSQL before the write
+committed never stores its old row afterwards (see :mod:`psra_bench.cache.core`).
 """
 
 from __future__ import annotations
@@ -74,9 +76,10 @@ class CachedDAL:
         found = self.cache.get(key, MISSING)
         if found is not MISSING:
             return cast(dict[str, Any], found)
+        generation = self.cache.generation(key)  # before the query: a later invalidation voids the set
         row = self.dal.verdict_by_evaluation_id(canonical)
         if row is not None:
-            self.cache.set(key, row)
+            self.cache.set_if_generation(key, row, generation)
         return row
 
     def update_hs_codes(self, items: Iterable[Mapping[str, str]]) -> int:

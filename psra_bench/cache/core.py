@@ -2,6 +2,20 @@
 
 :class:`CacheCore` holds everything that does not talk to Redis, so :mod:`psra_bench.cache.service`
 (sync) and :mod:`psra_bench.cache.aio` (asyncio) differ only in how they send commands.
+
+**Invalidation generations.** A reader that misses, computes from the database and then sets
+could put back a value a writer has just invalidated, for a whole TTL. So every entity has a
+generation: a random token under ``{namespace}gen:{entity}``. Every invalidation (``invalidate``,
+``delete_pattern``, ``@invalidate_cache``) deletes the tokens of the entities it may touch
+*before* it sweeps; a computing reader reads (or creates) the token *before* it computes, and its
+``set_if_generation`` stores only while the token is unchanged (:data:`SET_IF_GENERATION_SCRIPT`,
+one atomic compare-then-SET). Tokens are never reused, so a token deleted by a sweep or evicted
+only drops a few writes, never lets a stale one through. A hit reads only the value: no extra
+round trip. On a cluster the token and the value usually live in different slots, and one script
+may not touch both: there the value is SET first and the token read after; a changed token makes
+the writer delete its own value again (compare-and-delete), and a token changed later is followed
+by a sweep that deletes it. So on a cluster a stale value may be visible for one round trip, not
+for a TTL (a namespace with a hash tag, e.g. ``{psra}:``, puts both in one slot: atomic again).
 """
 
 from __future__ import annotations
@@ -12,6 +26,7 @@ import time
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from psra_bench.cache import keys
@@ -19,7 +34,17 @@ from psra_bench.cache.stats import CacheStats, CircuitBreaker
 from psra_bench.exceptions import CacheError, CacheSerializationError
 from psra_bench.settings import Settings, redact
 
-__all__ = ["MISSING", "STATS_KEY", "LOCK_PREFIX", "RELEASE_SCRIPT", "REDIS_ERRORS", "CacheCore", "log"]
+__all__ = [
+    "MISSING",
+    "STATS_KEY",
+    "LOCK_PREFIX",
+    "RELEASE_SCRIPT",
+    "GENERATION_SCRIPT",
+    "SET_IF_GENERATION_SCRIPT",
+    "REDIS_ERRORS",
+    "CacheCore",
+    "log",
+]
 
 log = logging.getLogger("psra_bench.cache")
 
@@ -37,6 +62,15 @@ STATS_KEY = "psra:cache:stats"
 LOCK_PREFIX = "lock:"
 #: Compare-and-delete of a single-flight lock: only the holder of the token releases it.
 RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+#: Get-or-create of an entity's generation: the token under KEYS[1], or ARGV[1] (a fresh random one) stored there.
+GENERATION_SCRIPT = (
+    "local g = redis.call('get', KEYS[1]) if g then return g end redis.call('set', KEYS[1], ARGV[1]) return ARGV[1]"
+)
+#: Compare-then-set: SET KEYS[2] to ARGV[2] for ARGV[3] ms only while the generation KEYS[1] still holds ARGV[1].
+SET_IF_GENERATION_SCRIPT = (
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
+)
 #: What a dead, slow or confused server raises: the services turn these into misses and skipped writes.
 REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 _TTL_ENTITIES = {"hs_codes", "rules", "assessments", "verdicts"}
@@ -77,6 +111,23 @@ class CacheCore:
         if not isinstance(key, str) or not key:
             raise CacheError(f"key={key!r} is not valid: use a non-empty string.", key=None)
         return self.namespace + key
+
+    def generation_physical(self, key: str) -> str:
+        """The stored key of the generation of ``key``'s entity: namespace + ``gen:{entity}``."""
+        return self.namespace + keys.generation_key(keys.entity_of(key))
+
+    def _generations_of(self, pattern: str) -> list[str]:
+        """The stored generation keys of every entity the glob ``pattern`` may match."""
+        return [self.namespace + keys.generation_key(e) for e in keys.pattern_entities(pattern)]
+
+    @staticmethod
+    def _atomic_set(cluster: bool, generation_key: str, full: str) -> bool:
+        """Whether one script may compare the generation and SET the value (always, except across cluster slots)."""
+        return not cluster or key_slot(generation_key.encode()) == key_slot(full.encode())
+
+    @staticmethod
+    def _token(raw: bytes | str | None) -> str | None:
+        return raw.decode() if isinstance(raw, bytes) else raw
 
     def _match(self, pattern: str) -> str:
         if not isinstance(pattern, str) or not pattern:

@@ -52,6 +52,7 @@ def cache_result(
 
     ``ttl`` None uses the key's entity TTL (``default`` for ``fn:`` keys); ``key`` is a template
     (``"hs:code:{code}"``), a callable or None (see :class:`~psra_bench.cache.keys.ArgumentKeys`).
+    A result whose entity was invalidated while it was computed is returned but not cached.
     """
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
         raise CacheError(f"ttl={ttl!r} is not valid: use seconds > 0, or None for the entity's TTL.")
@@ -87,6 +88,8 @@ def invalidate_cache(patterns: Iterable[str], *, cache: CacheLike | None = None)
     """After the function runs (also when it raises), delete the keys matching ``patterns``.
 
     A pattern may name parameters, e.g. ``"hs:code:{code}"``: the escaped argument fills it in.
+    Each pattern first starts a new generation of the entities it may match, so a ``cache_result``
+    computation already under way does not store its old value afterwards.
     """
     patterns = list(patterns) if not isinstance(patterns, str) else [patterns]
     if not patterns or not all(isinstance(p, str) and p for p in patterns):

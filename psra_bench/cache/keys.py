@@ -47,6 +47,8 @@ __all__ = [
     "job_key",
     "entity_of",
     "entity_patterns",
+    "pattern_entities",
+    "generation_key",
     "canonical_json",
     "function_key",
     "ArgumentKeys",
@@ -171,6 +173,40 @@ def entity_patterns(entity: str) -> list[str]:
         allowed = ", ".join(constants.ENTITY_PREFIXES)
         raise CacheError(f"entity={entity!r} is not valid: use one of {allowed}.")
     return [escape_glob(p) + "*" for p in constants.ENTITY_PREFIXES[entity]]
+
+
+def pattern_entities(pattern: str) -> list[str]:
+    """Entities whose keys the glob ``pattern`` may match (``other``: keys of no entity), sorted.
+
+    Used to start a new generation of every entity a sweep may touch: ``hs:code:*`` gives
+    ``hs_codes``, ``fn:*`` gives ``other``, ``rule*`` gives ``other`` and ``rules``, ``*`` all of them.
+    """
+    literal: list[str] = []
+    chars = iter(pattern)
+    glob = False
+    for c in chars:
+        if c == "\\":
+            literal.append(next(chars, ""))
+        elif c in "*?[":
+            glob = True
+            break
+        else:
+            literal.append(c)
+    text = "".join(literal)
+    if not glob:
+        return [entity_of(text)]
+    for prefix, entity in _PREFIXES:
+        if text.startswith(prefix):
+            return [entity]
+    return sorted({entity for prefix, entity in _PREFIXES if prefix.startswith(text)} | {"other"})
+
+
+def generation_key(entity: str) -> str:
+    """``gen:{entity}``: the logical key of one entity's invalidation generation (``other`` included)."""
+    if entity != "other" and entity not in constants.ENTITY_PREFIXES:
+        allowed = ", ".join([*constants.ENTITY_PREFIXES, "other"])
+        raise CacheError(f"entity={entity!r} is not valid: use one of {allowed}.")
+    return constants.GENERATION_KEY.format(entity=entity)
 
 
 def canonical_json(value: Any) -> str:

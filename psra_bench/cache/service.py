@@ -6,9 +6,10 @@ reaches callers: reads miss, writes are skipped, the error counter rises, and a 
 asking after repeated failures; only ``ping()`` bypasses it. ``settings.enable_cache=False`` makes
 reads miss and writes no-ops. A miss asked for by many callers at once is computed once
 (``get_or_compute``: an in-process flight per key plus a Redis lock with a token, released by
-compare-and-delete). ``service.aio`` is its asyncio twin (:mod:`psra_bench.cache.aio`) for the running
-loop, sharing counters and breaker. The spec's helpers (``cache_hs_code`` ... ``invalidate_assessments``)
-are methods, from :class:`psra_bench.cache.core.CacheCore`.
+compare-and-delete) and stored only if no invalidation of its entity began meanwhile (the
+generation check of :mod:`psra_bench.cache.core`). ``service.aio`` is its asyncio twin
+(:mod:`psra_bench.cache.aio`) for the running loop, sharing counters and breaker. The spec's helpers
+(``cache_hs_code`` ... ``invalidate_assessments``) are methods, from :class:`psra_bench.cache.core.CacheCore`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from psra_bench.cache import keys
-from psra_bench.cache.core import LOCK_PREFIX, MISSING, REDIS_ERRORS, RELEASE_SCRIPT, STATS_KEY, CacheCore, log
+from psra_bench.cache.core import (
+    GENERATION_SCRIPT,
+    LOCK_PREFIX,
+    MISSING,
+    REDIS_ERRORS,
+    RELEASE_SCRIPT,
+    SET_IF_GENERATION_SCRIPT,
+    STATS_KEY,
+    CacheCore,
+    log,
+)
 from psra_bench.cache.stats import CacheStats
 from psra_bench.exceptions import CacheError
 from psra_bench.settings import RedisSettings, Settings
@@ -71,6 +82,7 @@ class CacheService(CacheCore):
         self.client: Any = client if client is not None else (_sync_client(settings.redis) if settings.redis else None)
         if self.client is None and self.enabled:
             raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
+        self._cluster = isinstance(self.client, redis.cluster.RedisCluster)
         self._flights: dict[str, Future[Any]] = {}
         self._flights_lock = threading.Lock()
         self._aio: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncCacheService] = weakref.WeakKeyDictionary()
@@ -100,7 +112,10 @@ class CacheService(CacheCore):
         return value
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
-        """Store ``value`` as JSON for ``ttl`` seconds (None: the entity's TTL); False when skipped."""
+        """Store ``value`` as JSON for ``ttl`` seconds (None: the entity's TTL); False when skipped.
+
+        Unconditional: a value computed from the database belongs in :meth:`set_if_generation`.
+        """
         full = self.physical(key)
         if not self.enabled:
             return False
@@ -115,6 +130,48 @@ class CacheService(CacheCore):
         self._answered()
         self.counters.record(entity, "sets")
         return True
+
+    def generation(self, key: str) -> str | None:
+        """The invalidation generation of ``key``'s entity, to read *before* computing a value for it.
+
+        None when Redis cannot be asked (then :meth:`set_if_generation` stores nothing).
+        """
+        token = uuid.uuid4().hex
+        raw = self._simple(
+            key,
+            "EVAL generation",
+            lambda _: self.client.eval(GENERATION_SCRIPT, 1, self.generation_physical(key), token),
+            None,
+        )
+        return self._token(raw)
+
+    def set_if_generation(self, key: str, value: Any, generation: str | None, ttl: float | None = None) -> bool:
+        """Store ``value`` like :meth:`set`, unless ``key``'s entity was invalidated since ``generation`` was read.
+
+        False when not stored: invalidated meanwhile (counted as ``stale``), ``generation`` None,
+        or Redis down. On a cluster without a shared slot see :mod:`psra_bench.cache.core`.
+        """
+        full = self.physical(key)
+        if not self.enabled:
+            return False
+        data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
+        if generation is None or self._skip(entity):
+            return False
+        gen = self.generation_physical(key)
+        try:
+            if self._atomic_set(self._cluster, gen, full):
+                stored = bool(self.client.eval(SET_IF_GENERATION_SCRIPT, 2, gen, full, generation, data, ms))
+            else:  # cluster, two slots: set, then check; a changed generation takes our own value back
+                self.client.set(full, data, px=ms)
+                stored = self._token(self.client.get(gen)) == generation
+                if not stored:
+                    self.client.eval(RELEASE_SCRIPT, 1, full, data)
+        except REDIS_ERRORS as e:
+            self._failed(entity, "EVAL set-if-generation", e)
+            return False
+        self._answered()
+        self.counters.record(entity, "sets" if stored else "stale")
+        return stored
 
     def _simple(self, key: str, op: str, call: Callable[[str], Any], default: Any) -> Any:
         full = self.physical(key)
@@ -148,16 +205,35 @@ class CacheService(CacheCore):
         return None if ttl is None or ttl == -2 else int(ttl)
 
     def delete_pattern(self, pattern: str) -> int:
-        """Delete every key matching the glob ``pattern`` (SCAN + UNLINK, every cluster primary); return the count."""
-        match = self._match(pattern)
+        """Delete every key matching the glob ``pattern`` (SCAN + UNLINK, every cluster primary); return the count.
+
+        First it starts a new generation of every entity the pattern may match, so a value being
+        computed now is not stored afterwards (:meth:`set_if_generation`).
+        """
+        return self._invalidate([pattern])
+
+    def _invalidate(self, patterns: list[str]) -> int:
+        """New generations for the entities ``patterns`` may match, then SCAN + UNLINK each pattern; the count."""
+        matches = [self._match(p) for p in patterns]
         if not self.enabled:
             return 0
+        generations = sorted({g for p in patterns for g in self._generations_of(p)})
+        total = 0
+        for pattern, match in zip(patterns, matches, strict=True):
+            count = self._sweep(pattern, match, generations)
+            if count is not None:
+                generations, total = [], total + count
+        return total
+
+    def _sweep(self, pattern: str, match: str, generations: list[str]) -> int | None:
         entity = keys.entity_of(pattern)
         if self._skip(entity):
             log.warning("cache: invalidation of %r skipped (circuit open)", pattern)
-            return 0
+            return None
         try:
-            if isinstance(self.client, redis.cluster.RedisCluster):
+            if generations:  # before the sweep: a computation that began earlier stores nothing
+                self.client.unlink(*generations)  # a cluster client splits it by slot
+            if self._cluster:
                 nodes = [self.client.get_redis_connection(n) for n in self.client.get_primaries()]
                 count = keys.scan_unlink_nodes(
                     nodes, match, by_slot=True, fallback=lambda group: int(self.client.unlink(*group))
@@ -167,7 +243,7 @@ class CacheService(CacheCore):
         except REDIS_ERRORS as e:
             self._failed(entity, "SCAN/UNLINK", e)
             log.warning("cache: invalidation of %r failed; entries live until their TTL", pattern)
-            return 0
+            return None
         self._answered()
         self.counters.record(entity, "deletes", amount=count)
         return count
@@ -258,8 +334,9 @@ class CacheService(CacheCore):
             elif not held:
                 state = self._try_lock(lock, token, timeout)
         try:
+            generation = self.generation(key)  # before computing: an invalidation from now on voids the set
             value = compute()
-            self.set(key, value, ttl)
+            self.set_if_generation(key, value, generation, ttl)
             return value
         finally:
             if state == "acquired":
@@ -312,8 +389,8 @@ class CacheService(CacheCore):
             self._simple(STATS_KEY, "UNLINK", lambda k: self.client.unlink(k), 0)
 
     def invalidate(self, entity: str) -> int:
-        """Delete every key of ``entity`` (hs_codes, rules, assessments, verdicts); return the count."""
-        return sum(self.delete_pattern(p) for p in keys.entity_patterns(entity))
+        """New generation of ``entity`` (hs_codes, rules, assessments, verdicts), then delete its keys; the count."""
+        return self._invalidate(keys.entity_patterns(entity))
 
     # -- lifecycle ----------------------------------------------------------------
     @property

@@ -25,8 +25,9 @@ from psra_bench.exceptions import CacheError
 __all__ = ["COUNTERS", "LatencySummary", "CacheStats", "CircuitBreaker"]
 
 #: What is counted per entity: a hit / miss (key found / not found), an error (Redis failed or
-#: held an unreadable value), a skip (breaker open: Redis not asked), a set and a delete.
-COUNTERS = ("hits", "misses", "errors", "skipped", "sets", "deletes")
+#: held an unreadable value), a skip (breaker open: Redis not asked), a set, a delete, and a stale
+#: set: a computed value not stored because its entity was invalidated while it was computed.
+COUNTERS = ("hits", "misses", "errors", "skipped", "sets", "deletes", "stale")
 
 
 @dataclass
