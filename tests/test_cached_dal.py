@@ -16,6 +16,7 @@ from psra_bench.db import reference
 from psra_bench.db.dal import PostgresDAL
 from psra_bench.exceptions import InputError
 from psra_bench.infra import postgres as db
+from psra_bench.psra.service import assess_with_cache
 from psra_bench.settings import Settings
 
 
@@ -287,3 +288,38 @@ def test_verdict_invalidated_during_its_read_is_not_cached(cached: CachedDAL, po
     assert row is not None and not cached.cache.exists(keys.verdict_key(str(evaluation_id)))
     assert reader.verdict_by_evaluation_id(evaluation_id) == row  # released: the next read caches it
     assert cached.cache.exists(keys.verdict_key(str(evaluation_id)))
+
+
+class _InvalidatingRules(CachedDAL):
+    """A CachedDAL whose rule lookup lets a writer invalidate the assessments mid-assessment (a known point)."""
+
+    def __init__(self, *args: Any, writer: Callable[[], object] | None = None) -> None:
+        super().__init__(*args)
+        self.writer = writer
+
+    def rule_by_id(self, rule_id: str) -> Any:
+        rule = super().rule_by_id(rule_id)
+        if self.writer is not None:
+            self.writer()  # the rule was read; the verdict is not computed yet
+        return rule
+
+
+_SPEC_BODY = {"rule_id": "USMCA-2024-01", "hs_code": "8471.30", "origin_country": "MX", "destination_country": "US"}
+
+
+@pytest.mark.parametrize("invalidated", [True, False], ids=["invalidated-while-assessing", "no-writer"])
+def test_an_assessment_invalidated_while_it_is_computed_is_not_cached(
+    pool: ConnectionPool, namespaced_settings: Settings, invalidated: bool
+) -> None:
+    service = CacheService(namespaced_settings)
+    try:
+        racing = _InvalidatingRules(
+            CountingDAL(pool), service, writer=service.invalidate_assessments if invalidated else None
+        )
+        first = assess_with_cache(pool, racing, _SPEC_BODY, full=False)
+        assert first["cached"] is False
+        again = assess_with_cache(pool, CachedDAL(CountingDAL(pool), service), _SPEC_BODY, full=False)
+        assert again["cached"] is (not invalidated)  # a verdict computed across an invalidation was not stored
+        assert again["evaluation_id"] != first["evaluation_id"] if invalidated else again == {**first, "cached": True}
+    finally:
+        service.close()

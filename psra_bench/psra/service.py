@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from psra_bench.cache.keys import assessment_key
 from psra_bench.exceptions import InputError
 from psra_bench.infra.embedded import ensure_services
 from psra_bench.jobs.models import JobHandler
@@ -74,8 +75,11 @@ def assess_with_cache(
     accepts an :class:`AssessmentInput`. Returns the verdict as a dict plus ``"cached": bool``.
     """
     req = parse_request(request) if full else parse_input(request)
-    verdict = assess(req, _rules_for(cached, req))
     cache = cached.cache
+    # Read the assessments' generation before the rules: an invalidation while we assess (a rule or
+    # HS code changed) then keeps our possibly stale verdict out of the cache.
+    generation = cache.generation(assessment_key("any", "00", "XX", "XX"))
+    verdict = assess(req, _rules_for(cached, req))
     key = (verdict.rule_id or "none", verdict.hs_code, verdict.origin_country, verdict.destination_country)
     hit = cache.get_cached_assessment(*key)
     if isinstance(hit, dict) and hit.get("input_hash") == verdict.input_hash:
@@ -84,7 +88,7 @@ def assess_with_cache(
         with pool.connection() as conn, conn.transaction():
             store_verdict(conn, verdict, req)
     out = verdict_to_dict(verdict)
-    cache.cache_assessment(*key, {"input_hash": verdict.input_hash, "verdict": out})
+    cache.set_if_generation(assessment_key(*key), {"input_hash": verdict.input_hash, "verdict": out}, generation)
     return {**out, "cached": False}
 
 
