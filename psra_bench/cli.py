@@ -174,40 +174,61 @@ def migrate(ctx: click.Context, action: str, name: str | None) -> None:
 
     names = m.resolve_migrations(name)
     settings = _ready(ctx)
-    with connect(settings.db_dsn, autocommit=True) as conn:
-        prepare_database(conn)
-        if action == "status":
-            for n in names:
-                st = m.migration_status(conn, n)
-                click.echo(
-                    f"{n}: {st.state} (recorded: {st.recorded or 'nothing'}); "
-                    f"{len(st.present)}/{len(st.present) + len(st.missing) + len(st.invalid)} indexes valid; "
-                    f"{st.index_count} indexes in schema public"
-                )
-                if st.invalid:
-                    click.echo(f"  INVALID (run `migrate up` to rebuild): {', '.join(st.invalid)}")
-            return
-        if action == "verify":
-            for t in m.verify(conn):
-                click.echo("\n" + t.text())
-            return
+    if action in ("status", "verify"):
+        with connect(settings.db_dsn, autocommit=True) as conn:
+            if not m.schema_ready(conn):  # never lock the tables a running `migrate up` is building on
+                prepare_database(conn)
+            if action == "status":
+                for n in names:
+                    _echo_status(m.migration_status(conn, n))
+            else:
+                for t in m.verify(conn):
+                    click.echo("\n" + t.text())
+        return
 
     def report(kind: str, index: str, seconds: float) -> None:
-        click.echo(f"  {kind} {index} ({seconds:.2f} s)", err=True)
+        if kind == "wait":
+            click.echo(f"  waiting for another `migrate` run on this database ({index}) to finish", err=True)
+        else:
+            click.echo(f"  {kind} {index} ({seconds:.2f} s)", err=True)
 
+    # up/down prepare the schema under the migration's lock: never while another run builds indexes.
     for n in names if action == "up" else list(reversed(names)):
         if action == "up":
-            r = m.migrate_up(settings.db_dsn, n, progress=report)
+            r = m.migrate_up(settings.db_dsn, n, progress=report, prepare=prepare_database)
             click.echo(
                 f"{n}: created {len(r['created'])}, repaired {len(r['repaired'])}, already present "
                 f"{len(r['already'])}; {r['index_count']} indexes in schema public"
             )
+            if r["preexisting"]:
+                click.echo(f"  present before the migration, kept by `migrate down`: {', '.join(r['preexisting'])}")
         else:
-            r = m.migrate_down(settings.db_dsn, n, progress=report)
+            r = m.migrate_down(settings.db_dsn, n, progress=report, prepare=prepare_database)
             if not r["dropped"]:
                 click.echo(f"{n}: not applied, nothing to roll back; {r['index_count']} indexes in schema public")
             else:
                 click.echo(f"{n}: dropped {len(r['dropped'])}; {r['index_count']} indexes in schema public")
+            if r["kept"]:
+                click.echo(f"  kept, not created by the migration: {', '.join(r['kept'])}")
+        if r["waited_seconds"]:
+            click.echo(f"  waited {r['waited_seconds']:.1f} s for another `migrate` run on this database")
+
+
+def _echo_status(st: Any) -> None:
+    """One line for where a migration stands, then one line per kind of index needing attention."""
+    total = len(st.present) + len(st.missing) + len(st.invalid) + len(st.building) + len(st.conflicts)
+    click.echo(
+        f"{st.name}: {st.state} (recorded: {st.recorded or 'nothing'}); {len(st.present)}/{total} indexes valid; "
+        f"{st.index_count} indexes in schema public"
+    )
+    if st.invalid:
+        click.echo(f"  INVALID (run `migrate up` to rebuild): {', '.join(st.invalid)}")
+    if st.building:
+        click.echo(f"  being built by another connection: {', '.join(st.building)}")
+    if st.conflicts:
+        click.echo(f"  another definition than the migration's (rename or drop them): {', '.join(st.conflicts)}")
+    if st.preexisting:
+        click.echo(f"  present before the migration, kept by `migrate down`: {', '.join(st.preexisting)}")
 
 
 # ----------------------------------------------------------------------------- doctor

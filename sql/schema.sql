@@ -14,6 +14,16 @@ CREATE TABLE IF NOT EXISTS psra_bench.schema_migrations (
     checksum    text NOT NULL,
     changed_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Which of a migration's indexes it created itself ('created': `migrate down` drops it) and which
+-- were already there before `migrate up` ('preexisting': `migrate down` leaves it). A 'created' row
+-- is written before the build starts, so a build killed half-way is still known to be the migration's.
+CREATE TABLE IF NOT EXISTS psra_bench.migration_indexes (
+    migration   text NOT NULL,
+    index_name  text NOT NULL,
+    origin      text NOT NULL CHECK (origin IN ('created', 'preexisting')),
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration, index_name)
+);
 CREATE TABLE IF NOT EXISTS psra_bench.seed_runs (
     id          bigserial PRIMARY KEY,
     seed        bigint NOT NULL,

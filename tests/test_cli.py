@@ -132,6 +132,39 @@ def test_unknown_migration_is_one_line(env: dict[str, str | None]) -> None:
     assert _count(env["PSRA_DB_DSN"], "SELECT count(*) FROM pg_stat_user_indexes WHERE schemaname = 'public'") == 20
 
 
+def test_migrate_reports_kept_and_conflicting_indexes(fresh_env: dict[str, str | None]) -> None:
+    env = fresh_env
+    dsn = env["PSRA_DB_DSN"]
+    assert dsn is not None
+    with db.connect(dsn, autocommit=True) as conn:
+        conn.execute(b"CREATE INDEX idx_hs_codes_version ON hs_codes (version)")  # the spec's own definition
+    r = run(env, "migrate", "up")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [
+        f"{MIGRATION}: created 25, repaired 0, already present 1; 46 indexes in schema public",
+        "  present before the migration, kept by `migrate down`: idx_hs_codes_version",
+    ]
+    r = run(env, "migrate", "status")
+    assert r.stdout.splitlines()[1] == "  present before the migration, kept by `migrate down`: idx_hs_codes_version"
+    r = run(env, "migrate", "down")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [
+        f"{MIGRATION}: dropped 25; 21 indexes in schema public",
+        "  kept, not created by the migration: idx_hs_codes_version",
+    ]
+
+    with db.connect(dsn, autocommit=True) as conn:
+        conn.execute(b"DROP INDEX idx_hs_codes_version")
+        conn.execute(b"CREATE INDEX idx_hs_codes_version ON hs_codes (code)")  # the spec's name, another definition
+    line = _one_line_error(run(env, "migrate", "up"))
+    assert line.startswith(f"error: migration {MIGRATION}: index idx_hs_codes_version exists with another definition")
+    assert "USING btree (code)" in line and "ON hs_codes (version)" in line and "psycopg" not in line
+    r = run(env, "migrate", "status")
+    assert r.stdout.startswith(f"{MIGRATION}: conflict (recorded: nothing); 0/26 indexes valid; 21 indexes")
+    assert "  another definition than the migration's (rename or drop them): idx_hs_codes_version" in r.stdout
+    assert _count(dsn, "SELECT count(*) FROM pg_stat_user_indexes WHERE schemaname = 'public'") == 21
+
+
 def test_unknown_sub_commands_exit_2(env: dict[str, str | None]) -> None:
     r = run(env, "migrate", "sideways")
     assert r.exit_code == 2 and "sideways" in r.stderr and "up" in r.stderr

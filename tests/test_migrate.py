@@ -7,12 +7,14 @@ Each test works on databases it creates (``make_database``), so it can apply and
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +26,7 @@ from psra_bench.db.migrate import (
     migrate_down,
     migrate_up,
     migration_indexes,
+    migration_lock_key,
     migration_status,
     resolve_migrations,
     verify,
@@ -31,6 +34,7 @@ from psra_bench.db.migrate import (
 from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import DatabaseConnectionError, MigrationError
 from psra_bench.infra import postgres as db
+from psra_bench.settings import Settings, environ_with
 
 MIGRATION = "0001_performance_indexes"
 
@@ -184,7 +188,13 @@ def test_round_trip_20_46_20(make_database: Callable[..., str]) -> None:
         assert (st.state, st.recorded) == ("not applied", None)
 
         # Down again: a no-op.
-        assert migrate_down(dsn) == {"migration": MIGRATION, "dropped": [], "index_count": 20}
+        assert migrate_down(dsn) == {
+            "migration": MIGRATION,
+            "dropped": [],
+            "kept": [],
+            "waited_seconds": 0.0,
+            "index_count": 20,
+        }
         assert _indexes(conn) == baseline
 
 
@@ -386,3 +396,262 @@ def test_ctrl_c_during_a_build_is_reported_and_repaired(seeded_dsn: str) -> None
         up = migrate_up(seeded_dsn)
         assert up["repaired"] == [held] and up["index_count"] == 46
         assert migration_status(conn).state == "applied" and _invalid(conn) == []
+
+
+# --------------------------------------------------------------------------- concurrency and ownership
+
+
+def _cli_env(dsn: str, settings: Settings, home: Path) -> dict[str, str]:
+    """The environment of a `python -m psra_bench` child: this database, the session Redis, nothing else set."""
+    assert settings.redis is not None
+    extra = {"PSRA_DB_DSN": dsn, "REDIS_URL": settings.redis.url(), "PSRA_BENCH_HOME": str(home)}
+    return {k: v for k, v in environ_with(extra).items() if not k.startswith(("REDIS_", "CACHE_", "ENABLE_"))} | extra
+
+
+def _start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "psra_bench", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _until_waiting(child: subprocess.Popen[str]) -> list[str]:
+    """Read the child's stderr up to its "waiting for another `migrate` run" line (it blocks there)."""
+    assert child.stderr is not None
+    lines = []
+    while True:
+        line = child.stderr.readline()
+        assert line, f"the child ended before waiting: {lines}"
+        lines.append(line)
+        if "waiting for another `migrate` run" in line:
+            return lines
+
+
+@contextlib.contextmanager
+def _lock_held(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """Hold the migration's advisory lock from a connection of the test's own until the block ends."""
+    with db.connect(dsn, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migration_lock_key(MIGRATION),))
+        yield holder
+        holder.execute("SELECT pg_advisory_unlock(%s)", (migration_lock_key(MIGRATION),))
+
+
+def _owned(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    rows = conn.execute(
+        "SELECT index_name, origin FROM psra_bench.migration_indexes WHERE migration = %s", (MIGRATION,)
+    ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _consistent(conn: psycopg.Connection[Any]) -> str:
+    """The database is either fully migrated or fully rolled back, and the bookkeeping says so; returns which."""
+    assert _invalid(conn) == []
+    names = set(_indexes(conn))
+    if _recorded(conn) is None:
+        assert not names & set(SPEC_INDEXES) and _owned(conn) == {} and db.index_count(conn) == 20
+        return "not applied"
+    assert _recorded(conn) == ("applied", _recorded(conn)[1])  # type: ignore[index]
+    assert set(SPEC_INDEXES) <= names and db.index_count(conn) == 46
+    assert _owned(conn) == dict.fromkeys(SPEC_INDEXES, "created")
+    return "applied"
+
+
+def test_lock_key_is_fixed_per_migration() -> None:
+    key = migration_lock_key(MIGRATION)
+    assert key == migration_lock_key(MIGRATION) != migration_lock_key("another")
+    assert -(2**63) <= key < 2**63
+
+
+def test_a_run_waits_for_the_lock_and_does_nothing_meanwhile(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    waiting = threading.Event()
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def progress(kind: str, name: str, seconds: float) -> None:
+        if kind == "wait":
+            waiting.set()
+
+    def run() -> None:
+        try:
+            results.append(migrate_up(dsn, progress=progress))
+        except BaseException as e:  # handed to the test's thread
+            errors.append(e)
+
+    with db.connect(dsn, autocommit=True) as conn:
+        with _lock_held(dsn):
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            assert waiting.wait(60), errors
+            # It cannot pass the lock while we hold it: nothing is built, nothing recorded.
+            assert worker.is_alive()
+            assert db.index_count(conn) == 20 and _recorded(conn) is None
+        worker.join(120)
+        assert not worker.is_alive() and errors == []
+        (up,) = results
+        assert up["waited_seconds"] > 0 and up["created"] == list(SPEC_INDEXES)
+        assert _consistent(conn) == "applied"
+
+        with _lock_held(dsn):
+            down_results: list[dict[str, Any]] = []
+            waiting.clear()
+            worker = threading.Thread(
+                target=lambda: down_results.append(migrate_down(dsn, progress=progress)), daemon=True
+            )
+            worker.start()
+            assert waiting.wait(60)
+            assert db.index_count(conn) == 46
+        worker.join(120)
+        (down,) = down_results
+        assert down["waited_seconds"] > 0 and down["dropped"] == list(reversed(SPEC_INDEXES))
+        assert _consistent(conn) == "not applied"
+
+
+@pytest.mark.slow
+def test_two_cli_ups_at_once_both_succeed(
+    make_database: Callable[..., str], settings: Settings, tmp_path: Path
+) -> None:
+    """The second `migrate up` arrives while the first is inside a build; it waits, then finds the work done."""
+    dsn = make_database()
+    env = _cli_env(dsn, settings, tmp_path)
+    with db.connect(dsn, autocommit=True) as conn:
+        with _writers_held(dsn):
+            first = _start_cli(env, "migrate", "up")
+            _, held = _build_waiting_for_writers(conn)  # the first run holds the lock, mid-way through a build
+            second = _start_cli(env, "migrate", "up")
+            _until_waiting(second)
+        out_first, err_first = first.communicate(timeout=120)
+        out_second, err_second = second.communicate(timeout=120)
+        assert (first.returncode, second.returncode) == (0, 0), (err_first, err_second)
+        assert out_first.splitlines() == [
+            f"{MIGRATION}: created 26, repaired 0, already present 0; 46 indexes in schema public"
+        ]
+        lines = out_second.splitlines()
+        assert lines[0] == f"{MIGRATION}: created 0, repaired 0, already present 26; 46 indexes in schema public"
+        assert len(lines) == 2 and re.fullmatch(
+            r"  waited \d+\.\d s for another `migrate` run on this database", lines[1]
+        )
+        assert "Traceback" not in err_first + err_second and "create" not in err_second
+        assert _consistent(conn) == "applied"
+
+
+@pytest.mark.slow
+def test_cli_up_racing_down_ends_consistent(
+    make_database: Callable[..., str], settings: Settings, tmp_path: Path
+) -> None:
+    dsn = make_database()
+    env = _cli_env(dsn, settings, tmp_path)
+    with db.connect(dsn, autocommit=True) as conn:
+        for setup in ("not applied", "applied"):
+            if setup == "applied":
+                migrate_up(dsn)
+            with _lock_held(dsn):  # both start, both wait: then they go in whatever order the server picks
+                up = _start_cli(env, "migrate", "up")
+                down = _start_cli(env, "migrate", "down")
+                _until_waiting(up)
+                _until_waiting(down)
+            out_up, err_up = up.communicate(timeout=120)
+            out_down, err_down = down.communicate(timeout=120)
+            assert (up.returncode, down.returncode) == (0, 0), (err_up, err_down)
+            assert "Traceback" not in err_up + err_down
+            final = _consistent(conn)
+            # Whoever went last decides the end state, and its own output says what it did.
+            if final == "applied":
+                assert "created 26" in out_up or "already present 26" in out_up
+            else:
+                assert f"{MIGRATION}: dropped 26;" in out_down
+
+
+def test_down_keeps_indexes_that_were_there_before_up(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    before = ["idx_hs_codes_version", "idx_psra_verdicts_input_hash"]
+    with db.connect(dsn, autocommit=True) as conn:
+        for spec in migration_indexes():
+            if spec.name in before:
+                conn.execute(spec.create.encode())
+        defs = {n: d for n, d in _indexes(conn).items() if n in before}
+        assert migration_status(conn).preexisting == before
+        for _ in range(2):  # and again: a second round trip still knows they are not the migration's
+            up = migrate_up(dsn)
+            assert up["already"] == up["preexisting"] == before and len(up["created"]) == 24
+            assert _owned(conn) == {n: "preexisting" if n in before else "created" for n in SPEC_INDEXES}
+            st = migration_status(conn)
+            assert (st.state, st.preexisting) == ("applied", before)
+            down = migrate_down(dsn)
+            assert down["kept"] == before and down["dropped"] == [n for n in reversed(SPEC_INDEXES) if n not in before]
+            assert {n: d for n, d in _indexes(conn).items() if n in SPEC_INDEXES} == defs
+            assert db.index_count(conn) == 22 and _recorded(conn) is None and _owned(conn) == {}
+
+
+def test_an_index_with_another_definition_is_a_conflict(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    foreign = "CREATE INDEX idx_hs_codes_version ON public.hs_codes USING btree (code)"
+    with db.connect(dsn, autocommit=True) as conn:
+        conn.execute(foreign.encode())
+        with pytest.raises(MigrationError) as err:
+            migrate_up(dsn)
+        message = str(err.value)
+        assert err.value.index == "idx_hs_codes_version" and "\n" not in message
+        assert foreign in message and "CREATE INDEX idx_hs_codes_version ON hs_codes (version)" in message
+        assert db.index_count(conn) == 21 and _recorded(conn) is None  # nothing applied
+        st = migration_status(conn)
+        assert (st.state, st.conflicts) == ("conflict", ["idx_hs_codes_version"])
+        assert "idx_hs_codes_version" not in st.present
+        down = migrate_down(dsn)  # not the migration's: left alone
+        assert down["dropped"] == [] and down["kept"] == ["idx_hs_codes_version"]
+        assert _indexes(conn)["idx_hs_codes_version"] == foreign
+
+        # One of the migration's own indexes replaced by another definition: down refuses to drop it.
+        conn.execute(b"DROP INDEX idx_hs_codes_version")
+        migrate_up(dsn)
+        conn.execute(b"DROP INDEX idx_psra_rules_priority")
+        conn.execute(b"CREATE INDEX idx_psra_rules_priority ON psra_rules (priority)")
+        with pytest.raises(MigrationError) as err:
+            migrate_down(dsn)
+        assert err.value.index == "idx_psra_rules_priority" and "(priority DESC)" in str(err.value)
+        assert db.index_count(conn) == 46 and _recorded(conn) == ("applied", _recorded(conn)[1])  # type: ignore[index]
+
+
+def test_an_index_another_connection_is_building_is_not_dropped(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    spec = next(s for s in migration_indexes() if s.table == "psra_verdicts")
+    errors: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            with db.connect(dsn, autocommit=True) as other:
+                other.execute(spec.create.encode())
+        except BaseException as e:  # handed to the test's thread
+            errors.append(e)
+
+    with db.connect(dsn, autocommit=True) as conn:
+        with _writers_held(dsn):
+            builder = threading.Thread(target=build, daemon=True)
+            builder.start()
+            pid, held = _build_waiting_for_writers(conn)  # INVALID in the catalog, being built
+            assert held == spec.name and _invalid(conn) == [spec.name]
+            st = migration_status(conn)
+            assert (st.state, st.building, st.invalid) == ("building", [spec.name], [])
+            with pytest.raises(MigrationError) as err:
+                migrate_up(dsn)
+            assert err.value.index == spec.name and f"pid {pid}" in str(err.value)
+            assert _invalid(conn) == [spec.name]  # still there, still being built
+        builder.join(60)
+        assert not builder.is_alive() and errors == []
+        up = migrate_up(dsn)
+        assert spec.name in up["already"] and spec.name in up["preexisting"]
+        assert migration_status(conn).state == "applied"
+
+
+def test_a_migration_recorded_before_ownership_was_tracked_still_rolls_back(make_database: Callable[..., str]) -> None:
+    dsn = make_database()
+    migrate_up(dsn)
+    with db.connect(dsn, autocommit=True) as conn:
+        conn.execute(b"DROP TABLE psra_bench.migration_indexes")  # as an older psra-bench left it
+        assert migration_status(conn).preexisting == []
+        down = migrate_down(dsn)
+        assert down["dropped"] == list(reversed(SPEC_INDEXES)) and down["kept"] == []
+        assert _consistent(conn) == "not applied"

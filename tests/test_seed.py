@@ -4,6 +4,7 @@ and a killed seed leaves the previous data untouched (it is one transaction).
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import signal
 import statistics
@@ -18,7 +19,7 @@ import pytest
 
 from psra_bench.db.migrate import migrate_up
 from psra_bench.db.reference import rules
-from psra_bench.db.seed import DEFAULT_END, EU_MEMBERS, seed_database, tenant_ids, verdict_count
+from psra_bench.db.seed import DEFAULT_END, EU_MEMBERS, copy_text, seed_database, tenant_ids, verdict_count
 from psra_bench.exceptions import PsraBenchError, SeedError
 from psra_bench.infra import postgres as db
 
@@ -284,3 +285,57 @@ def test_killed_seed_leaves_the_old_data(make_database: Callable[..., str], sig:
         # And the next seed works normally.
         seed_database(conn, 1_000, seed=12, mode="force")
         assert verdict_count(conn) == 1_000 and _index_defs(conn) == indexes
+
+
+# --------------------------------------------------------------------------- text that needs escaping
+
+
+#: Every character COPY's text format treats specially, plus quotes and non-ASCII.
+_NASTY = "Art. 4 – \"wholly obtained\" \\ back\\slash, tab\there, new\nline, cr\rhere, é ü 中 ✓ 'quoted' \\N"
+
+
+def _nasty_rules() -> list[dict[str, Any]]:
+    """The vendored rules with awkward text in every field that ends up in a verdict row."""
+    out = []
+    for k, rule in enumerate(rules()):
+        r = copy.deepcopy(rule)
+        r["rule_id"] = f'R{k}\t"é"\\\n–'
+        r["agreement_code"] = f"A{k}\\é\r'"
+        r["payload"]["decision"]["citations"] = [_NASTY, f"clause {k}: ½ \\u00e9 literally"]
+        first = r["payload"]["decision"]["disqualification_reasons"][0]
+        first["code"] = f'CODE_{k} "x"\t–'
+        first["severity"] = "högh\\"
+        r["payload"]["audit"]["ledger_reference"] = None if k % 2 else f'ledger://ü/{k}\n"l"\\'
+        out.append(r)
+    return out
+
+
+def test_text_with_quotes_backslashes_tabs_newlines_and_non_ascii_round_trips(
+    make_database: Callable[..., str],
+) -> None:
+    nasty = _nasty_rules()
+    by_id = {r["rule_id"]: r for r in nasty}
+    dsn = make_database()
+    with db.connect(dsn, autocommit=True) as conn:
+        seed_database(conn, 3_000, seed=4, rule_set=nasty)
+        rows = conn.execute(
+            "SELECT rule_id, agreement_code, citations, reasons, ledger_reference, status FROM psra_verdicts"
+        ).fetchall()
+    assert len(rows) == 3_000
+    seen = set()
+    for rule_id, agreement, citations, reasons, ledger, status in rows:
+        rule = by_id[rule_id]  # exactly the generated text, byte for byte
+        seen.add(rule_id)
+        assert agreement == rule["agreement_code"]
+        decision = rule["payload"]["decision"]
+        assert citations == [{"rule_id": rule_id, "clause": c} for c in decision["citations"]]
+        first = decision["disqualification_reasons"][0]
+        expected_reasons = [] if status == "qualified" else [{"code": first["code"], "severity": first["severity"]}]
+        assert reasons == expected_reasons
+        assert ledger == rule["payload"]["audit"]["ledger_reference"]
+    assert len(seen) > 5 and any(r[4] is None for r in rows) and any(r[4] is not None for r in rows)
+
+
+def test_copy_text_escapes_what_copy_needs() -> None:
+    assert copy_text('a\\b\tc\nd\re "é" –') == 'a\\\\b\\tc\\nd\\re "é" –'
+    assert copy_text(None) == "\\N" and copy_text("\\N") == "\\\\N"

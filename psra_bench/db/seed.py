@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from psycopg.copy import QueuedLibpqWriter
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import SeedError
 
-__all__ = ["SeedResult", "seed_database", "verdict_count", "DEFAULT_END", "tenant_ids", "EU_MEMBERS"]
+__all__ = ["SeedResult", "seed_database", "verdict_count", "copy_text", "DEFAULT_END", "tenant_ids", "EU_MEMBERS"]
 
 #: The moment the synthetic history ends (fixed, so a seed means the same data on every day).
 DEFAULT_END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -126,17 +126,33 @@ def _seed_tenants(conn: psycopg.Connection[Any], n_tenants: int, rng: np.random.
                 )
 
 
+#: COPY text format: these characters inside a value must be written as backslash escapes.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_text(value: str | None) -> str:
+    """``value`` as one field of COPY's text format: backslash, tab, newline, CR escaped; None is ``\\N``."""
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
 class _Generator:
     """Vectorized verdict rows for one seed; ``chunk(n)`` returns COPY text and feeds the checksum."""
 
-    def __init__(self, seed: int | list[int], n_tenants: int, end: dt.datetime, duplicate_share: float) -> None:
+    def __init__(
+        self,
+        seed: int | list[int],
+        n_tenants: int,
+        end: dt.datetime,
+        duplicate_share: float,
+        rule_set: Sequence[Mapping[str, Any]],
+    ) -> None:
         self.rng = np.random.default_rng(seed)
         self.end_us = int(end.timestamp() * 1_000_000)
         self.tenants = np.array(tenant_ids(n_tenants))
         ranks = np.arange(1, n_tenants + 1)
         zipf = 1.0 / ranks**1.1
         self.tenant_p = zipf / zipf.sum()
-        self.rules = list(rules())
+        self.rules = list(rule_set)
         self.rule_p = np.array([3.0 if r["effective_to"] is None else 0.5 for r in self.rules])
         self.rule_p /= self.rule_p.sum()
         self.duplicate_share = duplicate_share
@@ -147,18 +163,19 @@ class _Generator:
         for r in self.rules:
             prefix = r.get("hs_subheading") or r.get("hs_heading") or r["hs_chapter"]
             codes = [s.code for s in subs if s.code.startswith(prefix)]
-            self.rule_codes.append(np.array(codes))
+            self.rule_codes.append(np.array([copy_text(c) for c in codes]))
             names, p = _parties(r["jurisdictions"])
-            self.rule_parties.append((names, np.cumsum(p)))
+            self.rule_parties.append(([copy_text(c) for c in names], np.cumsum(p)))
             payload = r["payload"]
-            cites = json.dumps([{"rule_id": r["rule_id"], "clause": c} for c in payload["decision"]["citations"]])
+            cites = [{"rule_id": r["rule_id"], "clause": c} for c in payload["decision"]["citations"]]
             first = payload["decision"]["disqualification_reasons"][0]
-            reasons = json.dumps([{"code": first["code"], "severity": first["severity"]}])
+            reasons = [{"code": first["code"], "severity": first["severity"]}]
+            # Every text a row carries comes from these per-rule values: escaped for COPY once, here.
             self.rule_json.append(
                 (
-                    cites,
-                    reasons,
-                    payload["audit"]["ledger_reference"] or "\\N",
+                    copy_text(json.dumps(cites, ensure_ascii=False)),
+                    copy_text(json.dumps(reasons, ensure_ascii=False)),
+                    copy_text(payload["audit"]["ledger_reference"]),
                     "t" if payload["audit"]["lineage_required"] else "f",
                 )
             )
@@ -250,8 +267,8 @@ class _Generator:
         ts = np.char.add(np.datetime_as_string(created, unit="us"), "+00").tolist()
         day = np.datetime_as_string(created, unit="D").tolist()
         rule_cols = [np.asarray(c, dtype=object)[rule_idx] for c in zip(*self.rule_json, strict=True)]
-        rule_id = np.asarray([r["rule_id"] for r in self.rules], dtype=object)[rule_idx]
-        agreement = np.asarray([r["agreement_code"] for r in self.rules], dtype=object)[rule_idx]
+        rule_id = np.asarray([copy_text(r["rule_id"]) for r in self.rules], dtype=object)[rule_idx]
+        agreement = np.asarray([copy_text(r["agreement_code"]) for r in self.rules], dtype=object)[rule_idx]
         status = np.asarray(_STATUSES, dtype=object)[status_idx]
         reason = np.where(status_idx == 0, "[]", rule_cols[1])
         cols = [
@@ -317,11 +334,13 @@ def seed_database(
     end: dt.datetime = DEFAULT_END,
     duplicate_share: float = 0.12,
     progress: Callable[[int], None] | None = None,
+    rule_set: Sequence[Mapping[str, Any]] | None = None,
 ) -> SeedResult:
     """Write ``verdicts`` synthetic verdicts (and the tenants) with COPY; return rows/s and checksum.
 
     ``mode`` says what to do when psra_verdicts already has rows: ``refuse`` (raise SeedError,
     nothing is touched), ``force`` (truncate and reseed) or ``append`` (add more rows).
+    ``rule_set``: the rules the verdicts cite (default: the 13 vendored ones, as in psra_rules).
     """
     if not isinstance(verdicts, int) or verdicts < 0 or verdicts > 100_000_000:
         raise SeedError(f"--verdicts {verdicts!r} is not valid: use a whole number from 0 to 100,000,000.")
@@ -338,7 +357,7 @@ def seed_database(
     fresh = mode == "force" or not existing
     # Appending continues the data with a stream of its own (still a function of seed and the
     # row count it starts from), so it never repeats the ids of the rows already there.
-    gen = _Generator(seed if fresh else [seed, existing], tenants, end, duplicate_share)
+    gen = _Generator(seed if fresh else [seed, existing], tenants, end, duplicate_share, rule_set or rules())
     with conn.transaction():
         conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
         rebuild: list[str] = []
