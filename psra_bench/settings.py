@@ -34,10 +34,62 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
+#: ``scheme://user:`` — what comes next, up to the '@' before the host, is a URL's password.
+_URL_AUTH = re.compile(r"\b[A-Za-z][\w+.-]*://[^:/@\s]*:")
+#: ``?password=…`` / ``&password=…`` in a URL query (percent-encoded: '&' ends it).
+_QUERY_SECRET = re.compile(r"(?i)([?&]\w*password=)[^&\s#]*")
+#: libpq keyword form ``password=value`` / ``password = 'quoted \' value'`` (also sslpassword, PGPASSWORD=…).
+_KEYWORD_SECRET = re.compile(r"(?i)(?<![?&\w])(\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)")
+_HOST_AT = re.compile(r"@(?=\S)")
+_SPACE = re.compile(r"\s")
+
+
 def redact(text: str) -> str:
-    """Return ``text`` with the password of any ``scheme://user:password@host`` URL replaced by ``***``."""
-    text = re.sub(r"(\w[\w+.-]*://[^:/@\s]*:)([^@/\n]*)(@)", r"\1***\3", text)
-    return re.sub(r"(password=)(\S+)", r"\1***", text)
+    """Return ``text`` with every password in it — URL, URL query or libpq keyword form — replaced by ``***``.
+
+    Errs on the side of hiding: an unencoded '@', ':', '/', quote or space in a URL password, or an
+    unterminated quote in the keyword form, hides more than the password rather than less.
+    """
+    text = _redact_url_passwords(text)
+    text = _QUERY_SECRET.sub(r"\1***", text)
+    return _KEYWORD_SECRET.sub(r"\1***", text)
+
+
+def _redact_url_passwords(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    for m in _URL_AUTH.finditer(text):
+        if m.start() < pos:  # inside a password already hidden
+            continue
+        end = _url_password_end(text, m.end())
+        if end is None:
+            continue
+        out += [text[pos : m.end()], "***"]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
+def _url_password_end(text: str, start: int) -> int | None:
+    """Where the URL password starting at ``start`` ends (its host's '@'), or None for a URL without one.
+
+    The host follows the *last* '@' of the URL's word that has something after it; a password with
+    a space in it runs on to the next such word on the same line (unless the URL reads ``host:port/db``).
+    """
+    word_end = _word_end(text, start)
+    at = text.rfind("@", start, word_end - 1)
+    if at >= 0:
+        return at
+    rest = text[start:word_end]
+    if "/" in rest.rstrip("@") or rest.isdigit():  # host:port[/db]: no password here
+        return None
+    line_end = text.find("\n", word_end)
+    m = _HOST_AT.search(text, word_end, len(text) if line_end < 0 else line_end)
+    return None if m is None else text.rfind("@", m.start(), _word_end(text, m.start()) - 1)
+
+
+def _word_end(text: str, start: int) -> int:
+    m = _SPACE.search(text, start)
+    return len(text) if m is None else m.start()
 
 
 def default_home() -> Path:
@@ -150,6 +202,8 @@ class Settings:
     #: The operator credential of the cross-tenant API routes (PSRA_ADMIN_TOKEN); None turns them off.
     #: A secret: never in repr, logs, errors or the run fingerprint.
     admin_token: str | None = field(default=None, repr=False)
+    #: The largest request body the API reads (PSRA_MAX_BODY_BYTES); a larger one is a 413.
+    max_body_bytes: int = 1_048_576
 
     def __repr__(self) -> str:
         dsn = redact(self.db_dsn) if self.db_dsn else "embedded"
@@ -198,6 +252,7 @@ class Settings:
             db_pool_min=_int(env, "PSRA_DB_POOL_MIN", 1, minimum=1),
             db_pool_max=_int(env, "PSRA_DB_POOL_MAX", 10, minimum=1),
             admin_token=admin_token_from_env(env),
+            max_body_bytes=_int(env, "PSRA_MAX_BODY_BYTES", 1_048_576, minimum=1024),
         )
 
 

@@ -9,8 +9,9 @@ and the job queue) and is spoken to with httpx. Three apps, each with its own Re
 
 They share one module database with 3,000 seeded verdicts (seed 1, 200 tenants); the expected
 content of each read endpoint comes from SQL on that database, run beside the HTTP call. Every
-response passes a hook that fails the test on any 5xx and on any ``password`` key or secret in the
-body, so no test can pass by accident while the server crashes.
+response passes a hook that fails the test on any 5xx (but the 503 of a health check that found a
+dependency down) and on any ``password`` key or secret in the body, so no test can pass by accident
+while the server crashes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 import queue
 import random
@@ -30,6 +32,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -42,6 +45,7 @@ from psra_bench.api.app import create_app
 from psra_bench.db.reference import hs_rows
 from psra_bench.db.seed import DEFAULT_END, seed_database, tenant_ids
 from psra_bench.infra import postgres as db
+from psra_bench.infra.embedded import start_valkey, stop_valkey
 from psra_bench.settings import Settings
 
 #: ``sql(query, params)`` -> rows of the module database.
@@ -98,7 +102,8 @@ def _response_check(secrets: list[str]) -> Callable[[httpx.Response], None]:
     def check(response: httpx.Response) -> None:
         response.read()
         where = f"{response.request.method} {response.request.url}"
-        if response.status_code >= 500:
+        health_down = response.status_code == 503 and response.request.url.path == "/api/jobs/health"
+        if response.status_code >= 500 and not health_down:  # a 503 health says a dependency is down
             try:  # uvicorn logs the exception just after it sent the 500
                 raised = SERVER_LOG.errors.get(timeout=5)
             except queue.Empty:
@@ -696,7 +701,11 @@ def test_unknown_job_is_404(client: httpx.Client, job_id: str) -> None:
 
 
 def test_health(api: LiveApp, client: httpx.Client, wclient: httpx.Client) -> None:
-    assert client.get("/api/jobs/health").json() == {"status": "ok", "service": "async_job_queue"}  # the public part
+    assert client.get("/api/jobs/health").json() == {  # the public part
+        "status": "ok",
+        "service": "async_job_queue",
+        "dependencies": {"redis": "ok", "postgresql": "ok"},
+    }
     doc = client.get("/api/jobs/health", headers=OPERATOR).json()
     assert {"status", "service", "max_concurrent_jobs", "running_jobs", "registered_handlers"} <= set(doc)
     has(
@@ -708,6 +717,47 @@ def test_health(api: LiveApp, client: httpx.Client, wclient: httpx.Client) -> No
     )
     assert doc["registered_handlers"] == ["assessment", "bulk_import"]
     assert wclient.get("/api/jobs/health", headers=OPERATOR).json()["workers"] >= 1
+
+
+def _health(live: LiveApp) -> tuple[int, dict[str, Any]]:
+    with live.client() as c:
+        r = c.get("/api/jobs/health")
+        return r.status_code, r.json()
+
+
+def test_health_is_503_naming_the_dependency_that_is_down(
+    settings: Settings, server_settings: Settings, make_database: Callable[..., str], rds: redis.Redis, tmp_path: Path
+) -> None:
+    """A real Valkey of this test's own is stopped and restarted, then the app's database is dropped."""
+    redis_settings = start_valkey(tmp_path)
+    dsn = make_database()
+    try:
+        with _serving(settings.replace(db_dsn=dsn, redis=redis_settings), rds, "health") as live:
+            assert _health(live) == (
+                200,
+                {"status": "ok", "service": "async_job_queue", "dependencies": {"redis": "ok", "postgresql": "ok"}},
+            )
+            stop_valkey(tmp_path)
+            status, doc = _health(live)
+            assert (status, doc["status"], doc["dependencies"]) == (
+                503,
+                "unavailable",
+                {"redis": "down", "postgresql": "ok"},
+            )
+            assert doc["detail"] == "the job queue's Redis is not reachable"
+            with live.client() as c:  # the operator still sees the details, and the same verdict
+                r = c.get("/api/jobs/health", headers=OPERATOR)
+                assert (r.status_code, r.json()["dependencies"]["redis"]) == (503, "down")
+            start_valkey(tmp_path)  # the same port again
+            assert _health(live)[0] == 200
+            assert server_settings.db_dsn is not None
+            db.drop_database(server_settings.db_dsn, urlsplit(dsn).path.lstrip("/"))
+            status, doc = _health(live)
+            assert (status, doc["dependencies"]) == (503, {"redis": "ok", "postgresql": "down"})
+            assert doc["detail"] == "the API's PostgreSQL database is not reachable"
+            assert urlsplit(dsn).path.lstrip("/") not in str(doc)
+    finally:
+        stop_valkey(tmp_path)
 
 
 def test_assessment_job_runs_to_completion(wclient: httpx.Client, sql: Oracle) -> None:
@@ -787,6 +837,63 @@ def test_bulk_import_size_limit(client: httpx.Client) -> None:
     assert at_limit.status_code == 202
     cancelled = client.post(f"/api/jobs/{at_limit.json()['job_id']}/cancel", headers=OPERATOR)
     assert cancelled.json()["status"] == "cancelled"
+
+
+@pytest.fixture(scope="module")
+def small_api(settings: Settings, data_dsn: str, rds: redis.Redis) -> Iterator[LiveApp]:
+    """An app that reads request bodies of at most 1,024 bytes (PSRA_MAX_BODY_BYTES=1024)."""
+    with _serving(settings.replace(db_dsn=data_dsn, max_body_bytes=1024), rds, "small") as live:
+        yield live
+
+
+def _raw_request(live: LiveApp, head: str, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Send one HTTP/1.1 request as bytes on a socket of its own; the status and the JSON body of the answer."""
+    host, port = urlsplit(live.url).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(small_api: LiveApp) -> None:
+    # Content-Length says 2 MB and not one byte follows: the answer cannot have waited for the body.
+    head = "POST /api/assessments HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 2000000\n\n"
+    status, doc = _raw_request(small_api, head)
+    assert status == 413 and doc["field"] == "body"
+    assert doc["detail"] == (
+        "the request body is 2,000,000 bytes (Content-Length); at most 1,024 bytes are allowed (PSRA_MAX_BODY_BYTES)"
+    )
+
+
+def test_a_chunked_body_is_counted_while_it_streams(small_api: LiveApp) -> None:
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in [b" " * 600, b" " * 600]) + b"0\r\n\r\n"
+    head = "POST /api/jobs/submit HTTP/1.1\nHost: x\nContent-Type: application/json\nTransfer-Encoding: chunked\n\n"
+    status, doc = _raw_request(small_api, head, chunks)
+    assert status == 413 and doc["detail"].startswith("the request body is over 1,024 bytes")
+    with small_api.client() as c:  # at the limit the body is read and parsed as usual
+        r = c.post("/api/jobs/submit", content=b'{"job_type": "nope"}' + b" " * 1004, headers=_JSON)
+        assert (r.status_code, r.json()["field"]) == (422, "job_type")
+
+
+def _nested(levels: int) -> bytes:
+    """A job body whose JSON nests ``levels`` deep (the body object and payload are two of them)."""
+    return b'{"job_type": "nope", "payload": {"a": ' + b"[" * (levels - 2) + b"]" * (levels - 2) + b"}}"
+
+
+def test_json_nesting_is_bounded_without_parsing(client: httpx.Client) -> None:
+    deep = client.post("/api/jobs/submit", content=_nested(33), headers=_JSON)
+    assert (deep.status_code, deep.json()["field"]) == (422, "body")
+    assert "deeper than 32 levels" in deep.json()["detail"]
+    at_limit = client.post("/api/jobs/submit", content=_nested(32), headers=_JSON)
+    assert (at_limit.status_code, at_limit.json()["field"]) == (422, "job_type")  # parsed: the job type is wrong
+    text = client.post("/api/jobs/submit", json={"job_type": "nope", "payload": {"t": "[" * 1000}})
+    assert text.json()["field"] == "job_type"  # brackets inside a string are text, not nesting
+    not_utf8 = client.post("/api/jobs/submit", content=b'{"job_type": "\xff"}', headers=_JSON)
+    assert (not_utf8.status_code, not_utf8.json()["field"]) == (422, "body")
 
 
 # ----------------------------------------------------------------------------- bad input: 422 naming the field

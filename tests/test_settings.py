@@ -181,6 +181,14 @@ def test_pool_sizes() -> None:
     assert (s.db_pool_min, s.db_pool_max) == (2, 7)
 
 
+def test_max_body_bytes() -> None:
+    assert Settings.from_env({}).max_body_bytes == 1_048_576  # 1 MiB
+    assert Settings.from_env({"PSRA_MAX_BODY_BYTES": " 4096 "}).max_body_bytes == 4096
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({"PSRA_MAX_BODY_BYTES": "1mb"})
+    assert str(err.value) == "PSRA_MAX_BODY_BYTES='1mb' is not valid: use a whole number ≥ 1024."
+
+
 # --------------------------------------------------------------------------- invalid values
 
 
@@ -203,6 +211,8 @@ def test_pool_sizes() -> None:
         ("PSRA_CACHE_NAMESPACE", "has space"),
         ("PSRA_CACHE_NAMESPACE", "a*b"),
         ("PSRA_DB_POOL_MAX", "0"),
+        ("PSRA_MAX_BODY_BYTES", "1023"),
+        ("PSRA_MAX_BODY_BYTES", "1MiB"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, raw: str) -> None:
@@ -337,6 +347,69 @@ def test_redis_password_from_host_variables_not_in_repr() -> None:
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+#: The pieces of every secret below: none of them may survive redaction, wherever the secret sits.
+_PIECES = ("Kx7", "Qm9")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # URL forms
+        ("postgresql://psra:Kx7Qm9@h:5432/db", "postgresql://psra:***@h:5432/db"),
+        ("postgresql://u:Kx7@Qm9@h/db", "postgresql://u:***@h/db"),  # unencoded '@'
+        ("postgresql://u:Kx7@@Qm9@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:Kx7:Qm9@h/db", "postgresql://u:***@h/db"),  # ':'
+        ("postgresql://u:Kx7/Qm9@h/db", "postgresql://u:***@h/db"),  # '/'
+        ("postgresql://u:Kx7 Qm9@127.0.0.1:1/x", "postgresql://u:***@127.0.0.1:1/x"),  # a space
+        ("postgresql://u:Kx7 @ Qm9@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:Kx7@ Qm9@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:Kx7\"'Qm9'@h/db", "postgresql://u:***@h/db"),  # quotes
+        ("postgresql://u:Kx7%40Qm9@h/db", "postgresql://u:***@h/db"),  # percent-encoded
+        ("postgres://u:Kx7@Qm9@h:5432/db?sslmode=require", "postgres://u:***@h:5432/db?sslmode=require"),
+        ("postgresql+psycopg://u:Kx7@Qm9@h/db", "postgresql+psycopg://u:***@h/db"),
+        ("postgresql://u@h/db?password=Kx7Qm9&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        # redis URLs
+        ("redis://:Kx7@Qm9@h:6379/0", "redis://:***@h:6379/0"),
+        ("rediss://user:Kx7 Qm9@h/0", "rediss://user:***@h/0"),
+        ("redis://default:Kx7:@/Qm9@h:6380/2", "redis://default:***@h:6380/2"),
+        # keyword forms
+        ("host=h password=Kx7Qm9 dbname=x", "host=h password=*** dbname=x"),
+        ("host=h password='Kx7 Qm9' dbname=x", "host=h password=*** dbname=x"),
+        ("host=h password='Kx7 \\'@:/ Qm9\\' x' dbname=x", "host=h password=*** dbname=x"),
+        ("host=h password = Kx7@Qm9 user=u", "host=h password = *** user=u"),
+        ("host=h PASSWORD='Kx7 Qm9", "host=h PASSWORD=***"),  # unterminated quote: hide the rest
+        ("sslpassword='Kx7 Qm9' sslmode=verify-full", "sslpassword=*** sslmode=verify-full"),
+        ("PGPASSWORD=Kx7Qm9 psql -h h", "PGPASSWORD=*** psql -h h"),
+        # text that merely contains a DSN
+        (
+            "failed: connect to postgresql://u:Kx7@Qm9@h/db refused; mail ops@example.com",
+            "failed: connect to postgresql://u:***@h/db refused; mail ops@example.com",
+        ),
+        (
+            "error: PSRA_DB_DSN='postgresql://u:Kx7 Qm9@db:port/x' is not valid",
+            "error: PSRA_DB_DSN='postgresql://u:***@db:port/x' is not valid",
+        ),
+        (
+            "a postgresql://a:Kx7@h/1 and redis://:Qm9@r/0 and host=h password='Kx7 Qm9'",
+            "a postgresql://a:***@h/1 and redis://:***@r/0 and host=h password=***",
+        ),
+        ("conninfo: host=h port=5432 password=Kx7Qm9\nnext line", "conninfo: host=h port=5432 password=***\nnext line"),
+        # nothing to hide
+        (
+            "postgresql://h:5432/db refused, mail ops@example.com",
+            "postgresql://h:5432/db refused, mail ops@example.com",
+        ),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("redis://h:6379/0", "redis://h:6379/0"),
+    ],
+)
+def test_redact_leaves_no_secret_fragment(text: str, expected: str) -> None:
+    out = redact(text)
+    assert out == expected
+    assert not any(piece in out for piece in _PIECES), out
+    assert redact(out) == out  # idempotent
 
 
 def test_use_settings_sets_and_forgets_the_process_settings(settings: Settings) -> None:

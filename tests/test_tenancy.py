@@ -391,15 +391,19 @@ def test_public_routes_need_no_header(
         assert uc.get(url).status_code == 200
 
 
+#: What everyone may read of a healthy app's /api/jobs/health.
+PUBLIC_HEALTH = {"status": "ok", "service": "async_job_queue", "dependencies": {"redis": "ok", "postgresql": "ok"}}
+
+
 def test_health_details_are_the_operators(client: httpx.Client, unsecured: LiveApp) -> None:
-    assert client.get("/api/jobs/health").json() == {"status": "ok", "service": "async_job_queue"}
-    assert client.get("/api/jobs/health", headers=tenant(A)).json() == {"status": "ok", "service": "async_job_queue"}
+    assert client.get("/api/jobs/health").json() == PUBLIC_HEALTH
+    assert client.get("/api/jobs/health", headers=tenant(A)).json() == PUBLIC_HEALTH
     full = client.get("/api/jobs/health", headers=OPERATOR).json()
     assert {"registered_handlers", "queued_jobs", "workers", "running_jobs"} <= set(full)
     wrong = client.get("/api/jobs/health", headers={"Authorization": "Bearer not-the-token-at-all"})
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     with unsecured.client() as uc:  # no operator on this app: the plain status, whatever is sent
-        assert uc.get("/api/jobs/health", headers=OPERATOR).json() == {"status": "ok", "service": "async_job_queue"}
+        assert uc.get("/api/jobs/health", headers=OPERATOR).json() == PUBLIC_HEALTH
 
 
 def test_openapi_documents_the_operator_credential(client: httpx.Client) -> None:

@@ -19,6 +19,9 @@ from typing import Annotated
 
 from fastapi import Header, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import WithJsonSchema
+
+from psra_bench.api.models import EXAMPLE_TENANT
 
 __all__ = [
     "TENANT_HEADER",
@@ -39,9 +42,12 @@ TENANT_HEADER = "X-Tenant-ID"
 #: The owner label of jobs the operator submitted.
 OPERATOR = "operator"
 
-TenantHeader = Annotated[uuid.UUID, Header(alias=TENANT_HEADER, description="The caller's tenant id")]
+TenantHeader = Annotated[
+    uuid.UUID, Header(alias=TENANT_HEADER, description="The caller's tenant id", examples=[EXAMPLE_TENANT])
+]
 OptionalTenantHeader = Annotated[
     uuid.UUID | None,
+    WithJsonSchema({"type": "string", "format": "uuid"}),  # a header is absent or a uuid, never null
     Header(alias=TENANT_HEADER, description="The caller's tenant id (needed for a tenant's own jobs)"),
 ]
 

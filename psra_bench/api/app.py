@@ -3,7 +3,9 @@
 ``create_app(settings)`` builds an app whose lifespan opens the PostgreSQL pool, the cache and
 the job queue (and, with ``run_workers=True``, in-process job workers) and closes them again.
 Routes live in :mod:`psra_bench.api.psra_routes` and :mod:`psra_bench.api.jobs_routes`; they only
-translate HTTP to calls of plain library functions.
+translate HTTP to calls of plain library functions. Every refusal is an
+:class:`psra_bench.api.errors.ApiError`, and the OpenAPI document lists each status a route can
+return; request bodies are bounded by :class:`psra_bench.api.limits.BodyLimits` (size, nesting).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from psra_bench import __version__
+from psra_bench.api.limits import BodyLimits
 from psra_bench.exceptions import InputError, JobError, JobNotFoundError, PsraBenchError
 from psra_bench.settings import LiveSettings, Settings, redact
 
@@ -116,6 +119,7 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     from psra_bench.api.jobs_routes import router as jobs_router
     from psra_bench.api.psra_routes import router as psra_router
 

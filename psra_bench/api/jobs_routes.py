@@ -10,10 +10,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
+import psycopg
 import pydantic
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from psra_bench.api.access import (
@@ -25,14 +27,15 @@ from psra_bench.api.access import (
     require_operator,
     submitting_owner,
 )
+from psra_bench.api.errors import responses
+from psra_bench.api.models import AssessmentJobRequest, BulkImportRequest, Priority, inline_schema
 from psra_bench.exceptions import JobNotFoundError
-from psra_bench.psra.assessment import AssessmentInput, parse_input
+from psra_bench.psra.assessment import parse_input
 
-__all__ = ["router", "SubmitJobRequest", "SubmitJobResponse", "BulkImportRequest", "AssessmentJobRequest"]
+__all__ = ["router", "SubmitJobRequest", "SubmitJobResponse", "Health"]
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
-Priority = Literal["low", "normal", "high", "critical"]
 TTL = Annotated[int, Field(ge=1, le=7 * 86_400, description="Seconds the job's state is kept after it ends")]
 #: The largest bulk import one request may carry (larger bodies get 413).
 MAX_BULK_ITEMS = 10_000
@@ -42,8 +45,8 @@ class SubmitJobRequest(BaseModel):
     """The spec's submit body."""
 
     model_config = ConfigDict(extra="forbid")
-    job_type: Annotated[str, Field(min_length=1, max_length=64)]
-    payload: dict[str, Any] = Field(default_factory=dict)
+    job_type: Annotated[str, Field(min_length=1, max_length=64, examples=["assessment"])]
+    payload: dict[str, Any] = Field(default_factory=dict, description="The job type's input (checked when submitted)")
     priority: Priority = "normal"
     ttl_seconds: TTL = 3600
 
@@ -56,27 +59,20 @@ class SubmitJobResponse(BaseModel):
     message: str
 
 
-class AssessmentJobRequest(AssessmentInput):
-    """The shortcut body: the spec's four fields (rule_id, hs_code, origin, destination); BOM, tenant... optional."""
+class Health(BaseModel):
+    """``GET /api/jobs/health``: ``ok`` only when every dependency answers (else a 503 saying which is down)."""
 
-    user_id: uuid.UUID | None = None
-
-
-class HsImportItem(BaseModel):
-    """One HS code to upsert."""
-
-    model_config = ConfigDict(extra="forbid")
-    code: Annotated[str, Field(min_length=2, max_length=12)]
-    description: Annotated[str, Field(min_length=1, max_length=1000)]
+    model_config = ConfigDict(extra="allow")  # the operator's view adds workers, queue lengths and handlers
+    status: Literal["ok", "unavailable"]
+    service: str
+    dependencies: dict[str, Literal["ok", "down"]] = Field(description="redis and postgresql: ok or down")
+    detail: str | None = Field(default=None, description="When unavailable: which dependency is down")
 
 
-class BulkImportRequest(BaseModel):
-    """The bulk-import shortcut body."""
-
-    model_config = ConfigDict(extra="forbid")
-    items: list[HsImportItem] = Field(min_length=1)
-    priority: Priority = "normal"
-    ttl_seconds: TTL = 3600
+#: The operator token is optional on these routes (it widens what the caller may see).
+_OPTIONAL_OPERATOR: dict[str, Any] = {"security": [{}]}
+#: ``GET/POST /api/jobs/{job_id}/...``: any text; an unknown id is a 404.
+JobId = Annotated[str, Path(description="The id submit returned", examples=["6f1c0d3e-2a4b-4c5d-8e9f-0a1b2c3d4e5f"])]
 
 
 def _queue(request: Request) -> Any:
@@ -102,7 +98,7 @@ async def _submit(
 TENANT_JOB_TYPES = frozenset({"assessment"})
 
 
-@router.post("/submit", status_code=202, response_model=SubmitJobResponse)
+@router.post("/submit", status_code=202, response_model=SubmitJobResponse, responses=responses(401, 403, 404, 413, 422))
 async def submit(
     request: Request, body: SubmitJobRequest, x_tenant_id: OptionalTenantHeader = None
 ) -> SubmitJobResponse:
@@ -116,7 +112,9 @@ async def submit(
     return await _submit(request, body.job_type, body.payload, body.priority, body.ttl_seconds, owner=owner)
 
 
-@router.post("/assessment/submit", status_code=202, response_model=SubmitJobResponse)
+@router.post(
+    "/assessment/submit", status_code=202, response_model=SubmitJobResponse, responses=responses(403, 413, 422)
+)
 async def submit_assessment(
     request: Request, body: AssessmentJobRequest, x_tenant_id: OptionalTenantHeader = None
 ) -> SubmitJobResponse:
@@ -138,6 +136,10 @@ async def submit_assessment(
     status_code=202,
     response_model=SubmitJobResponse,
     dependencies=[Depends(require_operator)],
+    responses=responses(401, 404, 413, 422),
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(BulkImportRequest)}}}
+    },
 )
 async def submit_bulk_import(request: Request) -> SubmitJobResponse:
     """Queue an HS code upsert (operator only: it rewrites shared reference data); over 10,000 items is a 413."""
@@ -159,13 +161,46 @@ async def submit_bulk_import(request: Request) -> SubmitJobResponse:
     return await _submit(request, "bulk_import", payload, body.priority, body.ttl_seconds, owner=OPERATOR)
 
 
-@router.get("/health")
-async def health(request: Request, operator: Annotated[bool, Depends(optional_operator)]) -> dict[str, Any]:
-    """Queue health: status for everyone; workers, running and queued jobs (across processes) for the operator."""
+def _database_down(pool: Any) -> bool:
+    try:
+        with pool.connection(timeout=HEALTH_TIMEOUT) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:  # PoolTimeout is one too
+        return True
+    return False
+
+
+#: Seconds the health check waits for a PostgreSQL connection before it calls the database down.
+HEALTH_TIMEOUT = 2.0
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={
+        **responses(401),
+        503: {"model": Health, "description": "Redis or PostgreSQL is down: `dependencies` says which"},
+    },
+    openapi_extra=_OPTIONAL_OPERATOR,
+)
+async def health(request: Request, operator: Annotated[bool, Depends(optional_operator)]) -> Any:
+    """Health of the queue's Redis and the API's PostgreSQL: 200 when both answer, 503 naming the one that is down.
+
+    Everyone gets status, service and dependencies; the operator also workers, running and queued jobs.
+    """
     doc: dict[str, Any] = await _queue(request).health()
-    if not operator:
-        return {"status": doc["status"], "service": doc["service"]}
-    return doc
+    deps = {
+        "redis": "ok" if doc["status"] == "ok" else "down",
+        "postgresql": "down" if await run_in_threadpool(_database_down, request.app.state.psra.pool) else "ok",
+    }
+    down = [name for name, state in deps.items() if state == "down"]
+    out: dict[str, Any] = {"status": "unavailable" if down else "ok", "service": doc["service"], "dependencies": deps}
+    if down:
+        names = {"redis": "the job queue's Redis", "postgresql": "the API's PostgreSQL database"}
+        out["detail"] = " and ".join(names[n] for n in down) + (" is" if len(down) == 1 else " are") + " not reachable"
+    if operator:
+        out.update({k: v for k, v in doc.items() if k not in ("status", "error")})
+    return JSONResponse(status_code=503 if down else 200, content=out)
 
 
 async def _visible_job(request: Request, job_id: str, tenant: uuid.UUID | None, operator: bool) -> Any:
@@ -176,10 +211,10 @@ async def _visible_job(request: Request, job_id: str, tenant: uuid.UUID | None, 
     return state
 
 
-@router.get("/{job_id}/status")
+@router.get("/{job_id}/status", responses=responses(401, 404, 422), openapi_extra=_OPTIONAL_OPERATOR)
 async def status(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     operator: Annotated[bool, Depends(optional_operator)],
     x_tenant_id: OptionalTenantHeader = None,
 ) -> dict[str, Any]:
@@ -189,10 +224,10 @@ async def status(
     return out
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=responses(401, 404, 422), openapi_extra=_OPTIONAL_OPERATOR)
 async def cancel(
     request: Request,
-    job_id: str,
+    job_id: JobId,
     operator: Annotated[bool, Depends(optional_operator)],
     x_tenant_id: OptionalTenantHeader = None,
 ) -> dict[str, Any]:

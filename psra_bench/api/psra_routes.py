@@ -15,8 +15,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from psra_bench.api.access import TenantHeader, require_operator, same_tenant
+from psra_bench.api.errors import responses
+from psra_bench.api.models import (
+    COUNTRY_SCHEMA,
+    EXAMPLE_TENANT,
+    HS_CODE_PATTERN,
+    ApiAssessmentRequest,
+    IsoDate,
+    IsoDateTime,
+)
 from psra_bench.exceptions import InputError
-from psra_bench.psra.assessment import ISO_COUNTRY_CODES, AssessmentRequest
+from psra_bench.psra.assessment import ISO_COUNTRY_CODES
 
 __all__ = ["router"]
 
@@ -27,18 +36,40 @@ def _state(request: Request) -> Any:
     return request.app.state.psra
 
 
-@router.get("/hs/search")
+#: ``/api/tenants/{tenant_id}/...``: the tenant, which must equal X-Tenant-ID.
+TenantPath = Annotated[uuid.UUID, Path(description="The tenant; must equal X-Tenant-ID", examples=[EXAMPLE_TENANT])]
+
+
+#: An ISO 3166-1 alpha-2 country code in a path (lower case is accepted too).
+CountryPath = Annotated[str, Path(pattern=r"^[A-Za-z]{2}$", json_schema_extra={"enum": COUNTRY_SCHEMA["enum"]})]
+
+
+@router.get("/hs/search", responses=responses(422))
 def hs_search(
     request: Request,
-    q: Annotated[str, Query(min_length=2, max_length=200, pattern=r"^[^\x00]*$")],
+    q: Annotated[
+        str,
+        Query(
+            min_length=2,
+            max_length=200,
+            pattern=r"^[^\x00]*[^\s\x00][^\x00]*[^\s\x00][^\x00]*$",
+            description="Text to find in descriptions: 2 to 200 characters besides surrounding blanks, no NUL",
+            examples=["horses"],
+        ),
+    ],
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> dict[str, Any]:
     """HS codes whose description contains ``q`` (cached: hs:search:{query}:{limit})."""
     return {"query": q, "results": _state(request).cached.hs_search(q, limit)}
 
 
-@router.get("/hs/{code}")
-def hs_code(request: Request, code: str) -> dict[str, Any]:
+@router.get("/hs/{code}", responses=responses(404, 422))
+def hs_code(
+    request: Request,
+    code: Annotated[
+        str, Path(max_length=64, pattern=HS_CODE_PATTERN, description="2, 4 or 6 digits", examples=["8471.30"])
+    ],
+) -> dict[str, Any]:
     """One HS code (cached: hs:code:{code})."""
     row = _state(request).cached.hs_code_by_code(code)
     if row is None:
@@ -52,10 +83,10 @@ def agreements(request: Request) -> dict[str, Any]:
     return {"agreements": _state(request).dal.agreements()}
 
 
-@router.get("/rules")
+@router.get("/rules", responses=responses(422))
 def rules(
     request: Request,
-    agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$")],
+    agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$", examples=["CETA"])],
     chapter: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
 ) -> dict[str, Any]:
     """Rules of an agreement, optionally of one HS chapter (cached: rules:agreement:{code})."""
@@ -72,9 +103,10 @@ def rules(
     return {"agreement": agreement, "chapter": chapter, "rules": rows}
 
 
-@router.get("/rules/{rule_id}")
+@router.get("/rules/{rule_id}", responses=responses(404, 422))
 def rule(
-    request: Request, rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+    request: Request,
+    rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$", examples=["CETA-HS39-001"])],
 ) -> dict[str, Any]:
     """One rule (cached: rule:id:{rule_id})."""
     row = _state(request).cached.rule_by_id(rule_id.upper())
@@ -83,8 +115,8 @@ def rule(
     return dict(row)
 
 
-@router.post("/assessments")
-def assess(request: Request, body: AssessmentRequest, x_tenant_id: TenantHeader) -> dict[str, Any]:
+@router.post("/assessments", responses=responses(403, 413, 422))
+def assess(request: Request, body: ApiAssessmentRequest, x_tenant_id: TenantHeader) -> dict[str, Any]:
     """Assess a product synchronously, store the verdict, cache it (assessment:{rule}:{hs}:{o}:{d})."""
     from psra_bench.psra.service import assess_with_cache
 
@@ -94,13 +126,13 @@ def assess(request: Request, body: AssessmentRequest, x_tenant_id: TenantHeader)
     return assess_with_cache(st.pool, st.cached, body)
 
 
-@router.get("/verdicts/recent", dependencies=[Depends(require_operator)])
+@router.get("/verdicts/recent", dependencies=[Depends(require_operator)], responses=responses(401, 404, 422))
 def recent_verdicts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """The newest verdicts of all tenants (operator view; the spec's 100-row query)."""
     return {"verdicts": _state(request).dal.recent_verdicts(limit)}
 
 
-@router.get("/verdicts/{evaluation_id}")
+@router.get("/verdicts/{evaluation_id}", responses=responses(404, 422))
 def verdict(request: Request, evaluation_id: uuid.UUID, x_tenant_id: TenantHeader) -> dict[str, Any]:
     """One verdict of the caller's tenant (cached: verdict:{evaluation_id}); others' are 404."""
     row = _state(request).cached.verdict_by_evaluation_id(str(evaluation_id))
@@ -109,19 +141,22 @@ def verdict(request: Request, evaluation_id: uuid.UUID, x_tenant_id: TenantHeade
     return dict(row)
 
 
-@router.get("/tenants/{tenant_id}/verdicts")
+@router.get("/tenants/{tenant_id}/verdicts", responses=responses(403, 422))
 def tenant_history(
-    request: Request, tenant_id: uuid.UUID, x_tenant_id: TenantHeader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    request: Request,
+    tenant_id: TenantPath,
+    x_tenant_id: TenantHeader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """A tenant's newest verdicts."""
     tid = same_tenant(tenant_id, x_tenant_id)
     return {"tenant_id": tid, "verdicts": _state(request).dal.tenant_verdict_history(tid, limit)}
 
 
-@router.get("/tenants/{tenant_id}/duplicates/{input_hash}")
+@router.get("/tenants/{tenant_id}/duplicates/{input_hash}", responses=responses(403, 422))
 def duplicate(
     request: Request,
-    tenant_id: uuid.UUID,
+    tenant_id: TenantPath,
     input_hash: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
     x_tenant_id: TenantHeader,
 ) -> dict[str, Any]:
@@ -131,13 +166,13 @@ def duplicate(
     return {"tenant_id": tid, "input_hash": input_hash, "duplicate": row is not None, "verdict": row}
 
 
-@router.get("/tenants/{tenant_id}/dashboard")
+@router.get("/tenants/{tenant_id}/dashboard", responses=responses(403, 422))
 def dashboard(
     request: Request,
-    tenant_id: uuid.UUID,
+    tenant_id: TenantPath,
     x_tenant_id: TenantHeader,
     days: Annotated[int, Query(ge=1, le=3660)] = 30,
-    until: dt.datetime | None = None,
+    until: IsoDateTime | None = None,
 ) -> dict[str, Any]:
     """A tenant's verdict counts and mean confidence per status over the last ``days`` days."""
     tid = same_tenant(tenant_id, x_tenant_id)
@@ -146,13 +181,13 @@ def dashboard(
     return {"tenant_id": tid, "days": days, "by_status": _state(request).dal.tenant_dashboard(tid, days, now=until)}
 
 
-@router.get("/tenants/{tenant_id}/trade-route-report")
+@router.get("/tenants/{tenant_id}/trade-route-report", responses=responses(403, 422))
 def trade_route_report(
     request: Request,
-    tenant_id: uuid.UUID,
+    tenant_id: TenantPath,
     x_tenant_id: TenantHeader,
-    date_from: dt.date,
-    date_to: dt.date,
+    date_from: IsoDate,
+    date_to: IsoDate,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """A tenant's verdicts per route and agreement between two effective dates."""
@@ -165,12 +200,12 @@ def trade_route_report(
     }
 
 
-@router.get("/trade-routes/{export_country}/{import_country}", dependencies=[Depends(require_operator)])
-def trade_route(
-    request: Request,
-    export_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
-    import_country: Annotated[str, Path(pattern=r"^[A-Za-z]{2}$")],
-) -> dict[str, Any]:
+@router.get(
+    "/trade-routes/{export_country}/{import_country}",
+    dependencies=[Depends(require_operator)],
+    responses=responses(401, 404, 422),
+)
+def trade_route(request: Request, export_country: CountryPath, import_country: CountryPath) -> dict[str, Any]:
     """Verdicts per status on one trade route, all tenants (operator view)."""
     for field, value in (("export_country", export_country), ("import_country", import_country)):
         if value.upper() not in ISO_COUNTRY_CODES:

@@ -13,12 +13,14 @@ so the lifespan closes pools and flushes cache statistics), then by force.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +110,7 @@ def log_tail(path: Path, lines: int = 20) -> str:
 def start_api_server(
     settings: Settings, log_path: str | Path, *, job_workers: bool = True, timeout_s: float = 60.0
 ) -> ApiServer:
-    """Start ``psra-bench serve`` on a free 127.0.0.1 port and wait until /api/jobs/health answers 200.
+    """Start ``psra-bench serve`` on a free 127.0.0.1 port and wait until /api/jobs/health reports status ok.
 
     A server that exits at once because its port was taken meanwhile is started again on
     another port (twice at most). Without ``settings.admin_token`` the server gets a fresh one.
@@ -156,19 +158,33 @@ def _start_api_server(settings: Settings, log_path: str | Path, job_workers: boo
                 f"the API server exited with code {proc.returncode} before it answered; "
                 f"its log ends with:\n{log_tail(log)}"
             )
-        try:
-            with urllib.request.urlopen(f"{server.base_url}/api/jobs/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError:
-            pass
+        health = _health(server.base_url)
+        if health.get("status") == "ok":
+            return server
         if time.monotonic() > deadline:
             stop_api_server(server)
+            said = f"its last answer was {health}" if health else "it never answered"
             raise MeasurementError(
-                f"the API server did not answer /api/jobs/health within {timeout_s:g} s; "
+                f"the API server did not report status ok on /api/jobs/health within {timeout_s:g} s ({said}); "
                 f"its log ends with:\n{log_tail(log)}"
             )
         time.sleep(0.2)
+
+
+def _health(base_url: str) -> dict[str, object]:
+    """The body of GET /api/jobs/health (a 503 one too: it says which dependency is down); {} when none came."""
+    try:
+        with urllib.request.urlopen(f"{base_url}/api/jobs/health", timeout=2) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as e:  # 503: the server runs, a dependency does not
+        body = e.read()
+    except OSError:
+        return {}
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

@@ -1,0 +1,156 @@
+"""The OpenAPI document is the contract: schemathesis, every check, against the served app.
+
+The app runs under uvicorn in a thread (``LiveApp`` of test_api) with an operator token, on a
+fresh database seeded with 500 verdicts (seed 1: the tenant the OpenAPI examples name owns some).
+schemathesis reads the app's OpenAPI document (the one ``/openapi.json`` serves, which a test
+compares) and, per operation, sends the schema's examples, its coverage
+cases (boundaries, missing and wrong values) and fuzzed ones (seeded and derandomized, so a run is
+reproducible), and applies all of its checks to each response: documented status codes, content
+types and headers, response schemas, schema-violating requests rejected, schema-valid ones accepted,
+required headers and the bearer scheme enforced, unsupported methods answered with 405.
+
+One policy is ours. A request can match the schema and still name reference data that does not
+exist (an HS code missing from the HS table, a country that is no party of the agreement, a job
+type no worker handles) or break a rule between two values (``date_from`` after ``date_to``): the
+API answers those with a 422 naming the field, without the ``errors`` list of request validation.
+``REFERENCE_FIELDS`` says, per operation, which fields such a 422 may name; any other 422 to a
+schema-valid request — and any 422 from request validation — is a failure (``schema_valid_is_accepted``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.core.failures import Failure
+from test_api import LiveApp
+
+from psra_bench.api.app import create_app
+from psra_bench.api.models import EXAMPLE_TENANT
+from psra_bench.cache.keys import scan_unlink_nodes
+from psra_bench.db.seed import seed_database, tenant_ids
+from psra_bench.infra import postgres as db
+from psra_bench.settings import LiveSettings, Settings
+
+TOKEN = secrets.token_urlsafe(32)
+#: Fuzzed cases per operation (the examples and coverage phases add their own).
+MAX_EXAMPLES = 30
+
+#: Operation -> the fields a 422 to a schema-valid request may name (checks against reference data).
+_ASSESSMENT = ("hs_code", "agreement_code", "rule_id", "origin_country", "destination_country")
+REFERENCE_FIELDS: dict[str, tuple[str, ...]] = {
+    "POST /api/assessments": (*_ASSESSMENT, "bill_of_materials[*].hs_code"),
+    "POST /api/jobs/assessment/submit": (*_ASSESSMENT, "bill_of_materials[*].hs_code"),
+    # job_type: one a worker handles; payload: free-form in the schema, checked per job type.
+    "POST /api/jobs/submit": ("*",),
+    "GET /api/rules": ("agreement",),
+    "GET /api/tenants/{tenant_id}/dashboard": ("until",),  # until - days must stay after year 1
+    "GET /api/tenants/{tenant_id}/trade-route-report": ("date_from",),  # on or before date_to
+}
+
+
+def _matches(field: str, pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    if "[*]" in pattern:
+        head, tail = pattern.split("[*]")
+        middle = field[len(head) : len(field) - len(tail)]
+        return field.startswith(head + "[") and field.endswith(tail) and middle[1:-1].isdigit()
+    return field == pattern
+
+
+def _refused(operation: str, status: int, body: str) -> Failure:
+    message = f"a request that matches the schema got {status}: {body[:500]}"
+    return Failure(operation=operation, title="Schema-valid request refused", message=message)
+
+
+@schemathesis.check
+def schema_valid_is_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
+    """A positive case may get a 422 only naming a field of REFERENCE_FIELDS, never from request validation."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
+        return None
+    label = f"{case.method.upper()} {case.operation.path}"
+    try:
+        body = response.json()
+    except ValueError:
+        raise _refused(label, response.status_code, response.text) from None
+    allowed = REFERENCE_FIELDS.get(label, ())
+    field = body.get("field") if isinstance(body, dict) else None
+    if "errors" in body or not isinstance(field, str) or not any(_matches(field, p) for p in allowed):
+        raise _refused(label, response.status_code, response.text)
+    return True
+
+
+@pytest.fixture(scope="module")
+def contract_api(settings: Settings, make_database: Callable[..., str]) -> Iterator[LiveApp]:
+    """The app with an operator token on a fresh database with 500 seeded verdicts."""
+    dsn = make_database()
+    with db.connect(dsn, autocommit=True) as conn:
+        seed_database(conn, 500, seed=1)
+    assert EXAMPLE_TENANT in tenant_ids(200)
+    namespace = f"{settings.cache_namespace}contract-{uuid.uuid4().hex[:6]}:"
+    live = LiveApp(settings.replace(db_dsn=dsn, cache_namespace=namespace, admin_token=TOKEN))
+    live.start()
+    try:
+        yield live
+    finally:
+        live.stop()
+        assert settings.redis is not None
+        client = redis.Redis(**settings.redis.client_kwargs())
+        try:
+            scan_unlink_nodes([client], namespace + "*")
+        finally:
+            client.close()
+
+
+def _config() -> schemathesis.Config:
+    return schemathesis.Config.from_dict(
+        {
+            "seed": 1,
+            "headers": {"Authorization": f"Bearer {TOKEN}"},
+            "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True},
+            # 422 is decided by schema_valid_is_accepted, which knows which 422s are about reference data.
+            "checks": {
+                "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "422"]},
+                # A body over PSRA_MAX_BODY_BYTES (e.g. more than 10,000 BOM lines) is refused unread: 413.
+                "negative_data_rejection": {
+                    "expected-statuses": ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422"]
+                },
+            },
+        }
+    )
+
+
+def _document() -> dict[str, Any]:
+    """The app's OpenAPI document, built without serving it (the served one is compared in a test below)."""
+    offline = LiveSettings(db_dsn="postgresql://offline@127.0.0.1:1/offline", admin_token=TOKEN)
+    return create_app(offline).openapi()
+
+
+# pytest 9 broke schemathesis.pytest.from_fixture (it renames the test node), so the schema is
+# loaded from the document itself; every call goes to the served app (base_url).
+schema = schemathesis.openapi.from_dict(_document(), config=_config())
+
+
+def test_the_served_document_is_the_one_tested(contract_api: LiveApp) -> None:
+    with contract_api.client() as client:
+        assert client.get("/openapi.json").json() == _document()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    database=None,  # derandomized: no example database to replay from
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+)
+def test_the_api_keeps_its_openapi_contract(contract_api: LiveApp, case: Any) -> None:
+    case.call_and_validate(base_url=contract_api.url, timeout=30)
