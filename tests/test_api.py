@@ -42,6 +42,7 @@ import redis
 import uvicorn
 
 from psra_bench.api.app import create_app
+from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.db.reference import hs_rows
 from psra_bench.db.seed import DEFAULT_END, seed_database, tenant_ids
 from psra_bench.infra import postgres as db
@@ -178,12 +179,6 @@ def _plain_server_tracebacks() -> Iterator[None]:
         logger.removeFilter(SERVER_LOG)
 
 
-def _delete_namespace(client: redis.Redis, namespace: str) -> None:
-    batch = list(client.scan_iter(match=namespace + "*", count=1000))
-    for i in range(0, len(batch), 500):
-        client.unlink(*batch[i : i + 500])
-
-
 @pytest.fixture(scope="module")
 def data_dsn(make_database: Callable[..., str]) -> str:
     """A fresh database with reference data and 3,000 seeded verdicts (200 tenants)."""
@@ -214,17 +209,25 @@ def sql(data_dsn: str) -> Iterator[Oracle]:
 
 
 @contextlib.contextmanager
-def _serving(settings: Settings, rds: redis.Redis, name: str, *, run_workers: bool = False) -> Iterator[LiveApp]:
-    s = settings.replace(
-        cache_namespace=f"{settings.cache_namespace}api-{name}-{uuid.uuid4().hex[:6]}:", admin_token=ADMIN_TOKEN
-    )
-    live = LiveApp(s, run_workers=run_workers)
+def serving(settings: Settings, tag: str, *, run_workers: bool = False, **changes: Any) -> Iterator[LiveApp]:
+    """A served app on ``settings`` (plus ``changes``) in a Redis namespace of its own, deleted afterwards."""
+    namespace = f"{settings.cache_namespace}{tag}-{uuid.uuid4().hex[:6]}:"
+    live = LiveApp(settings.replace(cache_namespace=namespace, **changes), run_workers=run_workers)
     live.start()
     try:
         yield live
     finally:
         live.stop()
-        _delete_namespace(rds, s.cache_namespace)
+        assert settings.redis is not None
+        client = redis.Redis(**settings.redis.client_kwargs())
+        try:
+            scan_unlink_nodes([client], namespace + "*")
+        finally:
+            client.close()
+
+
+def _serving(settings: Settings, rds: redis.Redis, name: str, *, run_workers: bool = False) -> Any:
+    return serving(settings, f"api-{name}", run_workers=run_workers, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture(scope="module")

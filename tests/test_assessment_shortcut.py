@@ -16,10 +16,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import redis
-from test_api import LiveApp, wait_job
+from test_api import LiveApp, serving, wait_job
 
-from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.settings import Settings
 
 SPEC_BODY = {"rule_id": "USMCA-2024-01", "hs_code": "8471.30", "origin_country": "MX", "destination_country": "US"}
@@ -45,19 +43,8 @@ def dsn(make_database: Callable[..., str]) -> str:
 @pytest.fixture(scope="module")
 def app(settings: Settings, dsn: str) -> Iterator[LiveApp]:
     """The API with in-process job workers, on its own Redis namespace (deleted afterwards)."""
-    s = settings.replace(db_dsn=dsn, cache_namespace=f"{settings.cache_namespace}shortcut-{uuid.uuid4().hex[:6]}:")
-    live = LiveApp(s, run_workers=True)
-    live.start()
-    try:
+    with serving(settings.replace(db_dsn=dsn), "shortcut", run_workers=True) as live:
         yield live
-    finally:
-        live.stop()
-        assert s.redis is not None
-        client = redis.Redis(**s.redis.client_kwargs())
-        try:
-            scan_unlink_nodes([client], s.cache_namespace + "*")
-        finally:
-            client.close()
 
 
 @pytest.fixture

@@ -20,20 +20,17 @@ schema-valid request — and any 422 from request validation — is a failure (`
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.core.failures import Failure
-from test_api import LiveApp
+from test_api import LiveApp, serving
 
 from psra_bench.api.app import create_app
 from psra_bench.api.models import EXAMPLE_TENANT
-from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.db.seed import seed_database, tenant_ids
 from psra_bench.infra import postgres as db
 from psra_bench.settings import LiveSettings, Settings
@@ -95,19 +92,8 @@ def contract_api(settings: Settings, make_database: Callable[..., str]) -> Itera
     with db.connect(dsn, autocommit=True) as conn:
         seed_database(conn, 500, seed=1)
     assert EXAMPLE_TENANT in tenant_ids(200)
-    namespace = f"{settings.cache_namespace}contract-{uuid.uuid4().hex[:6]}:"
-    live = LiveApp(settings.replace(db_dsn=dsn, cache_namespace=namespace, admin_token=TOKEN))
-    live.start()
-    try:
+    with serving(settings.replace(db_dsn=dsn), "contract", admin_token=TOKEN) as live:
         yield live
-    finally:
-        live.stop()
-        assert settings.redis is not None
-        client = redis.Redis(**settings.redis.client_kwargs())
-        try:
-            scan_unlink_nodes([client], namespace + "*")
-        finally:
-            client.close()
 
 
 def _config() -> schemathesis.Config:

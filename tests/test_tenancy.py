@@ -26,10 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-from test_api import LiveApp, assessment, tenant
+from test_api import LiveApp, assessment, serving, tenant
 
-from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.settings import Settings
 
 TOKEN = secrets.token_urlsafe(32)
@@ -78,23 +76,8 @@ def _id(route: tuple[str, str]) -> str:
 
 
 def _serve(settings: Settings, dsn: str, name: str, token: str | None) -> Iterator[LiveApp]:
-    s = settings.replace(
-        db_dsn=dsn,
-        cache_namespace=f"{settings.cache_namespace}tenancy-{name}-{uuid.uuid4().hex[:6]}:",
-        admin_token=token,
-    )
-    live = LiveApp(s)
-    live.start()
-    try:
+    with serving(settings.replace(db_dsn=dsn), f"tenancy-{name}", admin_token=token) as live:
         yield live
-    finally:
-        live.stop()
-        assert s.redis is not None
-        client = redis.Redis(**s.redis.client_kwargs())
-        try:
-            scan_unlink_nodes([client], s.cache_namespace + "*")
-        finally:
-            client.close()
 
 
 @pytest.fixture(scope="module")
