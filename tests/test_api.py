@@ -226,29 +226,29 @@ def serving(settings: Settings, tag: str, *, run_workers: bool = False, **change
             client.close()
 
 
-def _serving(settings: Settings, rds: redis.Redis, name: str, *, run_workers: bool = False) -> Any:
+def _serving(settings: Settings, name: str, *, run_workers: bool = False) -> Any:
     return serving(settings, f"api-{name}", run_workers=run_workers, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture(scope="module")
-def api(settings: Settings, data_dsn: str, rds: redis.Redis) -> Iterator[LiveApp]:
+def api(settings: Settings, data_dsn: str) -> Iterator[LiveApp]:
     """The main app: cache on, no job workers."""
-    with _serving(settings.replace(db_dsn=data_dsn), rds, "main") as live:
+    with _serving(settings.replace(db_dsn=data_dsn), "main") as live:
         yield live
 
 
 @pytest.fixture(scope="module")
-def worker_api(settings: Settings, data_dsn: str, rds: redis.Redis) -> Iterator[LiveApp]:
+def worker_api(settings: Settings, data_dsn: str) -> Iterator[LiveApp]:
     """An app with in-process job workers, MAX_CONCURRENT_JOBS=3 and a pool of 1..3 connections."""
     s = settings.replace(db_dsn=data_dsn, max_concurrent_jobs=3, db_pool_min=1, db_pool_max=3)
-    with _serving(s, rds, "workers", run_workers=True) as live:
+    with _serving(s, "workers", run_workers=True) as live:
         yield live
 
 
 @pytest.fixture(scope="module")
-def nocache_api(settings: Settings, data_dsn: str, rds: redis.Redis) -> Iterator[LiveApp]:
+def nocache_api(settings: Settings, data_dsn: str) -> Iterator[LiveApp]:
     """An app with ENABLE_CACHE=false."""
-    with _serving(settings.replace(db_dsn=data_dsn, enable_cache=False), rds, "nocache") as live:
+    with _serving(settings.replace(db_dsn=data_dsn, enable_cache=False), "nocache") as live:
         yield live
 
 
@@ -735,7 +735,7 @@ def test_health_is_503_naming_the_dependency_that_is_down(
     redis_settings = start_valkey(tmp_path)
     dsn = make_database()
     try:
-        with _serving(settings.replace(db_dsn=dsn, redis=redis_settings), rds, "health") as live:
+        with _serving(settings.replace(db_dsn=dsn, redis=redis_settings), "health") as live:
             assert _health(live) == (
                 200,
                 {"status": "ok", "service": "async_job_queue", "dependencies": {"redis": "ok", "postgresql": "ok"}},
@@ -845,7 +845,7 @@ def test_bulk_import_size_limit(client: httpx.Client) -> None:
 @pytest.fixture(scope="module")
 def small_api(settings: Settings, data_dsn: str, rds: redis.Redis) -> Iterator[LiveApp]:
     """An app that reads request bodies of at most 1,024 bytes (PSRA_MAX_BODY_BYTES=1024)."""
-    with _serving(settings.replace(db_dsn=data_dsn, max_body_bytes=1024), rds, "small") as live:
+    with _serving(settings.replace(db_dsn=data_dsn, max_body_bytes=1024), "small") as live:
         yield live
 
 
