@@ -1,7 +1,7 @@
 """Job queue benchmark: throughput (jobs/s) and submit→complete latency of psra-bench's queue, and of arq.
 
-Run: ``python benchmarks/bench_jobs.py`` (settings from the environment; REDIS_URL names the
-Redis, else the embedded Valkey is started). Method, identical for both systems:
+Run: ``python benchmarks/bench_jobs.py`` (settings from the environment; JOBS_REDIS_URL, else
+REDIS_URL, names the Redis, else the embedded jobs Valkey is started). Method, identical for both systems:
 
 * **Throughput.** W worker processes are started and waited for until registered (idle); then
   N jobs are enqueued (up to 32 in flight) and the run waits until the queue drains. Jobs/s =
@@ -104,7 +104,12 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def _our_workers(settings: Settings, n: int) -> list[subprocess.Popen[bytes]]:
     assert settings.redis is not None
-    env = dict(os.environ, REDIS_URL=settings.redis.url(), MAX_CONCURRENT_JOBS=str(PER_WORKER_CONCURRENCY * n))
+    env = dict(
+        os.environ,
+        REDIS_URL=settings.redis.url(),
+        JOBS_REDIS_URL=settings.redis.url(),
+        MAX_CONCURRENT_JOBS=str(PER_WORKER_CONCURRENCY * n),
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -327,10 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     worker_counts = [int(x) for x in args.workers.split(",")]
 
     settings = Settings.from_env()
-    if settings.redis is None:
-        from psra_bench.infra.embedded import start_valkey
+    # Both queues run on the job store: JOBS_REDIS_URL, else REDIS_URL, else the embedded jobs
+    # Valkey (noeviction, append-only file everysec), so the comparison shares one server.
+    store = settings.jobs_redis or settings.redis
+    if store is None:
+        from psra_bench.infra.embedded import start_jobs_valkey
 
-        settings = settings.replace(redis=start_valkey(settings.home))
+        store = start_jobs_valkey(settings.home)
+    settings = settings.replace(redis=store, jobs_redis=store)
     settings = settings.replace(cache_namespace=f"{settings.cache_namespace}bench-jobs-{uuid.uuid4().hex[:6]}:")
     assert settings.redis is not None
     python = None if args.skip_arq else ensure_arq_venv()

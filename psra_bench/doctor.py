@@ -9,22 +9,25 @@ from psra_bench.db.migrate import MIGRATIONS, migration_status
 from psra_bench.db.reference import prepare_database
 from psra_bench.infra import postgres as db
 from psra_bench.infra.redis_client import check_redis, create_redis, redis_info
-from psra_bench.settings import LiveSettings, redact
+from psra_bench.settings import LiveSettings, RedisSettings, redact
 
 __all__ = ["diagnose"]
 
 
 def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
-    """Sections of facts: settings, PostgreSQL, tables, migrations, Redis."""
+    """Sections of facts: settings, PostgreSQL, tables, migrations, the cache's Redis, the job queue's Redis."""
     out: dict[str, dict[str, Any]] = {
         "settings": {
             "postgres": ("embedded " if settings.embedded_db else "configured ") + redact(settings.db_dsn),
             "redis": ("embedded " if settings.embedded_redis else "configured ")
             + settings.redis.url(with_password=False),
+            "jobs redis": _jobs_endpoint(settings),
             "state folder": str(settings.home),
             "cache": "on" if settings.enable_cache else "off",
             "async tasks": "on" if settings.enable_async_tasks else "off",
             "max concurrent jobs": settings.max_concurrent_jobs,
+            "job timeout": f"{settings.job_timeout_seconds} s",
+            "max job payload": f"{settings.max_job_payload_bytes:,} bytes",
             "TTLs (hs/rules/assess/verdicts/default)": "/".join(
                 str(v)
                 for v in (
@@ -54,17 +57,55 @@ def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
         for name in MIGRATIONS:
             st = migration_status(conn, name)
             out["migrations"][name] = st.state + (f" (invalid: {', '.join(st.invalid)})" if st.invalid else "")
-    check_redis(settings)  # an unreachable server: one sentence with host and port
-    client = create_redis(settings)
+    out["redis"] = _server_facts(settings.redis)
+    jobs = _server_facts(settings.jobs_redis)
+    del jobs["keyspace hits/misses"]  # the cache's measure; jobs are not looked up by chance
+    policy = jobs["maxmemory-policy"]
+    if policy == "noeviction":
+        jobs["job safety"] = "ok (noeviction)"
+    else:
+        allowed = " (allowed by PSRA_ALLOW_EVICTING_JOB_STORE)" if settings.allow_evicting_job_store else ""
+        jobs["job safety"] = (
+            f"UNSAFE: evicts keys (policy {policy or 'unknown'}) - jobs can vanish; use noeviction{allowed}"
+        )
+    out["jobs redis"] = jobs
+    return out
+
+
+def _jobs_endpoint(settings: LiveSettings) -> str:
+    url = settings.jobs_redis.url(with_password=False)
+    if settings.embedded_jobs_redis:
+        return f"embedded {url}"
+    if settings.jobs_redis.url() == settings.redis.url():
+        return f"configured {url} (the cache's server)"
+    return f"configured {url}"
+
+
+def _server_facts(server: RedisSettings) -> dict[str, Any]:
+    """One server's facts for a doctor section (an unreachable server: one sentence with host and port)."""
+    check_redis(server)
+    client = create_redis(server)
     try:
         info = redis_info(client)
     finally:
         client.close()
-    out["redis"] = {
+    return {
         "server": f"{info['server']} {info['version']}",
         "maxmemory": info["maxmemory_human"] if info["maxmemory"] else "0 (no limit)",
         "maxmemory-policy": info["maxmemory_policy"],
+        "persistence": _persistence(info),
         "used memory": info["used_memory"],
         "keyspace hits/misses": f"{info['keyspace_hits']}/{info['keyspace_misses']}",
     }
-    return out
+
+
+def _persistence(info: dict[str, Any]) -> str:
+    """``redis_info``'s persistence facts in words: "none", "AOF everysec", "RDB save 3600 1" or both."""
+    parts = []
+    if info["appendonly"]:
+        parts.append(f"AOF {info['appendfsync'] or '(fsync policy unknown)'}")
+    if info["save"]:
+        parts.append(f"RDB save {info['save']}")
+    if parts:
+        return " + ".join(parts)
+    return "none" if info["save"] is not None else "no AOF (RDB rules unknown: CONFIG is disabled)"

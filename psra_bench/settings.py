@@ -2,7 +2,9 @@
 
 Everything below the CLI / app / notebook edge receives a :class:`Settings` object; no other
 module reads ``os.environ``. ``db_dsn`` or ``redis`` left as ``None`` mean "use the embedded
-server", which :func:`psra_bench.infra.embedded.ensure_services` starts and fills in.
+server", which :func:`psra_bench.infra.embedded.ensure_services` starts and fills in. ``jobs_redis``
+left as ``None`` means "the cache's server" when a Redis is configured, else a second embedded
+Valkey of the job queue's own (noeviction, append-only file): a cache may evict, a job store must not.
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ class Settings:
 
     db_dsn: str | None = None
     redis: RedisSettings | None = None
+    #: The job queue's server (JOBS_REDIS_URL); None: the cache's Redis if one is configured, else embedded.
+    jobs_redis: RedisSettings | None = None
     home: Path = field(default_factory=default_home)
     enable_cache: bool = True
     enable_async_tasks: bool = True
@@ -197,18 +201,24 @@ class Settings:
     cache_namespace: str = ""
     db_pool_min: int = 1
     db_pool_max: int = 10
-    #: Which endpoints services.ensure_services filled in with embedded servers ("postgres", "valkey").
+    #: Which endpoints ensure_services filled in with embedded servers ("postgres", "valkey", "valkey-jobs").
     embedded_services: tuple[str, ...] = ()
     #: The operator credential of the cross-tenant API routes (PSRA_ADMIN_TOKEN); None turns them off.
     #: A secret: never in repr, logs, errors or the run fingerprint.
     admin_token: str | None = field(default=None, repr=False)
     #: The largest request body the API reads (PSRA_MAX_BODY_BYTES); a larger one is a 413.
     max_body_bytes: int = 1_048_576
+    #: Run the job queue on a server that evicts keys (PSRA_ALLOW_EVICTING_JOB_STORE): jobs can vanish.
+    allow_evicting_job_store: bool = False
+    #: The default time limit of one job, in seconds (PSRA_JOB_TIMEOUT_SECONDS).
+    job_timeout_seconds: int = 600
+    #: The largest job payload accepted at submit, in bytes of JSON (PSRA_JOB_MAX_PAYLOAD_BYTES).
+    max_job_payload_bytes: int = 1_048_576
 
     def __repr__(self) -> str:
         dsn = redact(self.db_dsn) if self.db_dsn else "embedded"
         return (
-            f"Settings(db={dsn!r}, redis={self.redis!r}, home={str(self.home)!r}, "
+            f"Settings(db={dsn!r}, redis={self.redis!r}, jobs_redis={self.jobs_redis!r}, home={str(self.home)!r}, "
             f"enable_cache={self.enable_cache}, max_concurrent_jobs={self.max_concurrent_jobs}, "
             f"ttl={self.ttl}, cache_namespace={self.cache_namespace!r})"
         )
@@ -222,6 +232,11 @@ class Settings:
     def embedded_redis(self) -> bool:
         """True when no Redis was configured and the embedded Valkey is used."""
         return self.redis is None or "valkey" in self.embedded_services
+
+    @property
+    def embedded_jobs_redis(self) -> bool:
+        """True when the job queue uses the embedded jobs Valkey (no JOBS_REDIS_URL and no Redis configured)."""
+        return "valkey-jobs" in self.embedded_services or (self.jobs_redis is None and self.redis is None)
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (settings are immutable; a LiveSettings stays one)."""
@@ -237,6 +252,7 @@ class Settings:
         return cls(
             db_dsn=db_dsn,
             redis=_redis_from_env(env),
+            jobs_redis=_jobs_redis_from_env(env),
             home=Path(env["PSRA_BENCH_HOME"]).expanduser() if env.get("PSRA_BENCH_HOME") else default_home(),
             enable_cache=_bool(env, "ENABLE_CACHE", True),
             enable_async_tasks=_bool(env, "ENABLE_ASYNC_TASKS", True),
@@ -253,6 +269,9 @@ class Settings:
             db_pool_max=_int(env, "PSRA_DB_POOL_MAX", 10, minimum=1),
             admin_token=admin_token_from_env(env),
             max_body_bytes=_int(env, "PSRA_MAX_BODY_BYTES", 1_048_576, minimum=1024),
+            allow_evicting_job_store=_bool(env, "PSRA_ALLOW_EVICTING_JOB_STORE", False),
+            job_timeout_seconds=_int(env, "PSRA_JOB_TIMEOUT_SECONDS", 600, minimum=1),
+            max_job_payload_bytes=_int(env, "PSRA_JOB_MAX_PAYLOAD_BYTES", 1_048_576, minimum=1024),
         )
 
 
@@ -266,6 +285,7 @@ class LiveSettings(Settings):
 
     db_dsn: str = ""
     redis: RedisSettings = field(default_factory=RedisSettings)
+    jobs_redis: RedisSettings = field(default_factory=RedisSettings)
 
     def __post_init__(self) -> None:
         if not self.db_dsn:
@@ -356,3 +376,9 @@ def _redis_from_env(env: Mapping[str, str]) -> RedisSettings | None:
         db=_int(env, "REDIS_DB", 0, minimum=0),
         password=env.get("REDIS_PASSWORD") or None,
     )
+
+
+def _jobs_redis_from_env(env: Mapping[str, str]) -> RedisSettings | None:
+    """JOBS_REDIS_URL (same grammar as REDIS_URL); None when unset, which ensure_services resolves."""
+    url = env.get("JOBS_REDIS_URL") or None
+    return None if url is None else RedisSettings.from_url(url, variable="JOBS_REDIS_URL")

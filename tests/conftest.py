@@ -1,9 +1,11 @@
 """Shared fixtures: real servers, fresh databases, isolated Redis key namespaces.
 
-The servers are the embedded PostgreSQL and Valkey (under ``.psra-bench/test-home`` in the
-checkout) unless PSRA_DB_DSN / REDIS_URL (or REDIS_HOST...) name real ones. Tests never touch
+The servers are the embedded PostgreSQL and the two embedded Valkeys, cache and jobs (under
+``.psra-bench/test-home`` in the checkout), unless PSRA_DB_DSN / REDIS_URL (or REDIS_HOST...) /
+JOBS_REDIS_URL name real ones; with REDIS_URL alone the jobs share that Redis. Tests never touch
 data they did not create: each session creates its own database(s) and drops them, and every
-Redis key lives under a per-session namespace that is deleted (SCAN + UNLINK) at the end.
+Redis key, on the cache's server and on the jobs' server, lives under a per-session namespace
+that is deleted (SCAN + UNLINK) at the end.
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ def _delete_namespace(client: redis.Redis, namespace: str) -> None:
 
 
 def _cleanup(settings: Settings) -> None:
-    """Delete every Redis key under ``settings.cache_namespace``."""
+    """Delete every Redis key under ``settings.cache_namespace``, on the cache's and on the jobs' server."""
     assert settings.redis is not None
-    client = redis.Redis(**settings.redis.client_kwargs())
-    try:
-        _delete_namespace(client, settings.cache_namespace)
-    finally:
-        client.close()
+    servers = [settings.redis]
+    if settings.jobs_redis is not None and settings.jobs_redis.url() != settings.redis.url():
+        servers.append(settings.jobs_redis)
+    for server in servers:
+        client = redis.Redis(**server.client_kwargs())
+        try:
+            _delete_namespace(client, settings.cache_namespace)
+        finally:
+            client.close()
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +102,15 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     """A plain redis-py client on the test server (decode_responses=False); closed after the test."""
     assert settings.redis is not None
     client = redis.Redis(**settings.redis.client_kwargs())
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def jobs_redis_client(settings: Settings) -> Iterator[redis.Redis]:
+    """A plain redis-py client on the job queue's server (decode_responses=False); closed after the test."""
+    assert settings.jobs_redis is not None
+    client = redis.Redis(**settings.jobs_redis.client_kwargs())
     yield client
     client.close()
 

@@ -62,6 +62,7 @@ def _start(settings: Settings, dsn: str, home: Path, flags: list[str], env_extra
     namespace = f"{settings.cache_namespace.rstrip(':')}-serve-{uuid.uuid4().hex[:6]}:"
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     env |= {"PSRA_DB_DSN": dsn, "REDIS_URL": settings.redis.url(), "PSRA_BENCH_HOME": str(home),
+            "JOBS_REDIS_URL": (settings.jobs_redis or settings.redis).url(),
             "PSRA_CACHE_NAMESPACE": namespace, "PSRA_ADMIN_TOKEN": _TOKEN, **env_extra}  # fmt: skip
     argv = [sys.executable, "-m", "psra_bench", "serve", "--host", "127.0.0.1", "--port", str(port), *flags]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -405,6 +405,7 @@ def _cli_env(dsn: str, settings: Settings, home: Path) -> dict[str, str]:
     """The environment of a `python -m psra_bench` child: this database, the session Redis, nothing else set."""
     assert settings.redis is not None
     extra = {"PSRA_DB_DSN": dsn, "REDIS_URL": settings.redis.url(), "PSRA_BENCH_HOME": str(home)}
+    extra["JOBS_REDIS_URL"] = (settings.jobs_redis or settings.redis).url()
     return {k: v for k, v in environ_with(extra).items() if not k.startswith(("REDIS_", "CACHE_", "ENABLE_"))} | extra
 
 

@@ -247,6 +247,7 @@ def _lab_env(settings: Settings, tmp: Path) -> dict[str, str]:
         {
             "PSRA_DB_DSN": settings.db_dsn,
             "REDIS_URL": settings.redis.url(),
+            "JOBS_REDIS_URL": (settings.jobs_redis or settings.redis).url(),
             "PSRA_CACHE_NAMESPACE": settings.cache_namespace + "browser:",
             "PSRA_BENCH_HOME": str(tmp / "home"),
             "JUPYTER_CONFIG_DIR": str(tmp / "jupyter" / "config"),

@@ -38,6 +38,7 @@ def _env(settings: Settings, home: Path) -> dict[str, str]:
         {
             "PSRA_DB_DSN": settings.db_dsn,
             "REDIS_URL": settings.redis.url(),
+            "JOBS_REDIS_URL": (settings.jobs_redis or settings.redis).url(),
             "PSRA_CACHE_NAMESPACE": settings.cache_namespace + "report",
             "PSRA_BENCH_HOME": str(home),
         }

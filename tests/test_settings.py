@@ -14,6 +14,7 @@ from psra_bench import constants
 from psra_bench.exceptions import ConfigError, PsraBenchError
 from psra_bench.infra import process_settings, use_settings
 from psra_bench.settings import (
+    LiveSettings,
     RedisSettings,
     Settings,
     TTLSettings,
@@ -38,6 +39,11 @@ def test_defaults_are_the_spec_values() -> None:
     assert s.cache_namespace == ""
     assert s.home == default_home()
     assert s.embedded_services == ()
+    # The job queue: its own embedded server, jobs never on an evicting one, the default limits.
+    assert s.jobs_redis is None and s.embedded_jobs_redis
+    assert s.allow_evicting_job_store is False
+    assert s.job_timeout_seconds == 600
+    assert s.max_job_payload_bytes == 1_048_576  # 1 MiB
 
 
 def test_redis_defaults_are_the_spec_values() -> None:
@@ -111,6 +117,75 @@ def test_redis_host_port_password_db() -> None:
     only_port = Settings.from_env({"REDIS_PORT": "6390"}).redis
     assert only_port is not None and (only_port.host, only_port.port, only_port.db) == ("127.0.0.1", 6390, 0)
     assert Settings.from_env({"REDIS_PASSWORD": ""}).redis is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://jobs.example", dict(host="jobs.example", port=6379, db=0, password=None, ssl=False)),
+        ("redis://127.0.0.1:6390/2", dict(host="127.0.0.1", port=6390, db=2, password=None)),
+        (f"redis://alice:{SECRET}@h/5", dict(host="h", db=5, password=SECRET, username="alice")),
+        (f"rediss://:{SECRET}@tls.example:6391/1", dict(host="tls.example", port=6391, password=SECRET, ssl=True)),
+    ],
+)
+def test_jobs_redis_url(url: str, expected: dict[str, object]) -> None:
+    s = Settings.from_env({"JOBS_REDIS_URL": url, "REDIS_URL": "redis://cache.example:6379/0"})
+    assert s.jobs_redis is not None
+    for attr, value in expected.items():
+        assert getattr(s.jobs_redis, attr) == value, attr
+    assert RedisSettings.from_url(s.jobs_redis.url()) == s.jobs_redis
+    # It is a server of its own: the cache's REDIS_URL is untouched, and neither is embedded.
+    assert s.redis is not None and s.redis.host == "cache.example"
+    assert not s.embedded_jobs_redis and not s.embedded_redis
+
+
+def test_jobs_redis_url_unset_or_empty_means_resolved_later() -> None:
+    """Unset: None, which ensure_services turns into the configured Redis, else the embedded jobs Valkey."""
+    for env in ({}, {"JOBS_REDIS_URL": ""}, {"REDIS_URL": "redis://cache.example/0"}):
+        assert Settings.from_env(env).jobs_redis is None
+    assert Settings.from_env({}).embedded_jobs_redis
+    assert not Settings.from_env({"REDIS_URL": "redis://cache.example/0"}).embedded_jobs_redis  # jobs share it
+    assert not Settings.from_env({"REDIS_HOST": "cache.example"}).embedded_jobs_redis
+    # Only the cache embedded, the jobs configured (and the other way round).
+    only_jobs = Settings.from_env({"JOBS_REDIS_URL": "redis://jobs.example/0"})
+    assert only_jobs.embedded_redis and not only_jobs.embedded_jobs_redis
+    assert Settings(embedded_services=("valkey-jobs",), jobs_redis=RedisSettings(port=1)).embedded_jobs_redis
+
+
+def test_job_settings() -> None:
+    env = {
+        "PSRA_ALLOW_EVICTING_JOB_STORE": " Yes ",
+        "PSRA_JOB_TIMEOUT_SECONDS": "1",
+        "PSRA_JOB_MAX_PAYLOAD_BYTES": " 1024 ",
+    }
+    s = Settings.from_env(env)
+    assert (s.allow_evicting_job_store, s.job_timeout_seconds, s.max_job_payload_bytes) == (True, 1, 1024)
+    s = Settings.from_env({"PSRA_ALLOW_EVICTING_JOB_STORE": "off", "PSRA_JOB_TIMEOUT_SECONDS": "3600"})
+    assert (s.allow_evicting_job_store, s.job_timeout_seconds) == (False, 3600)
+    assert Settings.from_env({"PSRA_JOB_TIMEOUT_SECONDS": ""}).job_timeout_seconds == 600  # empty means unset
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "expected"),
+    [
+        (
+            "PSRA_ALLOW_EVICTING_JOB_STORE",
+            "maybe",
+            "PSRA_ALLOW_EVICTING_JOB_STORE='maybe' is not valid: use true or false (also 1/0, yes/no, on/off).",
+        ),
+        ("PSRA_JOB_TIMEOUT_SECONDS", "0", "PSRA_JOB_TIMEOUT_SECONDS='0' is not valid: use a whole number ≥ 1."),
+        ("PSRA_JOB_TIMEOUT_SECONDS", "10s", "PSRA_JOB_TIMEOUT_SECONDS='10s' is not valid: use a whole number ≥ 1."),
+        (
+            "PSRA_JOB_MAX_PAYLOAD_BYTES",
+            "1023",
+            "PSRA_JOB_MAX_PAYLOAD_BYTES='1023' is not valid: use a whole number ≥ 1024.",
+        ),
+    ],
+)
+def test_job_settings_errors_are_exact(variable: str, raw: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({variable: raw})
+    assert str(err.value) == expected
 
 
 def test_redis_url_wins_over_host_variables() -> None:
@@ -213,6 +288,14 @@ def test_max_body_bytes() -> None:
         ("PSRA_DB_POOL_MAX", "0"),
         ("PSRA_MAX_BODY_BYTES", "1023"),
         ("PSRA_MAX_BODY_BYTES", "1MiB"),
+        ("PSRA_ALLOW_EVICTING_JOB_STORE", "sometimes"),
+        ("PSRA_ALLOW_EVICTING_JOB_STORE", "2"),
+        ("PSRA_JOB_TIMEOUT_SECONDS", "0"),
+        ("PSRA_JOB_TIMEOUT_SECONDS", "-5"),
+        ("PSRA_JOB_TIMEOUT_SECONDS", "1.5"),
+        ("PSRA_JOB_TIMEOUT_SECONDS", "ten minutes"),
+        ("PSRA_JOB_MAX_PAYLOAD_BYTES", "1023"),
+        ("PSRA_JOB_MAX_PAYLOAD_BYTES", "1MiB"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, raw: str) -> None:
@@ -272,6 +355,31 @@ def test_malformed_redis_url(url: str) -> None:
     assert SECRET not in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://:{SECRET}@h:6379/0",  # wrong scheme
+        f"redis://:{SECRET}@h:port/0",  # bad port
+        f"redis://:{SECRET}@h:99999/0",  # port out of range
+        f"redis://:{SECRET}@h:6379/zero",  # db not a number
+        f"redis://:{SECRET}@:6379/0",  # no host
+        f"redis://user:{SECRET}@h:port/0",
+        "localhost:6379",
+    ],
+)
+def test_malformed_jobs_redis_url(url: str) -> None:
+    env = {"JOBS_REDIS_URL": url, "REDIS_URL": "redis://cache.example:6379/0"}  # a good REDIS_URL beside it
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(env)
+    message = str(err.value)
+    assert err.value.variable == "JOBS_REDIS_URL"
+    assert message.startswith("JOBS_REDIS_URL=") and message.endswith(".")
+    assert "REDIS_URL=" not in message.removeprefix("JOBS_REDIS_URL=")  # names this variable, not the cache's
+    assert "redis://" in message  # says what is allowed
+    assert "\n" not in message  # one sentence
+    assert SECRET not in message
+
+
 def test_whitespace_in_dsn_password_never_leaks() -> None:
     """A password with a raw space is not a valid libpq URI; it must not show up in repr or errors."""
     dsn = "postgresql://psra:my secret@db.example:5432/psra"
@@ -298,6 +406,22 @@ def test_repr_hides_passwords() -> None:
     assert SECRET not in s.redis.url(with_password=False)
     assert SECRET in s.redis.url()  # the real URL keeps it, for clients
     assert SECRET not in str(s.redis)
+
+
+def test_repr_shows_the_jobs_server_without_its_password() -> None:
+    s = Settings.from_env(
+        {"REDIS_URL": f"redis://:{SECRET}@cache:6379/0", "JOBS_REDIS_URL": f"redis://u:{SECRET}@jobs:6390/1"}
+    )
+    text = repr(s)
+    assert "jobs_redis=" in text and "jobs:6390/1" in text and "cache:6379" in text
+    assert SECRET not in text and SECRET not in str(s)
+    assert "jobs_redis=None" in repr(Settings.from_env({}))
+
+
+def test_live_settings_have_a_concrete_jobs_server() -> None:
+    live = LiveSettings(db_dsn="postgresql://u@h/db", jobs_redis=RedisSettings(port=6390))
+    assert live.jobs_redis == RedisSettings(port=6390) and live.redis == RedisSettings()
+    assert LiveSettings(db_dsn="postgresql://u@h/db").jobs_redis == RedisSettings()
 
 
 def test_admin_token_is_read_and_never_shown() -> None:

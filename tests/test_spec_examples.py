@@ -484,6 +484,7 @@ def test_get_cache_reads_the_environment_once(namespaced_settings: Settings, mon
     try:
         monkeypatch.setenv("PSRA_DB_DSN", namespaced_settings.db_dsn)
         monkeypatch.setenv("REDIS_URL", namespaced_settings.redis.url())
+        monkeypatch.setenv("JOBS_REDIS_URL", (namespaced_settings.jobs_redis or namespaced_settings.redis).url())
         monkeypatch.setenv("PSRA_CACHE_NAMESPACE", namespaced_settings.cache_namespace)
         monkeypatch.setenv("CACHE_TTL_HS_CODES", "77")
         cache = get_cache()

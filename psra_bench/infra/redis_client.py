@@ -45,13 +45,26 @@ def check_redis(settings: Settings | RedisSettings) -> None:
         client.close()
 
 
-def redis_info(client: redis.Redis) -> dict[str, Any]:
-    """Server facts for doctor and fingerprints: version, maxmemory, eviction policy, keyspace hits/misses."""
-    info = client.info()
+def _config_value(client: redis.Redis, name: str) -> str | None:
+    """CONFIG GET ``name``, or None when CONFIG is disabled (managed servers) or the name is unknown."""
     try:
-        maxmemory_policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
-    except redis.ResponseError:  # CONFIG may be disabled on managed servers
-        maxmemory_policy = info.get("maxmemory_policy")
+        value = client.config_get(name).get(name)
+    except redis.ResponseError:
+        return None
+    return None if value is None else str(value)
+
+
+def redis_info(client: redis.Redis) -> dict[str, Any]:
+    """Server facts for doctor and fingerprints: version, memory limit and eviction policy, persistence, hits/misses.
+
+    Persistence: ``appendonly`` (bool), ``appendfsync`` (always/everysec/no, None when unknown),
+    ``save`` (the RDB ``save`` rules, '' for none, None when unknown) and ``aof_enabled`` (INFO's
+    word). With CONFIG disabled the INFO fields stand in: the policy, and appendonly = aof_enabled.
+    """
+    info = client.info()
+    maxmemory_policy = _config_value(client, "maxmemory-policy") or info.get("maxmemory_policy")
+    aof_enabled = bool(int(info.get("aof_enabled", 0) or 0))
+    appendonly_text = _config_value(client, "appendonly")
     return {
         "server": "valkey" if "valkey_version" in info else "redis",
         "version": info.get("valkey_version") or info.get("redis_version"),
@@ -63,4 +76,8 @@ def redis_info(client: redis.Redis) -> dict[str, Any]:
         "keyspace_hits": int(info.get("keyspace_hits", 0)),
         "keyspace_misses": int(info.get("keyspace_misses", 0)),
         "cluster_enabled": bool(info.get("cluster_enabled", 0)),
+        "appendonly": aof_enabled if appendonly_text is None else appendonly_text.lower() == "yes",
+        "appendfsync": _config_value(client, "appendfsync"),
+        "save": _config_value(client, "save"),
+        "aof_enabled": aof_enabled,
     }

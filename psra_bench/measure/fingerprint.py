@@ -231,11 +231,15 @@ def _redis_settings_parts(rs: RedisSettings) -> dict[str, Any]:
 
 def describe_settings(settings: Settings) -> dict[str, Any]:
     """Settings without secrets: servers as host/port/database only, plus every tuning knob."""
+    jobs = settings.jobs_redis or settings.redis
     return {
         "db": {"embedded": True} if settings.db_dsn is None else {"embedded": False} | _dsn_parts(settings.db_dsn),
         "redis": {"embedded": True}
         if settings.redis is None
         else {"embedded": False} | _redis_settings_parts(settings.redis),
+        "jobs_redis": {"embedded": True}
+        if settings.embedded_jobs_redis or jobs is None
+        else {"embedded": False} | _redis_settings_parts(jobs),
         "home": str(settings.home),
         "enable_cache": settings.enable_cache,
         "enable_async_tasks": settings.enable_async_tasks,
@@ -244,6 +248,8 @@ def describe_settings(settings: Settings) -> dict[str, Any]:
         "cache_namespace": settings.cache_namespace,
         "db_pool_min": settings.db_pool_min,
         "db_pool_max": settings.db_pool_max,
+        "job_timeout_seconds": settings.job_timeout_seconds,
+        "max_job_payload_bytes": settings.max_job_payload_bytes,
     }
 
 
