@@ -21,6 +21,7 @@ from psra_bench.constants import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_SWEEP_SECONDS,
 )
 from psra_bench.exceptions import PsraBenchError
 from psra_bench.settings import LiveSettings, Settings, redact
@@ -82,6 +83,7 @@ def services_up(ctx: click.Context) -> None:
     settings = _ready(ctx)
     connect(settings.db_dsn).close()
     check_redis(settings)
+    check_redis(settings.jobs_redis)
     _print_status(services_status(_settings(ctx)))
 
 
@@ -268,6 +270,10 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
     settings = _ready(ctx)
     with connect(settings.db_dsn, autocommit=True) as conn:
         prepare_database(conn)
+    if settings.enable_async_tasks:
+        from psra_bench.jobs.queue import check_job_store_now
+
+        check_job_store_now(settings)  # an evicting job store: one sentence, before serving
     click.echo(
         f"PSRA API on http://{host}:{port} (docs at /docs); cache {'on' if settings.enable_cache else 'off'}", err=True
     )
@@ -299,6 +305,8 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
               help="Seconds in-flight jobs get to finish on SIGTERM.")  # fmt: skip
 @click.option("--poll-interval", type=click.FloatRange(0.01, 60), default=DEFAULT_POLL_INTERVAL, show_default=True,
               help="Seconds between polls when the queues are empty.")  # fmt: skip
+@click.option("--sweep-interval", type=click.FloatRange(1, 86_400), default=DEFAULT_SWEEP_SECONDS, show_default=True,
+              help="Seconds between sweeps that repair inconsistent job state.")  # fmt: skip
 @click.option("--namespace", default=None, help="Redis key prefix (overrides PSRA_CACHE_NAMESPACE).")
 @click.pass_context
 @_errors
@@ -311,6 +319,7 @@ def worker(
     max_attempts: int,
     grace: float,
     poll_interval: float,
+    sweep_interval: float,
     namespace: str | None,
 ) -> None:
     """Run a job worker process; several may share one Redis (the cap is global)."""
@@ -327,8 +336,45 @@ def worker(
         max_attempts=max_attempts,
         grace_seconds=grace,
         poll_interval=poll_interval,
+        sweep_seconds=sweep_interval,
     )
     click.echo(f"worker stopped after {done} jobs", err=True)
+
+
+@cli.group()
+def jobs() -> None:
+    """Inspect and repair the job store."""
+
+
+@jobs.command("sweep")
+@click.option("--namespace", default=None, help="Redis key prefix (overrides PSRA_CACHE_NAMESPACE).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+@_errors
+def jobs_sweep(ctx: click.Context, namespace: str | None, as_json: bool) -> None:
+    """Repair inconsistent job state now (what every worker does once a minute) and list lost jobs."""
+    import asyncio
+    import json
+
+    from psra_bench.jobs.process import worker_settings
+    from psra_bench.jobs.queue import JobQueue
+
+    settings = worker_settings(_settings(ctx), default_handlers=False, namespace=namespace)
+
+    async def sweep() -> Any:
+        queue = JobQueue(settings)
+        try:
+            return await queue.sweep()
+        finally:
+            await queue.close()
+
+    report = asyncio.run(sweep())
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(report.summary())
+    for job_id in report.lost:
+        click.echo(f"lost: {job_id}")
 
 
 # ----------------------------------------------------------------------------- load

@@ -69,7 +69,7 @@ REDIS_MAX_CONNECTIONS = 50
 MAX_CONCURRENT_JOBS = 10
 
 # The job queue's defaults (psra_bench.jobs; `psra-bench worker` flags).
-#: Seconds a running job's lease lasts without a heartbeat (heartbeats come every lease/3).
+#: Seconds a running job's lease lasts without a heartbeat (heartbeats come every lease/4).
 DEFAULT_LEASE_SECONDS = 5.0
 #: Workers a job may lose before it is FAILED ("worker lost N times").
 DEFAULT_MAX_ATTEMPTS = 3
@@ -81,6 +81,10 @@ MAX_TTL_SECONDS = 30 * 86_400
 DEFAULT_POLL_INTERVAL = 0.5
 #: Seconds a stopping worker lets in-flight jobs finish before giving them back to the queue.
 DEFAULT_GRACE_SECONDS = 10.0
+#: Seconds between two sweeps of a worker (repairs of job state that became inconsistent).
+DEFAULT_SWEEP_SECONDS = 60.0
+#: Largest timeout_seconds a job may have: one day.
+MAX_JOB_TIMEOUT_SECONDS = 86_400
 
 #: Indexes in schema public before the performance migration (the spec's "Before: 20").
 BASELINE_INDEX_COUNT = 20

@@ -23,6 +23,8 @@ __all__ = [
     "MeasurementError",
     "RuleDefinitionError",
     "JobInputError",
+    "JobPayloadTooLarge",
+    "JobStoreError",
     "ResourceMissingError",
     "NotebookFailed",
 ]
@@ -147,6 +149,24 @@ class JobInputError(JobError):
         if len(shown) > 80:
             shown = shown[:77] + "..."
         super().__init__(f"{field}={shown} is not valid: {allowed}.")
+
+
+class JobPayloadTooLarge(JobInputError):
+    """A job's payload is larger than ``max_job_payload_bytes`` (the API answers 413)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        JobError.__init__(
+            self,
+            f"payload is {size:,} bytes of JSON, over the limit: use at most {limit:,} bytes "
+            "(PSRA_JOB_MAX_PAYLOAD_BYTES).",
+        )
+        self.field, self.value, self.allowed = "payload", size, f"at most {limit:,} bytes"
+        self.size = size
+        self.limit = limit
+
+
+class JobStoreError(JobError):
+    """The job queue's Redis would lose jobs (it evicts keys) and running anyway was not allowed."""
 
 
 class ResourceMissingError(PsraBenchError):

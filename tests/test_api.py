@@ -687,12 +687,14 @@ def test_submit_status_and_cancel_of_a_pending_job(client: httpx.Client) -> None
 
     cancel = client.post(f"/api/jobs/{sub['job_id']}/cancel", headers=OPERATOR)
     assert cancel.status_code == 200
-    assert set(cancel.json()) == {"job_id", "status", "message"}
+    assert set(cancel.json()) == {"job_id", "status", "message", "accepted", "outcome"}
+    assert (cancel.json()["accepted"], cancel.json()["outcome"]) == (True, "cancelled")
     assert (cancel.json()["job_id"], cancel.json()["status"]) == (sub["job_id"], "cancelled")
     after = client.get(f"/api/jobs/{sub['job_id']}/status", headers=OPERATOR).json()
     assert (after["status"], after["started_at"], after["result"]) == ("cancelled", None, None)
     again = client.post(f"/api/jobs/{sub['job_id']}/cancel", headers=OPERATOR).json()
     assert again["status"] == "cancelled" and "already" in again["message"]
+    assert (again["accepted"], again["outcome"]) == (False, "already_finished")
 
 
 @pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "nope", "a*b?[c]", "x" * 300])
@@ -732,10 +734,10 @@ def test_health_is_503_naming_the_dependency_that_is_down(
     settings: Settings, server_settings: Settings, make_database: Callable[..., str], rds: redis.Redis, tmp_path: Path
 ) -> None:
     """A real Valkey of this test's own is stopped and restarted, then the app's database is dropped."""
-    redis_settings = start_valkey(tmp_path)
+    redis_settings = start_valkey(tmp_path, policy="noeviction")  # the cache and the jobs: a safe job store
     dsn = make_database()
     try:
-        with _serving(settings.replace(db_dsn=dsn, redis=redis_settings), "health") as live:
+        with _serving(settings.replace(db_dsn=dsn, redis=redis_settings, jobs_redis=redis_settings), "health") as live:
             assert _health(live) == (
                 200,
                 {"status": "ok", "service": "async_job_queue", "dependencies": {"redis": "ok", "postgresql": "ok"}},
@@ -751,7 +753,7 @@ def test_health_is_503_naming_the_dependency_that_is_down(
             with live.client() as c:  # the operator still sees the details, and the same verdict
                 r = c.get("/api/jobs/health", headers=OPERATOR)
                 assert (r.status_code, r.json()["dependencies"]["redis"]) == (503, "down")
-            start_valkey(tmp_path)  # the same port again
+            start_valkey(tmp_path, policy="noeviction")  # the same port again
             assert _health(live)[0] == 200
             assert server_settings.db_dsn is not None
             db.drop_database(server_settings.db_dsn, urlsplit(dsn).path.lstrip("/"))
@@ -840,6 +842,32 @@ def test_bulk_import_size_limit(client: httpx.Client) -> None:
     assert at_limit.status_code == 202
     cancelled = client.post(f"/api/jobs/{at_limit.json()['job_id']}/cancel", headers=OPERATOR)
     assert cancelled.json()["status"] == "cancelled"
+
+
+def test_a_job_payload_over_the_limit_is_413_and_a_timeout_is_kept(settings: Settings, data_dsn: str) -> None:
+    # Bodies up to 1 MiB are read; the job queue's own limit (PSRA_JOB_MAX_PAYLOAD_BYTES) is smaller here.
+    with (
+        _serving(settings.replace(db_dsn=data_dsn, max_job_payload_bytes=2048), "tiny-jobs") as live,
+        live.client() as c,
+    ):
+        items = [{"code": f"01{n:02d}", "description": "x" * 200} for n in range(10, 30)]
+        r = c.post("/api/jobs/bulk-import/submit", json={"items": items}, headers=OPERATOR)
+        assert r.status_code == 413, r.text
+        assert r.json()["field"] == "payload" and "use at most 2,048 bytes" in r.json()["detail"]
+        ok = c.post(
+            "/api/jobs/submit",
+            json={"job_type": "bulk_import", "payload": {"items": items[:2]}, "timeout_seconds": 30},
+            headers=OPERATOR,
+        )
+        assert ok.status_code == 202, ok.text
+        status = c.get(f"/api/jobs/{ok.json()['job_id']}/status", headers=OPERATOR).json()
+        assert status["metadata"]["timeout_seconds"] == 30
+        bad = c.post(
+            "/api/jobs/submit",
+            json={"job_type": "bulk_import", "payload": {"items": items[:2]}, "timeout_seconds": 0},
+            headers=OPERATOR,
+        )
+        assert bad.status_code == 422 and "timeout_seconds" in bad.text
 
 
 @pytest.fixture(scope="module")

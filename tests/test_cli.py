@@ -39,7 +39,9 @@ def env(shared_dsn: str, settings: Settings, tmp_path: Path) -> dict[str, str | 
     """Environment for one command: the shared database and the session Redis; nothing else configured."""
     assert settings.redis is not None
     out: dict[str, str | None] = {k: None for k in _CLEARED}
+    jobs = settings.jobs_redis or settings.redis
     out |= {"PSRA_DB_DSN": shared_dsn, "REDIS_URL": settings.redis.url(), "PSRA_BENCH_HOME": str(tmp_path)}
+    out |= {"JOBS_REDIS_URL": jobs.url()}
     return out
 
 
@@ -240,6 +242,59 @@ def test_doctor(env: dict[str, str | None]) -> None:
     assert "pg_trgm" in r.stdout
 
 
+def _section(stdout: str, title: str) -> dict[str, str]:
+    """One section of ``doctor``'s output as {item: value}."""
+    block = stdout.split(f"\n{title}\n", 1)[1].split("\n\n", 1)[0]
+    rows = [ln for ln in block.splitlines()[2:] if ln.strip()]  # below the header and its rule
+    pairs = [re.split(r"\s{2,}", ln, maxsplit=1) for ln in rows]
+    return {k: v for k, v in pairs}
+
+
+def test_doctor_shows_the_cache_and_the_jobs_server(env: dict[str, str | None], settings: Settings) -> None:
+    assert settings.jobs_redis is not None and settings.redis is not None
+    r = run(env | {"JOBS_REDIS_URL": settings.jobs_redis.url()}, "doctor")
+    assert r.exit_code == 0, (r.output, r.exception)
+    jobs, cache = _section(r.stdout, "jobs redis"), _section(r.stdout, "redis")
+    assert set(jobs) == {"server", "maxmemory", "maxmemory-policy", "persistence", "used memory", "job safety"}
+    assert {"persistence", "maxmemory-policy", "keyspace hits/misses"} <= set(cache)
+    shown = _section(r.stdout, "settings")["jobs redis"]
+    assert shown.startswith("configured ")  # JOBS_REDIS_URL names it, even when it is the embedded one
+    assert settings.jobs_redis.url(with_password=False) in shown
+    for section in (jobs, cache):
+        assert re.fullmatch(r"none|AOF (always|everysec|no)( \+ RDB save .+)?|RDB save .+", section["persistence"])
+    if jobs["maxmemory-policy"] == "noeviction":
+        assert jobs["job safety"] == "ok (noeviction)"
+    else:
+        assert jobs["job safety"] == (
+            f"UNSAFE: evicts keys (policy {jobs['maxmemory-policy']}) - jobs can vanish; use noeviction"
+        )
+    if settings.embedded_jobs_redis:  # the embedded pair: an evicting cache beside a job store that keeps all
+        assert (jobs["maxmemory-policy"], jobs["persistence"], jobs["maxmemory"]) == (
+            "noeviction",
+            "AOF everysec",
+            "0 (no limit)",
+        )
+        assert (cache["maxmemory-policy"], cache["persistence"]) == ("allkeys-lru", "none")
+
+
+def test_doctor_on_an_evicting_jobs_server_says_unsafe(
+    env: dict[str, str | None], settings: Settings, redis_client: Any
+) -> None:
+    """The jobs on the cache's server: safe only if that server never evicts."""
+    assert settings.redis is not None
+    policy = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    r = run(env | {"JOBS_REDIS_URL": settings.redis.url(), "PSRA_ALLOW_EVICTING_JOB_STORE": "true"}, "doctor")
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert _section(r.stdout, "settings")["jobs redis"].endswith("(the cache's server)")
+    expected = (
+        "ok (noeviction)"
+        if policy == "noeviction"
+        else f"UNSAFE: evicts keys (policy {policy}) - jobs can vanish; use noeviction"
+        " (allowed by PSRA_ALLOW_EVICTING_JOB_STORE)"
+    )
+    assert _section(r.stdout, "jobs redis")["job safety"] == expected
+
+
 def test_doctor_unreachable_postgres_names_host_and_port_not_the_password(env: dict[str, str | None]) -> None:
     env = env | {
         "PSRA_DB_DSN": f"postgresql://u:{SECRET}@127.0.0.1:1/x",
@@ -296,6 +351,7 @@ def test_services_status_and_down_leave_configured_servers_alone(env: dict[str, 
     env = env | {
         "PSRA_DB_DSN": f"postgresql://u:{SECRET}@127.0.0.1:1/x",
         "REDIS_URL": f"redis://:{SECRET}@127.0.0.1:1/0",
+        "JOBS_REDIS_URL": None,  # the jobs share the configured Redis
     }
     r = run(env, "services", "status")
     assert r.exit_code == 0, r.output

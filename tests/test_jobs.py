@@ -12,63 +12,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from job_fixtures import make_queue, spawn_worker, wait_status, wait_until, wait_workers
 
 from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError
 from psra_bench.jobs import JobPriority, JobQueue, JobStatus, get_job_queue, register_default_handlers
-from psra_bench.jobs.process import load_handlers_setup
 from psra_bench.psra.handlers import validate_bulk_items
 from psra_bench.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
-HANDLERS = f"{ROOT / 'tests' / 'job_handlers.py'}:setup"
-setup_test_handlers = load_handlers_setup(HANDLERS)
-
-
-@pytest.fixture
-async def make_queue(namespaced_settings: Settings) -> AsyncIterator[Callable[..., JobQueue]]:
-    """Factory of JobQueues on the test's namespace with the test handlers; all closed after the test."""
-    made: list[JobQueue] = []
-
-    def make(settings: Settings | None = None, **options: Any) -> JobQueue:
-        options.setdefault("lease_seconds", 1.0)
-        options.setdefault("poll_interval", 0.1)
-        q = JobQueue(settings or namespaced_settings, **options)
-        setup_test_handlers(q)
-        made.append(q)
-        return q
-
-    yield make
-    for q in made:
-        await q.stop_workers(grace_seconds=0)
-        await q.close()
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02) -> Any:
-    """Poll an async predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
-
-
-async def wait_status(q: JobQueue, job_id: str, status: JobStatus, timeout: float = 15.0) -> Any:
-    """Wait until the job has ``status``; return its JobResult."""
-
-    async def check() -> Any:
-        state = await q.get_job_status(job_id)
-        return state if state is not None and state.status is status else None
-
-    return await wait_until(check, timeout)
+__all__ = ["make_queue", "spawn_worker"]  # fixtures, imported so pytest finds them here
 
 
 # -- validation and plain API -------------------------------------------------------------
@@ -100,7 +56,7 @@ async def test_unknown_ids_none_for_status_error_for_cancel(make_queue: Callable
 
 
 async def test_submit_writes_a_pending_job_under_the_namespace(
-    make_queue: Callable[..., JobQueue], redis_client: Any, namespaced_settings: Settings
+    make_queue: Callable[..., JobQueue], jobs_redis_client: Any, namespaced_settings: Settings
 ) -> None:
     q = make_queue()
     job_id = await q.submit("noop", {"echo": 1}, priority="high", ttl_seconds=60, metadata={"tenant_id": "t1"})
@@ -110,9 +66,9 @@ async def test_submit_writes_a_pending_job_under_the_namespace(
     assert state.metadata["tenant_id"] == "t1" and state.attempts == 0 and state.duration_seconds is None
     assert state.created_at is not None and state.started_at is None
     assert q.job_key(job_id) == f"{namespaced_settings.cache_namespace}job:{job_id}"
-    assert redis_client.exists(q.job_key(job_id)) == 1 and redis_client.exists(f"job:{job_id}") == 0
+    assert jobs_redis_client.exists(q.job_key(job_id)) == 1 and jobs_redis_client.exists(f"job:{job_id}") == 0
     # A waiting job carries the max-age bound, so it cannot stay in Redis forever.
-    assert 0 < redis_client.ttl(q.job_key(job_id)) <= q.max_age_seconds
+    assert 0 < jobs_redis_client.ttl(q.job_key(job_id)) <= q.max_age_seconds
     health = await q.health()
     assert health["service"] == "async_job_queue" and health["queued_jobs"]["high"] == 1
     assert health["running_jobs"] == 0 and "noop" in health["registered_handlers"]
@@ -200,13 +156,13 @@ async def test_handler_exception_fails_the_job_with_its_traceback(make_queue: Ca
     assert state.completed_at is not None
 
 
-async def test_finished_job_expires_after_its_ttl(make_queue: Callable[..., JobQueue], redis_client: Any) -> None:
+async def test_finished_job_expires_after_its_ttl(make_queue: Callable[..., JobQueue], jobs_redis_client: Any) -> None:
     q = make_queue()
     await q.start_workers(concurrency=1)
     job_id = await q.submit("noop", {"echo": "x"}, ttl_seconds=1)
     state = await wait_status(q, job_id, JobStatus.COMPLETED)
     assert state.result == {"ok": True, "echo": "x"}
-    pttl = redis_client.pttl(q.job_key(job_id))
+    pttl = jobs_redis_client.pttl(q.job_key(job_id))
     assert pttl == -2 or 0 < pttl <= 1000  # -2: already expired on a slow machine
     await wait_until(lambda: _is_gone(q, job_id), timeout=10, interval=0.1)
 
@@ -267,6 +223,94 @@ async def test_cancel_flag_seen_by_update_progress(make_queue: Callable[..., Job
     await wait_status(q, job_id, JobStatus.RUNNING)
     await q.redis.hset(q.job_key(job_id), "cancel_requested", "1")
     await wait_status(q, job_id, JobStatus.CANCELLED, timeout=10)
+
+
+async def test_a_swallowed_cancel_still_ends_cancelled(make_queue: Callable[..., JobQueue]) -> None:
+    # The handler swallows every CancelledError (as one lost inside a Redis call on Python 3.11)
+    # and returns normally: the heartbeat keeps asking, and the accepted cancel still wins.
+    q = make_queue(lease_seconds=0.8)
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("deaf", {})
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    outcome = await q.cancel(job_id)
+    assert (outcome.outcome, outcome.accepted, outcome.status) == ("accepted", True, JobStatus.RUNNING)
+    await wait_until(lambda: _count_is_at_least(q, f"t:swallowed:{job_id}", 2))  # asked again by a heartbeat
+    await q.redis.set(q.key(f"t:release:{job_id}"), "1")
+    state = await wait_status(q, job_id, JobStatus.CANCELLED)
+    assert state.error == "cancelled on request while running"
+    again = await q.cancel(job_id)
+    assert (again.outcome, again.accepted, again.status) == ("already_finished", False, JobStatus.CANCELLED)
+
+
+async def _count_is_at_least(q: JobQueue, suffix: str, n: int) -> bool:
+    return int(await q.redis.get(q.key(suffix)) or 0) >= n
+
+
+async def test_finish_records_cancelled_when_a_cancel_came_first(make_queue: Callable[..., JobQueue]) -> None:
+    # The race itself, held still: the job is dequeued by hand, the cancel lands, then FINISH
+    # arrives with COMPLETED. The cancel was accepted first, so CANCELLED is recorded.
+    q = make_queue()
+    job_id = await q.submit("noop", {})
+    taken = await q.dequeue("hand")
+    assert taken[:2] == ("job", job_id)
+    assert (await q.cancel(job_id)).outcome == "accepted"
+    assert await q.finish("hand", job_id, 1, JobStatus.COMPLETED, result_json='"done"') == 2
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.CANCELLED and state.result is None
+    assert state.error == "cancelled on request while running (the handler then ended as completed)"
+
+
+async def test_a_cancel_after_the_point_of_no_return_is_refused(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue()
+    job_id = await q.submit("noop", {})
+    await q.dequeue("hand")
+    assert await q.commit("hand", job_id, 1) == 0  # the handler's point of no return
+    refused = await q.cancel(job_id)
+    assert (refused.outcome, refused.accepted, refused.status) == ("too_late", False, JobStatus.RUNNING)
+    assert refused.message.startswith("Too late to cancel: the job passed its point of no return")
+    assert await q.finish("hand", job_id, 1, JobStatus.COMPLETED, result_json='"done"') == 1
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.COMPLETED and state.metadata["committed"] is True
+    # A cancel that came before the commit point makes the handler stop instead.
+    other = await q.submit("noop", {})
+    await q.dequeue("hand")
+    await q.cancel(other)
+    assert await q.commit("hand", other, 1) == 1
+
+
+async def test_a_thread_handler_keeps_its_slot_until_the_thread_stops(make_queue: Callable[..., JobQueue]) -> None:
+    q = make_queue(lease_seconds=0.8)
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("in_thread", {"hold": True})
+    await wait_status(q, job_id, JobStatus.RUNNING)
+    assert (await q.cancel(job_id)).outcome == "accepted"
+    # Known point: the thread saw the cancel but is held (it ignores it until released).
+    await wait_until(lambda: q.redis.exists(q.key(f"t:saw_cancel:{job_id}")))
+    state = await q.get_job_status(job_id)
+    assert state is not None and state.status is JobStatus.RUNNING
+    assert q.worker is not None and q.worker.running_count == 1 and (await q.health())["running_jobs"] == 1
+    await q.redis.set(q.key(f"t:release:{job_id}"), "1")
+    final = await wait_status(q, job_id, JobStatus.CANCELLED)
+    ended_ms = int(await q.redis.get(q.key(f"t:thread_ended_ms:{job_id}")))
+    assert final.completed_at is not None and final.completed_at.timestamp() * 1000 >= ended_ms - 1
+    assert await q.redis.get(q.key(f"t:ended:{job_id}")) == "stopped"
+    assert q.worker.running_count == 0 and (await q.health())["running_jobs"] == 0
+
+
+async def test_payloads_over_the_limit_are_refused_at_submit(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings
+) -> None:
+    from psra_bench.exceptions import JobPayloadTooLarge
+
+    q = make_queue(namespaced_settings.replace(max_job_payload_bytes=2048))
+    await q.submit("noop", {"echo": "x" * 1900})
+    with pytest.raises(
+        JobPayloadTooLarge,
+        match=r"payload is 2,\d{3} bytes of JSON, over the limit: "
+        r"use at most 2,048 bytes \(PSRA_JOB_MAX_PAYLOAD_BYTES\)\.$",
+    ):
+        await q.submit("noop", {"echo": "x" * 2100})
+    assert await q.redis.llen(q.queue_keys[JobPriority.NORMAL]) == 1  # the refused one left nothing behind
 
 
 # -- leases, reaper, compare-and-set ----------------------------------------------------------
@@ -388,6 +432,76 @@ async def test_bulk_import_upserts_hs_codes_with_progress_and_invalidation(
     assert total is not None and total[0] == 6940 + 32
 
 
+async def test_bulk_import_cancelled_after_its_commit_completes_and_invalidates(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings, make_database: Callable[..., str]
+) -> None:
+    import psycopg
+
+    dsn = make_database()
+    q = make_queue(namespaced_settings.replace(db_dsn=dsn))
+    gate = asyncio.Event()
+    calls: list[str] = []
+
+    async def invalidate() -> int:  # runs after the COMMIT; held here, the test cancels the job
+        calls.append("started")
+        await gate.wait()
+        calls.append("done")
+        return 3
+
+    register_default_handlers(q, on_done=invalidate)
+    await q.start_workers(concurrency=1)
+    job_id = await q.submit("bulk_import", {"items": [{"code": "0198", "description": "Committed heading"}]})
+    await wait_until(lambda: _true_soon(bool(calls)))
+    refused = await q.cancel(job_id)
+    assert (refused.outcome, refused.accepted) == ("too_late", False)
+    gate.set()
+    state = await wait_status(q, job_id, JobStatus.COMPLETED, timeout=30)
+    assert state.result == {"imported": 1, "inserted": 1, "updated": 0, "invalidated": 3} and calls == [
+        "started",
+        "done",
+    ]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT description FROM hs_codes WHERE code = '0198'").fetchone() == ("Committed heading",)
+
+
+async def test_bulk_import_cancelled_before_its_commit_rolls_back(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings, make_database: Callable[..., str]
+) -> None:
+    import psycopg
+
+    dsn = make_database()
+    q = make_queue(namespaced_settings.replace(db_dsn=dsn))
+    register_default_handlers(q)
+    job_id = await q.submit("bulk_import", {"items": [{"code": "0197", "description": "Never committed"}]})
+    # Run the handler by hand up to its point of no return, with a cancel already accepted.
+    _, _, job_type, payload, attempt, _, _ = await q.dequeue("hand")
+    await q.cancel(job_id)
+    from psra_bench.jobs.models import CURRENT_JOB, JobContext
+
+    handler = q.handler_for(job_type)
+    assert handler is not None
+
+    async def commit() -> None:
+        if await q.commit("hand", job_id, int(attempt)) != 0:
+            raise asyncio.CancelledError("cancelled on request")
+
+    async def progress(percent: int, message: str = "") -> None:
+        return None
+
+    token = CURRENT_JOB.set(JobContext(job_id, job_type, int(attempt), "hand", JobPriority.NORMAL, commit=commit))
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await handler(json.loads(payload), progress)
+    finally:
+        CURRENT_JOB.reset(token)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM hs_codes WHERE code = '0197'").fetchone() == (0,)
+
+
+async def _true_soon(value: bool) -> bool:
+    return value
+
+
 async def test_bulk_import_rejects_bad_items_naming_the_index(make_queue: Callable[..., JobQueue]) -> None:
     q = make_queue()
     register_default_handlers(q)
@@ -429,67 +543,6 @@ async def test_assessment_handler_runs_the_injected_function(make_queue: Callabl
 
 
 # -- separate worker processes ----------------------------------------------------------------
-
-
-@pytest.fixture
-def spawn_worker(namespaced_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Start ``python -m psra_bench worker`` processes on the test namespace; every one is killed in teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-    assert namespaced_settings.redis is not None and namespaced_settings.db_dsn is not None
-
-    def spawn(
-        concurrency: int = 1, max_concurrent_jobs: int = 10, lease: float = 1.0, extra: tuple[str, ...] = ()
-    ) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "REDIS_URL": namespaced_settings.redis.url(),  # type: ignore[union-attr]
-                "PSRA_DB_DSN": namespaced_settings.db_dsn,  # type: ignore[dict-item]
-                "MAX_CONCURRENT_JOBS": str(max_concurrent_jobs),
-                "PSRA_BENCH_HOME": str(tmp_path / "home"),
-            }
-        )
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed with the process
-        cmd = [
-            sys.executable,
-            "-m",
-            "psra_bench",
-            "worker",
-            "--concurrency",
-            str(concurrency),
-            "--handlers",
-            HANDLERS,
-            "--lease",
-            str(lease),
-            "--poll-interval",
-            "0.2",
-            "--grace",
-            "0.5",
-            "--namespace",
-            namespaced_settings.cache_namespace,
-            *extra,
-        ]
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        procs.append(proc)
-        return proc
-
-    yield spawn
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-
-
-async def wait_workers(q: JobQueue, n: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until ``n`` workers are registered as alive, failing fast if a process died."""
-
-    async def ready() -> bool:
-        for p in procs:
-            assert p.poll() is None, f"worker process exited early with code {p.returncode}"
-        return int((await q.health())["workers"]) >= n
-
-    await wait_until(ready, timeout=30, interval=0.05)
 
 
 async def test_concurrency_cap_holds_across_worker_processes(
@@ -575,3 +628,83 @@ async def test_burst_worker_drains_the_queues_and_exits(
     for i, job_id in enumerate(ids):
         state = await q.get_job_status(job_id)
         assert state is not None and state.status is JobStatus.COMPLETED and state.result == {"ok": True, "echo": i}
+
+
+# -- the job store's safety ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def evicting_store(tmp_path: Path) -> Iterator[Any]:
+    """A Valkey of this test's own with the cache's policy (allkeys-lru): a server that may drop jobs."""
+    from psra_bench.infra.embedded import start_valkey, stop_valkey
+
+    store = start_valkey(tmp_path, name="evicting", maxmemory="64mb", policy="allkeys-lru")
+    yield store
+    stop_valkey(tmp_path, name="evicting")
+
+
+async def test_workers_refuse_a_job_store_that_evicts(
+    make_queue: Callable[..., JobQueue],
+    namespaced_settings: Settings,
+    evicting_store: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from psra_bench.exceptions import JobStoreError
+
+    q = make_queue(namespaced_settings.replace(jobs_redis=evicting_store))
+    expected = (
+        f"the job store at 127.0.0.1:{evicting_store.port} evicts keys (maxmemory-policy=allkeys-lru), so queued "
+        "and running jobs can vanish: point JOBS_REDIS_URL at a server with maxmemory-policy noeviction, or set "
+        "PSRA_ALLOW_EVICTING_JOB_STORE=true to run anyway."
+    )
+    with pytest.raises(JobStoreError) as refused:
+        await q.start_workers(1)
+    assert str(refused.value) == expected and q.worker is None
+    allowed = make_queue(namespaced_settings.replace(jobs_redis=evicting_store, allow_evicting_job_store=True))
+    with caplog.at_level("WARNING", logger="psra_bench.jobs.queue"):
+        await allowed.start_workers(1)
+    assert expected in caplog.text and "running anyway" in caplog.text
+    job_id = await allowed.submit("noop", {"echo": 1})
+    assert (await wait_status(allowed, job_id, JobStatus.COMPLETED)).result == {"ok": True, "echo": 1}
+
+
+def test_the_worker_command_refuses_an_evicting_job_store_in_one_sentence(
+    namespaced_settings: Settings, evicting_store: Any, tmp_path: Path
+) -> None:
+    from job_fixtures import HANDLERS as handlers
+
+    assert namespaced_settings.redis is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "JOBS_", "PSRA_"))}
+    env |= {"REDIS_URL": namespaced_settings.redis.url(), "JOBS_REDIS_URL": evicting_store.url()}
+    env |= {"PSRA_BENCH_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "psra_bench", "worker", "--handlers", handlers, "--burst"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith("error: the job store at 127.0.0.1:") and "maxmemory-policy=allkeys-lru" in lines[-1]
+
+
+async def test_jobs_sweep_command_reports_what_it_repaired(
+    make_queue: Callable[..., JobQueue], namespaced_settings: Settings
+) -> None:
+    from click.testing import CliRunner
+
+    from psra_bench.cli import cli
+
+    q = make_queue()
+    pending = await q.submit("noop", {})
+    await q.redis.delete(q.queue_keys[JobPriority.NORMAL])  # a pending job in no queue
+    jobs = namespaced_settings.jobs_redis or namespaced_settings.redis
+    assert jobs is not None and namespaced_settings.redis is not None
+    env = {"REDIS_URL": namespaced_settings.redis.url(), "JOBS_REDIS_URL": jobs.url()}
+    argv = ["jobs", "sweep", "--namespace", namespaced_settings.cache_namespace, "--json"]
+    out = await asyncio.to_thread(CliRunner().invoke, cli, argv, env=env)
+    assert out.exit_code == 0, (out.output, out.exception)
+    report = json.loads(out.stdout)
+    assert (report["scanned"], report["requeued_pending"], report["repaired"], report["lost"]) == (1, 1, 1, [])
+    assert await q.redis.lrange(q.queue_keys[JobPriority.NORMAL], 0, -1) == [pending]

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 
 from psra_bench import __version__
 from psra_bench.api.limits import BodyLimits
-from psra_bench.exceptions import InputError, JobError, JobNotFoundError, PsraBenchError
+from psra_bench.exceptions import InputError, JobError, JobNotFoundError, JobPayloadTooLarge, PsraBenchError
 from psra_bench.settings import LiveSettings, Settings, redact
 
 __all__ = ["create_app", "AppState", "app_from_env"]
@@ -69,6 +69,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _invalid(request: Request, exc: InputError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc), "field": exc.field})
 
+    @app.exception_handler(JobPayloadTooLarge)
+    async def _too_large(request: Request, exc: JobPayloadTooLarge) -> JSONResponse:
+        return JSONResponse(status_code=413, content={"detail": str(exc), "field": exc.field})
+
     @app.exception_handler(JobNotFoundError)
     async def _no_job(request: Request, exc: JobNotFoundError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc), "job_id": exc.job_id})
@@ -99,6 +103,14 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
         dal = PostgresDAL(pool)
         cached = CachedDAL(dal, cache)
         queue = JobQueue(settings)
+        if settings.enable_async_tasks:
+            try:
+                await queue.check_job_store()  # an evicting job store: refuse to start, one sentence
+            except BaseException:
+                await queue.close()
+                cache.close()
+                pool.close()
+                raise
         register_default_handlers(queue, pool=pool, cached=cached)
         app.state.psra = AppState(settings, pool, dal, cache, cached, queue)
         try:

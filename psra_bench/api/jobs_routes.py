@@ -49,6 +49,15 @@ class SubmitJobRequest(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict, description="The job type's input (checked when submitted)")
     priority: Priority = "normal"
     ttl_seconds: TTL = 3600
+    timeout_seconds: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=86_400,
+            description="Seconds the job may run before it FAILS as timed out (default: the job type's, else "
+            "PSRA_JOB_TIMEOUT_SECONDS)",
+        ),
+    ] = None
 
 
 class SubmitJobResponse(BaseModel):
@@ -87,9 +96,10 @@ async def _submit(
     ttl: int,
     metadata: dict[str, Any] | None = None,
     owner: str | None = None,
+    timeout: float | None = None,
 ) -> SubmitJobResponse:
     job_id = await _queue(request).submit(
-        job_type, payload, priority=priority, ttl_seconds=ttl, metadata=metadata, owner=owner
+        job_type, payload, priority=priority, ttl_seconds=ttl, metadata=metadata, owner=owner, timeout_seconds=timeout
     )
     return SubmitJobResponse(job_id=job_id, status="pending", message="Job submitted successfully")
 
@@ -109,7 +119,9 @@ async def submit(
     elif body.job_type in _queue(request).handlers:  # an unknown type stays the queue's 422
         check_operator(request)
         owner = OPERATOR
-    return await _submit(request, body.job_type, body.payload, body.priority, body.ttl_seconds, owner=owner)
+    return await _submit(
+        request, body.job_type, body.payload, body.priority, body.ttl_seconds, owner=owner, timeout=body.timeout_seconds
+    )
 
 
 @router.post(
@@ -231,7 +243,12 @@ async def cancel(
     operator: Annotated[bool, Depends(optional_operator)],
     x_tenant_id: OptionalTenantHeader = None,
 ) -> dict[str, Any]:
-    """Cancel a job: pending ones never start, running ones stop cooperatively (a tenant's job only for that tenant)."""
+    """Cancel a job and say what happened (a tenant's job only for that tenant).
+
+    ``outcome``: ``cancelled`` (it was pending and never starts), ``accepted`` (it was running and
+    ends CANCELLED), ``already_finished`` (``status`` is its final status) or ``too_late`` (it passed
+    its point of no return: its changes are being committed and it will finish).
+    """
     await _visible_job(request, job_id, x_tenant_id, operator)  # the owner never changes once submitted
     result = await _queue(request).cancel(job_id)
     out: dict[str, Any] = result.to_dict()

@@ -8,10 +8,14 @@ grows by one when it runs again.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
 import datetime as dt
 import decimal
 import json
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -26,8 +30,10 @@ __all__ = [
     "JobPriority",
     "JobResult",
     "CancelResult",
+    "SweepReport",
     "JobContext",
     "current_job",
+    "run_in_thread",
     "TERMINAL_STATUSES",
     "RESERVED_METADATA_KEYS",
     "dump_json",
@@ -87,7 +93,18 @@ def parse_priority(value: object) -> JobPriority:
 
 #: Metadata keys the queue fills in itself; user metadata may not use them.
 RESERVED_METADATA_KEYS = frozenset(
-    {"job_type", "priority", "attempts", "workers_lost", "worker_id", "ttl_seconds", "cancel_requested", "owner"}
+    {
+        "job_type",
+        "priority",
+        "attempts",
+        "workers_lost",
+        "worker_id",
+        "ttl_seconds",
+        "timeout_seconds",
+        "cancel_requested",
+        "committed",
+        "owner",
+    }
 )
 
 
@@ -167,11 +184,14 @@ class JobResult:
                 "workers_lost": int(h.get("lost") or 0),
                 "worker_id": h.get("worker_id") or None,
                 "ttl_seconds": int(h.get("ttl_seconds") or 0),
+                "timeout_seconds": float(h["timeout_seconds"]) if h.get("timeout_seconds") else None,
                 "owner": h.get("owner") or None,
             }
         )
         if h.get("cancel_requested") == "1":
             metadata["cancel_requested"] = True
+        if h.get("committed") == "1":
+            metadata["committed"] = True
         return cls(
             job_id=job_id,
             status=JobStatus(h["status"]),
@@ -196,21 +216,98 @@ class CancelResult:
     message: str
     #: True when this call changed something (a pending job cancelled, or a running one flagged).
     accepted: bool
+    #: What happened: "cancelled" (was pending), "accepted" (was running: it ends CANCELLED),
+    #: "already_finished" or "too_late" (past its point of no return).
+    outcome: str = "accepted"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form ``{job_id, status, message}`` (the spec's cancel response)."""
-        return {"job_id": self.job_id, "status": self.status.value, "message": self.message}
+        """JSON-ready form: the spec's ``{job_id, status, message}`` plus ``accepted`` and ``outcome``."""
+        return {
+            "job_id": self.job_id,
+            "status": self.status.value,
+            "message": self.message,
+            "accepted": self.accepted,
+            "outcome": self.outcome,
+        }
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What :meth:`JobQueue.sweep` found and repaired in the job store."""
+
+    #: Jobs scanned (their state hashes).
+    scanned: int = 0
+    #: RUNNING jobs missing from the processing set, given a lease there again.
+    restored_running: int = 0
+    #: PENDING jobs in no queue list, put back at the front of their priority's list.
+    requeued_pending: int = 0
+    #: Ids found in a queue list or the processing set whose hash was gone, dropped from there.
+    forgotten: int = 0
+    #: Every job id recorded as lost (its hash vanished while it was queued or running), newest last.
+    lost: tuple[str, ...] = ()
+
+    @property
+    def repaired(self) -> int:
+        """Jobs put back into a consistent state by this sweep."""
+        return self.restored_running + self.requeued_pending
+
+    def summary(self) -> str:
+        """One line: what was scanned, repaired and lost."""
+        return (
+            f"{self.scanned} jobs scanned; {self.restored_running} running job(s) given their lease back, "
+            f"{self.requeued_pending} pending job(s) re-queued, {self.forgotten} id(s) without a job dropped; "
+            f"{len(self.lost)} job(s) lost in all"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the CLI's ``jobs sweep --json``)."""
+        return {**dataclasses.asdict(self), "lost": list(self.lost), "repaired": self.repaired}
 
 
 @dataclass(frozen=True)
 class JobContext:
-    """The job a handler is running for: id, type, attempt number and the worker running it."""
+    """The job a handler is running for, and the two ways a handler cooperates with its worker.
+
+    * ``cancelled`` is set when the job must stop (a cancel, a lost lease, its timeout, the worker
+      shutting down). Async code is stopped by task cancellation anyway; code running in a thread
+      (:func:`run_in_thread`) cannot be, so it polls ``cancelled`` or calls :meth:`check_cancelled`.
+    * :meth:`point_of_no_return` is called just before a handler commits its effects. It raises
+      CancelledError if a cancel came first (roll back and stop); otherwise the job is marked
+      committed and from then on cancels are refused, so a job is never reported CANCELLED after
+      its effects were committed.
+    """
 
     job_id: str
     job_type: str
     attempt: int
     worker_id: str
     priority: JobPriority
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False, compare=False)
+    #: The worker's COMMIT call and its event loop (None outside a worker: then nothing is marked).
+    commit: Callable[[], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
+
+    def check_cancelled(self) -> None:
+        """Raise CancelledError if the job must stop (for code in a thread, between steps)."""
+        if self.cancelled.is_set():
+            raise asyncio.CancelledError(f"job {self.job_id} must stop")
+
+    async def point_of_no_return(self) -> None:
+        """Mark the job committed, or raise CancelledError when a cancel (or a lost lease) came first."""
+        self.check_cancelled()
+        if self.commit is not None:
+            await self.commit()
+
+    def point_of_no_return_from_thread(self) -> None:
+        """:meth:`point_of_no_return` for code running in a thread (it blocks until the worker answered)."""
+        self.check_cancelled()
+        if self.commit is None or self.loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self.point_of_no_return(), self.loop)
+        try:
+            future.result()
+        except concurrent.futures.CancelledError:  # how the loop's CancelledError reaches a thread
+            raise asyncio.CancelledError(f"job {self.job_id} must stop") from None
 
 
 CURRENT_JOB: ContextVar[JobContext | None] = ContextVar("psra_bench_current_job", default=None)
@@ -219,6 +316,33 @@ CURRENT_JOB: ContextVar[JobContext | None] = ContextVar("psra_bench_current_job"
 def current_job() -> JobContext | None:
     """Inside a handler: the JobContext of the job it runs; elsewhere None."""
     return CURRENT_JOB.get()
+
+
+async def run_in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
+    """Run ``fn(*args)`` in a thread for a handler; if the job must stop, wait until the thread really stopped.
+
+    Unlike ``asyncio.to_thread``, a cancelled call does not return while the thread still runs:
+    the job's ``cancelled`` event is set, the thread is awaited (it sees the event through
+    ``current_job().check_cancelled()``), and only then does CancelledError propagate, so the
+    worker frees the job's slot only when the work has stopped.
+    """
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    future = loop.run_in_executor(None, ctx.run, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        job = CURRENT_JOB.get()
+        if job is not None:
+            job.cancelled.set()
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                continue  # cancelled again while the thread winds down: keep waiting for it
+            except Exception:  # noqa: BLE001 - the thread's own ending; the cancel is what we report
+                break
+        raise
 
 
 def _json_default(value: Any) -> Any:

@@ -23,9 +23,10 @@ from psra_bench.constants import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_SWEEP_SECONDS,
 )
 from psra_bench.exceptions import JobError
-from psra_bench.infra.embedded import ensure_services, start_valkey
+from psra_bench.infra.embedded import ensure_services, start_jobs_valkey
 from psra_bench.jobs.queue import JobQueue, register_default_handlers
 from psra_bench.settings import Settings
 
@@ -117,6 +118,7 @@ def run_worker(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
+    sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
 ) -> int:
     """Run a worker until SIGTERM/SIGINT (or, with ``burst``, until the queues are empty); return jobs it ended.
 
@@ -127,13 +129,14 @@ def run_worker(
     ``handlers_setup`` the installed default handlers are registered
     (:func:`psra_bench.jobs.queue.register_default_handlers`: for psra-bench, assessment and bulk_import).
     """
-    if settings.redis is None:
-        raise JobError("run_worker needs a concrete Redis: call worker_settings(settings) first.")
+    if settings.jobs_redis is None and settings.redis is None:
+        raise JobError("run_worker needs a concrete job store: call worker_settings(settings) first.")
     options = {
         "lease_seconds": lease_seconds,
         "max_attempts": max_attempts,
         "grace_seconds": grace_seconds,
         "poll_interval": poll_interval,
+        "sweep_seconds": sweep_seconds,
     }
     return asyncio.run(_serve(settings, concurrency, handlers_setup, burst, options))
 
@@ -146,6 +149,6 @@ def worker_settings(settings: Settings, *, default_handlers: bool, namespace: st
         settings = settings.replace(cache_namespace=namespace)
     if default_handlers:
         return ensure_services(settings)
-    if settings.redis is None:
-        return settings.replace(redis=start_valkey(settings.home))
+    if settings.jobs_redis is None and settings.redis is None:  # custom handlers need only the job store
+        return settings.replace(jobs_redis=start_jobs_valkey(settings.home))
     return settings

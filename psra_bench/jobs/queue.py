@@ -9,18 +9,34 @@ registered handler and record the outcome with a compare-and-set. Guarantees:
   one has jobs (no aging: a steady stream of high-priority work starves low-priority jobs).
 * **Global concurrency cap.** At most ``settings.max_concurrent_jobs`` jobs run at once across
   all workers sharing the Redis; the running set is a ZSET of leases.
-* **Leases.** A running job holds a lease (default 5 s) that its worker renews every lease/3 s.
-  When a worker dies, any worker's reaper puts the job back at the front of its queue (PENDING);
-  after ``max_attempts`` lost workers the job FAILS with "worker lost N times".
+* **Leases and fencing.** A running job holds a lease (default 5 s) that its worker renews every
+  lease/4 s. When a worker dies, any worker's reaper puts the job back at the front of its queue
+  (PENDING); after ``max_attempts`` lost workers the job FAILS with "worker lost N times". A
+  worker that could not renew a lease for 3/4 of a lease stops that job itself, before the lease
+  can expire, so two workers never run one job at the same time (see the worker's fencing).
 * **Completion exactly once.** Execution is at-least-once (a lost worker's job runs again), but
   only the worker that still owns the lease can end the job: a late finisher changes nothing.
-  A worker that cannot renew a lease for a whole lease period stops that job itself.
+  Handlers make their effects idempotent per job id (the assessment verdict's id derives from it).
+* **Cancels land.** A cancel of a running job is accepted (and then the job ends CANCELLED,
+  whatever its handler does meanwhile) unless the job has ended or passed its *point of no
+  return* (:meth:`JobContext.point_of_no_return`: its effects are being committed), which the
+  answer says.
+* **Timeouts and limits.** A job runs at most ``timeout_seconds`` (per submit, per handler, or
+  ``settings.job_timeout_seconds``), then FAILS "timed out after N s"; a payload larger than
+  ``settings.max_job_payload_bytes`` is refused at submit (JobPayloadTooLarge).
 * **TTL.** A finished job's hash expires ``ttl_seconds`` after it ends; a job that waits (or
   whose worker vanished with no other worker alive) expires after ``max_age_seconds`` (default
   one day), so nothing stays in Redis forever.
 
 ``get_job_status`` returns None for an unknown (or expired) id; ``cancel`` raises
 JobNotFoundError for one, because cancelling nothing is a caller error.
+
+**The job store.** Jobs live on ``settings.jobs_redis`` (``JOBS_REDIS_URL``, else the cache's
+Redis; the embedded default is a Valkey of their own with noeviction and an append-only file). A
+server that evicts keys can drop a queue list or a job hash, so :meth:`check_job_store` (called
+before workers start, and by the API) refuses one unless ``PSRA_ALLOW_EVICTING_JOB_STORE=true``.
+:meth:`sweep` (every worker, every ``sweep_seconds``) repairs state that is inconsistent anyway
+and reports the jobs that were lost.
 
 A job may carry an ``owner``: an opaque label given at submit (the API uses ``tenant:{id}`` or
 ``operator``), stored in the job hash and reported as ``metadata["owner"]``. The queue only keeps
@@ -49,9 +65,11 @@ from psra_bench.constants import (
     DEFAULT_MAX_AGE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_SWEEP_SECONDS,
+    MAX_JOB_TIMEOUT_SECONDS,
     MAX_TTL_SECONDS,
 )
-from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError
+from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError, JobPayloadTooLarge, JobStoreError
 from psra_bench.infra.embedded import process_settings
 from psra_bench.infra.redis_client import create_async_redis
 from psra_bench.jobs import scripts as job_scripts
@@ -63,6 +81,7 @@ from psra_bench.jobs.models import (
     JobResult,
     JobStatus,
     PayloadValidator,
+    SweepReport,
     dump_json,
     parse_priority,
 )
@@ -75,6 +94,7 @@ __all__ = [
     "JobQueue",
     "get_job_queue",
     "register_default_handlers",
+    "check_job_store_now",
     "DEFAULT_HANDLERS_GROUP",
 ]
 
@@ -84,6 +104,15 @@ log = logging.getLogger(__name__)
 SOCKET_TIMEOUT = 5.0
 #: Longest owner label a job may carry.
 MAX_OWNER_LENGTH = 200
+
+
+def _timeout_ok(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= MAX_JOB_TIMEOUT_SECONDS
+    )
 
 
 def _job_type_ok(job_type: object) -> bool:
@@ -107,8 +136,10 @@ class JobQueue:
         max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         grace_seconds: float = DEFAULT_GRACE_SECONDS,
+        sweep_seconds: float = DEFAULT_SWEEP_SECONDS,
     ) -> None:
-        if settings.redis is None:
+        store = settings.jobs_redis or settings.redis  # JOBS_REDIS_URL defaults to REDIS_URL
+        if store is None:
             raise JobError("the job queue needs a Redis server: call services.ensure_services(settings) first.")
         if not (isinstance(lease_seconds, int | float) and 0.1 <= lease_seconds <= 3600):
             raise JobError(f"lease_seconds={lease_seconds!r} is not valid: use a number of seconds from 0.1 to 3600.")
@@ -120,22 +151,29 @@ class JobQueue:
             raise JobError(f"poll_interval={poll_interval!r} is not valid: use seconds from 0.01 to 60.")
         if not (isinstance(grace_seconds, int | float) and grace_seconds >= 0):
             raise JobError(f"grace_seconds={grace_seconds!r} is not valid: use a number of seconds ≥ 0.")
+        if not (isinstance(sweep_seconds, int | float) and 1 <= sweep_seconds <= 86_400):
+            raise JobError(f"sweep_seconds={sweep_seconds!r} is not valid: use seconds from 1 to 86400.")
         self.settings = settings
         self.lease_seconds = float(lease_seconds)
         self.max_attempts = max_attempts
         self.max_age_seconds = max_age_seconds
         self.poll_interval = float(poll_interval)
         self.grace_seconds = float(grace_seconds)
+        self.sweep_seconds = float(sweep_seconds)
+        #: Where the jobs live (settings.jobs_redis, else the cache's Redis).
+        self.store = store
         self.redis: redis.asyncio.Redis = create_async_redis(
-            settings, decode_responses=True, socket_timeout=max(SOCKET_TIMEOUT, settings.redis.socket_timeout)
+            store, decode_responses=True, socket_timeout=max(SOCKET_TIMEOUT, store.socket_timeout)
         )
         self._handlers: dict[str, JobHandler] = {}
         self._validators: dict[str, PayloadValidator] = {}
+        self._timeouts: dict[str, float] = {}
         self._worker: Worker | None = None
         self._close_callbacks: list[Callable[[], Any]] = []
         ns = settings.cache_namespace
         self.processing_key = ns + "jobs:processing"
         self.workers_key = ns + "jobs:workers"
+        self.lost_key = ns + "jobs:lost"
         self.channel = ns + "jobs:events"
         self.queue_keys = {p: f"{ns}jobs:queue:{p.value}" for p in JobPriority}
         self._scripts = {name: self.redis.register_script(getattr(job_scripts, name)) for name in job_scripts.__all__}
@@ -153,13 +191,33 @@ class JobQueue:
         """The Redis key of one job's state hash: ``{namespace}job:{job_id}``."""
         return self.settings.cache_namespace + constants.JOB_KEY.format(job_id=job_id)
 
-    def register_handler(self, job_type: str, handler: JobHandler, *, validate: PayloadValidator | None = None) -> None:
-        """Make ``job_type`` submittable here and runnable by this process's workers (``validate`` runs at submit)."""
+    def register_handler(
+        self,
+        job_type: str,
+        handler: JobHandler,
+        *,
+        validate: PayloadValidator | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
+        """Make ``job_type`` submittable here and runnable by this process's workers.
+
+        ``validate`` runs at submit; ``timeout_seconds`` is the type's default timeout (else
+        ``settings.job_timeout_seconds``; a submit may give its own).
+        """
         if not _job_type_ok(job_type):
             raise JobError(f"job_type={job_type!r} is not valid: use 1-64 letters, digits, '_' or '-'.")
         if not callable(handler):
             raise JobError(f"the handler for job type {job_type!r} is not callable: pass an async function.")
+        if timeout_seconds is not None and not _timeout_ok(timeout_seconds):
+            raise JobError(
+                f"timeout_seconds={timeout_seconds!r} is not valid: "
+                f"use seconds above 0, at most {MAX_JOB_TIMEOUT_SECONDS}."
+            )
         self._handlers[job_type] = handler
+        if timeout_seconds is not None:
+            self._timeouts[job_type] = float(timeout_seconds)
+        else:
+            self._timeouts.pop(job_type, None)
         if validate is not None:
             self._validators[job_type] = validate
         else:
@@ -203,10 +261,13 @@ class JobQueue:
         metadata: dict[str, Any] | None = None,
         *,
         owner: str | None = None,
+        timeout_seconds: float | None = None,
     ) -> str:
         """Queue a job (PENDING) and return its id (a uuid4 string); bad input raises JobError.
 
         ``owner`` (1-200 characters, or None for nobody) is kept with the job and never changes.
+        ``timeout_seconds`` (default: the handler's, else settings.job_timeout_seconds) bounds its
+        run time. A payload over ``settings.max_job_payload_bytes`` raises JobPayloadTooLarge.
         """
         if not self.settings.enable_async_tasks:
             raise JobError("async tasks are disabled (ENABLE_ASYNC_TASKS=false): enable them to submit jobs.")
@@ -226,6 +287,14 @@ class JobQueue:
                 raise JobInputError(f"metadata.{clash[0]}", metadata[clash[0]], "this key is reserved for the queue")
         if owner is not None and not (isinstance(owner, str) and 0 < len(owner) <= MAX_OWNER_LENGTH):
             raise JobInputError("owner", owner, f"use a label of 1 to {MAX_OWNER_LENGTH} characters, or None")
+        if timeout_seconds is None:
+            timeout = self._timeouts.get(job_type, float(self.settings.job_timeout_seconds))
+        elif _timeout_ok(timeout_seconds):
+            timeout = float(timeout_seconds)
+        else:
+            raise JobInputError(
+                "timeout_seconds", timeout_seconds, f"use seconds above 0, at most {MAX_JOB_TIMEOUT_SECONDS}"
+            )
         validator = self._validators.get(job_type)
         if validator is not None:
             validator(payload)
@@ -233,6 +302,9 @@ class JobQueue:
             payload_json = dump_json(payload, "payload")
         except JobError as e:
             raise JobInputError("payload", payload, "use JSON-serializable values only") from e
+        size = len(payload_json.encode())
+        if size > self.settings.max_job_payload_bytes:
+            raise JobPayloadTooLarge(size, self.settings.max_job_payload_bytes)
         try:
             metadata_json = dump_json(metadata or {}, "metadata")
         except JobError as e:
@@ -249,6 +321,7 @@ class JobQueue:
                 metadata_json,
                 self.max_age_seconds,
                 owner or "",
+                f"{timeout:g}",
             ],
         )
         return job_id
@@ -263,10 +336,17 @@ class JobQueue:
         return JobResult.from_hash(job_id, h)
 
     async def cancel(self, job_id: str, *, wait_seconds: float = 0.0) -> CancelResult:
-        """Cancel a job: a pending one never starts, a running one is stopped by its worker, a finished one stays.
+        """Cancel a job and say what happened (``CancelResult.outcome``).
 
-        With ``wait_seconds`` > 0, wait up to that long for a running job to end and report its
-        final status. Raises JobNotFoundError for an unknown (or expired) id.
+        * ``cancelled`` — it was pending: it never starts;
+        * ``accepted`` — it was running: it ends CANCELLED, whatever its handler does now (its
+          worker stops it within a heartbeat; the FINISH script records CANCELLED even if the
+          handler returns);
+        * ``already_finished`` — it had ended (its final status is reported);
+        * ``too_late`` — it passed its point of no return (its effects are being committed).
+
+        With ``wait_seconds`` > 0, wait up to that long for an accepted cancel to land and report
+        the final status. Raises JobNotFoundError for an unknown (or expired) id.
         """
         if not isinstance(job_id, str) or not job_id:
             raise JobNotFoundError(str(job_id))
@@ -277,21 +357,29 @@ class JobQueue:
         if kind == "missing":
             raise JobNotFoundError(job_id)
         if kind == "cancelled":
-            return CancelResult(job_id, JobStatus.CANCELLED, "Job cancelled successfully (it had not started).", True)
+            return CancelResult(
+                job_id, JobStatus.CANCELLED, "Job cancelled successfully (it had not started).", True, "cancelled"
+            )
         if kind == "final":
             status = JobStatus(reply[1])
-            return CancelResult(job_id, status, f"Job already {status.value}; nothing to cancel.", False)
+            return CancelResult(
+                job_id, status, f"Job already {status.value}; nothing to cancel.", False, "already_finished"
+            )
+        if kind == "committed":
+            return CancelResult(
+                job_id,
+                JobStatus(reply[1]),
+                "Too late to cancel: the job passed its point of no return (its changes are being committed); "
+                "it will finish.",
+                False,
+                "too_late",
+            )
         if wait_seconds > 0:
             final = await self.wait(job_id, timeout=wait_seconds, raise_on_timeout=False)
             if final is not None and final.status.finished:
-                msg = (
-                    "Job cancelled successfully."
-                    if final.status is JobStatus.CANCELLED
-                    else (f"Job ended as {final.status.value} before the cancel reached it.")
-                )
-                return CancelResult(job_id, final.status, msg, True)
+                return CancelResult(job_id, final.status, "Job cancelled successfully.", True, "accepted")
         return CancelResult(
-            job_id, JobStatus.RUNNING, "Cancellation requested; the worker running the job will stop it.", True
+            job_id, JobStatus.RUNNING, "Cancellation accepted; the job will end as cancelled.", True, "accepted"
         )
 
     async def wait(
@@ -353,6 +441,7 @@ class JobQueue:
         n = self.settings.max_concurrent_jobs if concurrency is None else concurrency
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1000:
             raise JobError(f"concurrency={concurrency!r} is not valid: use a whole number from 1 to 1000.")
+        await self.check_job_store()
         self._worker = Worker(self, n, burst=burst)
         await self._worker.start()
 
@@ -383,20 +472,21 @@ class JobQueue:
     # -- the worker protocol (used by psra_bench.jobs.process) ----------------------------------
 
     async def dequeue(self, worker_id: str, max_running: int | None = None) -> tuple[str, ...]:
-        """Take one job: ``('job', id, job_type, payload_json, attempt, priority)``, ``('full',)`` or ``('empty',)``."""
+        """One job: ``('job', id, type, payload, attempt, priority, timeout)``, or ``('full',)`` / ``('empty',)``."""
         state, jobs = await self.dequeue_many(worker_id, 1, max_running)
         return ("job", *jobs[0]) if jobs else (state,)
 
     async def dequeue_many(
         self, worker_id: str, count: int, max_running: int | None = None
-    ) -> tuple[str, list[tuple[str, str, str, str, str]]]:
+    ) -> tuple[str, list[tuple[str, str, str, str, str, str]]]:
         """Reap expired leases, then take up to ``count`` jobs while under the cap (one atomic script).
 
-        Returns ``("jobs", [(id, job_type, payload_json, attempt, priority), ...])``, ``("full", [])``
-        (the global cap is reached) or ``("empty", [])``.
+        Returns ``("jobs", [(id, job_type, payload_json, attempt, priority, timeout_seconds), ...])``,
+        ``("full", [])`` (the global cap is reached) or ``("empty", [])``.
         """
         cap = self.settings.max_concurrent_jobs if max_running is None else max_running
-        keys = [self.processing_key, self.channel] + [self.queue_keys[p] for p in JobPriority.dequeue_order()]
+        keys = [self.processing_key, self.channel, self.lost_key]
+        keys += [self.queue_keys[p] for p in JobPriority.dequeue_order()]
         args: list[str | int] = [
             self.settings.cache_namespace,
             worker_id,
@@ -411,7 +501,8 @@ class JobQueue:
             return reply[0], []
         fields = reply[1:]
         return "jobs", [
-            (fields[i], fields[i + 1], fields[i + 2], fields[i + 3], fields[i + 4]) for i in range(0, len(fields), 5)
+            (fields[i], fields[i + 1], fields[i + 2], fields[i + 3], fields[i + 4], fields[i + 5])
+            for i in range(0, len(fields), 6)
         ]
 
     async def heartbeat(self, worker_id: str, leases: list[tuple[str, int]]) -> list[int]:
@@ -422,7 +513,7 @@ class JobQueue:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, attempt in leases:
                 await self._scripts["HEARTBEAT"](
-                    keys=[self.job_key(job_id), self.processing_key],
+                    keys=[self.job_key(job_id), self.processing_key, self.lost_key],
                     args=[job_id, worker_id, attempt, lease_ms, self.max_age_seconds],
                     client=pipe,
                 )
@@ -444,14 +535,21 @@ class JobQueue:
         result_json: str = "",
         error: str = "",
         traceback_text: str = "",
-    ) -> bool:
-        """Compare-and-set the job's final state; False when this worker/attempt no longer owns it."""
+    ) -> int:
+        """Compare-and-set the job's final state.
+
+        Returns 1 (recorded), 2 (recorded CANCELLED instead: an accepted cancel won) or 0 (not ours).
+        """
         cap = self.settings.max_concurrent_jobs
         reply = await self._scripts["FINISH"](
             keys=[self.job_key(job_id), self.processing_key, self.channel],
             args=[job_id, worker_id, attempt, status.value, result_json, error, traceback_text, cap],
         )
-        return bool(reply)
+        return int(reply)
+
+    async def commit(self, worker_id: str, job_id: str, attempt: int) -> int:
+        """The job's point of no return: 0 = marked committed, 1 = a cancel came first, -1 = no longer ours."""
+        return int(await self._scripts["COMMIT"](keys=[self.job_key(job_id)], args=[worker_id, attempt]))
 
     async def requeue(self, worker_id: str, job_id: str, attempt: int) -> bool:
         """Give an unfinished job back (front of its queue, PENDING) if this worker still owns it."""
@@ -465,10 +563,112 @@ class JobQueue:
         """Requeue (or fail) running jobs whose lease expired; return how many were moved."""
         return int(
             await self._scripts["REAP"](
-                keys=[self.processing_key, self.channel],
+                keys=[self.processing_key, self.channel, self.lost_key],
                 args=[self.settings.cache_namespace, self.max_attempts, self.max_age_seconds, limit],
             )
         )
+
+    # -- the job store's safety ------------------------------------------------------------
+
+    async def check_job_store(self) -> str:
+        """The jobs server's maxmemory-policy; JobStoreError if it evicts keys (unless that is allowed).
+
+        ``PSRA_ALLOW_EVICTING_JOB_STORE=true`` (settings.allow_evicting_job_store) turns the error
+        into a logged warning.
+        """
+        try:
+            found = await self.redis.config_get("maxmemory-policy")
+            policy = str(found.get("maxmemory-policy", ""))
+        except redis.ResponseError:  # CONFIG disabled (managed servers): INFO still tells
+            info = await self.redis.info("memory")
+            policy = str(info.get("maxmemory_policy", ""))
+        if policy == "noeviction":
+            return policy
+        message = (
+            f"the job store at {self.store.host}:{self.store.port} evicts keys "
+            f"(maxmemory-policy={policy or 'unknown'}), so queued and running jobs can vanish: "
+            "point JOBS_REDIS_URL at a server with maxmemory-policy noeviction, "
+            "or set PSRA_ALLOW_EVICTING_JOB_STORE=true to run anyway."
+        )
+        if not self.settings.allow_evicting_job_store:
+            raise JobStoreError(message)
+        log.warning("%s (running anyway: PSRA_ALLOW_EVICTING_JOB_STORE=true)", message)
+        return policy
+
+    async def lost_jobs(self) -> tuple[str, ...]:
+        """Ids of the jobs recorded as lost (their hash vanished while queued or running), oldest first."""
+        ids: list[str] = await self.redis.zrange(self.lost_key, 0, -1)  # type: ignore[assignment]
+        return tuple(ids)
+
+    async def sweep(self, batch: int = 500) -> SweepReport:
+        """Repair job state that became inconsistent (evicted or deleted keys); report what was lost.
+
+        * a RUNNING job missing from the processing set gets a lease there again (its worker's next
+          heartbeat renews it; a dead worker's job is re-queued by the reaper after the lease);
+        * a PENDING job in no queue list goes back to the front of its priority's list;
+        * an id in a queue list or in the processing set whose hash is gone is dropped there and
+          recorded as lost.
+
+        Every repair is one atomic script that re-checks its job, so sweeping beside live workers
+        is safe. Cost: one SCAN of the namespace's job hashes and one read of each queue list.
+        """
+        lease_ms = math.ceil(self.lease_seconds * 1000)
+        ns = self.settings.cache_namespace
+        queued: set[str] = set()
+        forgotten = 0
+        for prio in JobPriority:
+            ids: list[str] = await self.redis.lrange(self.queue_keys[prio], 0, -1)  # type: ignore[assignment]
+            queued.update(ids)
+            forgotten += await self._forget_missing(ids, self.queue_keys[prio], "list")
+        running_ids: list[str] = await self.redis.zrange(self.processing_key, 0, -1)  # type: ignore[assignment]
+        running = set(running_ids)
+        forgotten += await self._forget_missing(running_ids, self.processing_key, "zset")
+        scanned = restored = requeued = 0
+        pattern = ns + constants.JOB_KEY.format(job_id="*")
+        keys: list[str] = []
+        async for key in self.redis.scan_iter(match=pattern, count=batch, _type="hash"):
+            keys.append(key)
+        prefix_len = len(ns + constants.JOB_KEY.format(job_id=""))
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.hget(key, "status")
+                statuses = await pipe.execute()
+            for key, status in zip(chunk, statuses, strict=True):
+                if status is None:
+                    continue
+                scanned += 1
+                job_id = key[prefix_len:]
+                if status == JobStatus.RUNNING.value and job_id not in running:
+                    restored += int(
+                        await self._scripts["REPAIR_RUNNING"](keys=[key, self.processing_key], args=[job_id, lease_ms])
+                    )
+                elif status == JobStatus.PENDING.value and job_id not in queued:
+                    requeued += int(
+                        await self._scripts["REPAIR_PENDING"](
+                            keys=[key, self.channel], args=[job_id, ns, self.max_age_seconds]
+                        )
+                    )
+        return SweepReport(scanned, restored, requeued, forgotten, await self.lost_jobs())
+
+    async def _forget_missing(self, ids: list[str], container: str, kind: str) -> int:
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(self.job_key(job_id))
+            exists = await pipe.execute()
+        dropped = 0
+        for job_id, found in zip(ids, exists, strict=True):
+            if not found:
+                dropped += int(
+                    await self._scripts["FORGET"](
+                        keys=[self.job_key(job_id), container, self.lost_key],
+                        args=[job_id, kind, self.max_age_seconds],
+                    )
+                )
+        return dropped
 
     async def mark_worker_alive(self, worker_id: str, alive_seconds: float) -> int:
         """Record a worker as alive for ``alive_seconds`` (0 removes it); return live workers."""
@@ -478,6 +678,19 @@ class JobQueue:
                 args=[worker_id, math.ceil(alive_seconds * 1000), self.max_age_seconds],
             )
         )
+
+
+def check_job_store_now(settings: Settings) -> str:
+    """:meth:`JobQueue.check_job_store` for a caller outside an event loop (``psra-bench serve``, before serving)."""
+
+    async def check() -> str:
+        queue = JobQueue(settings)
+        try:
+            return await queue.check_job_store()
+        finally:
+            await queue.redis.aclose()
+
+    return asyncio.run(check())
 
 
 _QUEUES: dict[Settings, JobQueue] = {}

@@ -3,13 +3,24 @@
 A :class:`Worker` runs inside one asyncio loop with up to ``concurrency`` jobs at once (the
 global cap, ``settings.max_concurrent_jobs``, is enforced by the dequeue script across all
 workers). Three background tasks: the fetch loop (dequeue up to the free local slots in one
-script call; woken by pub/sub, else polling), the heartbeat loop (renew leases every lease/3 s,
-notice cancels and lost leases, run the reaper every lease/2 s) and the pub/sub listener
-(wake-ups and instant cancels).
+script call; woken by pub/sub, else polling), the heartbeat loop (renew leases every lease/4 s,
+notice cancels and lost leases, run the reaper every lease/2 s and the sweep every
+``sweep_seconds``) and the pub/sub listener (wake-ups and instant cancels).
 
-Handlers must not block the event loop for longer than about a lease (use ``asyncio.to_thread``
-for heavy CPU work): a worker that cannot heartbeat loses its jobs to other workers. Build a
-Worker through ``WorkerQueue.start_workers``; the process entry is :mod:`psra_bench.jobs.process`.
+Stopping a job: every stop (a cancel, a lost lease, the job's timeout, shutdown) sets the job's
+``cancelled`` event and cancels its task, and then again every 5 ms until it ends (a single
+cancel can be swallowed inside a Redis call on Python 3.11). This is level-triggered
+cancellation, as in Trio and anyio: a handler that awaits during its cleanup must shield it.
+
+**Fencing:** each job has a local deadline, ``FENCE_FRACTION`` of a lease after its last
+successful renewal, kept by a timer (not a heartbeat tick, so a hung link cannot delay it). When
+it passes, the job is stopped here before the server-side lease can expire and another worker
+can take it.
+
+Handlers must not block the event loop for longer than about a lease (use
+:func:`psra_bench.jobs.models.run_in_thread` for heavy CPU work): a worker that cannot heartbeat
+loses its jobs to other workers. Build a Worker through ``WorkerQueue.start_workers``; the
+process entry is :mod:`psra_bench.jobs.process`.
 """
 
 from __future__ import annotations
@@ -20,7 +31,6 @@ import json
 import logging
 import os
 import socket
-import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -41,6 +51,20 @@ log = logging.getLogger(__name__)
 
 _PROGRESS_MESSAGE_MAX = 500
 
+#: A job is stopped here once its lease was last renewed this fraction of a lease ago. The
+#: server's lease runs at least a whole lease from the same renewal, so the job has stopped
+#: (an async handler at once; a thread handler when it next checks ``cancelled``) before any
+#: other worker can take it.
+FENCE_FRACTION = 0.75
+
+#: Seconds between the cancels of a handler that was told to stop and has not ended yet. Like
+#: Trio's and anyio's level-triggered cancellation: a handler that awaits in its cleanup after
+#: CancelledError must shield that await (asyncio.shield), or it is cancelled again.
+NUDGE_INTERVAL = 0.005
+
+#: Why a job's handler is being stopped. "lost" (the lease) overrides the others; otherwise the first wins.
+STOP_REASONS = ("cancel", "lost", "timeout", "shutdown")
+
 
 @dataclass
 class _Run:
@@ -51,10 +75,25 @@ class _Run:
     payload_json: str
     attempt: int
     priority: JobPriority
+    #: Seconds the handler may run (0 = no limit).
+    timeout: float
+    #: Loop time when the request that last renewed the lease (or took the job) was sent.
     renewed_at: float
+    ctx: JobContext | None = None
     task: asyncio.Task[Any] | None = None
-    #: Why the handler task was cancelled: "cancel" (requested), "lost" (lease), "shutdown".
+    #: Why the handler is being stopped: one of STOP_REASONS, or None while it may run.
     reason: str | None = None
+    #: True once the handler passed its point of no return (cancels and timeouts no longer apply).
+    committed: bool = False
+    fence: asyncio.TimerHandle | None = None
+    deadline: asyncio.TimerHandle | None = None
+    nudge: asyncio.TimerHandle | None = None
+
+    def disarm(self) -> None:
+        """Cancel the fence, timeout and nudge timers."""
+        for handle in (self.fence, self.deadline, self.nudge):
+            if handle is not None:
+                handle.cancel()
 
 
 class WorkerQueue(Protocol):
@@ -65,12 +104,13 @@ class WorkerQueue(Protocol):
     channel: str
     lease_seconds: float
     poll_interval: float
+    sweep_seconds: float
 
     def handler_for(self, job_type: str) -> JobHandler | None: ...
 
     async def dequeue_many(
         self, worker_id: str, count: int, max_running: int | None = None
-    ) -> tuple[str, list[tuple[str, str, str, str, str]]]: ...
+    ) -> tuple[str, list[tuple[str, str, str, str, str, str]]]: ...
 
     async def heartbeat(self, worker_id: str, leases: list[tuple[str, int]]) -> list[int]: ...
 
@@ -86,7 +126,11 @@ class WorkerQueue(Protocol):
         result_json: str = "",
         error: str = "",
         traceback_text: str = "",
-    ) -> bool: ...
+    ) -> int: ...
+
+    async def commit(self, worker_id: str, job_id: str, attempt: int) -> int: ...
+
+    async def sweep(self) -> Any: ...
 
     async def requeue(self, worker_id: str, job_id: str, attempt: int) -> bool: ...
 
@@ -105,6 +149,8 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         #: Jobs this worker ended (any final status) since it started.
         self.jobs_done = 0
+        #: Jobs this worker stopped because their lease could not be renewed in time (fencing).
+        self.jobs_lost = 0
         self.stopped = False
         self._runs: dict[str, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -114,6 +160,7 @@ class Worker:
         self._stopping = False
         self._dequeuing = False
         self._next_reap = 0.0
+        self._next_sweep = 0.0
         self._background: list[asyncio.Task[None]] = []
         self._fetch_task: asyncio.Task[None] | None = None
 
@@ -204,6 +251,7 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             self._dequeuing = True
+            sent_at = asyncio.get_running_loop().time()
             try:
                 state, jobs = await self.queue.dequeue_many(self.id, count)
             except redis.RedisError as e:
@@ -212,8 +260,7 @@ class Worker:
             finally:
                 self._dequeuing = False
             if jobs:
-                now = time.monotonic()
-                return [_Run(i, t, p, int(a), JobPriority(pr), now) for i, t, p, a, pr in jobs]
+                return [_Run(i, t, p, int(a), JobPriority(pr), float(to or 0), sent_at) for i, t, p, a, pr, to in jobs]
             if state == "empty" and self.burst:
                 return []
             try:
@@ -224,6 +271,7 @@ class Worker:
 
     def _spawn(self, run: _Run) -> None:
         self._runs[run.job_id] = run
+        self._arm_fence(run)
         task = asyncio.create_task(self._execute(run), name=f"job-{run.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._job_task_done)
@@ -254,12 +302,27 @@ class Worker:
             except ValueError as e:
                 await self._finish(run, JobStatus.FAILED, error=f"the stored payload is not valid JSON: {e}")
                 return
-            ctx = JobContext(run.job_id, run.job_type, run.attempt, self.id, run.priority)
-            token = CURRENT_JOB.set(ctx)
+            loop = asyncio.get_running_loop()
+            run.ctx = JobContext(
+                run.job_id,
+                run.job_type,
+                run.attempt,
+                self.id,
+                run.priority,
+                commit=lambda: self._commit(run),
+                loop=loop,
+            )
+            if run.reason is not None:  # stopped (fenced, cancelled) before it even started
+                run.ctx.cancelled.set()
+            token = CURRENT_JOB.set(run.ctx)
             try:  # the handler task copies the context, so current_job() works inside it
                 run.task = asyncio.create_task(_call_handler(handler, payload, self._progress_callback(run)))
             finally:
                 CURRENT_JOB.reset(token)
+            if run.reason is not None:
+                run.task.cancel()
+            if run.timeout > 0:
+                run.deadline = loop.call_later(run.timeout, self._cancel_run, run, "timeout")
             try:
                 result = await run.task
             except asyncio.CancelledError:
@@ -274,6 +337,12 @@ class Worker:
                     run, JobStatus.FAILED, error=f"{type(e).__name__}: {e}", traceback_text=traceback.format_exc()
                 )
             else:
+                # It returned although a stop was asked for (the cancel was swallowed, or came late).
+                # A requested cancel still wins (the FINISH script decides atomically); a lost lease,
+                # a timeout or a shutdown do not discard a result that is already there.
+                if run.reason == "cancel":
+                    await self._finish(run, JobStatus.CANCELLED, error="cancelled on request while running")
+                    return
                 try:
                     result_json = dump_json(result, f"the result of job {run.job_id}")
                 except JobError as e:
@@ -281,11 +350,31 @@ class Worker:
                 else:
                     await self._finish(run, JobStatus.COMPLETED, result_json=result_json)
         finally:
+            run.disarm()
             self._runs.pop(run.job_id, None)
+
+    async def _commit(self, run: _Run) -> None:
+        """The job's point of no return (JobContext.point_of_no_return): mark it committed, or stop it."""
+        try:
+            flag = await self.queue.commit(self.id, run.job_id, run.attempt)
+        except redis.RedisError as e:  # unknown whether a cancel came first: do not commit
+            self._cancel_run(run, "lost")
+            raise asyncio.CancelledError(f"the job store did not answer ({type(e).__name__})") from None
+        if flag == -1:
+            self._cancel_run(run, "lost")
+            raise asyncio.CancelledError("the job's lease was lost")
+        if flag == 1:
+            self._cancel_run(run, "cancel")
+            raise asyncio.CancelledError("cancelled on request")
+        run.committed = True
+        if run.deadline is not None:  # a committed job finishes: its timeout no longer applies
+            run.deadline.cancel()
 
     async def _after_cancel(self, run: _Run) -> None:
         if run.reason == "cancel":
             await self._finish(run, JobStatus.CANCELLED, error="cancelled on request while running")
+        elif run.reason == "timeout":
+            await self._finish(run, JobStatus.FAILED, error=f"timed out after {run.timeout:g} s")
         elif run.reason == "shutdown":
             try:
                 given_back = await self.queue.requeue(self.id, run.job_id, run.attempt)
@@ -300,7 +389,10 @@ class Worker:
                 )
         elif run.reason == "lost":
             log.warning(
-                "worker %s: lease of job %s lost; stopped it here (another worker may run it)", self.id, run.job_id
+                "worker %s: job %s lost: its lease could not be renewed in time; stopped it here "
+                "(the reaper gives it to another worker)",
+                self.id,
+                run.job_id,
             )
         else:
             await self._finish(run, JobStatus.FAILED, error="the handler was cancelled from inside (CancelledError)")
@@ -311,7 +403,7 @@ class Worker:
         delay = 0.05
         for _ in range(6):
             try:
-                ok = await self.queue.finish(
+                reply = await self.queue.finish(
                     self.id,
                     run.job_id,
                     run.attempt,
@@ -330,7 +422,9 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.queue.lease_seconds / 3)
                 continue
-            if ok:
+            if reply == 2:
+                log.info("worker %s: job %s was cancelled before its %s end was recorded", self.id, run.job_id, status)
+            if reply:
                 self.jobs_done += 1
             else:
                 log.warning(
@@ -340,7 +434,7 @@ class Worker:
                     run.attempt,
                     status.value,
                 )
-            return ok
+            return bool(reply)
         log.error(
             "worker %s: could not record the end of job %s; its lease will expire and it will run again",
             self.id,
@@ -353,49 +447,96 @@ class Worker:
             """Record progress (0..100) and a message; raises CancelledError when the job must stop."""
             if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
                 raise JobError(f"progress percent={percent!r} is not valid: use a whole number from 0 to 100.")
+            if run.reason is not None:
+                raise asyncio.CancelledError(f"job {run.job_id} must stop ({run.reason})")
             text = str(message)[:_PROGRESS_MESSAGE_MAX]
             try:
                 flag = await self.queue.report_progress(self.id, run.job_id, run.attempt, int(percent), text)
             except redis.RedisError as e:
                 log.warning("worker %s: progress of job %s not recorded (%s)", self.id, run.job_id, type(e).__name__)
                 return
+            if run.reason is not None:  # told to stop while the call was in flight (its cancel may be lost)
+                raise asyncio.CancelledError(f"job {run.job_id} must stop ({run.reason})")
             if flag == -1:
-                run.reason = "lost"
-                raise asyncio.CancelledError()
-            if flag == 1 and run.reason is None:
-                run.reason = "cancel"
-                raise asyncio.CancelledError()
+                self._cancel_run(run, "lost")
+                raise asyncio.CancelledError(f"job {run.job_id} lost its lease")
+            if flag == 1 and not run.committed:
+                self._cancel_run(run, "cancel")
+                raise asyncio.CancelledError(f"job {run.job_id} cancelled on request")
 
         return update_progress
 
     def _cancel_run(self, run: _Run, reason: str) -> None:
+        """Stop ``run``'s handler for ``reason`` (see STOP_REASONS); a committed job ignores cancels and timeouts."""
+        if run.committed and reason in ("cancel", "timeout"):
+            return
         if run.reason is None or reason == "lost":
             run.reason = reason
+        if run.ctx is not None:
+            run.ctx.cancelled.set()
         if run.task is not None and not run.task.done():
             run.task.cancel()
+            if run.nudge is None:
+                run.nudge = asyncio.get_running_loop().call_later(NUDGE_INTERVAL, self._nudge, run)
+
+    def _nudge(self, run: _Run) -> None:
+        """Cancel a stopping handler again, every NUDGE_INTERVAL until it ends.
+
+        A single cancel can be swallowed: redis-py sends with ``asyncio.wait_for``, which on
+        Python 3.11 drops a cancel that arrives as the send completes.
+        """
+        if run.task is None or run.task.done() or self._runs.get(run.job_id) is not run:
+            return
+        run.task.cancel()
+        run.nudge = asyncio.get_running_loop().call_later(NUDGE_INTERVAL, self._nudge, run)
+
+    # -- fencing ----------------------------------------------------------------------------
+
+    def _arm_fence(self, run: _Run) -> None:
+        if run.fence is not None:
+            run.fence.cancel()
+        when = run.renewed_at + self.queue.lease_seconds * FENCE_FRACTION
+        run.fence = asyncio.get_running_loop().call_at(when, self._fence_passed, run)
+
+    def _fence_passed(self, run: _Run) -> None:
+        if self._runs.get(run.job_id) is not run or run.reason == "lost":
+            return
+        self.jobs_lost += 1
+        age = asyncio.get_running_loop().time() - run.renewed_at
+        log.warning(
+            "worker %s: lease of job %s not renewed for %.2f s (lease %.2f s); stopping it before it expires",
+            self.id,
+            run.job_id,
+            age,
+            self.queue.lease_seconds,
+        )
+        self._cancel_run(run, "lost")
 
     # -- heartbeats, reaping, wake-ups ------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        interval = self.queue.lease_seconds / 3
+        interval = self.queue.lease_seconds / 4  # one missed renewal stays inside the fence
         while True:
             await asyncio.sleep(interval)
             await self.beat()
 
     async def beat(self) -> None:
-        """Renew this worker's leases, act on cancels and lost leases, and reap expired leases when due."""
-        sent_at = time.monotonic()
+        """Renew this worker's leases, act on cancels and lost leases, and reap and sweep when due."""
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
         runs = list(self._runs.values())
         lease = self.queue.lease_seconds
         try:
-            async with asyncio.timeout(lease / 2):  # a hung server must not stall the lost-lease check below
+            async with asyncio.timeout(lease / 2):  # a hung server must not stall the heartbeat loop
                 await self.queue.mark_worker_alive(self.id, lease * 3)
                 flags = await self.queue.heartbeat(self.id, [(r.job_id, r.attempt) for r in runs])
                 for run, flag in zip(runs, flags, strict=True):
                     if flag == -1:
                         self._cancel_run(run, "lost")
                         continue
-                    run.renewed_at = sent_at
+                    if run.reason != "lost" and self._runs.get(run.job_id) is run:
+                        run.renewed_at = sent_at
+                        self._arm_fence(run)
                     if flag == 1:
                         self._cancel_run(run, "cancel")
                 if sent_at >= self._next_reap:
@@ -403,12 +544,15 @@ class Worker:
                     moved = await self.queue.reap()
                     if moved:
                         log.info("worker %s: reaped %d job(s) whose worker was lost", self.id, moved)
+            if sent_at >= self._next_sweep:
+                first = self._next_sweep == 0.0
+                self._next_sweep = sent_at + self.queue.sweep_seconds
+                if not first:  # not at start-up: a fleet restarting together would all sweep at once
+                    report = await self.queue.sweep()
+                    if report.repaired or report.forgotten:
+                        log.warning("worker %s: sweep: %s", self.id, report.summary())
         except (redis.RedisError, TimeoutError) as e:
             log.warning("worker %s: heartbeat failed (%s)", self.id, type(e).__name__)
-        # Two missed renewals: stop the job here before the server-side lease can expire.
-        for run in runs:
-            if sent_at - run.renewed_at > lease * 2 / 3 and run.job_id in self._runs:
-                self._cancel_run(run, "lost")
 
     async def _listen(self) -> None:
         while True:

@@ -6,8 +6,13 @@ They are registered in one place, :func:`psra_bench.psra.service.register_defaul
 (batches of 500, progress after each), deriving level, chapter and parent from the code
 (``01`` → level 2, parent ``TOTAL`` as in the vendored table; ``0101`` → level 4, parent
 ``01``; ``010121`` → level 6, parent ``0101``) and copying ``section`` from the code's chapter
-row (NULL when the chapter is unknown). A cancelled or failed import rolls back whole. After
-the commit it calls the injected ``on_done`` (cache invalidation) and reports what it returned.
+row (NULL when the chapter is unknown). A cancelled or failed import rolls back whole. Just
+before its COMMIT the job passes its point of no return (from then on a cancel is refused, so a
+job is never CANCELLED with its rows committed); after the commit it always calls the injected
+``on_done`` (cache invalidation), even if the job is being stopped, and reports what it returned.
+A re-run (its worker died) upserts the same rows again: the import is idempotent.
+
+``assessment`` runs its function in a thread (:func:`run_in_thread`), so a stop waits for it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import psycopg
 
 from psra_bench.exceptions import DatabaseConnectionError, JobError, JobInputError
 from psra_bench.infra.postgres import dsn_host_port
+from psra_bench.jobs.models import current_job, run_in_thread
 from psra_bench.settings import redact
 
 if TYPE_CHECKING:
@@ -141,7 +147,7 @@ def make_assessment_handler(assessment_fn: Callable[[dict[str, Any]], Any]) -> J
         if inspect.iscoroutinefunction(assessment_fn):
             result = await assessment_fn(payload)
         else:
-            result = await asyncio.to_thread(assessment_fn, payload)
+            result = await run_in_thread(assessment_fn, payload)
             if inspect.isawaitable(result):
                 result = await result
         await update_progress(100, "Assessment complete")
@@ -155,8 +161,13 @@ async def upsert_hs_codes(
     items: list[HsItem],
     progress: ProgressCallback | None = None,
     batch_size: int = BULK_BATCH_SIZE,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, int]:
-    """Upsert ``items`` in batches inside one transaction; return counts of inserted and updated rows."""
+    """Upsert ``items`` in batches inside one transaction; return counts of inserted and updated rows.
+
+    ``before_commit`` is awaited after the last batch, inside the transaction: if it raises, the
+    transaction rolls back (a job's point of no return, refused because a cancel came first).
+    """
     inserted = updated = 0
     total = len(items)
     async with conn.transaction():
@@ -175,7 +186,25 @@ async def upsert_hs_codes(
                 if progress is not None:
                     done = start + len(batch)
                     await progress(5 + (90 * done) // total, f"upserted {done} of {total} HS codes")
+        if before_commit is not None:
+            await before_commit()
     return {"inserted": inserted, "updated": updated}
+
+
+async def _run_to_the_end(work: Awaitable[Any]) -> Any:
+    """Await ``work`` even if this task is cancelled meanwhile (then re-raise the cancel after it ended)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue
+            except Exception:  # noqa: BLE001 - its own failure is logged by the caller's outcome
+                break
+        raise
 
 
 def make_bulk_import_handler(
@@ -197,18 +226,25 @@ def make_bulk_import_handler(
             host, port = dsn_host_port(dsn)
             reason = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
             raise DatabaseConnectionError("PostgreSQL", host, port, reason) from None
+        job = current_job()
         async with conn:
-            counts = await upsert_hs_codes(conn, items, update_progress, batch_size)
+            counts = await upsert_hs_codes(
+                conn, items, update_progress, batch_size, job.point_of_no_return if job is not None else None
+            )
         invalidated: int | None = None
         if on_done is not None:
-            await update_progress(97, "invalidating cached HS codes")
-            # A plain function (a sync cache client) runs in a thread so heartbeats keep going.
-            outcome = on_done() if inspect.iscoroutinefunction(on_done) else await asyncio.to_thread(on_done)
-            invalidated = int(await outcome) if inspect.isawaitable(outcome) else int(outcome)
+            # Committed: the invalidation runs whatever happens to the job now (the cache must not
+            # serve the old descriptions), and a plain function (a sync client) runs in a thread.
+            invalidated = await _run_to_the_end(_invalidate(on_done))
         await update_progress(100, f"imported {len(items)} HS codes")
         return {"imported": len(items), **counts, "invalidated": invalidated}
 
     return bulk_import
+
+
+async def _invalidate(on_done: Callable[[], Awaitable[int] | int]) -> int:
+    outcome = on_done() if inspect.iscoroutinefunction(on_done) else await asyncio.to_thread(on_done)
+    return int(await outcome) if inspect.isawaitable(outcome) else int(outcome)
 
 
 def check_bulk_payload(payload: dict[str, Any]) -> None:

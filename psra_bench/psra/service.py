@@ -6,6 +6,11 @@ of the input it answers, and only a request with the same hash is a hit; a hit r
 stored verdict instead of storing a second, identical one. An input without a tenant (the job
 API's short body) is assessed and cached but never stored: its verdict lives in the job result.
 
+A job's verdict has ids derived from the job (:func:`job_verdict_ids`, uuid5 of the job id), and
+the INSERT does nothing when that evaluation_id is stored already: a job that runs again after
+its worker died stores no second verdict. Just before the verdict's COMMIT the job passes its
+point of no return, so a job is never CANCELLED with its verdict stored.
+
 :func:`register_default_handlers` is the one way the default set (``assessment`` and
 ``bulk_import``) is registered: by the API's lifespan, by ``psra-bench worker`` and by the spec's
 ``psra_bench.jobs.register_default_handlers(queue)``, which finds it through the
@@ -15,6 +20,7 @@ API's short body) is assessed and cached but never stored: its verdict lives in 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +29,7 @@ from psycopg_pool import ConnectionPool
 from psra_bench.cache.keys import assessment_key
 from psra_bench.exceptions import InputError
 from psra_bench.infra.embedded import ensure_services
-from psra_bench.jobs.models import JobHandler
+from psra_bench.jobs.models import JobHandler, current_job
 from psra_bench.jobs.queue import JobQueue
 from psra_bench.psra.assessment import (
     AssessmentInput,
@@ -43,7 +49,24 @@ from psra_bench.psra.rules import compile_rules
 from psra_bench.psra.storage import store_verdict
 from psra_bench.settings import Settings
 
-__all__ = ["assess_with_cache", "check_assessment", "register_default_handlers"]
+__all__ = [
+    "assess_with_cache",
+    "check_assessment",
+    "register_default_handlers",
+    "job_verdict_ids",
+    "JOB_VERDICT_NAMESPACE",
+]
+
+#: The uuid5 namespace of verdict ids derived from job ids (fixed: the same job always maps to the same ids).
+JOB_VERDICT_NAMESPACE = uuid.UUID("5a07ba50-d487-4f99-8675-20daa9d70337")
+
+
+def job_verdict_ids(job_id: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """``(evaluation_id, request_id)`` of job ``job_id``'s verdict: uuid5s of the job id, the same on every re-run."""
+    return (
+        uuid.uuid5(JOB_VERDICT_NAMESPACE, f"evaluation:{job_id}"),
+        uuid.uuid5(JOB_VERDICT_NAMESPACE, f"request:{job_id}"),
+    )
 
 
 def _rules_for(cached: Any, req: AssessmentInput) -> list[dict[str, Any]]:
@@ -67,19 +90,29 @@ def check_assessment(cached: Any, request: AssessmentInput | dict[str, Any]) -> 
 
 
 def assess_with_cache(
-    pool: ConnectionPool, cached: Any, request: AssessmentInput | dict[str, Any], *, full: bool = True
+    pool: ConnectionPool,
+    cached: Any,
+    request: AssessmentInput | dict[str, Any],
+    *,
+    full: bool = True,
+    ids: tuple[uuid.UUID, uuid.UUID] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Assess ``request`` with rules from the (cached) DAL; store the verdict (when it has a tenant) unless cached.
 
     ``full`` (the synchronous API) requires a whole :class:`AssessmentRequest`; ``full=False`` (jobs)
-    accepts an :class:`AssessmentInput`. Returns the verdict as a dict plus ``"cached": bool``.
+    accepts an :class:`AssessmentInput`. ``ids`` fixes ``(evaluation_id, request_id)`` (a job's,
+    from :func:`job_verdict_ids`); ``before_commit`` runs inside the verdict's transaction, just
+    before COMMIT (a job's point of no return; raising rolls back). Returns the verdict as a dict
+    plus ``"cached": bool``.
     """
     req = parse_request(request) if full else parse_input(request)
     cache = cached.cache
     # Read the assessments' generation before the rules: an invalidation while we assess (a rule or
     # HS code changed) then keeps our possibly stale verdict out of the cache.
     generation = cache.generation(assessment_key("any", "00", "XX", "XX"))
-    verdict = assess(req, _rules_for(cached, req))
+    evaluation_id, request_id = ids if ids is not None else (None, None)
+    verdict = assess(req, _rules_for(cached, req), evaluation_id=evaluation_id, request_id=request_id)
     key = (verdict.rule_id or "none", verdict.hs_code, verdict.origin_country, verdict.destination_country)
     hit = cache.get_cached_assessment(*key)
     if isinstance(hit, dict) and hit.get("input_hash") == verdict.input_hash:
@@ -87,6 +120,8 @@ def assess_with_cache(
     if req.tenant_id is not None:
         with pool.connection() as conn, conn.transaction():
             store_verdict(conn, verdict, req)
+            if before_commit is not None:
+                before_commit()
     out = verdict_to_dict(verdict)
     cache.set_if_generation(assessment_key(*key), {"input_hash": verdict.input_hash, "verdict": out}, generation)
     return {**out, "cached": False}
@@ -158,7 +193,17 @@ def register_default_handlers(
 
     def run_assessment(payload: dict[str, Any]) -> dict[str, Any]:
         db_pool, dal = resources.pool_and_cached()
-        return assess_with_cache(db_pool, dal, payload, full=False)
+        job = current_job()  # set in the worker's thread too (run_in_thread copies the context)
+        if job is None:
+            return assess_with_cache(db_pool, dal, payload, full=False)
+        return assess_with_cache(
+            db_pool,
+            dal,
+            payload,
+            full=False,
+            ids=job_verdict_ids(job.job_id),
+            before_commit=job.point_of_no_return_from_thread,
+        )
 
     def invalidate() -> int:
         cache = resources.cache()

@@ -45,6 +45,10 @@ _INSERT_VERDICT = (
     + ", ".join(f"%({c})s" for c in _VERDICT_COLUMNS)
     + ")"
 )
+#: A verdict is stored once per evaluation_id: the baseline's unique index
+#: idx_psra_verdicts_evaluation_id is the key, so no index is added (the counts stay 20 / 46). A
+#: job's verdict has an evaluation_id derived from the job id, so a re-run after a crash adds nothing.
+_INSERT_VERDICT_ONCE = _INSERT_VERDICT + " ON CONFLICT (evaluation_id) DO NOTHING"
 
 
 _KNOWN_AGREEMENTS = "SELECT DISTINCT agreement_code FROM psra_rules ORDER BY 1"
@@ -110,9 +114,12 @@ def verdict_row(verdict: Verdict, request: AssessmentInput) -> dict[str, Any]:
     }
 
 
-def store_verdict(conn: psycopg.Connection[Any], verdict: Verdict, request: AssessmentInput) -> None:
-    """INSERT ``verdict`` into psra_verdicts on ``conn`` (the caller owns the transaction)."""
-    conn.execute(_INSERT_VERDICT, verdict_row(verdict, request))
+def store_verdict(conn: psycopg.Connection[Any], verdict: Verdict, request: AssessmentInput) -> bool:
+    """INSERT ``verdict`` into psra_verdicts on ``conn`` unless its evaluation_id is stored already.
+
+    Returns True when a row was added (the caller owns the transaction).
+    """
+    return conn.execute(_INSERT_VERDICT_ONCE, verdict_row(verdict, request)).rowcount == 1
 
 
 def _timed(verdict: Verdict, started: float) -> Verdict:
