@@ -351,6 +351,7 @@ class Worker:
                     await self._finish(run, JobStatus.COMPLETED, result_json=result_json)
         finally:
             run.disarm()
+            run.ctx = None  # breaks the run <-> context cycle (its commit closure) for the GC
             self._runs.pop(run.job_id, None)
 
     async def _commit(self, run: _Run) -> None:
