@@ -34,6 +34,7 @@ __all__ = [
     "JobContext",
     "current_job",
     "run_in_thread",
+    "run_to_the_end",
     "TERMINAL_STATUSES",
     "RESERVED_METADATA_KEYS",
     "dump_json",
@@ -318,6 +319,28 @@ def current_job() -> JobContext | None:
     return CURRENT_JOB.get()
 
 
+async def run_to_the_end(work: Awaitable[Any], on_cancel: Callable[[], None] | None = None) -> Any:
+    """Await ``work`` to its end even if this task is cancelled meanwhile (once or again and again).
+
+    On the first cancel ``on_cancel()`` is called (to tell the work to stop); the cancel is
+    re-raised only after ``work`` has ended, whatever its own outcome.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                continue  # cancelled again while the work winds down: keep waiting for it
+            except Exception:  # noqa: BLE001 - the work's own ending; the cancel is what we report
+                break
+        raise
+
+
 async def run_in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
     """Run ``fn(*args)`` in a thread for a handler; if the job must stop, wait until the thread really stopped.
 
@@ -327,22 +350,9 @@ async def run_in_thread(fn: Callable[..., Any], /, *args: Any) -> Any:
     worker frees the job's slot only when the work has stopped.
     """
     loop = asyncio.get_running_loop()
-    ctx = contextvars.copy_context()
-    future = loop.run_in_executor(None, ctx.run, fn, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        job = CURRENT_JOB.get()
-        if job is not None:
-            job.cancelled.set()
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                continue  # cancelled again while the thread winds down: keep waiting for it
-            except Exception:  # noqa: BLE001 - the thread's own ending; the cancel is what we report
-                break
-        raise
+    job = CURRENT_JOB.get()
+    future = loop.run_in_executor(None, contextvars.copy_context().run, fn, *args)
+    return await run_to_the_end(future, job.cancelled.set if job is not None else None)
 
 
 def _json_default(value: Any) -> Any:

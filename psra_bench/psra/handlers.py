@@ -28,7 +28,7 @@ import psycopg
 
 from psra_bench.exceptions import DatabaseConnectionError, JobError, JobInputError
 from psra_bench.infra.postgres import dsn_host_port
-from psra_bench.jobs.models import current_job, run_in_thread
+from psra_bench.jobs.models import current_job, run_in_thread, run_to_the_end
 from psra_bench.settings import redact
 
 if TYPE_CHECKING:
@@ -191,22 +191,6 @@ async def upsert_hs_codes(
     return {"inserted": inserted, "updated": updated}
 
 
-async def _run_to_the_end(work: Awaitable[Any]) -> Any:
-    """Await ``work`` even if this task is cancelled meanwhile (then re-raise the cancel after it ended)."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                continue
-            except Exception:  # noqa: BLE001 - its own failure is logged by the caller's outcome
-                break
-        raise
-
-
 def make_bulk_import_handler(
     dsn: str | None,
     *,
@@ -235,7 +219,7 @@ def make_bulk_import_handler(
         if on_done is not None:
             # Committed: the invalidation runs whatever happens to the job now (the cache must not
             # serve the old descriptions), and a plain function (a sync client) runs in a thread.
-            invalidated = await _run_to_the_end(_invalidate(on_done))
+            invalidated = await run_to_the_end(_invalidate(on_done))
         await update_progress(100, f"imported {len(items)} HS codes")
         return {"imported": len(items), **counts, "invalidated": invalidated}
 
