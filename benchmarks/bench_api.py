@@ -8,8 +8,10 @@ a 20,000-verdict dataset in the database ``psra_bench_api_bench``). Method:
   ``python -m psra_bench serve --no-job-workers`` and the peer, benchmarks/minimal_api.py, which
   reads the same cache keys with redis.asyncio in async routes. ``--variant LABEL=PATH`` adds our
   API from another checkout (``PYTHONPATH=PATH``: a worktree of an earlier commit), so the effect
-  of each change is measured in the same run; ``LABEL=PATH,workers=N`` starts it with
-  ``--workers N``. All servers stay up for the whole run; an idle one uses no CPU.
+  of each change is measured in the same run; options ``workers=N``, ``loop=asyncio|uvloop``,
+  ``http=h11|httptools`` (``LABEL=PATH,loop=asyncio,http=h11``) start it with ``--workers N`` or
+  that loop and parser (benchmarks/serve_with.py), so a step's effect has its own row.
+  All servers stay up for the whole run; an idle one uses no CPU.
 * **Lookups.** The cached HS lookup ``GET /api/hs/8471.30``, the cached rule ``GET
   /api/rules/{id}`` and the cached synchronous assessment ``POST /api/assessments`` (a hit: the
   verdict was stored and cached by a priming call). Every answer must be a 200.
@@ -97,14 +99,23 @@ def _free_port() -> int:
     return free_port()
 
 
-def our_side(label: str, checkout: Path, settings: Any, workers: int | None) -> Side:
+def our_side(label: str, checkout: Path, settings: Any, options: dict[str, str]) -> Side:
+    """``psra-bench serve`` from ``checkout``; options: workers=N, loop=…, http=… (then through serve_with.py)."""
     from psra_bench.load.api_server import server_env
 
     env = server_env(settings) | {"PYTHONPATH": str(checkout)}
     port = _free_port()
-    cmd = [sys.executable, "-m", "psra_bench", "serve", "--host", "127.0.0.1", "--port", str(port), "--no-job-workers"]
-    if workers:
-        cmd += ["--workers", str(workers)]
+    if "loop" in options or "http" in options:
+        launcher = [
+            str(ROOT / "benchmarks" / "serve_with.py"),
+            options.get("loop", "auto"),
+            options.get("http", "auto"),
+        ]
+    else:
+        launcher = ["-m", "psra_bench"]
+    cmd = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-job-workers"]
+    if "workers" in options:
+        cmd += ["--workers", options["workers"]]
     return Side(label, cmd, env, "/api/jobs/health", port)
 
 
@@ -352,21 +363,25 @@ def _pct(sorted_s: list[float], q: float) -> float:
     return 1000 * sorted_s[min(len(sorted_s) - 1, int(len(sorted_s) * q))]
 
 
-def parse_variant(text: str) -> tuple[str, Path, int | None]:
-    """``LABEL=PATH`` or ``LABEL=PATH,workers=N``."""
+_OPTIONS = {"workers": r"[1-9]\d?", "loop": r"auto|asyncio|uvloop", "http": r"auto|h11|httptools"}
+
+
+def parse_variant(text: str) -> tuple[str, Path, dict[str, str]]:
+    """``LABEL=PATH[,workers=N][,loop=asyncio|uvloop][,http=h11|httptools]``."""
+    allowed = "LABEL=PATH[,workers=N][,loop=auto|asyncio|uvloop][,http=auto|h11|httptools] with LABEL not 'minimal'"
     label, _, rest = text.partition("=")
-    path, _, opt = rest.partition(",")
+    path, *opts = rest.split(",")
     if not label or not re.fullmatch(r"[A-Za-z0-9_.+-]+", label) or label == MINIMAL or not path:
-        raise SystemExit(f"--variant {text!r} is not valid: use LABEL=PATH or LABEL=PATH,workers=N (LABEL ≠ minimal)")
+        raise SystemExit(f"--variant {text!r} is not valid: use {allowed}")
     if not (Path(path) / "psra_bench" / "__init__.py").exists():
         raise SystemExit(f"--variant {text!r}: {path} is not a psra-bench checkout (no psra_bench/__init__.py)")
-    workers = None
-    if opt:
-        m = re.fullmatch(r"workers=(\d+)", opt)
-        if not m or not 1 <= int(m.group(1)) <= 64:
-            raise SystemExit(f"--variant {text!r}: the option must be workers=N with 1 <= N <= 64")
-        workers = int(m.group(1))
-    return label, Path(path).resolve(), workers
+    options: dict[str, str] = {}
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key not in _OPTIONS or not re.fullmatch(_OPTIONS[key], value):
+            raise SystemExit(f"--variant {text!r}: option {opt!r} is not valid: use {allowed}")
+        options[key] = value
+    return label, Path(path).resolve(), options
 
 
 def prime(ours: list[Side], minimal: Side, chosen: list[Lookup]) -> None:
@@ -433,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s of the fixed-rate latency runs")
     parser.add_argument("--rate-seconds", type=float, default=5.0, help="seconds per fixed-rate run")
     parser.add_argument("--lookups", default="hs,rule,assessment", help="which lookups (hs, rule, assessment)")
-    parser.add_argument("--variant", action="append", default=[], help="LABEL=PATH[,workers=N]: another API build")
-    parser.add_argument("--workers", type=int, default=None, help="--workers of this checkout's API (default: none)")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="LABEL=PATH[,workers=N][,loop=…][,http=…]: another API build"
+    )
+    parser.add_argument("--api", default="", help="options of this checkout's API, as a variant's: workers=2,loop=…")
     parser.add_argument("--client", choices=["auto", "wrk", "asyncio"], default="auto")
     parser.add_argument("--verdicts", type=int, default=20_000, help="dataset scale")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -455,8 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = notebook_settings("psra_bench_api_bench")
     ensure_dataset(settings, args.verdicts, 42)
     settings = settings.replace(cache_namespace=f"{settings.cache_namespace}bench-api-{uuid.uuid4().hex[:6]}:")
-    sides = [our_side("api", ROOT, settings, args.workers)]
-    sides += [our_side(label, path, settings, w) for label, path, w in map(parse_variant, args.variant)]
+    variants = [parse_variant(f"api={ROOT}" + (f",{args.api}" if args.api else ""))]
+    variants += [parse_variant(v) for v in args.variant]
+    sides = [our_side(label, path, settings, opts) for label, path, opts in variants]
     sides.append(minimal_side(settings))
     logdir = Path(tempfile.mkdtemp(prefix="bench-api-"))
     results: dict[str, Any] = {

@@ -257,10 +257,17 @@ def doctor(ctx: click.Context) -> None:
     help="Also run job workers inside the API process.",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True, help="Log every request.")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="API processes sharing the port (uvicorn workers); each reads the same settings from the environment.",
+)
 @click.pass_context
 @_errors
-def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_log: bool) -> None:
-    """Run the PSRA API (FastAPI + uvicorn); OpenAPI at /docs."""
+def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_log: bool, workers: int) -> None:
+    """Run the PSRA API (FastAPI + uvicorn with uvloop and httptools); OpenAPI at /docs."""
     import uvicorn
 
     from psra_bench.api.app import create_app
@@ -275,11 +282,16 @@ def serve(ctx: click.Context, host: str, port: int, job_workers: bool, access_lo
 
         check_job_store_now(settings)  # an evicting job store: one sentence, before serving
     click.echo(
-        f"PSRA API on http://{host}:{port} (docs at /docs); cache {'on' if settings.enable_cache else 'off'}", err=True
+        f"PSRA API on http://{host}:{port} (docs at /docs); cache {'on' if settings.enable_cache else 'off'}; "
+        f"{workers} process{'es' if workers > 1 else ''}",
+        err=True,
     )
-    uvicorn.run(
-        create_app(settings, run_workers=job_workers), host=host, port=port, access_log=access_log, log_level="warning"
-    )
+    options: dict[str, Any] = {"host": host, "port": port, "access_log": access_log, "log_level": "warning"}
+    if workers == 1:
+        uvicorn.run(create_app(settings, run_workers=job_workers), **options)
+    else:  # each worker process builds its app from the same environment (a factory, by import path)
+        factory = "app_with_job_workers_from_env" if job_workers else "app_from_env"
+        uvicorn.run(f"psra_bench.api.app:{factory}", factory=True, workers=workers, **options)
 
 
 @cli.command()

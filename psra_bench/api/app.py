@@ -24,7 +24,7 @@ from psra_bench.api.limits import BodyLimits
 from psra_bench.exceptions import InputError, JobError, JobNotFoundError, JobPayloadTooLarge, PsraBenchError
 from psra_bench.settings import LiveSettings, Settings, redact
 
-__all__ = ["create_app", "AppState", "app_from_env"]
+__all__ = ["create_app", "AppState", "app_from_env", "app_with_job_workers_from_env"]
 
 
 @dataclass
@@ -145,3 +145,10 @@ def app_from_env() -> FastAPI:
     from psra_bench.infra.embedded import process_settings
 
     return create_app(process_settings())
+
+
+def app_with_job_workers_from_env() -> FastAPI:
+    """Like :func:`app_from_env`, with job workers in the process (``psra-bench serve --workers N``)."""
+    from psra_bench.infra.embedded import process_settings
+
+    return create_app(process_settings(), run_workers=True)
