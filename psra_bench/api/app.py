@@ -153,8 +153,9 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
     from psra_bench.api.jobs_routes import router as jobs_router
     from psra_bench.api.psra_routes import router as psra_router
 
-    app.include_router(jobs_router)
+    # The router tries routes in order: the read routes, the hottest under load, go first.
     app.include_router(psra_router)
+    app.include_router(jobs_router)
     return app
 
 
