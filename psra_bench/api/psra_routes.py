@@ -24,6 +24,7 @@ from psra_bench.api.models import (
     IsoDate,
     IsoDateTime,
 )
+from psra_bench.api.responses import JsonBytes
 from psra_bench.exceptions import InputError
 from psra_bench.psra.assessment import ISO_COUNTRY_CODES
 
@@ -58,9 +59,9 @@ async def hs_search(
         ),
     ],
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """HS codes whose description contains ``q`` (cached: hs:search:{query}:{limit})."""
-    return {"query": q, "results": await _state(request).acached.hs_search(q, limit)}
+    return JsonBytes({"query": q, "results": await _state(request).acached.hs_search(q, limit)})
 
 
 @router.get("/hs/{code}", responses=responses(404, 422))
@@ -69,18 +70,18 @@ async def hs_code(
     code: Annotated[
         str, Path(max_length=64, pattern=HS_CODE_PATTERN, description="2, 4 or 6 digits", examples=["8471.30"])
     ],
-) -> dict[str, Any]:
+) -> JsonBytes:
     """One HS code (cached: hs:code:{code})."""
     row = await _state(request).acached.hs_code_by_code(code)
     if row is None:
         raise HTTPException(status_code=404, detail=f"HS code {code!r} does not exist in HS 2022")
-    return dict(row)
+    return JsonBytes(dict(row))
 
 
 @router.get("/agreements")
-async def agreements(request: Request) -> dict[str, Any]:
+async def agreements(request: Request) -> JsonBytes:
     """The agreements that have rules."""
-    return {"agreements": await _state(request).adal.agreements()}
+    return JsonBytes({"agreements": await _state(request).adal.agreements()})
 
 
 @router.get("/rules", responses=responses(422))
@@ -88,7 +89,7 @@ async def rules(
     request: Request,
     agreement: Annotated[str, Query(min_length=2, max_length=16, pattern=r"^[A-Za-z0-9-]+$", examples=["CETA"])],
     chapter: Annotated[str | None, Query(pattern=r"^\d{2}$")] = None,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """Rules of an agreement, optionally of one HS chapter (cached: rules:agreement:{code})."""
     st = _state(request)
     agreement = agreement.upper()
@@ -100,45 +101,45 @@ async def rules(
         known = [a["agreement_code"] for a in await st.adal.agreements()]
         if agreement not in known:
             raise InputError("agreement", agreement, "one of " + ", ".join(known))
-    return {"agreement": agreement, "chapter": chapter, "rules": rows}
+    return JsonBytes({"agreement": agreement, "chapter": chapter, "rules": rows})
 
 
 @router.get("/rules/{rule_id}", responses=responses(404, 422))
 async def rule(
     request: Request,
     rule_id: Annotated[str, Path(max_length=32, pattern=r"^[A-Za-z0-9._-]+$", examples=["CETA-HS39-001"])],
-) -> dict[str, Any]:
+) -> JsonBytes:
     """One rule (cached: rule:id:{rule_id})."""
     row = await _state(request).acached.rule_by_id(rule_id.upper())
     if row is None:
         raise HTTPException(status_code=404, detail=f"rule {rule_id!r} does not exist")
-    return dict(row)
+    return JsonBytes(dict(row))
 
 
 @router.post("/assessments", responses=responses(403, 413, 422))
-async def assess(request: Request, body: ApiAssessmentRequest, x_tenant_id: TenantHeader) -> dict[str, Any]:
+async def assess(request: Request, body: ApiAssessmentRequest, x_tenant_id: TenantHeader) -> JsonBytes:
     """Assess a product synchronously, store the verdict, cache it (assessment:{rule}:{hs}:{o}:{d})."""
     from psra_bench.psra.service import assess_with_cache_async
 
     if body.tenant_id != x_tenant_id:
         raise HTTPException(status_code=403, detail="X-Tenant-ID does not match tenant_id in the body")
     st = _state(request)
-    return await assess_with_cache_async(st.apool, st.acached, body)
+    return JsonBytes(await assess_with_cache_async(st.apool, st.acached, body))
 
 
 @router.get("/verdicts/recent", dependencies=[Depends(require_operator)], responses=responses(401, 404, 422))
-async def recent_verdicts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+async def recent_verdicts(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JsonBytes:
     """The newest verdicts of all tenants (operator view; the spec's 100-row query)."""
-    return {"verdicts": await _state(request).adal.recent_verdicts(limit)}
+    return JsonBytes({"verdicts": await _state(request).adal.recent_verdicts(limit)})
 
 
 @router.get("/verdicts/{evaluation_id}", responses=responses(404, 422))
-async def verdict(request: Request, evaluation_id: uuid.UUID, x_tenant_id: TenantHeader) -> dict[str, Any]:
+async def verdict(request: Request, evaluation_id: uuid.UUID, x_tenant_id: TenantHeader) -> JsonBytes:
     """One verdict of the caller's tenant (cached: verdict:{evaluation_id}); others' are 404."""
     row = await _state(request).acached.verdict_by_evaluation_id(str(evaluation_id))
     if row is None or row.get("tenant_id") != str(x_tenant_id):
         raise HTTPException(status_code=404, detail=f"verdict {evaluation_id} does not exist for this tenant")
-    return dict(row)
+    return JsonBytes(dict(row))
 
 
 @router.get("/tenants/{tenant_id}/verdicts", responses=responses(403, 422))
@@ -147,10 +148,10 @@ async def tenant_history(
     tenant_id: TenantPath,
     x_tenant_id: TenantHeader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """A tenant's newest verdicts."""
     tid = same_tenant(tenant_id, x_tenant_id)
-    return {"tenant_id": tid, "verdicts": await _state(request).adal.tenant_verdict_history(tid, limit)}
+    return JsonBytes({"tenant_id": tid, "verdicts": await _state(request).adal.tenant_verdict_history(tid, limit)})
 
 
 @router.get("/tenants/{tenant_id}/duplicates/{input_hash}", responses=responses(403, 422))
@@ -159,11 +160,11 @@ async def duplicate(
     tenant_id: TenantPath,
     input_hash: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")],
     x_tenant_id: TenantHeader,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """Whether this tenant already has a verdict for the same input (duplicate detection)."""
     tid = same_tenant(tenant_id, x_tenant_id)
     row = await _state(request).adal.duplicate_assessment(input_hash, tid)
-    return {"tenant_id": tid, "input_hash": input_hash, "duplicate": row is not None, "verdict": row}
+    return JsonBytes({"tenant_id": tid, "input_hash": input_hash, "duplicate": row is not None, "verdict": row})
 
 
 @router.get("/tenants/{tenant_id}/dashboard", responses=responses(403, 422))
@@ -173,16 +174,18 @@ async def dashboard(
     x_tenant_id: TenantHeader,
     days: Annotated[int, Query(ge=1, le=3660)] = 30,
     until: IsoDateTime | None = None,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """A tenant's verdict counts and mean confidence per status over the last ``days`` days."""
     tid = same_tenant(tenant_id, x_tenant_id)
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=dt.UTC)
-    return {
-        "tenant_id": tid,
-        "days": days,
-        "by_status": await _state(request).adal.tenant_dashboard(tid, days, now=until),
-    }
+    return JsonBytes(
+        {
+            "tenant_id": tid,
+            "days": days,
+            "by_status": await _state(request).adal.tenant_dashboard(tid, days, now=until),
+        }
+    )
 
 
 @router.get("/tenants/{tenant_id}/trade-route-report", responses=responses(403, 422))
@@ -193,15 +196,17 @@ async def trade_route_report(
     date_from: IsoDate,
     date_to: IsoDate,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> dict[str, Any]:
+) -> JsonBytes:
     """A tenant's verdicts per route and agreement between two effective dates."""
     tid = same_tenant(tenant_id, x_tenant_id)
-    return {
-        "tenant_id": tid,
-        "date_from": date_from.isoformat(),
-        "date_to": date_to.isoformat(),
-        "routes": await _state(request).adal.trade_route_report(tid, date_from, date_to, limit),
-    }
+    return JsonBytes(
+        {
+            "tenant_id": tid,
+            "date_from": date_from.isoformat(),
+            "date_to": date_to.isoformat(),
+            "routes": await _state(request).adal.trade_route_report(tid, date_from, date_to, limit),
+        }
+    )
 
 
 @router.get(
@@ -209,13 +214,15 @@ async def trade_route_report(
     dependencies=[Depends(require_operator)],
     responses=responses(401, 404, 422),
 )
-async def trade_route(request: Request, export_country: CountryPath, import_country: CountryPath) -> dict[str, Any]:
+async def trade_route(request: Request, export_country: CountryPath, import_country: CountryPath) -> JsonBytes:
     """Verdicts per status on one trade route, all tenants (operator view)."""
     for field, value in (("export_country", export_country), ("import_country", import_country)):
         if value.upper() not in ISO_COUNTRY_CODES:
             raise InputError(field, value, "a two-letter ISO 3166-1 country code such as DE")
-    return {
-        "export_country": export_country.upper(),
-        "import_country": import_country.upper(),
-        "by_status": await _state(request).adal.trade_route_analysis(export_country, import_country),
-    }
+    return JsonBytes(
+        {
+            "export_country": export_country.upper(),
+            "import_country": import_country.upper(),
+            "by_status": await _state(request).adal.trade_route_analysis(export_country, import_country),
+        }
+    )
