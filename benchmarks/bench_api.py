@@ -93,10 +93,17 @@ class Side:
         return total
 
 
+_TAKEN: set[int] = set()
+
+
 def _free_port() -> int:
+    """A free port no other side of this run was given (none is bound until the servers start)."""
     from psra_bench.load.api_server import free_port
 
-    return free_port()
+    while (port := free_port()) in _TAKEN:
+        pass
+    _TAKEN.add(port)
+    return port
 
 
 def our_side(label: str, checkout: Path, settings: Any, options: dict[str, str]) -> Side:

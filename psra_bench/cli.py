@@ -406,6 +406,12 @@ def jobs_sweep(ctx: click.Context, namespace: str | None, as_json: bool) -> None
 @click.option("--seed", type=int, default=42, show_default=True, help="Dataset seed.")
 @click.option("--output-dir", default="reports/load", show_default=True, help="Where results go.")
 @click.option("--quick", is_flag=True, help="Two steps instead of five.")
+@click.option(
+    "--url",
+    default=None,
+    help="Load an API this tool did not start (http(s)://host[:port]): only the Locust step load, no "
+    "configurations; the operator token comes from PSRA_ADMIN_TOKEN.",
+)
 @click.pass_context
 @_errors
 def load(
@@ -420,11 +426,16 @@ def load(
     seed: int,
     output_dir: str,
     quick: bool,
+    url: str | None,
 ) -> None:
-    """Load-test the API with Locust for each configuration (baseline/indexes/cache/both)."""
+    """Load-test the API with Locust for each configuration (baseline/indexes/cache/both), or one at --url."""
     from psra_bench.load.experiment import run_load
     from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, ensure_dataset, notebook_settings
 
+    if url is not None:
+        _load_url(ctx, url, users=users, spawn_rate=spawn_rate, duration=duration, slo_p95_ms=slo_p95_ms,
+                  output_dir=output_dir, quick=quick)  # fmt: skip
+        return
     check_positive_int("--verdicts", verdicts, 20_000_000)
     _ready(ctx)
     settings = notebook_settings(DEFAULT_DATABASE)
@@ -445,6 +456,38 @@ def load(
 
     for t in load_tables(doc)[0]:
         click.echo("\n" + t.text())
+
+
+def _load_url(ctx: click.Context, url: str, **options: Any) -> None:
+    """``load --url``: the step load against someone else's API; flags that need our own servers are refused."""
+    from psra_bench.exceptions import ParameterError
+    from psra_bench.load.experiment import run_external_load
+    from psra_bench.settings import admin_token_from_env
+
+    for name in ("configurations", "verdicts", "seed", "arrival_rate"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            flag = "--" + name.replace("_", "-")
+            raise ParameterError(
+                flag, ctx.params[name], "not set together with --url (that API's data and setup are its own)"
+            )
+    doc = run_external_load(url, admin_token=admin_token_from_env(), **options)
+    rows = []
+    for st in doc["steps"]:
+        o, gen = st["overall"], st.get("generator") or {}
+        cores = gen.get("busiest_process_cores")
+        load = "–" if cores is None else f"{cores:.2f}" + (" saturated" if gen.get("saturated") else "")
+        p50, p95, p99 = (_ms(o.get(k)) for k in ("p50_ms", "p95_ms", "p99_ms"))
+        rows.append([st["users"], o.get("n"), p50, p95, p99, f"{o.get('failure_rate', 0):.1%}", load])
+    click.echo(Table.of(["users", "n", "p50 ms", "p95 ms", "p99 ms", "failures", "generator cores"], rows).text())
+    sup = doc["users_supported"]
+    bound = " (a lower bound)" if sup["lower_bound"] else ""
+    limited = "; the load generator was saturated, so the limit may be its own" if sup["generator_limited"] else ""
+    head = f"users supported at p95 <= {sup['slo_p95_ms']:g} ms: {sup['users_supported']}{bound}"
+    click.echo(f"{head} — {sup['reason']}{limited}")
+
+
+def _ms(value: Any) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 # ----------------------------------------------------------------------------- report

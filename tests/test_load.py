@@ -339,3 +339,49 @@ def test_run_load_one_configuration_end_to_end(
     assert c["cache_namespace"].startswith(s.cache_namespace)
     assert not list(redis_client.scan_iter(match=c["cache_namespace"] + "*", count=1000))
     print(json.dumps(c["timings_s"]))
+
+
+# ----------------------------------------------------------------------------- load --url
+
+
+def test_load_url_runs_the_step_load_against_an_api_this_tool_did_not_start(
+    settings: Settings, make_database: Callable[..., str], tmp_path: Path
+) -> None:
+    """``psra-bench load --url``: a real process loads a server it was only given the address of."""
+    server = start_api_server(_seeded(settings, make_database, 2000), tmp_path / "server.log")
+    try:
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PSRA_ADMIN_TOKEN": server.admin_token}
+        cmd = [sys.executable, "-m", "psra_bench", "load", "--url", server.base_url, "--users", "2", "--quick",
+               "--duration", "1.5", "--spawn-rate", "4", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    finally:
+        stop_api_server(server)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((tmp_path / "out" / "04_load_external.json").read_text())
+    assert doc["url"] == server.base_url and [s["users"] for s in doc["steps"]] == [2, 4]
+    assert doc["locust"]["locust_failures"] == 0 and all(s["overall"]["n"] > 0 for s in doc["steps"])
+    assert all(s["generator"]["busiest_process_cores"] is not None for s in doc["steps"])
+    assert doc["users_supported"]["users_supported"] in (2, 4)
+    assert "users supported at p95 <= 200 ms" in done.stdout and "generator cores" in done.stdout
+    for written in (tmp_path / "out").rglob("*"):
+        if written.is_file():
+            assert server.admin_token not in written.read_text(errors="replace"), written
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--url", "ftp://example.com"], "url='ftp://example.com'"),
+        (["--url", "https://user:hunter2@"], "url="),
+        (["--url", "http://example.com", "--configurations", "both"], "--configurations='both'"),
+    ],
+)
+def test_load_url_refuses_bad_input_in_one_sentence(extra: list[str], named: str, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PSRA_BENCH_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "psra_bench", "load", *extra], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], done.stderr
+    assert "hunter2" not in done.stderr

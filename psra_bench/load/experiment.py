@@ -40,7 +40,7 @@ from psra_bench.exceptions import ConfigError, MeasurementError, ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import start_api_server, stop_api_server
 from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
-from psra_bench.load.open_model import SATURATION_CORES
+from psra_bench.load.open_model import SATURATION_CORES, check_target_url
 from psra_bench.load.results import (
     CONFIGURATIONS,
     MAX_FAILURE_RATE,
@@ -51,9 +51,9 @@ from psra_bench.load.results import (
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
 from psra_bench.results import LoadTestResult
-from psra_bench.settings import LiveSettings, Settings
+from psra_bench.settings import LiveSettings, Settings, redact
 
-__all__ = ["CONFIGURATIONS", "run_configuration", "run_load"]
+__all__ = ["CONFIGURATIONS", "run_configuration", "run_load", "run_external_load"]
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -360,4 +360,75 @@ def run_load(
         ),
     }
     save_results(output_dir, "04_load_test", doc)
+    return doc
+
+
+def run_external_load(
+    url: str,
+    *,
+    users: int,
+    spawn_rate: float,
+    duration: float,
+    slo_p95_ms: float,
+    output_dir: str | Path,
+    quick: bool = False,
+    admin_token: str | None = None,
+    **plan_options: Any,
+) -> dict[str, Any]:
+    """The Locust step load against an API this tool did not start (``psra-bench load --url``).
+
+    Nothing is migrated, seeded or cloned: ``url`` serves whatever it serves (its tenants must be
+    the seeded ones for tenant requests to find rows). Per step: p50/p95/p99 with n, failures and
+    the load generator's CPU (flagged above 0.9 of a core); then users supported at the SLO. The
+    open model is not run: it only sends traffic to this machine. Saved as ``04_load_external.json``
+    with the URL's password, if any, redacted.
+    """
+    from psra_bench.workbench import save_results
+
+    url = check_target_url(url)
+    plan = LoadPlan.make(
+        users=users,
+        spawn_rate=spawn_rate,
+        duration=duration,
+        arrival_rate=1.0,
+        slo_p95_ms=slo_p95_ms,
+        quick=quick,
+        **plan_options,
+    )
+    out = Path(output_dir) / "04_load_external"
+    generator = GeneratorProcess()
+    monitor = ProcessMonitor({"generator": lambda: process_tree(generator.pid)})
+    started = time.time()
+    monitor.start()
+    try:
+        closed = run_locust(
+            url, plan, out, stop_p95_ms=slo_p95_ms * 3, generator=generator, admin_token=admin_token, remote=True
+        )
+    finally:
+        monitor.stop()
+    for st in closed["steps"]:
+        st |= _phase(monitor.window(st["measure_from"] or 0, st["ended_at"] or 0), st["overall"].get("rps"))
+    doc = {
+        "url": redact(url),
+        "parameters": {
+            "users": users,
+            "spawn_rate": spawn_rate,
+            "duration_s": duration,
+            "slo_p95_ms": slo_p95_ms,
+            "quick": quick,
+            "steps": list(plan.steps),
+            "step_s": plan.step_s,
+            "think_s": list(plan.think_s),
+            "processes": plan.processes,
+            "tenants": plan.tenants,
+            "seed": plan.seed,
+            "saturation_cores": SATURATION_CORES,
+        },
+        "steps": closed["steps"],
+        "users_supported": users_supported(closed["steps"], slo_p95_ms),
+        "locust": {k: closed[k] for k in ("exit_code", "locust_requests", "locust_failures", "recorded_requests")},
+        "started_at": started,
+        "seconds": time.time() - started,
+    }
+    save_results(output_dir, "04_load_external", doc)
     return doc

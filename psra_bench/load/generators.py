@@ -22,7 +22,7 @@ from typing import Any
 
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.load.api_server import log_tail, stop_process_group
-from psra_bench.load.open_model import check_loopback_url
+from psra_bench.load.open_model import check_loopback_url, check_target_url
 from psra_bench.measure.hdr import read_recording
 from psra_bench.resources import shipped_file
 from psra_bench.settings import environ_with
@@ -151,12 +151,17 @@ def run_locust(
     stop_p95_ms: float = 0.0,
     generator: GeneratorProcess | None = None,
     admin_token: str | None = None,
+    remote: bool = False,
 ) -> dict[str, Any]:
     """Run the plan's step load with Locust headless; return per-step summaries and Locust's own totals.
 
-    ``admin_token`` (the server's operator token) is sent on the cross-tenant requests.
+    ``admin_token`` (the server's operator token) is sent on the cross-tenant requests. The API
+    must be on this machine unless ``remote`` (``psra-bench load --url``: an API anywhere).
     """
-    check_loopback_url(base_url)
+    if remote:
+        check_target_url(base_url)
+    else:
+        check_loopback_url(base_url)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     hdr, js, csv = out / "locust_hdr.json", out / "locust", out / "locust"

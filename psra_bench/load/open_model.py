@@ -51,6 +51,7 @@ __all__ = [
     "LOOPBACK_HOSTS",
     "OpenLoadConfig",
     "check_loopback_url",
+    "check_target_url",
     "workload_source",
     "run_open_load",
     "main",
@@ -80,6 +81,19 @@ def check_loopback_url(url: str, name: str = "base_url") -> tuple[str, int]:
             "an http:// URL on 127.0.0.1 (or localhost) with a port; load tests only send traffic to this machine",
         )
     return str(parts.hostname), int(port)
+
+
+def check_target_url(url: str, name: str = "url") -> str:
+    """An ``http(s)://host[:port]`` base URL of an API anywhere (``psra-bench load --url``); else a ParameterError."""
+    allowed = "an http:// or https:// base URL with a host, such as https://psra.example.com"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except (ValueError, TypeError) as e:
+        raise ParameterError(name, url, allowed) from e
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ParameterError(name, url, allowed)
+    return url.rstrip("/")
 
 
 def _positive(name: str, value: Any, *, integer: bool = False, zero: bool = False) -> None:
