@@ -203,3 +203,27 @@ def test_flags_override_the_params_file(tmp_path: Path) -> None:
     params.write_text("verdicts: 5000\nusers: 3\n")
     merged = merge_params(ReportParams.quick_defaults(), load_params_file(params), {"verdicts": 7000, "users": None})
     assert (merged.verdicts, merged.users, merged.quick) == (7000, 3, True)
+
+
+def test_the_load_section_says_per_step_whether_the_generator_or_the_system_limits() -> None:
+    from psra_bench.report.sections import load_tables
+
+    def step(users: int, p95: float, api: float, gen: float) -> dict[str, Any]:
+        return {
+            "users": users,
+            "overall": {"n": 10 * users, "p95_ms": p95, "rps": float(users), "failure_rate": 0.0},
+            "resources": {"groups": {"api": {"cpu_cores": api}}},
+            "generator": {"busiest_process_cores": gen, "saturated": gen > 0.9},
+        }
+
+    section: Any = {
+        "parameters": {"slo_p95_ms": 200.0},
+        "configurations": {
+            "both": {"steps": [step(80, 40.0, 0.5, 0.3), step(160, 90.0, 0.9, 0.95), step(320, 450.0, 1.2, 0.5)]}
+        },
+    }
+    tables, _ = load_tables(section)
+    steps = next(t for t in tables if t.title.startswith("Step load"))
+    assert [r[1] for r in steps.rows] == [80, 160, 320]
+    assert [r[-1] for r in steps.rows] == ["–", "generator (saturated)", "system under test (p95 > 200 ms)"]
+    assert steps.rows[1][6:8] == ["0.90", "0.95"]

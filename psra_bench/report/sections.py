@@ -255,6 +255,29 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
                 "is measured from each request's intended start (coordinated omission shows).",
             )
         )
+    steps = _step_rows(section)
+    if steps:
+        tables.append(
+            _table(
+                name,
+                "Step load: who limits (API process vs load generator CPU per step)",
+                [
+                    "configuration",
+                    "users",
+                    "n",
+                    "p95 ms",
+                    "RPS",
+                    "failure rate",
+                    "API cores",
+                    "generator cores",
+                    "limited by",
+                ],  # fmt: skip
+                steps,
+                note="CPU in cores (CPU seconds / window seconds) over each step's measured window. 'generator "
+                "cores' is the busiest Locust process: above 0.9 of a core it is saturated, and then the step's "
+                "latency includes the generator's own delay.",
+            )
+        )
     method = section.get("method")
     notes = [
         f"Load test: {method}"
@@ -262,6 +285,28 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
         else "Load test: " + "; ".join(f"{k}: {v}" for k, v in (method or {}).items() if isinstance(v, str))
     ]
     return tables, notes
+
+
+def _step_rows(section: LoadTestResult) -> list[list[Any]]:
+    """One row per configuration and step: latency, throughput, the API's and the generator's CPU, the limit."""
+    rows = []
+    slo = (section.get("parameters") or {}).get("slo_p95_ms")
+    for cname, c in (section.get("configurations") or {}).items():
+        for st in c.get("steps") or []:
+            o = st.get("overall") or {}
+            gen = st.get("generator") or {}
+            api = ((st.get("resources") or {}).get("groups") or {}).get("api") or {}
+            if gen.get("saturated"):
+                limit = "generator (saturated)"
+            elif slo is not None and o.get("p95_ms") is not None and o["p95_ms"] > slo:
+                limit = f"system under test (p95 > {slo:g} ms)"
+            else:
+                limit = "–"
+            rows.append([
+                cname, st.get("users"), fmt(o.get("n")), fmt(o.get("p95_ms")), fmt(o.get("rps"), 1),
+                fmt(o.get("failure_rate"), 3), fmt(api.get("cpu_cores")), fmt(gen.get("busiest_process_cores")), limit,
+            ])  # fmt: skip
+    return rows
 
 
 #: Section name -> its table builder; each takes the typed result of its notebook (read back from JSON).
