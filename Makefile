@@ -14,12 +14,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Debian's Chromium for the browser test (tests/test_notebook_browser.py drives it with playwright).
-# Installed when missing and this is a Debian machine where we are root; the test says why it skips otherwise.
+# Debian's Chromium for the browser test (tests/test_notebook_browser.py drives it with playwright) and
+# wrk, the HTTP load generator of benchmarks/bench_api.py (tests/test_bench_api.py runs it).
+# Installed when missing and this is a Debian machine where we are root; the tests say why they skip otherwise.
 CHROMIUM ?= /usr/bin/chromium
 browser:
-	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	@if { [ ! -x $(CHROMIUM) ] || ! command -v wrk >/dev/null; } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium wrk >/dev/null; \
 	fi
 
 install: $(BIN)/.installed
@@ -66,6 +67,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_queries.py
 	$(BIN)/python benchmarks/bench_cache.py
 	$(BIN)/python benchmarks/bench_jobs.py
+	$(BIN)/python benchmarks/bench_api.py
 
 services-down: install
 	$(BIN)/psra-bench services down

@@ -294,7 +294,8 @@ def wrk_closed_loop(url: str, lk: Lookup, concurrency: int, seconds: float, wrk:
         for k, v in lk.headers.items():
             script.write(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n")
     try:
-        cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "--latency", "-s", script.name, url + lk.path]
+        duration = f"-d{max(1, round(seconds))}s"  # wrk takes whole seconds
+        cmd = [wrk, "-t1", f"-c{concurrency}", duration, "--latency", "-s", script.name, url + lk.path]
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
