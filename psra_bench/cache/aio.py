@@ -62,8 +62,7 @@ class WaitingConnectionPool(redis.asyncio.ConnectionPool):
                     await self._slots.acquire()
             except TimeoutError:
                 raise redis.ConnectionError(
-                    f"no Redis connection became free within {self.wait_seconds:g} s "
-                    f"({self.max_connections} in use)"
+                    f"no Redis connection became free within {self.wait_seconds:g} s ({self.max_connections} in use)"
                 ) from None
         else:
             await self._slots.acquire()

@@ -50,7 +50,11 @@ class AsyncPostgresDAL:
         self.pool = pool
         self._plan = _Planner()
 
-    async def _run(self, query: _Query) -> Any:
+    async def _run(self, planned: object) -> Any:
+        """Run what the planner returned (typed as the sync DAL's result, it is a _Query)."""
+        query = planned if isinstance(planned, _Query) else None
+        if query is None:  # a planner method that ran SQL itself: never for the reads listed here
+            raise TypeError(f"the planner returned {type(planned).__name__}, not a query")
         async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(QUERIES[query.name], query.params)
             rows = [jsonable(row) for row in await cur.fetchall()]
