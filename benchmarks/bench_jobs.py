@@ -39,6 +39,7 @@ from typing import Any
 import redis
 
 from psra_bench.cache.keys import scan_unlink_nodes
+from psra_bench.constants import JOB_QUEUE_PREFIX
 from psra_bench.jobs import JobQueue
 from psra_bench.settings import Settings
 
@@ -257,6 +258,7 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def _clean(client: redis.Redis, ns: str) -> None:
     scan_unlink_nodes([client], ns + "*")
+    scan_unlink_nodes([client], JOB_QUEUE_PREFIX.format(namespace=ns) + "*")  # our queue's keys
 
 
 def run_ours(
@@ -271,7 +273,7 @@ def run_ours(
     try:
 
         def ready() -> bool:
-            live = client.zcount(ns + "jobs:workers", int(time.time() * 1000), "+inf")
+            live = client.zcount(JOB_QUEUE_PREFIX.format(namespace=ns) + "workers", int(time.time() * 1000), "+inf")
             return int(live) >= workers
 
         _wait_ready(ready, procs)

@@ -12,6 +12,7 @@ __all__ = [
     "RULES_AGREEMENT_KEY",
     "ASSESSMENT_KEY",
     "VERDICT_KEY",
+    "JOB_QUEUE_PREFIX",
     "JOB_KEY",
     "GENERATION_KEY",
     "ENTITY_PREFIXES",
@@ -39,7 +40,11 @@ RULES_AGREEMENT_KEY = "rules:agreement:{code}"
 ASSESSMENT_KEY = "assessment:{rule_id}:{hs_code}:{origin}:{dest}"
 #: Key of one verdict: ``verdict:{evaluation_id}``.
 VERDICT_KEY = "verdict:{evaluation_id}"
-#: Key of one async job's state hash: ``job:{job_id}``.
+#: Prefix of every key of one job queue: ``{<namespace>jobs}:`` (e.g. ``{psra:jobs}:``, ``{jobs}:`` with no
+#: namespace). The braces make the whole ``<namespace>jobs`` a Redis Cluster hash tag, so all of one queue's
+#: keys share one slot (its Lua scripts stay single-slot) while queues of other namespaces land elsewhere.
+JOB_QUEUE_PREFIX = "{{{namespace}jobs}}:"
+#: Key of one async job's state hash, after the queue's prefix: ``job:{job_id}`` (``{<namespace>jobs}:job:{job_id}``).
 JOB_KEY = "job:{job_id}"
 #: Key of one entity's invalidation generation (a random token; invalidating deletes it): ``gen:{entity}``.
 GENERATION_KEY = "gen:{entity}"

@@ -61,6 +61,13 @@ def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
     jobs = _server_facts(settings.jobs_redis)
     del jobs["keyspace hits/misses"]  # the cache's measure; jobs are not looked up by chance
     policy = jobs["maxmemory-policy"]
+    if settings.jobs_redis_cluster:  # the facts above are JOBS_REDIS_URL's node; the queue lives on its tag's node
+        from psra_bench.constants import JOB_QUEUE_PREFIX
+        from psra_bench.jobs.queue import job_store_policy_now
+
+        node, policy = job_store_policy_now(settings)
+        prefix = JOB_QUEUE_PREFIX.format(namespace=settings.cache_namespace)
+        jobs["cluster"] = f"yes: this queue's keys ({prefix}…) live on {node} (policy {policy})"
     if policy == "noeviction":
         jobs["job safety"] = "ok (noeviction)"
     else:

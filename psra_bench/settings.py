@@ -214,13 +214,15 @@ class Settings:
     job_timeout_seconds: int = 600
     #: The largest job payload accepted at submit, in bytes of JSON (PSRA_JOB_MAX_PAYLOAD_BYTES).
     max_job_payload_bytes: int = 1_048_576
+    #: The job store is a Redis Cluster (PSRA_JOBS_REDIS_CLUSTER): ``jobs_redis`` names one of its nodes.
+    jobs_redis_cluster: bool = False
 
     def __repr__(self) -> str:
         dsn = redact(self.db_dsn) if self.db_dsn else "embedded"
         return (
             f"Settings(db={dsn!r}, redis={self.redis!r}, jobs_redis={self.jobs_redis!r}, home={str(self.home)!r}, "
             f"enable_cache={self.enable_cache}, max_concurrent_jobs={self.max_concurrent_jobs}, "
-            f"ttl={self.ttl}, cache_namespace={self.cache_namespace!r})"
+            f"ttl={self.ttl}, cache_namespace={self.cache_namespace!r}, jobs_redis_cluster={self.jobs_redis_cluster})"
         )
 
     @property
@@ -249,10 +251,13 @@ class Settings:
         db_dsn = env.get("PSRA_DB_DSN") or None
         if db_dsn is not None:
             _check_dsn(db_dsn)
+        jobs_redis = _jobs_redis_from_env(env)
+        jobs_redis_cluster = _jobs_redis_cluster_from_env(env, jobs_redis)
         return cls(
             db_dsn=db_dsn,
             redis=_redis_from_env(env),
-            jobs_redis=_jobs_redis_from_env(env),
+            jobs_redis=jobs_redis,
+            jobs_redis_cluster=jobs_redis_cluster,
             home=Path(env["PSRA_BENCH_HOME"]).expanduser() if env.get("PSRA_BENCH_HOME") else default_home(),
             enable_cache=_bool(env, "ENABLE_CACHE", True),
             enable_async_tasks=_bool(env, "ENABLE_ASYNC_TASKS", True),
@@ -382,3 +387,21 @@ def _jobs_redis_from_env(env: Mapping[str, str]) -> RedisSettings | None:
     """JOBS_REDIS_URL (same grammar as REDIS_URL); None when unset, which ensure_services resolves."""
     url = env.get("JOBS_REDIS_URL") or None
     return None if url is None else RedisSettings.from_url(url, variable="JOBS_REDIS_URL")
+
+
+def _jobs_redis_cluster_from_env(env: Mapping[str, str], jobs_redis: RedisSettings | None) -> bool:
+    """PSRA_JOBS_REDIS_CLUSTER: true needs JOBS_REDIS_URL naming a node of the cluster, with db 0."""
+    cluster = _bool(env, "PSRA_JOBS_REDIS_CLUSTER", False)
+    if cluster and jobs_redis is None:
+        raise ConfigError(
+            "PSRA_JOBS_REDIS_CLUSTER",
+            env["PSRA_JOBS_REDIS_CLUSTER"],
+            "true needs JOBS_REDIS_URL as well, naming one node of the cluster (redis://host:port/0)",
+        )
+    if cluster and jobs_redis is not None and jobs_redis.db != 0:
+        raise ConfigError(
+            "JOBS_REDIS_URL",
+            jobs_redis.url(with_password=False),
+            "use db 0 (…/0) with PSRA_JOBS_REDIS_CLUSTER=true: a Redis Cluster has only one database",
+        )
+    return cluster

@@ -34,7 +34,11 @@ def _delete_namespace(client: redis.Redis, namespace: str) -> None:
 
 
 def _cleanup(settings: Settings) -> None:
-    """Delete every Redis key under ``settings.cache_namespace``, on the cache's and on the jobs' server."""
+    """Delete every Redis key under ``settings.cache_namespace``, on the cache's and on the jobs' server.
+
+    The job queue's keys start with its hash tag, ``{<namespace>jobs}:`` (constants.JOB_QUEUE_PREFIX),
+    so ``{<namespace>*`` covers them and those of every namespace below this one.
+    """
     assert settings.redis is not None
     servers = [settings.redis]
     if settings.jobs_redis is not None and settings.jobs_redis.url() != settings.redis.url():
@@ -43,6 +47,7 @@ def _cleanup(settings: Settings) -> None:
         client = redis.Redis(**server.client_kwargs())
         try:
             _delete_namespace(client, settings.cache_namespace)
+            _delete_namespace(client, "{" + settings.cache_namespace)
         finally:
             client.close()
 

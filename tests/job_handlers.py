@@ -1,7 +1,7 @@
 """Job handlers for tests/test_jobs.py, loaded in the test process and in spawned worker processes.
 
 ``setup(queue)`` registers them (``psra-bench worker --handlers tests/job_handlers.py:setup``).
-They leave evidence in Redis under the queue's namespace (``{ns}t:...``) so a test can see what
+They leave evidence in Redis under the queue's prefix (``{<ns>jobs}:t:...``, via ``queue.key``) so a test can see what
 ran where and in which order, and hold a job until the test releases it.
 """
 

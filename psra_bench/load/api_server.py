@@ -64,6 +64,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         "REDIS_URL": settings.redis.url(with_password=True),
         "JOBS_REDIS_URL": settings.jobs_redis.url(with_password=True),
         "PSRA_ALLOW_EVICTING_JOB_STORE": str(settings.allow_evicting_job_store).lower(),
+        "PSRA_JOBS_REDIS_CLUSTER": str(settings.jobs_redis_cluster).lower(),
         "PSRA_JOB_TIMEOUT_SECONDS": str(settings.job_timeout_seconds),
         "PSRA_JOB_MAX_PAYLOAD_BYTES": str(settings.max_job_payload_bytes),
         "ENABLE_CACHE": str(settings.enable_cache).lower(),

@@ -29,6 +29,7 @@ main functions are re-exported here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 import uuid
@@ -93,24 +94,34 @@ def _cloned_database(settings: LiveSettings, suffix: str, timeout_s: float = 30.
 
 
 def _delete_namespace(settings: Settings, namespace: str) -> int:
-    """UNLINK every key under ``namespace`` (SCAN, never KEYS); a non-empty namespace is required."""
+    """UNLINK every key of ``namespace`` (SCAN, never KEYS): the cache's, and the job queue's on the jobs server.
+
+    A non-empty namespace is required. The queue's keys start with its hash tag
+    (``{<namespace>jobs}:``, constants.JOB_QUEUE_PREFIX), not with the namespace.
+    """
+    from psra_bench.constants import JOB_QUEUE_PREFIX
     from psra_bench.infra.redis_client import create_redis
 
     if not namespace:
         raise ParameterError("namespace", namespace, "a non-empty Redis key prefix")
-    client = create_redis(settings)
+    escape = functools.partial(re.sub, r"([*?\[\]\\])", r"\\\1")
+    targets = [(settings.redis, escape(namespace) + "*")]
+    if settings.jobs_redis is not None and not settings.jobs_redis_cluster:
+        targets.append((settings.jobs_redis, escape(JOB_QUEUE_PREFIX.format(namespace=namespace)) + "*"))
     deleted = 0
-    try:
-        batch: list[Any] = []
-        for key in client.scan_iter(match=re.sub(r"([*?\[\]\\])", r"\\\1", namespace) + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
+    for server, match in targets:
+        client = create_redis(server)  # type: ignore[arg-type]
+        try:
+            batch: list[Any] = []
+            for key in client.scan_iter(match=match, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(client.unlink(*batch))
+                    batch.clear()
+            if batch:
                 deleted += int(client.unlink(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.unlink(*batch))
-    finally:
-        client.close()
+        finally:
+            client.close()
     return deleted
 
 
