@@ -212,7 +212,7 @@ def test_the_load_section_says_per_step_whether_the_generator_or_the_system_limi
         return {
             "users": users,
             "overall": {"n": 10 * users, "p95_ms": p95, "rps": float(users), "failure_rate": 0.0},
-            "resources": {"groups": {"api": {"cpu_cores": api}}},
+            "resources": {"groups": {"api": {"cpu_cores": api}, "postgres": {"cpu_cores": 1.25}}},
             "generator": {"busiest_process_cores": gen, "saturated": gen > 0.9},
         }
 
@@ -225,5 +225,6 @@ def test_the_load_section_says_per_step_whether_the_generator_or_the_system_limi
     tables, _ = load_tables(section)
     steps = next(t for t in tables if t.title.startswith("Step load"))
     assert [r[1] for r in steps.rows] == [80, 160, 320]
-    assert [r[-1] for r in steps.rows] == ["–", "generator (saturated)", "system under test (p95 > 200 ms)"]
-    assert steps.rows[1][6:8] == ["0.90", "0.95"]
+    limits = ["–", "generator (saturated)", "system under test (p95 > 200 ms); busiest: PostgreSQL"]
+    assert [r[-1] for r in steps.rows] == limits
+    assert steps.rows[1][6:9] == ["0.90", "1.25", "0.95"]

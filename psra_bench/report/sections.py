@@ -260,7 +260,7 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
         tables.append(
             _table(
                 name,
-                "Step load: who limits (API process vs load generator CPU per step)",
+                "Step load: who limits (CPU of the API, PostgreSQL and the load generator per step)",
                 [
                     "configuration",
                     "users",
@@ -269,6 +269,7 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
                     "RPS",
                     "failure rate",
                     "API cores",
+                    "PostgreSQL cores",
                     "generator cores",
                     "limited by",
                 ],  # fmt: skip
@@ -288,23 +289,28 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
 
 
 def _step_rows(section: LoadTestResult) -> list[list[Any]]:
-    """One row per configuration and step: latency, throughput, the API's and the generator's CPU, the limit."""
+    """One row per configuration and step: latency, throughput, CPU of the API, PostgreSQL, the generator; the limit."""
     rows = []
     slo = (section.get("parameters") or {}).get("slo_p95_ms")
     for cname, c in (section.get("configurations") or {}).items():
         for st in c.get("steps") or []:
             o = st.get("overall") or {}
             gen = st.get("generator") or {}
-            api = ((st.get("resources") or {}).get("groups") or {}).get("api") or {}
+            groups = (st.get("resources") or {}).get("groups") or {}
+            cores = {g: (groups.get(g) or {}).get("cpu_cores") for g in ("api", "postgres", "redis")}
             if gen.get("saturated"):
                 limit = "generator (saturated)"
             elif slo is not None and o.get("p95_ms") is not None and o["p95_ms"] > slo:
-                limit = f"system under test (p95 > {slo:g} ms)"
+                known = {g: c for g, c in cores.items() if c is not None}
+                busiest = max(known, key=lambda g: known[g]) if known else ""
+                name = {"api": "the API", "postgres": "PostgreSQL", "redis": "Redis"}.get(busiest, "")
+                limit = f"system under test (p95 > {slo:g} ms)" + (f"; busiest: {name}" if name else "")
             else:
                 limit = "–"
             rows.append([
                 cname, st.get("users"), fmt(o.get("n")), fmt(o.get("p95_ms")), fmt(o.get("rps"), 1),
-                fmt(o.get("failure_rate"), 3), fmt(api.get("cpu_cores")), fmt(gen.get("busiest_process_cores")), limit,
+                fmt(o.get("failure_rate"), 3), fmt(cores["api"]), fmt(cores["postgres"]),
+                fmt(gen.get("busiest_process_cores")), limit,
             ])  # fmt: skip
     return rows
 
