@@ -7,7 +7,8 @@ a 20,000-verdict dataset in the database ``psra_bench_api_bench``). Method:
   warning, no access log, uvicorn's ``auto`` loop and HTTP parser): our API as
   ``python -m psra_bench serve --no-job-workers`` and the peer, benchmarks/minimal_api.py, which
   reads the same cache keys with redis.asyncio in async routes. ``--variant LABEL=PATH`` adds our
-  API from another checkout (``PYTHONPATH=PATH``: a worktree of an earlier commit), so the effect
+  API from another checkout (run in PATH with ``PYTHONPATH=PATH``: a worktree of an earlier
+  commit; the benchmark checks that python imports psra_bench from there), so the effect
   of each change is measured in the same run; options ``workers=N``, ``loop=asyncio|uvloop``,
   ``http=h11|httptools`` (``LABEL=PATH,loop=asyncio,http=h11``) start it with ``--workers N`` or
   that loop and parser (benchmarks/serve_with.py), so a step's effect has its own row.
@@ -71,6 +72,8 @@ class Side:
     env: dict[str, str]
     health: str
     port: int
+    #: Working directory: a variant's checkout (``python -m`` puts the cwd first on sys.path).
+    cwd: Path = ROOT
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -123,7 +126,13 @@ def our_side(label: str, checkout: Path, settings: Any, options: dict[str, str])
     cmd = [sys.executable, *launcher, "serve", "--host", "127.0.0.1", "--port", str(port), "--no-job-workers"]
     if "workers" in options:
         cmd += ["--workers", options["workers"]]
-    return Side(label, cmd, env, "/api/jobs/health", port)
+    found = subprocess.run(
+        [sys.executable, "-c", "import psra_bench; print(psra_bench.__file__)"],
+        env=env, cwd=checkout, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if not Path(found).resolve().is_relative_to(checkout.resolve()):
+        raise SystemExit(f"variant {label}: python imports psra_bench from {found}, not from {checkout}")
+    return Side(label, cmd, env, "/api/jobs/health", port, cwd=checkout)
 
 
 def minimal_side(settings: Any) -> Side:
@@ -143,7 +152,7 @@ def start(side: Side, logdir: Path, timeout_s: float = 60.0) -> None:
     side.log = logdir / f"{side.label}.log"
     with open(side.log, "wb") as fh:
         side.process = subprocess.Popen(
-            side.command, env=side.env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            side.command, env=side.env, stdout=fh, stderr=subprocess.STDOUT, cwd=side.cwd, start_new_session=True
         )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -187,3 +187,40 @@ def test_serve_rejects_a_bad_port_in_one_line(port: str) -> None:
     result = CliRunner().invoke(cli, ["serve", "--port", port])
     assert result.exit_code == 2
     assert "--port" in result.output and "Traceback" not in result.output
+
+
+def test_serve_with_two_worker_processes_shares_one_port_and_stops_cleanly(
+    make_database: Callable[..., str],
+    settings: Settings,
+    tmp_path: Path,
+    http: httpx.Client,
+    rds: redis.Redis,
+) -> None:
+    """``serve --workers 2``: two API processes on one port, each with its job worker; Ctrl-C stops all."""
+    import psutil
+
+    served = _start(settings, make_database(), tmp_path, ["--workers", "2"], {})
+    try:
+        _wait_ready(served, http, time.monotonic() + 60)
+        children = psutil.Process(served.proc.pid).children(recursive=True)
+        deadline = time.monotonic() + 60
+        while (health := http.get(served.url + "/api/jobs/health", headers=_OPERATOR).json())["workers"] < 2:
+            assert time.monotonic() < deadline, health  # each process registers its own job worker
+            time.sleep(0.1)
+            children = psutil.Process(served.proc.pid).children(recursive=True)
+        assert health["workers"] == 2 and len([c for c in children if "python" in c.name().lower()]) >= 2
+        assert http.get(served.url + "/api/hs/847130").json()["code"] == "847130"
+    finally:
+        served.proc.send_signal(signal.SIGINT)
+        try:
+            _, stderr = served.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            served.proc.kill()
+            _, stderr = served.proc.communicate()
+        patterns = (served.namespace + "*", JOB_QUEUE_PREFIX.format(namespace=served.namespace) + "*")
+        keys = [k for m in patterns for k in rds.scan_iter(match=m, count=1000)]
+        if keys:
+            rds.unlink(*keys)
+    assert served.proc.returncode == 0, stderr[-2000:]
+    assert "2 processes" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

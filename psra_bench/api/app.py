@@ -29,7 +29,12 @@ __all__ = ["create_app", "AppState", "app_from_env", "app_with_job_workers_from_
 
 @dataclass
 class AppState:
-    """What the routes need, opened by the lifespan."""
+    """What the routes need, opened by the lifespan.
+
+    The PSRA read routes are async and use ``apool`` / ``adal`` / ``acached`` (psycopg's
+    AsyncConnectionPool and the asyncio cache, which shares ``cache``'s counters and breaker); the
+    sync ``pool`` / ``cached`` serve the job handlers, which run in worker threads.
+    """
 
     settings: Settings
     pool: Any
@@ -37,6 +42,9 @@ class AppState:
     cache: Any
     cached: Any
     queue: Any
+    apool: Any = None
+    adal: Any = None
+    acached: Any = None
 
 
 def _field_of(error: dict[str, Any]) -> str:
@@ -91,38 +99,48 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from psra_bench.cache.cached_dal import CachedDAL
+        from psra_bench.cache.cached_dal import AsyncCachedDAL, CachedDAL
         from psra_bench.cache.service import CacheService
+        from psra_bench.db.aio import AsyncPostgresDAL
         from psra_bench.db.dal import PostgresDAL
-        from psra_bench.infra.postgres import create_pool
+        from psra_bench.infra.postgres import create_async_pool, create_pool
         from psra_bench.jobs.queue import JobQueue
         from psra_bench.psra.service import register_default_handlers
 
         pool = create_pool(settings)
         cache = CacheService(settings)
+        acache = cache.aio
+        queue = JobQueue(settings)
+
+        async def close() -> None:
+            await queue.close()
+            await acache.aclose()
+            cache.close()
+            pool.close()
+
+        try:
+            apool = await create_async_pool(settings)
+        except BaseException:
+            await close()
+            raise
         dal = PostgresDAL(pool)
         cached = CachedDAL(dal, cache)
-        queue = JobQueue(settings)
-        if settings.enable_async_tasks:
-            try:
-                await queue.check_job_store()  # an evicting job store: refuse to start, one sentence
-            except BaseException:
-                await queue.close()
-                cache.close()
-                pool.close()
-                raise
-        register_default_handlers(queue, pool=pool, cached=cached)
-        app.state.psra = AppState(settings, pool, dal, cache, cached, queue)
+        adal = AsyncPostgresDAL(apool)
+        state = AppState(settings, pool, dal, cache, cached, queue, apool, adal, AsyncCachedDAL(adal, acache))
+        workers = run_workers and settings.enable_async_tasks
         try:
-            if run_workers and settings.enable_async_tasks:
+            if settings.enable_async_tasks:
+                await queue.check_job_store()  # an evicting job store: refuse to start, one sentence
+            register_default_handlers(queue, pool=pool, cached=cached)
+            app.state.psra = state
+            if workers:
                 await queue.start_workers()
             yield
         finally:
-            if run_workers and settings.enable_async_tasks:
+            if workers:
                 await queue.stop_workers()
-            await queue.close()
-            cache.close()
-            pool.close()
+            await apool.close()
+            await close()
 
     app = FastAPI(
         title="PSRA API (psra-bench)",
@@ -135,8 +153,9 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
     from psra_bench.api.jobs_routes import router as jobs_router
     from psra_bench.api.psra_routes import router as psra_router
 
-    app.include_router(jobs_router)
+    # The router tries routes in order: the read routes, the hottest under load, go first.
     app.include_router(psra_router)
+    app.include_router(jobs_router)
     return app
 
 

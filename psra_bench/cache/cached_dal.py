@@ -15,11 +15,34 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from psra_bench.cache import keys
+from psra_bench.cache.aio import AsyncCacheService
 from psra_bench.cache.core import MISSING
 from psra_bench.cache.service import CacheService
+from psra_bench.db.aio import AsyncPostgresDAL
 from psra_bench.db.dal import PostgresDAL, normalize_hs_code
 
-__all__ = ["CachedDAL"]
+__all__ = ["CachedDAL", "AsyncCachedDAL"]
+
+
+def _search_text(query: Any, limit: Any) -> str | None:
+    """The normalized search text when ``query`` and ``limit`` are valid, else None (the DAL then says why)."""
+    text = query.strip() if isinstance(query, str) else query
+    if (
+        not isinstance(text, str)
+        or not 2 <= len(text) <= 200
+        or isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or not 1 <= limit <= 200
+    ):
+        return None
+    return text
+
+
+def _canonical_uuid(value: str | uuid.UUID) -> str | None:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
 
 
 class CachedDAL:
@@ -36,14 +59,8 @@ class CachedDAL:
 
     def hs_search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """HS codes whose description contains ``query``, cached per normalized query and limit."""
-        text = query.strip() if isinstance(query, str) else query
-        if (
-            not isinstance(text, str)
-            or not 2 <= len(text) <= 200
-            or isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= 200
-        ):
+        text = _search_text(query, limit)
+        if text is None:
             return self.dal.hs_search(query, limit)  # raises the DAL's InputError
         return self.cache.get_or_compute(keys.hs_search_key(text, limit), lambda: self.dal.hs_search(text, limit))
 
@@ -68,9 +85,8 @@ class CachedDAL:
         Verdicts never change once written, but one not written yet may be soon: caching its
         absence for an hour would hide it.
         """
-        try:
-            canonical = str(uuid.UUID(str(evaluation_id)))
-        except ValueError:
+        canonical = _canonical_uuid(evaluation_id)
+        if canonical is None:
             return self.dal.verdict_by_evaluation_id(evaluation_id)  # raises the DAL's InputError
         key = keys.verdict_key(canonical)
         found = self.cache.get(key, MISSING)
@@ -93,3 +109,65 @@ class CachedDAL:
     def reload_rules(self) -> int:
         """Drop every cached rule, rule list and assessment (after rules changed); return keys deleted."""
         return int(self.cache.invalidate_rules()) + int(self.cache.invalidate_assessments())
+
+
+class AsyncCachedDAL:
+    """:class:`CachedDAL`'s reads for async code: the same keys, TTLs and generations, awaited end to end.
+
+    ``dal`` is the :class:`AsyncPostgresDAL` a miss queries and ``cache`` the asyncio cache (for the
+    API: ``CacheService.aio``, which shares the sync service's counters and circuit breaker).
+    Writes stay on :class:`CachedDAL`.
+    """
+
+    def __init__(self, dal: AsyncPostgresDAL, cache: AsyncCacheService) -> None:
+        self.dal = dal
+        self.cache = cache
+
+    async def hs_code_by_code(self, code: str) -> dict[str, Any] | None:
+        """One HS code (``hs:code:{code}``; an unknown code is cached as None)."""
+        normalized = normalize_hs_code(code)
+        key = keys.hs_code_key(normalized)
+        return cast(
+            dict[str, Any] | None, await self.cache.get_or_compute(key, lambda: self.dal.hs_code_by_code(normalized))
+        )
+
+    async def hs_search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """HS codes whose description contains ``query`` (``hs:search:{query}:{limit}``)."""
+        text = _search_text(query, limit)
+        if text is None:
+            return await self.dal.hs_search(query, limit)  # raises the DAL's InputError
+        key = keys.hs_search_key(text, limit)
+        return cast(list[dict[str, Any]], await self.cache.get_or_compute(key, lambda: self.dal.hs_search(text, limit)))
+
+    async def rules_by_agreement(self, agreement_code: str) -> list[dict[str, Any]]:
+        """All rules of one agreement (``rules:agreement:{code}``)."""
+        key = keys.rules_agreement_key(agreement_code)
+        return cast(
+            list[dict[str, Any]],
+            await self.cache.get_or_compute(key, lambda: self.dal.rules_by_agreement(agreement_code)),
+        )
+
+    async def rules_by_agreement_chapter(self, agreement_code: str, chapter: str) -> list[dict[str, Any]]:
+        """Rules of one agreement for one HS chapter: the cached agreement list, filtered."""
+        chapter = normalize_hs_code(chapter, "chapter")[:2]
+        return [r for r in await self.rules_by_agreement(agreement_code) if r.get("hs_chapter") == chapter]
+
+    async def rule_by_id(self, rule_id: str) -> dict[str, Any] | None:
+        """One rule by id (``rule:id:{rule_id}``; an unknown id is cached as None)."""
+        key = keys.rule_key(rule_id)
+        return cast(dict[str, Any] | None, await self.cache.get_or_compute(key, lambda: self.dal.rule_by_id(rule_id)))
+
+    async def verdict_by_evaluation_id(self, evaluation_id: str | uuid.UUID) -> dict[str, Any] | None:
+        """One verdict (``verdict:{evaluation_id}``); a missing one is not cached (see CachedDAL)."""
+        canonical = _canonical_uuid(evaluation_id)
+        if canonical is None:
+            return await self.dal.verdict_by_evaluation_id(evaluation_id)  # raises the DAL's InputError
+        key = keys.verdict_key(canonical)
+        found = await self.cache.get(key, MISSING)
+        if found is not MISSING:
+            return cast(dict[str, Any], found)
+        generation = await self.cache.generation(key)
+        row = await self.dal.verdict_by_evaluation_id(canonical)
+        if row is not None:
+            await self.cache.set_if_generation(key, row, generation)
+        return row

@@ -13,13 +13,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from psra_bench.exceptions import DatabaseConnectionError, ParameterError
 from psra_bench.resources import shipped_file
 from psra_bench.settings import LiveSettings, redact
 
 __all__ = [
+    "create_async_pool",
     "sql_path",
     "dsn_host_port",
     "with_database",
@@ -83,6 +84,26 @@ def create_pool(settings: LiveSettings, *, min_size: int | None = None, max_size
         pool.open(wait=True, timeout=15)
     except psycopg.Error as e:  # PoolTimeout is a psycopg.OperationalError
         pool.close()
+        raise _connection_error(settings.db_dsn, e) from None
+    return pool
+
+
+async def create_async_pool(
+    settings: LiveSettings, *, min_size: int | None = None, max_size: int | None = None
+) -> AsyncConnectionPool:
+    """An open asyncio pool on ``settings.db_dsn`` (autocommit, sized like :func:`create_pool`), for the API routes."""
+    pool = AsyncConnectionPool(
+        settings.db_dsn,
+        min_size=min_size or settings.db_pool_min,
+        max_size=max_size or settings.db_pool_max,
+        kwargs={"autocommit": True},
+        open=False,
+        name="psra-bench-async",
+    )
+    try:
+        await pool.open(wait=True, timeout=15)
+    except psycopg.Error as e:
+        await pool.close()
         raise _connection_error(settings.db_dsn, e) from None
     return pool
 

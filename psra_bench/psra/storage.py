@@ -122,6 +122,11 @@ def store_verdict(conn: psycopg.Connection[Any], verdict: Verdict, request: Asse
     return conn.execute(_INSERT_VERDICT_ONCE, verdict_row(verdict, request)).rowcount == 1
 
 
+async def store_verdict_async(conn: psycopg.AsyncConnection[Any], verdict: Verdict, request: AssessmentInput) -> bool:
+    """:func:`store_verdict` on an asyncio connection (the API's synchronous assessment route)."""
+    return (await conn.execute(_INSERT_VERDICT_ONCE, verdict_row(verdict, request))).rowcount == 1
+
+
 def _timed(verdict: Verdict, started: float) -> Verdict:
     return verdict.model_copy(update={"processing_time_ms": (time.perf_counter() - started) * 1000.0})
 
