@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from psra_bench.jobs import JobQueue, JobStatus
+from psra_bench.jobs import JobPriority, JobQueue, JobStatus
 from psra_bench.jobs.process import load_handlers_setup
 from psra_bench.settings import Settings
 
@@ -139,3 +140,60 @@ async def wait_workers(q: JobQueue, n: int, procs: list[subprocess.Popen[bytes]]
         return int((await q.health())["workers"]) >= n
 
     await wait_until(ready, timeout=30, interval=0.05)
+
+
+@dataclass
+class LostKeys:
+    """The jobs of :func:`lose_keys_while_held` and the two whose hashes it deleted."""
+
+    running: list[str]
+    high: list[str]
+    normal: list[str]
+    doomed_running: str
+    doomed_pending: str
+
+    @property
+    def survivors(self) -> list[str]:
+        return [
+            j for j in self.running + self.high + self.normal if j not in (self.doomed_running, self.doomed_pending)
+        ]
+
+
+async def lose_keys_while_held(q: JobQueue) -> LostKeys:
+    """Hold 4 ``gated`` jobs running (every slot of a 4-job queue) with 3 HIGH and 4 NORMAL waiting, then
+    delete the processing set, the NORMAL queue list and the hashes of one running and one pending job.
+
+    ``q`` needs 4 started workers, max_concurrent_jobs=4 and the ``gated`` handler of tests/job_handlers.py;
+    nothing else moves while the keys go (every slot is held).
+    """
+    running = [await q.submit("gated", {}, priority=JobPriority.CRITICAL) for _ in range(4)]
+    for job_id in running:
+        await wait_status(q, job_id, JobStatus.RUNNING)
+    high = [await q.submit("gated", {}, priority=JobPriority.HIGH) for _ in range(3)]
+    normal = [await q.submit("gated", {}) for _ in range(4)]
+    await q.redis.delete(q.processing_key)  # every running job's lease entry
+    await q.redis.delete(q.queue_keys[JobPriority.NORMAL])  # four pending jobs in no queue
+    lost = LostKeys(running, high, normal, running[0], high[0])
+    await q.redis.delete(q.job_key(lost.doomed_running), q.job_key(lost.doomed_pending))
+    return lost
+
+
+async def check_lost_keys_repaired(q: JobQueue, lost: LostKeys, report: Any) -> None:
+    """After ``report = await q.sweep()``: repaired, both doomed jobs reported lost, every other job COMPLETED."""
+    assert report.requeued_pending == 4 and report.scanned == len(lost.running) + len(lost.high) + len(lost.normal) - 2
+    for job_id in lost.running[1:]:  # given their lease back (by the sweep or their worker's own heartbeat)
+        assert await q.redis.zscore(q.processing_key, job_id) is not None
+    for job_id in lost.normal:
+        assert await q.redis.lpos(q.queue_keys[JobPriority.NORMAL], job_id) is not None
+
+    async def both_lost() -> bool:
+        # the running one is noticed by its worker's heartbeat, the queued one by the sweep (or a dequeue)
+        return {lost.doomed_running, lost.doomed_pending} <= set(await q.lost_jobs())
+
+    await wait_until(both_lost)
+    for job_id in lost.running + lost.high + lost.normal:
+        await q.redis.set(q.key(f"t:release:{job_id}"), "1")
+    for job_id in lost.survivors:
+        await wait_status(q, job_id, JobStatus.COMPLETED)
+    assert await q.get_job_status(lost.doomed_running) is None and await q.get_job_status(lost.doomed_pending) is None
+    assert (await q.health())["running_jobs"] == 0 and (await q.sweep()).repaired == 0

@@ -32,7 +32,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from job_fixtures import make_queue, spawn_worker, wait_status, wait_until, wait_workers
+from job_fixtures import (
+    check_lost_keys_repaired,
+    lose_keys_while_held,
+    make_queue,
+    spawn_worker,
+    wait_status,
+    wait_until,
+    wait_workers,
+)
 from tcp_proxy import TcpProxy
 
 from psra_bench.jobs import JobPriority, JobQueue, JobStatus, register_default_handlers
@@ -182,33 +190,10 @@ async def test_lost_keys_are_repaired_or_reported_and_nothing_stays_running(
 ) -> None:
     q = make_queue(namespaced_settings.replace(max_concurrent_jobs=4), lease_seconds=1.0, sweep_seconds=3600)
     await q.start_workers(4)
-    running = [await q.submit("gated", {}, priority=JobPriority.CRITICAL) for _ in range(4)]
-    for job_id in running:
-        await wait_status(q, job_id, JobStatus.RUNNING)
-    high = [await q.submit("gated", {}, priority=JobPriority.HIGH) for _ in range(3)]
-    normal = [await q.submit("gated", {}) for _ in range(4)]
-    # The chaos, each at a point where nothing else moves (every slot is held):
-    await q.redis.delete(q.processing_key)  # every running job's lease entry
-    await q.redis.delete(q.queue_keys[JobPriority.NORMAL])  # four pending jobs in no queue
-    doomed_running, doomed_pending = running[0], high[0]
-    await q.redis.delete(q.job_key(doomed_running), q.job_key(doomed_pending))
+    lost = await lose_keys_while_held(q)  # the chaos, each at a point where nothing else moves
     report = await q.sweep()
     print(f"\nlost keys: {report.summary()}")
-    assert report.requeued_pending == 4 and report.scanned == len(running) + len(high) + len(normal) - 2
-    for job_id in running[1:]:  # given their lease back (by the sweep or their worker's own heartbeat)
-        assert await q.redis.zscore(q.processing_key, job_id) is not None
-    for job_id in normal:
-        assert await q.redis.lpos(q.queue_keys[JobPriority.NORMAL], job_id) is not None
-    # The running job whose hash vanished is noticed by its worker's heartbeat; the queued one by
-    # the sweep (or by a dequeue that reached it first). Both are reported lost.
-    await wait_until(lambda: _lost_has(q, {doomed_running, doomed_pending}))
-    for job_id in running + high + normal:
-        await q.redis.set(q.key(f"t:release:{job_id}"), "1")
-    survivors = [j for j in running + high + normal if j not in (doomed_running, doomed_pending)]
-    for job_id in survivors:
-        assert (await _final(q, job_id)).status is JobStatus.COMPLETED
-    assert await q.get_job_status(doomed_running) is None and await q.get_job_status(doomed_pending) is None
-    assert (await q.health())["running_jobs"] == 0 and (await q.sweep()).repaired == 0
+    await check_lost_keys_repaired(q, lost, report)
 
 
 async def _lost_has(q: JobQueue, ids: set[str]) -> bool:

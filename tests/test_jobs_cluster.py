@@ -21,7 +21,15 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 from cluster_fixtures import SLOT_RANGES, cluster
-from job_fixtures import make_queue, spawn_worker, wait_status, wait_until, wait_workers
+from job_fixtures import (
+    check_lost_keys_repaired,
+    lose_keys_while_held,
+    make_queue,
+    spawn_worker,
+    wait_status,
+    wait_until,
+    wait_workers,
+)
 from redis.crc import key_slot
 from redis.exceptions import ClusterCrossSlotError
 
@@ -286,16 +294,7 @@ async def test_the_sweep_repairs_lost_keys_scanning_only_the_node_of_the_tag(
     )
     q = cluster_queue(settings, lease_seconds=1.0, sweep_seconds=3600)
     await q.start_workers(4)
-    running = [await q.submit("gated", {}, priority=JobPriority.CRITICAL) for _ in range(4)]
-    for job_id in running:
-        await wait_status(q, job_id, JobStatus.RUNNING)
-    high = [await q.submit("gated", {}, priority=JobPriority.HIGH) for _ in range(3)]
-    normal = [await q.submit("gated", {}) for _ in range(4)]
-    # The chaos, at a point where nothing else moves (every slot is held):
-    await q.redis.delete(q.processing_key)  # every running job's lease entry
-    await q.redis.delete(q.queue_keys[JobPriority.NORMAL])  # four pending jobs in no queue
-    doomed_running, doomed_pending = running[0], high[0]
-    await q.redis.delete(q.job_key(doomed_running), q.job_key(doomed_pending))
+    lost = await lose_keys_while_held(q)  # the chaos, at a point where nothing else moves
     nodes = _nodes(cluster)
     try:
         before = [_scans(n) for n in nodes]
@@ -305,21 +304,7 @@ async def test_the_sweep_repairs_lost_keys_scanning_only_the_node_of_the_tag(
         for node in nodes:
             node.close()
     assert after[1] > before[1] and (after[0], after[2]) == (before[0], before[2])  # only the tag's node
-    assert report.requeued_pending == 4 and report.scanned == len(running) + len(high) + len(normal) - 2
-    for job_id in running[1:]:  # given their lease back (by the sweep or their worker's own heartbeat)
-        assert await q.redis.zscore(q.processing_key, job_id) is not None
-    for job_id in normal:
-        assert await q.redis.lpos(q.queue_keys[JobPriority.NORMAL], job_id) is not None
-
-    async def both_lost() -> bool:
-        return {doomed_running, doomed_pending} <= set(await q.lost_jobs())
-
-    await wait_until(both_lost)
-    for job_id in running + high + normal:
-        await q.redis.set(q.key(f"t:release:{job_id}"), "1")
-    for job_id in [j for j in running + high + normal if j not in (doomed_running, doomed_pending)]:
-        await wait_status(q, job_id, JobStatus.COMPLETED)
-    assert (await q.health())["running_jobs"] == 0 and (await q.sweep()).repaired == 0
+    await check_lost_keys_repaired(q, lost, report)
 
 
 async def test_jobs_sweep_command_runs_on_the_cluster(
