@@ -338,7 +338,8 @@ def test_cancelled_build_leaves_invalid_index_that_up_repairs(seeded_dsn: str) -
 
 
 _MIGRATE_IN_CHILD = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even if our parent ignores it
 from psra_bench.db.migrate import migrate_up
 migrate_up(sys.argv[1], progress=lambda kind, name, s: print(name, flush=True))
 """

@@ -243,7 +243,8 @@ def test_invalid_arguments(seeded: tuple[str, Any], kwargs: dict[str, Any], show
 
 
 _SEED_IN_CHILD = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even if our parent ignores it
 from psra_bench.infra import postgres as db
 from psra_bench.db.seed import seed_database
 with db.connect(sys.argv[1], autocommit=True) as conn:
