@@ -31,9 +31,9 @@ __all__ = ["create_app", "AppState", "app_from_env", "app_with_job_workers_from_
 class AppState:
     """What the routes need, opened by the lifespan.
 
-    The PSRA read routes are async and use ``apool`` / ``adal`` / ``acached`` (psycopg's
+    The routes a cache answers are async and use ``apool`` / ``adal`` / ``acached`` (psycopg's
     AsyncConnectionPool and the asyncio cache, which shares ``cache``'s counters and breaker); the
-    sync ``pool`` / ``cached`` serve the job handlers, which run in worker threads.
+    database-bound routes and the job handlers run in threads on the sync ``pool`` / ``dal`` / ``cached``.
     """
 
     settings: Settings

@@ -3,13 +3,13 @@
 Each read first asks a *planner* — a ``PostgresDAL`` whose ``fetch_all`` / ``fetch_one`` return
 the query they were asked to run instead of running it — for the query name and parameters, so
 the validation (``InputError`` naming the field) and the SQL are the sync DAL's own, never a
-copy; then it runs that query on the asyncio pool. Writes (``update_hs_codes``) stay on the sync
-DAL: they are rare and run inside jobs.
+copy; then it runs that query on the asyncio pool. Only the reads of the API's async routes (the
+ones a cache answers, :mod:`psra_bench.api.psra_routes`) are here; the database-bound reads and
+the writes stay on the sync DAL, in threads.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -62,23 +62,11 @@ class AsyncPostgresDAL:
             return rows[0] if rows else None
         return rows
 
-    async def fetch_all(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Run query ``name`` of :data:`QUERIES`; its rows as JSON-ready dicts."""
-        return cast(list[dict[str, Any]], await self._run(_Query(name, params, one=False)))
-
     async def hs_code_by_code(self, code: str) -> dict[str, Any] | None:
         return cast(dict[str, Any] | None, await self._run(self._plan.hs_code_by_code(code)))
 
     async def hs_search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], await self._run(self._plan.hs_search(query, limit)))
-
-    async def hs_children(self, code: str) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._run(self._plan.hs_children(code)))
-
-    async def rules_by_agreement_chapter(self, agreement_code: str, chapter: str) -> list[dict[str, Any]]:
-        return cast(
-            list[dict[str, Any]], await self._run(self._plan.rules_by_agreement_chapter(agreement_code, chapter))
-        )
 
     async def rules_by_agreement(self, agreement_code: str) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], await self._run(self._plan.rules_by_agreement(agreement_code)))
@@ -88,32 +76,6 @@ class AsyncPostgresDAL:
 
     async def agreements(self) -> list[dict[str, Any]]:
         return cast(list[dict[str, Any]], await self._run(self._plan.agreements()))
-
-    async def recent_verdicts(self, limit: int = 100) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._run(self._plan.recent_verdicts(limit)))
-
-    async def tenant_verdict_history(self, tenant_id: str | uuid.UUID, limit: int = 100) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._run(self._plan.tenant_verdict_history(tenant_id, limit)))
-
-    async def trade_route_analysis(self, export_country: str, import_country: str) -> list[dict[str, Any]]:
-        return cast(
-            list[dict[str, Any]], await self._run(self._plan.trade_route_analysis(export_country, import_country))
-        )
-
-    async def duplicate_assessment(self, input_hash: str, tenant_id: str | uuid.UUID) -> dict[str, Any] | None:
-        return cast(dict[str, Any] | None, await self._run(self._plan.duplicate_assessment(input_hash, tenant_id)))
-
-    async def tenant_dashboard(
-        self, tenant_id: str | uuid.UUID, days: int = 30, now: dt.datetime | None = None
-    ) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], await self._run(self._plan.tenant_dashboard(tenant_id, days, now)))
-
-    async def trade_route_report(
-        self, tenant_id: str | uuid.UUID, date_from: dt.date, date_to: dt.date, limit: int = 50
-    ) -> list[dict[str, Any]]:
-        return cast(
-            list[dict[str, Any]], await self._run(self._plan.trade_route_report(tenant_id, date_from, date_to, limit))
-        )
 
     async def verdict_by_evaluation_id(self, evaluation_id: str | uuid.UUID) -> dict[str, Any] | None:
         return cast(dict[str, Any] | None, await self._run(self._plan.verdict_by_evaluation_id(evaluation_id)))
