@@ -233,6 +233,66 @@ def _echo_status(st: Any) -> None:
         click.echo(f"  present before the migration, kept by `migrate down`: {', '.join(st.preexisting)}")
 
 
+# ----------------------------------------------------------------------------- indexes
+@cli.group()
+def indexes() -> None:
+    """Audit the database's indexes against measured query patterns."""
+
+
+@indexes.command("audit")
+@click.option("--iterations", type=int, default=10, show_default=True, help="Timed calls per query per round.")
+@click.option("--rounds", type=int, default=1, show_default=True, help="Rounds per index set.")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed calls per query per round.")
+@click.option("--write-batches", type=int, default=5, show_default=True, help="Insert batches per round (0: none).")
+@click.option("--budget", "budget_s", type=float, default=5.0, show_default=True,
+              help="Cap on one query's timed calls per round, seconds.")  # fmt: skip
+@click.option("--recommend/--no-recommend", default=True, show_default=True,
+              help="Also measure the recommended set as a third side.")  # fmt: skip
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for audit.json and recommended_indexes.{up,down}.sql (else none).")  # fmt: skip
+@click.pass_context
+@_errors
+def indexes_audit(
+    ctx: click.Context,
+    iterations: int,
+    rounds: int,
+    warmup: int,
+    write_batches: int,
+    budget_s: float,
+    recommend: bool,
+    out_dir: str | None,
+) -> None:
+    """Measure the spec's query patterns on the baseline, spec and recommended index sets; keep/drop/review each index.
+
+    Runs on the configured database (PSRA_DB_DSN) or the embedded one, switching its index state with
+    CREATE/DROP INDEX CONCURRENTLY, and restores the state it found at the end.
+    """
+    from psra_bench.latency.audit import write_recommended_migration
+    from psra_bench.latency.experiment import run_query_latency
+    from psra_bench.latency.patterns import check_run_params
+    from psra_bench.latency.tables import audit_table, three_way_cost_table, three_way_table
+    from psra_bench.workbench import check_writable_dir, save_results
+
+    check_run_params(
+        iterations=iterations, rounds=rounds, warmup=warmup, write_batches=write_batches, budget_s=budget_s
+    )
+    if out_dir is not None:
+        check_writable_dir("--out", out_dir)
+    settings = _ready(ctx)
+    results = run_query_latency(
+        settings, iterations=iterations, rounds=rounds, warmup=warmup, write_batches=write_batches,
+        budget_s=budget_s, recommend=recommend, progress=lambda msg: click.echo(f"  {msg}", err=True),
+    )  # fmt: skip
+    click.echo(audit_table(results).text())
+    for table in (three_way_table(results), three_way_cost_table(results)):
+        if table is not None:
+            click.echo("\n" + table.text())
+    if out_dir is not None:
+        save_results(out_dir, "audit", results)
+        for path in write_recommended_migration(out_dir, results["audit"]):
+            click.echo(f"wrote {path}")
+
+
 # ----------------------------------------------------------------------------- doctor
 @cli.command()
 @click.pass_context

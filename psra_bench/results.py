@@ -69,6 +69,12 @@ class QueryLatencyResult(TypedDict):
     method: dict[str, Any]
     queries: dict[str, dict[str, Any]]
     index_usage: list[dict[str, Any]]
+    #: Every index in schema public with the migration applied (``latency.audit.index_catalog``).
+    catalog: list[dict[str, Any]]
+    #: One row per index: evidence and keep / drop / review (``latency.audit.audit_indexes``).
+    audit: list[dict[str, Any]]
+    #: The third side: baseline / spec / recommended per query, writes and sizes (None when not run).
+    recommended: dict[str, Any] | None
     sizes: dict[str, Any]
     migration: dict[str, Any]
     write_cost: dict[str, Any] | None

@@ -88,7 +88,7 @@ def latency_results() -> dict[str, Any]:
             "verdict": "faster" if i else "no difference",
             "before": _stats(10.0 * (i + 1), seed=i),
             "after": _stats(2.0 * (i + 1), seed=10 + i),
-            "round_medians": {"p50_ms": [10.0 * (i + 1), 2.0, 2.1, 9.5 * (i + 1)]},
+            "round_medians": {"p50_ms": [10.0 * (i + 1), 2.0, 2.1, 2.2, 2.0, 9.5 * (i + 1)]},
         }
     index_usage = [
         {"index": "idx_big", "new": True, "size_bytes": 3 * 2**20, "scans_after": 12},
@@ -112,12 +112,26 @@ def latency_results() -> dict[str, Any]:
         "ratio_ci": [1.3, 1.7],
         "verdict": "slower",
     }
+    recommended = {
+        "indexes": ["idx_big", "idx_mid"],
+        "sizes": {"index_count": {"baseline": 20, "spec": 46, "recommended": 22}},
+        "queries": {
+            name: {
+                "baseline": q["before"],
+                "spec": q["after"],
+                "recommended": _stats(2.1 * (i + 1), seed=20 + i),
+                "as_fast_as_spec": i != 1,
+            }
+            for i, (name, q) in enumerate(queries.items())
+        },
+    }
     return {
         "queries": queries,
-        "method": {"schedule": "ABBA", "iterations_per_round": 20, "max_n_per_side": 40},
+        "method": {"schedule": "ABCCBA", "iterations_per_round": 20, "max_n_per_side": 40},
         "fingerprint": {"dataset": {"scale": 20_000}},
         "write_cost": write_cost,
         "index_usage": index_usage,
+        "recommended": recommended,
     }
 
 
@@ -126,9 +140,19 @@ def test_latency_plots_write_the_pngs_the_report_embeds(latency_results: dict[st
         fig = getattr(latency_plots, name)(latency_results, tmp_path)
         assert isinstance(fig, Figure)
     names = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert names == [f"01_query_latency_{n}.png" for n in ("cdf", "indexes", "p50", "rounds", "write_cost")]
+    assert names == [
+        f"01_query_latency_{n}.png" for n in ("cdf", "indexes", "p50", "rounds", "three_way", "write_cost")
+    ]
     for name in names:
         _png(tmp_path / name)
+
+
+def test_three_way_bars_per_query_and_set(latency_results: dict[str, Any], tmp_path: Path) -> None:
+    (ax,) = latency_plots.plot_three_way(latency_results, tmp_path).axes
+    bars = _bars(ax)  # baseline, spec, recommended: one bar per query each
+    assert len(bars) == 3 and all(len(b) == len(latency_results["queries"]) for b in bars)
+    assert sum("slower than spec" in t for t in _ticks(ax.get_yticklabels())) == 1
+    assert latency_plots.plot_three_way({**latency_results, "recommended": None}, tmp_path / "none") is None
 
 
 @pytest.mark.parametrize("round_trip", [False, True], ids=["results", "json"])
@@ -164,7 +188,9 @@ def test_rounds_shows_each_querys_round_medians_in_order(latency_results: dict[s
     (ax,) = latency_plots.plot_rounds(latency_results, tmp_path).axes
     assert [line.get_label() for line in ax.get_lines()] == QUERIES
     assert list(ax.get_lines()[0].get_ydata()) == latency_results["queries"][QUERIES[0]]["round_medians"]["p50_ms"]
-    assert _ticks(ax.get_xticklabels()) == ["1\nbefore", "2\nafter", "3\nafter", "4\nbefore"]
+    assert _ticks(ax.get_xticklabels()) == [
+        "1\nbefore", "2\nafter", "3\nrecommended", "4\nrecommended", "5\nafter", "6\nbefore"
+    ]  # fmt: skip
     assert "n=20 per round" in ax.get_ylabel()
 
 

@@ -18,7 +18,7 @@ from psra_bench.db.migrate import migrate_down, migrate_up, migration_indexes, m
 from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.infra import postgres as db
-from psra_bench.latency.experiment import run_query_latency
+from psra_bench.latency.experiment import run_query_latency, three_way_schedule
 from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
     SPEC_LABELS,
@@ -93,8 +93,9 @@ def test_full_run_from_baseline(seeded: Settings) -> None:
         "index_count_end": 20,
         "switches": None,
     }
-    assert [s["action"] for s in res["migration"]["switches"]] == ["up", "down"]
-    assert res["method"]["schedule"] == "AB"
+    # baseline, spec, then the recommended set chosen from those two rounds; restored to the baseline
+    assert [s["action"] for s in res["migration"]["switches"]] == ["up", "subset", "down"]
+    assert res["method"]["schedule"] == "ABC"
     assert {r["operation"] for r in res["table"] if r["spec_row"]} == set(SPEC_LABELS)
     assert [r["query"] for r in res["table"]] == list(QUERY_PATTERNS)
     for name, q in res["queries"].items():
@@ -106,7 +107,7 @@ def test_full_run_from_baseline(seeded: Settings) -> None:
         # "before" really ran without the migration's indexes, "after" with them
         assert not set(q["plans"]["before"]["index_names"]) & NEW_INDEXES, name
         assert not set(q["index_scans"]["before"]) & NEW_INDEXES, name
-        assert len(q["round_medians"]["p50_ms"]) == 2
+        assert len(q["round_medians"]["p50_ms"]) == 3  # one per round: A, B, C
         assert q["capped_rounds"] == {"before": 0, "after": 0}
     dup = res["queries"]["duplicate_assessment"]
     assert "idx_psra_verdicts_input_hash" in dup["plans"]["after"]["index_names"]
@@ -124,7 +125,8 @@ def test_full_run_from_baseline(seeded: Settings) -> None:
     assert wc["before"]["median_rows_per_s"] > 0 and wc["ratio"] > 0
     assert res["fingerprint"]["dataset"]["scale"] == VERDICTS
     assert "password" not in json.dumps(res["fingerprint"]).lower() or "***" in json.dumps(res["fingerprint"])
-    assert any("round 2/2" in m for m in messages)
+    assert any("round 3/3" in m for m in messages)
+    _check_audit_and_three_way(res)
     text = format_table(res)
     assert all(label[:46] in text for label in SPEC_LABELS)
     # rolled-back inserts were vacuumed away: the same rows, the heap grown at most by the batches' pages
@@ -151,8 +153,10 @@ def test_run_from_migrated_state_restores_it(seeded: Settings) -> None:
             budget_s=1e-6,  # every round is capped after its 2 minimum calls
         )
         assert _state(seeded) == ("applied", 46)
-        assert res["method"]["schedule"] == "BA"  # starts in the state it found
-        assert [s["action"] for s in res["migration"]["switches"]] == ["down", "up"]
+        assert res["method"]["schedule"] == "BAC"  # starts in the state it found
+        assert [s["action"] for s in res["migration"]["switches"]] == ["down", "subset", "up"]
+        # built all 26 only when restoring: the audit still carries the build times
+        assert all(r["build_seconds"] is not None for r in res["audit"] if r["new"])
         assert list(res["queries"]) == ["duplicate_assessment", "recent_verdicts"]
         assert res["queries"]["recent_verdicts"]["after"]["n"] == 2
         assert res["queries"]["recent_verdicts"]["capped_rounds"] == {"before": 1, "after": 1}
@@ -162,14 +166,76 @@ def test_run_from_migrated_state_restores_it(seeded: Settings) -> None:
         migrate_down(seeded.db_dsn)
 
 
-def test_interrupted_run_restores_state(seeded: Settings) -> None:
+@pytest.mark.parametrize("at", ["spec (migration applied),", "recommended set,"])
+def test_interrupted_run_restores_state(seeded: Settings, at: str) -> None:
     def interrupt(message: str) -> None:
-        if "after (migration applied)" in message:
+        if at in message:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         _run(seeded, queries=["hs_search"], progress=interrupt)
     assert _state(seeded) == ("not applied", 20)
+    with db.connect(seeded.db_dsn or "", autocommit=True) as conn:  # the bookkeeping is clean as well
+        assert conn.execute("SELECT count(*) FROM psra_bench.schema_migrations").fetchone() == (0,)
+
+
+def test_two_sides_only_when_asked(seeded: Settings) -> None:
+    res = _run(seeded, queries=["duplicate_assessment"], recommend=False, write_batches=0)
+    assert res["method"]["schedule"] == "AB" and res["recommended"] is None
+    assert [s["action"] for s in res["migration"]["switches"]] == ["up", "down"]
+    assert len(res["audit"]) == 46  # audited from every round
+
+
+def test_three_way_schedule() -> None:
+    assert three_way_schedule(1) == tuple("ABC")
+    assert three_way_schedule(2) == tuple("ABCCBA")
+    assert three_way_schedule(3, "B") == tuple("BACCABBAC")
+    for r in (2, 4):  # every side has the same mean position: a linear drift cancels out
+        order = three_way_schedule(r)
+        means = {side: sum(i for i, s in enumerate(order) if s == side) / r for side in "ABC"}
+        assert len(set(means.values())) == 1, order
+    with pytest.raises(ParameterError, match="first"):
+        three_way_schedule(2, "C")
+
+
+def _check_audit_and_three_way(res: dict[str, Any]) -> None:
+    audit = {r["index"]: r for r in res["audit"]}
+    assert len(audit) == 46 and sum(r["new"] for r in audit.values()) == 26
+    assert {r["recommendation"] for r in audit.values()} <= {"keep", "drop", "review"}
+    assert all(r["reason"] for r in audit.values())
+    for r in audit.values():  # constraints are never dropped, and every migration index has its build time
+        if r["constraint"]:
+            assert r["recommendation"] == "keep", r
+        if r["new"]:
+            assert r["build_seconds"] is not None and r["size_bytes"] > 0
+        else:
+            assert r["recommendation"] != "drop", r  # the baseline is in all three sets: dropping it is untested
+    # psra_rules has 13 rows: every migration index on it goes, for that reason
+    for r in audit.values():
+        if r["new"] and r["table"] == "psra_rules":
+            assert r["recommendation"] == "drop" and "tiny" in r["reason"], r
+    # the GIN indexes on citations/reasons serve no measured pattern
+    assert audit["idx_psra_verdicts_citations"]["recommendation"] == "drop"
+    assert "not used" in audit["idx_psra_verdicts_citations"]["reason"]
+    # a baseline index whose columns lead a kept migration index is flagged as covered
+    if audit["idx_psra_verdicts_tenant_created"]["recommendation"] == "keep":
+        assert audit["idx_psra_verdicts_tenant_id"]["duplicate_of"] in {
+            "idx_psra_verdicts_tenant_created", "idx_psra_verdicts_tenant_status", "idx_psra_verdicts_tenant_effective"
+        }  # fmt: skip
+    rec = res["recommended"]
+    keep = [n for n, r in audit.items() if r["new"] and r["recommendation"] == "keep"]
+    assert rec["indexes"] == sorted(keep)
+    assert rec["sizes"]["index_count"] == {"baseline": 20, "spec": 46, "recommended": 20 + len(keep)}
+    b = rec["sizes"]["index_bytes"]
+    assert b["baseline"] <= b["recommended"] < b["spec"]
+    for q in rec["queries"].values():
+        assert q["baseline"]["n"] == q["spec"]["n"] == q["recommended"]["n"] == 3
+        assert q["as_fast_as_spec"] == (q["recommended_vs_spec"]["verdict"] != SLOWER)
+        # side C really ran on the recommended set: its plans name no dropped migration index
+        assert not set(q["plan_recommended"]) & (NEW_INDEXES - set(keep))
+    w = rec["write"]
+    assert w["batches"] == {"baseline": 2, "spec": 2, "recommended": 2}
+    assert w["recommended"]["median_rows_per_s"] > 0
 
 
 def test_params_are_deterministic_varied_and_real(seeded: Settings) -> None:

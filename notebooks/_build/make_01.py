@@ -27,7 +27,9 @@ and **after** the migration (46 indexes), in interleaved rounds (ABBA), with rea
 `migrate_up` / `migrate_down` between the sides — no planner toggles. Per query: p50/p95/p99 with
 bootstrap CIs, n, the improvement and a verdict (ratio of medians ≥ factor **and** Mann–Whitney
 p < alpha). Also: which indexes each query really used (`idx_scan` deltas), index sizes, and the
-write cost of the indexes (insert throughput into `psra_verdicts`, 20 vs 46 indexes).
+write cost of the indexes (insert throughput into `psra_verdicts`, 20 vs 46 indexes), an audit of
+every index (keep / drop / review, with its reason) and, as a third side, the audit's recommended
+set measured against both.
 
 The method is documented in `psra_bench/latency/experiment.py`, the plots are drawn by
 `psra_bench/latency/plots.py`; this notebook only calls them.
@@ -65,7 +67,7 @@ t0 = time.perf_counter()
 results = run_query_latency(
     settings, queries=query_names, iterations=iterations, rounds=rounds, warmup=warmup, seed=seed,
     write_batches=write_batches, write_batch_rows=write_batch_rows, path=path, budget_s=budget_s,
-    dataset=dataset,
+    recommend=recommend, dataset=dataset,
     progress=lambda msg: print(f"{time.perf_counter() - t0:7.1f} s  {msg}", flush=True),
 )
 path = save_results(output_dir, EXPERIMENT, results)
@@ -102,6 +104,42 @@ for name, q in results["queries"].items():
 print()
 print(format_write_cost(results))"""
 
+AUDIT_MD = """\
+## Index audit: keep, drop or review each of the 46 indexes
+
+Per index: its size and build time, the measured patterns whose plans used it and its `idx_scan`
+during their timed calls, whether an index that stays covers its columns, whether its table is
+tiny — and a recommendation with its reason (the rules are in `psra_bench/latency/audit.py`).
+With `recommend = True` the audit is made after the first baseline and spec rounds, and the
+recommended set (baseline + the `keep` indexes) is then measured as a third side."""
+
+AUDIT = """\
+from psra_bench.latency.tables import audit_table
+
+print(audit_table(results).text())"""
+
+THREE_WAY_MD = """\
+## The recommended set, measured: baseline / spec / recommended
+
+Is the recommended set as fast as the spec's 46 indexes for every query, and what does it save
+in size and insert throughput? The migration pair that applies it is written next to the results
+(`recommended_indexes.up.sql` / `.down.sql`, runnable with `psql -f`)."""
+
+THREE_WAY = """\
+from pathlib import Path
+
+from psra_bench.latency.audit import write_recommended_migration
+from psra_bench.latency.tables import three_way_cost_table, three_way_table
+
+if results["recommended"]:
+    print(three_way_table(results).text())
+    print()
+    print(three_way_cost_table(results).text())
+else:
+    print("the recommended set was not measured (recommend = False)")
+for written in write_recommended_migration(output_dir, results["audit"], run_id=Path(output_dir).name):
+    print("wrote", written)"""
+
 PLOTS_MD = """\
 ## Plots (saved as PNG files in `output_dir`)
 
@@ -122,6 +160,11 @@ PLOT_ROUNDS = """plot_rounds(results, output_dir)"""
 PLOT_WRITE = """plot_write_cost(results, output_dir)  # None (no figure) when write_batches = 0"""
 
 PLOT_INDEXES = """plot_indexes(results, output_dir)"""
+
+PLOT_THREE_WAY = """\
+from psra_bench.latency.plots import plot_three_way
+
+plot_three_way(results, output_dir)  # None (no figure) when recommend = False"""
 
 NOTES = """\
 ## Reading the results
@@ -162,12 +205,17 @@ def build() -> nbformat.NotebookNode:
         new_code_cell(TABLE),
         new_markdown_cell(USAGE_MD),
         new_code_cell(USAGE),
+        new_markdown_cell(AUDIT_MD),
+        new_code_cell(AUDIT),
+        new_markdown_cell(THREE_WAY_MD),
+        new_code_cell(THREE_WAY),
         new_markdown_cell(PLOTS_MD),
         new_code_cell(PLOT_P50),
         new_code_cell(PLOT_CDF),
         new_code_cell(PLOT_ROUNDS),
         new_code_cell(PLOT_WRITE),
         new_code_cell(PLOT_INDEXES),
+        new_code_cell(PLOT_THREE_WAY),
         new_markdown_cell(NOTES),
     ]
     return finish(cells, "nb01")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +39,7 @@ __all__ = [
     "schema_ready",
     "migrate_up",
     "migrate_down",
+    "migrate_subset",
     "verify",
     "resolve_migrations",
 ]
@@ -453,6 +454,82 @@ def migrate_down(
                 "migration": name,
                 "dropped": dropped,
                 "kept": kept,
+                "waited_seconds": waited,
+                "index_count": db.index_count(conn),
+            }
+
+
+def migrate_subset(
+    dsn: str,
+    keep: Collection[str],
+    name: str = constants.PERFORMANCE_MIGRATION,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Bring the migration's indexes to exactly ``keep``: build the missing ones, drop the others it created.
+
+    This is the third index state of the query-latency experiment (the baseline plus a
+    recommended subset of the migration). It runs under the migration's lock and records
+    ownership as ``migrate_up`` does, so a later ``migrate up`` or ``migrate down`` from here is
+    exact; the recorded state is "applying" (part-way) and ``migration_status`` reports "partial" (or
+    "applied"/"not applied" when ``keep`` is all or none). Indexes outside ``keep`` that the
+    migration did not create stay ("kept"). Returns {"migration", "created", "dropped", "kept",
+    "seconds", "waited_seconds", "index_count"}.
+    """
+    specs = migration_indexes(name)
+    names = [s.name for s in specs]
+    unknown = sorted(set(keep) - set(names))
+    if unknown:
+        raise MigrationError(name, f"{unknown[0]!r} is not one of the migration's {len(names)} indexes", unknown[0])
+    wanted = [s for s in specs if s.name in set(keep)]
+    created: list[str] = []
+    dropped: list[str] = []
+    seconds: dict[str, float] = {}
+    with db.connect(dsn, autocommit=True) as conn, _database_errors(name, "subset"):
+        with _migration_lock(conn, name, progress) as waited:
+            _prepare(conn, name, None)
+            found = _found(conn, names)
+            _refuse_conflicts(name, specs, found)
+            _refuse_foreign_builds(name, names, found)
+            owners = _effective_owners(conn, name, _recorded(conn, name), found)
+            with conn.transaction():
+                _record(conn, name, "applying")  # a subset is the migration part-way
+                for spec in wanted:
+                    f = found.get(spec.name)
+                    origin = owners.get(spec.name) or ("preexisting" if f is not None and f.valid else "created")
+                    conn.execute(
+                        """INSERT INTO psra_bench.migration_indexes (migration, index_name, origin) VALUES (%s, %s, %s)
+                           ON CONFLICT (migration, index_name) DO UPDATE SET origin = EXCLUDED.origin""",
+                        (name, spec.name, origin),
+                    )
+                    owners[spec.name] = origin
+            for spec in reversed(specs):  # drops first: they are quick and free space for the builds
+                if spec in wanted or spec.name not in found or owners.get(spec.name) != "created":
+                    continue
+                started = time.perf_counter()
+                conn.execute(spec.drop.encode())
+                dropped.append(spec.name)
+                if progress:
+                    progress("drop", spec.name, time.perf_counter() - started)
+            for spec in wanted:
+                f = found.get(spec.name)
+                if f is not None and f.valid:
+                    continue
+                started = time.perf_counter()
+                if f is not None:
+                    conn.execute(spec.drop.encode())
+                _build(conn, name, spec)
+                seconds[spec.name] = time.perf_counter() - started
+                created.append(spec.name)
+                if progress:
+                    progress("create", spec.name, seconds[spec.name])
+            return {
+                "migration": name,
+                "created": created,
+                "dropped": dropped,
+                # outside ``keep`` but left in place: the migration did not create them
+                "kept": [n for n in names if n in found and n not in dropped and n not in set(keep)],
+                "seconds": seconds,
                 "waited_seconds": waited,
                 "index_count": db.index_count(conn),
             }

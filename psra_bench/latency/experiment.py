@@ -55,9 +55,10 @@ import numpy as np
 import psycopg
 
 from psra_bench.db.dal import QUERIES, PostgresDAL
-from psra_bench.db.migrate import migrate_down, migrate_up, migration_indexes, migration_status
+from psra_bench.db.migrate import migrate_down, migrate_subset, migrate_up, migration_indexes, migration_status
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.infra import postgres as db
+from psra_bench.latency.audit import audit_indexes, index_catalog, recommended_set, require_psra_tables
 from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
     TIMING_PATHS,
@@ -78,13 +79,14 @@ from psra_bench.latency.write_cost import (
     server_version_num,
     summarize_write_cost,
     table_sizes,
+    throughput,
     time_insert_batch,
     vacuum_verdicts,
     verdict_rows,
 )
 from psra_bench.measure.explain import explain_analyze
 from psra_bench.measure.fingerprint import environment_fingerprint
-from psra_bench.measure.stats import ab_schedule, decide, summarize
+from psra_bench.measure.stats import SLOWER, ab_schedule, decide, summarize
 from psra_bench.results import QueryLatencyResult
 from psra_bench.settings import LiveSettings
 
@@ -115,11 +117,25 @@ class _Run:
     sizes: list[dict[str, Any]] | None = None
     table_sizes: dict[str, int] | None = None
     build_seconds: dict[str, float] | None = None
+    catalog: list[dict[str, Any]] | None = None
+    #: The audit that chose the recommended set (C), made once the first A and B rounds ran.
+    audit: list[dict[str, Any]] | None = None
+    audit_n: dict[str, int] | None = None
+    #: The side whose index state the database is in now.
+    state: str = "A"
+    factor: float = 1.1
+    alpha: float = 0.05
+    seed: int = 0
+
+    @property
+    def recommended(self) -> list[str]:
+        """The migration indexes of side C (empty until the audit ran)."""
+        return recommended_set(self.audit or [])
 
     @classmethod
     def empty(cls, names: list[str], path: str) -> _Run:
         """Empty containers for ``names``."""
-        sides = ("A", "B")
+        sides = ("A", "B", "C")
         return cls(
             names,
             {q: {s: [] for s in sides} for q in names},
@@ -133,19 +149,44 @@ class _Run:
         )
 
 
-def _switch(dsn: str, applied: bool, run: _Run, round_no: int) -> None:
+#: The index state of each side: A = baseline, B = spec (migration applied), C = recommended set.
+_ACTIONS = {"A": "down", "B": "up", "C": "subset"}
+
+
+def _switch(dsn: str, side: str, run: _Run, round_no: int, keep: Sequence[str] = ()) -> None:
     started = time.perf_counter()
-    result = migrate_up(dsn) if applied else migrate_down(dsn)
+    if side == "B":
+        result = migrate_up(dsn)
+    elif side == "C":
+        result = migrate_subset(dsn, keep)
+    else:
+        result = migrate_down(dsn)
     run.switches.append(
         {
             "round": round_no,
-            "action": "up" if applied else "down",
+            "action": _ACTIONS[side],
             "seconds": time.perf_counter() - started,
             "index_count": result["index_count"],
         }
     )
-    if applied and run.build_seconds is None and result.get("created"):
+    if side == "B" and run.build_seconds is None and len(result.get("created", ())) == len(migration_indexes()):
         run.build_seconds = dict(result["seconds"])
+
+
+def three_way_schedule(rounds: int, first: str = "A") -> tuple[str, ...]:
+    """``rounds`` rounds of each side, X Y C C Y X X Y C ...: every side has the same mean position.
+
+    X is the side the database is in (``first``), Y the other of A/B; the first X and Y rounds
+    come before any C round, because the recommended set C is chosen from them.
+    """
+    if first not in ("A", "B"):
+        raise ParameterError("first", first, 'use "A" or "B"')
+    other = "B" if first == "A" else "A"
+    block = (first, other, "C")
+    out: list[str] = []
+    for i in range(rounds):
+        out.extend(block if i % 2 == 0 else reversed(block))
+    return tuple(out)
 
 
 def _caller(dal: PostgresDAL, name: str, path: str) -> Callable[[Params], object]:
@@ -205,11 +246,33 @@ def _measure_query(
     run.capped[name][side] += len(times) < len(params) - warmup
 
 
+def _plan_indexes(run: _Run, query: str, side: str) -> list[str]:
+    return list((run.plans[query].get(side) or {}).get("index_names", ()))
+
+
+def _audit_now(run: _Run) -> None:
+    """Audit every index from the rounds measured so far; the recommended set (side C) is its keep list."""
+    decisions = {
+        q: decide(run.samples[q]["A"], run.samples[q]["B"], run.factor, run.alpha, seed=run.seed).to_dict()
+        for q in run.names
+    }
+    sides = {"A": "before", "B": "after"}
+    run.audit = audit_indexes(
+        run.catalog or [],
+        new={s.name for s in migration_indexes()},
+        usage={q: {sides[k]: dict(run.scans[q][k]) for k in sides} for q in run.names},
+        plans={q: {sides[k]: _plan_indexes(run, q, k) for k in sides} for q in run.names},
+        decisions=decisions,
+        build_seconds=run.build_seconds,
+    )
+    run.audit_n = {q: len(run.samples[q]["A"]) for q in run.names}
+
+
 def _run_rounds(
     settings: LiveSettings,
     run: _Run,
     schedule: Sequence[str],
-    applied: bool,
+    state: str,
     *,
     iterations: int,
     warmup: int,
@@ -220,6 +283,7 @@ def _run_rounds(
 ) -> None:
     dsn = settings.db_dsn
     pool = db.create_pool(settings, min_size=1, max_size=1)
+    labels = {"A": "baseline (20 indexes)", "B": "spec (migration applied)", "C": "recommended set"}
     try:
         with db.connect(dsn, autocommit=True) as observer:
             version_num = server_version_num(observer)
@@ -227,20 +291,23 @@ def _run_rounds(
             templates = load_templates(observer) if write_batches else []
             dal = PostgresDAL(pool)
             write_rng = np.random.default_rng([seed, 9999])
-            slots = {"A": 0, "B": 0}
+            slots = {"A": 0, "B": 0, "C": 0}
             for round_no, side in enumerate(schedule, 1):
-                want = side == "B"  # B = the migration applied
-                if want != applied:
-                    progress(f"round {round_no}/{len(schedule)}: migrate {'up' if want else 'down'} ...")
-                    _switch(dsn, want, run, round_no)
-                    applied = want
+                if side == "C" and run.audit is None:
+                    _audit_now(run)
+                    progress(f"audit after the first baseline and spec rounds: keep {len(run.recommended)} of 26")
+                if side != state:
+                    progress(f"round {round_no}/{len(schedule)}: {labels[side]}: migrate {_ACTIONS[side]} ...")
+                    _switch(dsn, side, run, round_no, run.recommended)
+                    state = run.state = side
                 if side == "B" and run.sizes is None:
                     run.sizes, run.table_sizes = index_sizes(observer), table_sizes(observer)
+                    run.catalog = index_catalog(observer)
                 slot = slots[side]
                 slots[side] += 1
+                # The same parameter lists for round k of every side (a paired workload).
                 order = np.random.default_rng([seed, 7777, slot]).permutation(len(run.names))
-                label = "before (baseline indexes)" if side == "A" else "after (migration applied)"
-                progress(f"round {round_no}/{len(schedule)}: {label}, {len(run.names)} queries × {iterations}")
+                progress(f"round {round_no}/{len(schedule)}: {labels[side]}, {len(run.names)} queries × {iterations}")
                 for k in order:
                     name = run.names[int(k)]
                     params = generate_params(name, source, warmup + iterations, seed, slot)
@@ -313,7 +380,7 @@ def _index_usage(run: _Run, new: set[str]) -> list[dict[str, Any]]:
             "size_bytes": info["size_bytes"],
             "new": name in new,
         }
-        for key, side in (("before", "A"), ("after", "B")):
+        for key, side in (("before", "A"), ("after", "B"), ("recommended", "C")):
             row[f"scans_{key}"] = sum(run.scans[q][side][name] for q in run.names)
             row[f"tuples_read_{key}"] = sum(run.tuples[q][side][name] for q in run.names)
             row[f"used_by_{key}"] = [q for q in run.names if run.scans[q][side][name]]
@@ -342,6 +409,65 @@ def _sizes_summary(run: _Run, new: set[str]) -> dict[str, Any]:
     }
 
 
+def _three_way(run: _Run, new: set[str], rows_per_batch: int) -> dict[str, Any] | None:
+    """Baseline / spec / recommended per query, for writes and for size; the recommended-vs-spec verdicts."""
+    if not any(run.samples[q]["C"] for q in run.names):
+        return None
+    seed, factor, alpha = run.seed, run.factor, run.alpha
+    keep = set(run.recommended)
+    queries = {}
+    for q in run.names:
+        a, b, c = (run.samples[q][k] for k in "ABC")
+        vs_spec = decide(b, c, factor, alpha, seed=seed)
+        queries[q] = {
+            "baseline": summarize(a, seed=seed).to_dict(),
+            "spec": summarize(b, seed=seed).to_dict(),
+            "recommended": summarize(c, seed=seed).to_dict(),
+            "recommended_vs_spec": vs_spec.to_dict(),
+            "recommended_vs_baseline": decide(a, c, factor, alpha, seed=seed).to_dict(),
+            # As fast: not significantly and materially slower than the spec set (the factor gate).
+            "as_fast_as_spec": vs_spec.verdict != SLOWER,
+            "plan_recommended": (run.plans[q].get("C") or {}).get("index_names"),
+        }
+    sizes = run.sizes or []
+    write = None
+    if all(run.write_ms[k] for k in "ABC"):
+        per_side = {}
+        for key, side in (("baseline", "A"), ("spec", "B"), ("recommended", "C")):
+            stats = summarize(run.write_ms[side], seed=seed).to_dict()
+            per_side[key] = {"batch_ms": stats, **throughput(rows_per_batch, run.write_ms[side], stats)}
+        write_vs_spec = decide(run.write_ms["B"], run.write_ms["C"], factor, alpha, seed=seed).to_dict()
+        write = per_side | {
+            "rows_per_batch": rows_per_batch,
+            "batches": {k: len(run.write_ms[s]) for k, s in (("baseline", "A"), ("spec", "B"), ("recommended", "C"))},
+            # batch time recommended / spec: below 1 means the recommended set inserts faster
+            "recommended_vs_spec": write_vs_spec,
+        }
+    baseline_bytes = sum(x["size_bytes"] for x in sizes if x["index"] not in new)
+    return {
+        "indexes": sorted(keep),
+        "decided_from": {
+            "rounds": "the first baseline and the first spec round",
+            "n_per_side": run.audit_n,
+        },
+        "queries": queries,
+        "all_as_fast": all(v["as_fast_as_spec"] for v in queries.values()),
+        "write": write,
+        "sizes": {
+            "index_count": {
+                "baseline": len([x for x in sizes if x["index"] not in new]),
+                "spec": len(sizes),
+                "recommended": len([x for x in sizes if x["index"] not in new or x["index"] in keep]),
+            },
+            "index_bytes": {
+                "baseline": baseline_bytes,
+                "spec": sum(x["size_bytes"] for x in sizes),
+                "recommended": baseline_bytes + sum(x["size_bytes"] for x in sizes if x["index"] in keep),
+            },
+        },
+    }
+
+
 def _as_mapping(value: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
@@ -366,13 +492,16 @@ def run_query_latency(
     write_batch_rows: int = 200,
     path: str = "query",
     budget_s: float | None = None,
+    recommend: bool = True,
     dataset: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> QueryLatencyResult:
     """Measure every query before vs after the migration in interleaved rounds; return JSON-ready results.
 
     ``iterations`` timed calls per query per round, ``rounds`` rounds per side (so n = iterations
-    × rounds per side); ``write_batches`` insert batches of ``write_batch_rows`` rows per round
+    × rounds per side); ``recommend`` adds the third side, the recommended set chosen by the index
+    audit (:mod:`psra_bench.latency.audit`) after the first baseline and spec rounds;
+    ``write_batches`` insert batches of ``write_batch_rows`` rows per round
     (0 skips the write cost); ``path`` is what one timed call covers (:data:`TIMING_PATHS`);
     ``budget_s`` caps the seconds of one query's timed calls per round (None: no cap).
     ``dataset`` (e.g. a :class:`psra_bench.workbench.Dataset`) is only recorded. The database's
@@ -400,23 +529,29 @@ def run_query_latency(
     started = time.perf_counter()
     new = {s.name for s in migration_indexes()}
     with db.connect(settings.db_dsn, autocommit=True) as conn:
+        require_psra_tables(conn)
         initial = _require_clean_state(conn)
         count_before = db.index_count(conn)
         verdicts = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()
-    # Start with the side the database is already in: ABBA, or BAAB when it is migrated.
-    schedule = ab_schedule(rounds, "abba", seed=seed)
-    if initial == "applied":
-        schedule = tuple("B" if s == "A" else "A" for s in schedule)
+    # Start with the side the database is already in: ABBA (or XYCCYX with the third side), flipped when migrated.
+    first = "B" if initial == "applied" else "A"
+    if recommend:
+        schedule = three_way_schedule(rounds, first)
+    else:
+        schedule = ab_schedule(rounds, "abba", seed=seed)
+        if first == "B":
+            schedule = tuple("B" if s == "A" else "A" for s in schedule)
     run = _Run.empty(names, path)
     run.budget_s = None if budget_s is None else float(budget_s)
     run.capped = {q: Counter() for q in names}
+    run.state, run.factor, run.alpha, run.seed = first, factor, alpha, seed
     vacuum_seconds = None
     try:
         _run_rounds(
             settings,
             run,
             schedule,
-            initial == "applied",
+            first,
             iterations=iterations,
             warmup=warmup,
             seed=seed,
@@ -426,11 +561,16 @@ def run_query_latency(
         )
     finally:
         with db.connect(settings.db_dsn, autocommit=True) as conn:
-            if migration_status(conn).state != initial:
+            if run.state != first or migration_status(conn).state != initial:
                 say(f"restoring the migration state ({initial}) ...")
-                _switch(settings.db_dsn, initial == "applied", run, 0)
+                _switch(settings.db_dsn, first, run, 0)
+                run.state = first
             if write_batches:
                 vacuum_seconds = vacuum_verdicts(conn)
+    if run.audit is None:  # two sides only: the audit uses every round
+        _audit_now(run)
+    for row in run.audit or []:  # a run that starts migrated builds all 26 only at its end
+        row["build_seconds"] = (run.build_seconds or {}).get(row["index"])
     with db.connect(settings.db_dsn, autocommit=True) as conn:
         final = migration_status(conn).state
         count_after = db.index_count(conn)
@@ -449,6 +589,7 @@ def run_query_latency(
                 "write_batch_rows": write_batch_rows,
                 "path": path,
                 "budget_s": budget_s,
+                "recommend": recommend,
             },
             dataset={"scale": int(verdicts[0]) if verdicts else None, "database": conn.info.dbname} | dataset_info,
         )
@@ -457,7 +598,11 @@ def run_query_latency(
     results: QueryLatencyResult = {
         "experiment": EXPERIMENT,
         "method": {
-            "sides": {"before": "A: baseline schema (20 indexes)", "after": "B: migration applied (46 indexes)"},
+            "sides": {
+                "before": "A: baseline schema (20 indexes)",
+                "after": "B: migration applied (46 indexes)",
+                **({"recommended": "C: baseline + the audit's keep indexes"} if recommend else {}),
+            },
             "schedule": sched,
             "iterations_per_round": iterations,
             "rounds_per_side": rounds,
@@ -476,6 +621,9 @@ def run_query_latency(
         },
         "queries": {q: _query_result(QUERY_PATTERNS[q], run, sched, seed, factor, alpha) for q in names},
         "index_usage": _index_usage(run, new),
+        "catalog": run.catalog or [],
+        "audit": run.audit or [],
+        "recommended": _three_way(run, new, write_batch_rows),
         "sizes": _sizes_summary(run, new),
         "migration": {
             "initial_state": initial,

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-__all__ = ["plot_p50", "plot_cdf", "plot_rounds", "plot_write_cost", "plot_indexes"]
+__all__ = ["plot_p50", "plot_cdf", "plot_rounds", "plot_write_cost", "plot_indexes", "plot_three_way"]
 
-#: Bar/line colour of each side of the migration.
-SIDE_COLORS = {"before": "tab:red", "after": "tab:green"}
+#: Bar/line colour of each side of the migration (and of the audit's recommended set).
+SIDE_COLORS = {"before": "tab:red", "after": "tab:green", "recommended": "tab:blue"}
+#: The schedule's letter of each side.
+_SIDE_OF = {"A": "before", "B": "after", "C": "recommended"}
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
@@ -114,9 +116,9 @@ def plot_rounds(results: Mapping[str, Any], output_dir: str | os.PathLike[str]) 
         med = q["round_medians"]["p50_ms"]
         ax.plot(range(1, len(med) + 1), med, marker="o", label=q["name"])
     for i, side in enumerate(schedule, 1):
-        ax.axvspan(i - 0.5, i + 0.5, color=SIDE_COLORS["before" if side == "A" else "after"], alpha=0.08)
+        ax.axvspan(i - 0.5, i + 0.5, color=SIDE_COLORS[_SIDE_OF[side]], alpha=0.08)
     ax.set_yscale("log")
-    ticks = [f"{i}\n{'before' if s == 'A' else 'after'}" for i, s in enumerate(schedule, 1)]
+    ticks = [f"{i}\n{_SIDE_OF[s]}" for i, s in enumerate(schedule, 1)]
     ax.set_xticks(range(1, len(schedule) + 1), ticks)
     ax.set_ylabel(f"round p50, ms (n={results['method']['iterations_per_round']} per round)")
     ax.set_title(f"Round medians in execution order ({schedule}): drift shows up here")
@@ -173,3 +175,40 @@ def plot_indexes(results: Mapping[str, Any], output_dir: str | os.PathLike[str])
     )
     fig.tight_layout()
     return _save(fig, output_dir, "indexes", dpi=100)
+
+
+def plot_three_way(results: Mapping[str, Any], output_dir: str | os.PathLike[str]) -> Figure | None:
+    """p50 per query on the baseline, the spec's set and the recommended set, CI whiskers
+    (``01_query_latency_three_way.png``); None when the third side was not measured."""
+    rec = results.get("recommended")
+    if not rec:
+        return None
+    order = [q["name"] for q in _queries(results)]
+    y = np.arange(len(order))
+    fig = _figure((10, 0.75 * len(order) + 1.6))
+    ax = fig.subplots()
+    counts = rec["sizes"]["index_count"]
+    for offset, key, color in (
+        (-0.27, "baseline", "before"),
+        (0.0, "spec", "after"),
+        (0.27, "recommended", "recommended"),
+    ):
+        stats = [rec["queries"][q][key] for q in order]
+        p50 = np.array([st["p50"] for st in stats])
+        ci = np.array([st["p50_ci"] for st in stats])
+        err = np.vstack([p50 - ci[:, 0], ci[:, 1] - p50])
+        ax.barh(y + offset, p50, height=0.26, xerr=err, color=SIDE_COLORS[color], alpha=0.85, capsize=2,
+                label=f"{key} ({counts[key]} indexes)")  # fmt: skip
+    labels = [
+        f"{q}\n(n={rec['queries'][q]['spec']['n']}; "
+        f"{'as fast as spec' if rec['queries'][q]['as_fast_as_spec'] else 'slower than spec'})"
+        for q in order
+    ]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, ms (log scale; whiskers: 95 % bootstrap CI)")
+    ax.set_title("Baseline vs the spec's indexes vs the audit's recommended set")
+    fig.legend(loc="lower center", ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, output_dir, "three_way", dpi=110)

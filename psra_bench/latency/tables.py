@@ -1,17 +1,25 @@
-"""Experiment 01's results as tables: latency per query, index usage, write cost."""
+"""Experiment 01's results as tables: latency per query, index usage, write cost, the audit and the three sides."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from psra_bench.latency.patterns import (
-    QUERY_PATTERNS,
-)
+from psra_bench.latency.audit import TINY_TABLE_PAGES
+from psra_bench.latency.patterns import QUERY_PATTERNS
+from psra_bench.measure.wording import interval, p_text, speedup_text
 from psra_bench.results import LatencyRow
 from psra_bench.table import Table
 
-__all__ = ["latency_table", "format_table", "format_index_usage", "format_write_cost"]
+__all__ = [
+    "latency_table",
+    "format_table",
+    "format_index_usage",
+    "format_write_cost",
+    "audit_table",
+    "three_way_table",
+    "three_way_cost_table",
+]
 
 
 def latency_table(results: Mapping[str, Any]) -> list[LatencyRow]:
@@ -121,3 +129,99 @@ def format_write_cost(results: Mapping[str, Any]) -> str:
         + f"\n  inserts take {wc['ratio']:.2f}× as long with the migration's indexes (95% CI {lo:.2f}–{hi:.2f}; "
         f"throughput ratio {wc['throughput_ratio']:.2f}; verdict: {wc['verdict']})"
     )
+
+
+# ----------------------------------------------------------------------------- the audit and the third side
+
+
+_AUDIT_COLUMNS = ["index", "table", "new", "size MB", "build s", "used by (spec state)", "idx_scan", "covered by",
+                  "tiny table", "recommendation", "reason"]  # fmt: skip
+_ORDER = {"drop": 0, "review": 1, "keep": 2}
+
+
+def _audit_order(row: Mapping[str, Any]) -> tuple[int, bool, str]:
+    return _ORDER[row["recommendation"]], not row["new"], row["index"]
+
+
+def audit_table(results: Mapping[str, Any]) -> Table:
+    """The index audit: one row per index (drop first, then review, then keep), evidence and reason."""
+    rows = [
+        [
+            r["index"], r["table"], "yes" if r["new"] else "", f"{r['size_bytes'] / 2**20:.2f}",
+            "–" if r["build_seconds"] is None else f"{r['build_seconds']:.2f}", ", ".join(r["used_by"]) or "–",
+            r["scans_spec"], r["duplicate_of"] or "–", "yes" if r["tiny_table"] else "", r["recommendation"],
+            r["reason"],
+        ]
+        for r in sorted(results.get("audit") or [], key=_audit_order)
+    ]  # fmt: skip
+    counts = {k: sum(1 for r in results.get("audit") or [] if r["new"] and r["recommendation"] == k) for k in _ORDER}
+    n = (results.get("recommended") or {}).get("decided_from", {}).get("n_per_side") or {}
+    basis = f"the first baseline and spec round (n = {min(n.values())}–{max(n.values())} calls per side)" if n else (
+        "every round")  # fmt: skip
+    note = (
+        f"Of the migration's 26: keep {counts['keep']}, review {counts['review']}, drop {counts['drop']}; decided from "
+        f"{basis}. 'used by' = measured patterns whose idx_scan delta or EXPLAIN plan used the index with the "
+        f"migration applied; idx_scan = scans during their timed calls; 'covered by' = an index that stays whose "
+        f"key columns start with this one's; tiny = heap ≤ {TINY_TABLE_PAGES} pages. Primary keys and unique "
+        "indexes are never dropped; baseline indexes are in all three sets, so their advice is 'review' at most."
+    )
+    return Table(_AUDIT_COLUMNS, rows, title=f"Index audit ({len(rows)} indexes)", note=note)
+
+
+def three_way_table(results: Mapping[str, Any]) -> Table | None:
+    """Per query: p50 [CI] and p95/p99 on baseline / spec / recommended, and the recommended-vs-spec verdict."""
+    rec = results.get("recommended")
+    if not rec:
+        return None
+    order = list(QUERY_PATTERNS)
+    rows = []
+    for name in sorted(rec["queries"], key=lambda q: order.index(q) if q in order else 99):
+        q = rec["queries"][name]
+        b, s, c, vs = q["baseline"], q["spec"], q["recommended"], q["recommended_vs_spec"]
+        rows.append([
+            name,
+            *(f"{st['p50']:.3f} {interval(st['p50_ci'], 3)}" for st in (b, s, c)),
+            " / ".join(f"{st['p95']:.2f}" for st in (b, s, c)),
+            " / ".join(f"{st['p99']:.2f}" for st in (b, s, c)),
+            f"{b['n']}/{s['n']}/{c['n']}",
+            speedup_text(vs["ratio"], vs["ratio_ci"]),
+            p_text(vs["p_value"]),
+            "as fast as spec" if q["as_fast_as_spec"] else "slower than spec",
+        ])  # fmt: skip
+    counts = rec["sizes"]["index_count"]
+    note = (
+        f"Sides: baseline ({counts['baseline']} indexes), spec ({counts['spec']}), recommended ({counts['recommended']}"
+        f" = baseline + {len(rec['indexes'])} kept). 'recommended vs spec' is the speedup of the recommended set "
+        "over the spec's (above 1×: faster); 'as fast' = not significantly and materially slower (ratio of medians "
+        f"under the factor gate {results['method'].get('factor')} or Mann-Whitney p ≥ "
+        f"{results['method'].get('alpha')})."
+    )
+    columns = ["query", "baseline p50 ms [95% CI]", "spec p50", "recommended p50", "p95 b/s/r", "p99 b/s/r",
+               "n b/s/r", "recommended vs spec", "p (MWU)", "verdict"]  # fmt: skip
+    return Table(columns, rows, title="Three index sets: baseline / spec / recommended", note=note)
+
+
+def three_way_cost_table(results: Mapping[str, Any]) -> Table | None:
+    """Index count, index size and insert throughput [CI] of the three index sets."""
+    rec = results.get("recommended")
+    if not rec:
+        return None
+    w, sizes = rec.get("write"), rec["sizes"]
+    rows = []
+    for key in ("baseline", "spec", "recommended"):
+        side = (w or {}).get(key) or {}
+        rows.append([
+            key, sizes["index_count"][key], f"{sizes['index_bytes'][key] / 2**20:.1f}",
+            f"{side['median_rows_per_s']:,.0f}" if side else "–",
+            interval(side.get("median_rows_per_s_ci"), 0) if side else "–",
+            (w or {}).get("batches", {}).get(key, "–"),
+        ])  # fmt: skip
+    note = "insert throughput: rolled-back batches of the application's INSERT, interleaved with the query rounds"
+    if w:
+        vs = w["recommended_vs_spec"]
+        note += (
+            f"; the recommended set inserts {speedup_text(vs['ratio'], vs['ratio_ci'])} as fast as the spec's "
+            f"(median batch time, p {p_text(vs['p_value'])}; {w['rows_per_batch']} rows per batch)"
+        )
+    columns = ["index set", "indexes", "index MB", "insert rows/s", "95% CI", "batches"]
+    return Table(columns, rows, title="What each index set costs: size and insert throughput", note=note)

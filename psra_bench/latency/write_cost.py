@@ -54,6 +54,7 @@ __all__ = [
     "time_insert_batch",
     "vacuum_verdicts",
     "summarize_write_cost",
+    "throughput",
 ]
 
 _COLUMNS = (
@@ -146,7 +147,8 @@ def vacuum_verdicts(conn: psycopg.Connection[Any]) -> float:
     return time.perf_counter() - started
 
 
-def _throughput(rows_per_batch: int, ms: Sequence[float], stats: dict[str, Any]) -> dict[str, Any]:
+def throughput(rows_per_batch: int, ms: Sequence[float], stats: dict[str, Any]) -> dict[str, Any]:
+    """Rows/s of each batch, their median with a CI (from the batch-time median's CI ``stats``), min and max."""
     per_batch = [rows_per_batch * 1000.0 / m for m in ms]
     lo, hi = stats["p50_ci"]
     return {
@@ -181,8 +183,8 @@ def summarize_write_cost(
         "rows_per_batch": rows_per_batch,
         "batches": {"before": len(before_ms), "after": len(after_ms)},
         "index_counts": {"before": index_counts[0], "after": index_counts[1]},
-        "before": {"batch_ms": before, **_throughput(rows_per_batch, before_ms, before)},
-        "after": {"batch_ms": after, **_throughput(rows_per_batch, after_ms, after)},
+        "before": {"batch_ms": before, **throughput(rows_per_batch, before_ms, before)},
+        "after": {"batch_ms": after, **throughput(rows_per_batch, after_ms, after)},
         "decision": decision,
         "ratio": decision["ratio"],
         "ratio_ci": decision["ratio_ci"],
