@@ -20,7 +20,7 @@ from psra_bench.cachesim.experiment import check_replay_params, check_tuning_par
 from psra_bench.exceptions import ParameterError
 from psra_bench.latency.patterns import check_notebook_params as check_query_latency_params
 from psra_bench.load.results import check_notebook_params as check_load_test_params
-from psra_bench.workbench import DEFAULT_DATABASE
+from psra_bench.workbench import DEFAULT_DATABASE, check_writable_dir
 
 __all__ = [
     "NotebookParams",
@@ -101,6 +101,11 @@ class NotebookParams:
         """Validate with the experiment's own checks (ParameterError naming the first bad value)."""
         return None
 
+    def check_output_dir(self) -> None:
+        """``output_dir`` must be a folder this user can write, checked before any measurement."""
+        if isinstance(self.output_dir, str) and self.output_dir.strip():
+            check_writable_dir("output_dir", self.output_dir)
+
     def _values(self, *names: str) -> dict[str, Any]:
         return {n: getattr(self, n) for n in names}
 
@@ -120,13 +125,18 @@ class QueryLatencyParams(NotebookParams):
     write_batch_rows: int = param(200, "rows per insert batch")
     path: str = param("query", '"query": pooled execute + fetch; "dal": PostgresDAL.fetch_all (adds JSON conversion)')
     budget_s: float = param(10.0, 'cap on one query\'s timed calls per round, in seconds (slow "before" scans at 1M)')
+    recommend: bool = param(True, "also measure the audit's recommended index set (a third side)")
 
     def check(self) -> list[str]:
         """The query names to run."""
-        return check_query_latency_params(**self._values(
+        if not isinstance(self.recommend, bool):
+            raise ParameterError("recommend", self.recommend, "True or False")
+        checked = check_query_latency_params(**self._values(
             "verdicts", "database", "output_dir", "queries", "iterations", "rounds", "warmup", "seed",
             "write_batches", "write_batch_rows", "path", "budget_s",
         ))  # fmt: skip
+        self.check_output_dir()  # last: a bad value above makes no folder
+        return checked
 
 
 @dataclass(frozen=True)
@@ -158,7 +168,9 @@ class CacheHitRatesParams(_WorkloadParams):
 
     def check(self) -> Any:
         """The checked replay parameters."""
-        return check_replay_params(**self._values(*self._TRACE, "ttls", "compression", "invalidate_on_update"))
+        checked = check_replay_params(**self._values(*self._TRACE, "ttls", "compression", "invalidate_on_update"))
+        self.check_output_dir()  # last: a bad value above makes no folder
+        return checked
 
 
 @dataclass(frozen=True)
@@ -182,10 +194,12 @@ class TtlTuningParams(_WorkloadParams):
 
     def check(self) -> Any:
         """The checked tuning parameters."""
-        return check_tuning_params(**self._values(
+        checked = check_tuning_params(**self._values(
             *self._TRACE, "ttl_grid", "target_hit_rate", "max_staleness_s", "staleness_metric",
             "live_check_requests", "compression", "interactive",
         ))  # fmt: skip
+        self.check_output_dir()  # last: a bad value above makes no folder
+        return checked
 
 
 @dataclass(frozen=True)
@@ -206,10 +220,12 @@ class LoadTestParams(NotebookParams):
 
     def check(self) -> list[str]:
         """The configuration names to run."""
-        return check_load_test_params(**self._values(
+        checked = check_load_test_params(**self._values(
             "users", "spawn_rate", "duration", "arrival_rate", "slo_p95_ms", "configurations", "verdicts", "seed",
             "quick",
         ))  # fmt: skip
+        self.check_output_dir()  # last: a bad value above makes no folder
+        return checked
 
 
 @dataclass(frozen=True)
@@ -226,13 +242,15 @@ class ReportNotebookParams(NotebookParams):
     quick: bool = param(True, "a --quick run: the report and its history entry say mode quick")
 
     def check(self) -> None:
-        """The run id and folders must be usable names."""
+        """The run id and folders must be usable names, and the folders writable."""
         if not isinstance(self.run_id, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,80}", self.run_id):
             raise ParameterError("run_id", self.run_id, "1-80 letters, digits, '.', '_' or '-'")
         for name in ("output_dir", "reports_dir"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ParameterError(name, value, "a folder path (a non-empty string)")
+        self.check_output_dir()
+        check_writable_dir("reports_dir", self.reports_dir)
 
 
 #: Each notebook's parameter class, by notebook name.

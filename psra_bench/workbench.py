@@ -36,6 +36,7 @@ __all__ = [
     "check_positive_int",
     "check_positive_number",
     "check_choice",
+    "check_writable_dir",
 ]
 
 #: The database the report and the notebooks use (created on the configured or embedded server).
@@ -61,6 +62,19 @@ def check_positive_int(name: str, value: Any, maximum: int | None = None) -> int
         allowed = f"a whole number from 1 to {maximum:,}" if maximum else "a whole number ≥ 1"
         raise ParameterError(name, value, allowed)
     return value
+
+
+def check_writable_dir(name: str, path: str | os.PathLike[str]) -> Path:
+    """The folder ``path``, made if missing and proven writable with a probe file; else one ParameterError sentence."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise ParameterError(name, str(path), f"a folder this user can create and write to ({reason})") from None
+    return folder
 
 
 def check_positive_number(name: str, value: Any) -> float:

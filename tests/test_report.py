@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,67 @@ def test_quick_report_writes_every_file(quick_run: dict[str, Any], settings: Set
 
 
 @pytest.mark.slow
+def test_quick_report_opens_with_findings_and_recommendations(quick_run: dict[str, Any]) -> None:
+    run_dir: Path = quick_run["dir"]
+    md = (run_dir / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## Summary", "## Recommendations"]
+    summary = md.split("## Summary", 1)[1].split("## Recommendations", 1)[0]
+    findings = [line for line in summary.splitlines() if line.startswith("- ")]
+    assert 5 <= len(findings) <= 8, findings
+    measured = [f for f in findings if "no earlier comparable run" not in f]  # a first run has nothing to compare
+    assert all(any(ch.isdigit() for ch in f) for f in measured), findings
+    assert "n = " in summary and "[" in summary, "findings carry n and CIs"
+    # speedups are factors with a CI, never "-100 %"; a tiny p-value prints as "< 0.001", not 0.0000
+    assert "-100 %" not in md and "×" in md
+    results = json.loads((run_dir / "results.json").read_text())
+    latency = next(t for t in results["tables"] if t["title"].startswith("Query latency"))
+    p_col = latency["columns"].index("p (MWU)")
+    assert all(row[p_col] == "< 0.001" or float(row[p_col]) >= 0.001 for row in latency["rows"])
+    q = results["sections"]["query_latency"]
+    assert len(q["audit"]) == 46 and "Index audit (46 indexes)" in md
+    assert "Three index sets: baseline / spec / recommended" in md
+    assert set(q["recommended"]["queries"]) == set(q["queries"])
+    up = (run_dir / "recommended_indexes.up.sql").read_text()
+    assert all(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {n} " in up for n in q["recommended"]["indexes"])
+    assert (run_dir / "recommended_indexes.down.sql").exists()
+    assert results["summary"]["findings"] == [f[2:] for f in findings]
+    page = (quick_run["reports"] / "index.html").read_text()
+    assert f"{results['run_id']}/report.html" in page
+
+
+def _chromium() -> str | None:
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+
+
+@pytest.mark.slow
+def test_report_html_in_a_real_browser(quick_run: dict[str, Any]) -> None:
+    """Headless Chromium: the page renders, every image loads, every table-of-contents link lands on a heading."""
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no Chromium found (/usr/bin/chromium or chromium on PATH): apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto((quick_run["dir"] / "report.html").resolve().as_uri())
+            assert page.locator("h1").inner_text().startswith("PSRA performance report")
+            assert page.locator("h2").first.inner_text() == "Summary"
+            images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete && e.naturalWidth > 0])")
+            assert len(images) >= 10 and all(ok for _, ok in images), images
+            targets = page.eval_on_selector_all(
+                "nav.toc a", "els => els.map(a => [a.getAttribute('href'), !!document.getElementById(a.hash.slice(1))])"
+            )
+            assert len(targets) >= 6 and all(ok for _, ok in targets), targets
+            # a plot sits in the same block as its table
+            assert page.locator(".pair table").count() >= 5 and page.locator(".pair img").count() >= 5
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_deliberately_slowed_run_is_flagged(quick_run: dict[str, Any]) -> None:
     """Rebuild the same run's report against a history whose previous run was 3× faster."""
@@ -135,6 +197,10 @@ def test_a_deliberately_slowed_run_is_flagged(quick_run: dict[str, Any]) -> None
     assert flagged <= set(results["headline"])
     assert again["previous_run"] == "earlier-faster"
     assert "Regressions against the previous comparable run" in (run_dir / "report.md").read_text()
+    assert "regressed against run earlier-faster" in (run_dir / "report.md").read_text()
+    # the history page now spans the runs: both listed, the slowed one flagged
+    page = (quick_run["reports"] / "index.html").read_text()
+    assert "earlier-faster" in page and f"{results['run_id']}/report.html" in page
 
 
 def _stats(samples: list[float]) -> dict[str, Any]:

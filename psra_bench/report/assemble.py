@@ -6,7 +6,9 @@ spec's claimed figures beside ours — and writes ``report.md``, a self-containe
 ``report.html`` (plots embedded) and, last and atomically, ``results.json``. Its headline
 figures go to ``history.jsonl``; the previous comparable run (same machine key, same scale)
 is compared sample-by-sample, and slowdowns that pass the factor and significance gates are
-flagged as regressions.
+flagged as regressions. The report opens with a summary and recommendations
+(:mod:`psra_bench.report.summary`), and every run regenerates ``reports/index.html``, the trend
+page over the comparable runs (:mod:`psra_bench.report.history`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from typing import Any
 
 from psra_bench.exceptions import MeasurementError
 from psra_bench.measure.stats import compare_to_previous
+from psra_bench.measure.wording import p_text, times
+from psra_bench.report.history import write_history_page
 from psra_bench.report.sections import SECTION_BUILDERS, fmt
+from psra_bench.report.summary import findings, recommendations
 from psra_bench.table import Table
-from psra_bench.workbench import load_results, save_results
+from psra_bench.workbench import check_writable_dir, load_results, save_results
 
 __all__ = [
     "assemble_report",
@@ -35,6 +40,7 @@ __all__ = [
     "find_regressions",
     "render_markdown",
     "render_html",
+    "trend_figures",
     "Report",
 ]
 
@@ -57,6 +63,9 @@ class Report:
     images: list[Path] = field(default_factory=list)
     regressions: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The opening: one-sentence findings, then recommendations ("do") and what could not be decided ("open").
+    findings: list[str] = field(default_factory=list)
+    recommendations: dict[str, list[str]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- history
@@ -139,73 +148,161 @@ def find_regressions(
 # ----------------------------------------------------------------------------- rendering
 
 
-_REGRESSION_COLUMNS = ["item", "previous p50 ms", "current p50 ms", "slowdown ×", "p"]
+_REGRESSION_COLUMNS = ["item", "previous p50 ms", "current p50 ms", "slowdown", "p"]
 
 
 def _regression_rows(report: Report) -> list[list[Any]]:
     return [
-        [r["item"], fmt(r["previous_p50_ms"]), fmt(r["current_p50_ms"]), fmt(r["slowdown"]), fmt(r["p_value"], 4)]
+        [r["item"], fmt(r["previous_p50_ms"]), fmt(r["current_p50_ms"]), times(r["slowdown"]), p_text(r["p_value"])]
         for r in report.regressions
     ]
 
 
+#: (section, start of a table's title) -> the plot shown beside that table (PNG stem in the run folder).
+FIGURES: tuple[tuple[str, str, str], ...] = (
+    ("Query performance", "Query latency", "01_query_latency_p50"),
+    ("Query performance", "Write cost", "01_query_latency_write_cost"),
+    ("Query performance", "Index count", "01_query_latency_rounds"),
+    ("Index audit", "Index audit", "01_query_latency_indexes"),
+    ("Index audit", "Three index sets", "01_query_latency_three_way"),
+    ("Cache hit rates", "Cache Hit Rates", "02_cache_hit_rates_hit_rates"),
+    ("Cache hit rates", "TTL simulation vs live", "02_cache_hit_rates_latency"),
+    ("TTL tuning", "Recommended TTL", "03_ttl_tuning_hit_rate"),
+    ("TTL tuning", "TTL simulation vs live", "03_ttl_tuning_sim_vs_live"),
+    ("TTL tuning", "Hit rate and stale share", "03_ttl_tuning_staleness"),
+    ("Overall system", "Overall system", "04_load_test_latency"),
+    ("Overall system", "Per configuration", "04_load_test_endpoints"),
+    ("Overall system", "Step load", "04_load_test_steps"),
+)
+
+
+def _figure_of(table: Table, images: Mapping[str, Path]) -> Path | None:
+    for section, title, stem in FIGURES:
+        if table.section.startswith(section) and table.title.startswith(title) and stem in images:
+            return images[stem]
+    return None
+
+
+def _anchor(text: str) -> str:
+    """An id for a heading: lower-case words joined by '-'."""
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "section"
+
+
+def _layout(report: Report) -> tuple[list[tuple[str, list[tuple[Table, Path | None]]]], list[Path]]:
+    """Tables grouped by section, each with the plot beside it; the plots no table claimed."""
+    images = {p.stem: p for p in report.images}
+    used: set[Path] = set()
+    sections: list[tuple[str, list[tuple[Table, Path | None]]]] = []
+    for t in report.tables:
+        if not sections or sections[-1][0] != t.section:
+            sections.append((t.section, []))
+        fig = _figure_of(t, images)
+        if fig is not None:
+            used.add(fig)
+        sections[-1][1].append((t, fig))
+    return sections, [p for p in report.images if p not in used]
+
+
+def _opening_markdown(report: Report) -> list[str]:
+    lines = ["## Summary", ""] + [f"- {f}" for f in report.findings] + [""]
+    lines += ["## Recommendations", ""]
+    lines += [f"- {r}" for r in report.recommendations.get("do", [])] or ["- Nothing to change on this run's evidence."]
+    if report.recommendations.get("open"):
+        lines += ["", "**Could not decide**", ""] + [f"- {r}" for r in report.recommendations["open"]]
+    return lines + [""]
+
+
 def render_markdown(report: Report) -> str:
-    """The report as Markdown."""
+    """The report as Markdown: summary and recommendations first, then each section's tables and plots."""
     lines = [f"# {report.title}", ""]
     lines += [f"- **{k}**: {v}" for k, v in report.meta.items()]
     lines.append("")
+    lines += _opening_markdown(report)
     if report.regressions:
         lines += ["## Regressions against the previous comparable run", ""]
         lines.append(Table(_REGRESSION_COLUMNS, _regression_rows(report)).markdown())
-    section = None
-    for t in report.tables:
-        if t.section != section:
-            section = t.section
-            lines += [f"## {section}", ""]
-        lines.append(t.markdown())
-    if report.images:
-        lines += ["## Plots", ""]
-        lines += [f"![{p.stem}]({p.name})" for p in report.images]
+    sections, loose = _layout(report)
+    for section, pairs in sections:
+        lines += [f"## {section}", ""]
+        for t, fig in pairs:
+            lines.append(t.markdown())
+            if fig is not None:
+                lines += [f"![{fig.stem}]({fig.name})", ""]
+    if loose:
+        lines += ["## More plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in loose]
         lines.append("")
     if report.notes:
         lines += ["## Method and caveats", ""] + [f"- {n}" for n in report.notes] + [""]
     return "\n".join(lines)
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1500px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}caption{text-align:left;font-weight:bold}
-.note{color:#555;font-size:.9em}.regression{background:#fde2e2}img{max-width:100%;border:1px solid #eee}"""
+.note{color:#555;font-size:.9em}.regression{background:#fde2e2}img{max-width:100%;border:1px solid #eee}
+.pair{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}.pair>div{flex:1 1 560px;overflow-x:auto}
+.pair>figure{flex:1 1 480px;margin:0}.pair.wide>div{flex-basis:100%}.pair.wide>figure{max-width:900px}
+nav.toc{background:#f7f7f7;padding:.5em 1em;border:1px solid #ddd}
+.summary li{margin:.3em 0}"""
+
+
+def _img(p: Path) -> str:
+    e = html.escape
+    data = base64.b64encode(p.read_bytes()).decode()
+    return (
+        f"<figure><img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>"
+        f"<figcaption>{e(p.stem)}</figcaption></figure>"
+    )
 
 
 def render_html(report: Report) -> str:
-    """The report as one self-contained HTML page (plots embedded as data URIs)."""
+    """The report as one self-contained HTML page: a table of contents, the summary first, plots beside tables."""
     e = html.escape
+    sections, loose = _layout(report)
+    toc = [("summary", "Summary"), ("recommendations", "Recommendations")]
+    if report.regressions:
+        toc.append(("regressions", "Regressions"))
+    toc += [(_anchor(name), name) for name, _ in sections]
+    if loose:
+        toc.append(("more-plots", "More plots"))
+    if report.notes:
+        toc.append(("method", "Method and caveats"))
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report.title)}</title>"
-        f"<style>{_CSS}</style></head><body><h1>{e(report.title)}</h1><ul>"
+        f"<style>{_CSS}</style></head><body><h1 id='top'>{e(report.title)}</h1><ul>"
     ]
     parts += [f"<li><b>{e(str(k))}</b>: {e(str(v))}</li>" for k, v in report.meta.items()]
+    parts.append("</ul><nav class='toc'><b>Contents</b><ol>")
+    parts += [f"<li><a href='#{a}'>{e(t)}</a></li>" for a, t in toc]
+    parts.append("</ol></nav>")
+    parts.append("<h2 id='summary'>Summary</h2><ul class='summary'>")
+    parts += [f"<li>{e(f)}</li>" for f in report.findings]
+    parts.append("</ul><h2 id='recommendations'>Recommendations</h2><ul class='summary'>")
+    todo = report.recommendations.get("do") or ["Nothing to change on this run's evidence."]
+    parts += [f"<li>{e(r)}</li>" for r in todo]
     parts.append("</ul>")
+    if report.recommendations.get("open"):
+        parts.append("<h3 id='could-not-decide'>Could not decide</h3><ul class='summary'>")
+        parts += [f"<li>{e(r)}</li>" for r in report.recommendations["open"]]
+        parts.append("</ul>")
     if report.regressions:
-        parts.append("<h2>Regressions against the previous comparable run</h2>")
+        parts.append("<h2 id='regressions'>Regressions against the previous comparable run</h2>")
         parts.append(Table(_REGRESSION_COLUMNS, _regression_rows(report)).html(css_class="regression"))
-    section = None
-    for t in report.tables:
-        if t.section != section:
-            section = t.section
-            parts.append(f"<h2>{e(section)}</h2>")
-        parts.append(t.html())
-    if report.images:
-        parts.append("<h2>Plots</h2>")
-        for p in report.images:
-            data = base64.b64encode(p.read_bytes()).decode()
-            parts.append(
-                f"<figure><img alt='{e(p.stem)}' src='data:image/png;base64,{data}'>"
-                f"<figcaption>{e(p.stem)}</figcaption></figure>"
-            )
+    for name, pairs in sections:
+        parts.append(f"<h2 id='{_anchor(name)}'>{e(name)}</h2>")
+        for t, fig in pairs:
+            if fig is None:
+                parts.append(t.html())
+            else:
+                wide = " wide" if len(t.columns) > 8 else ""  # a wide table keeps its width: the plot goes under it
+                parts.append(f"<div class='pair{wide}'><div>{t.html()}</div>{_img(fig)}</div>")
+    if loose:
+        parts.append("<h2 id='more-plots'>More plots</h2>")
+        parts += [_img(p) for p in loose]
     if report.notes:
-        parts.append("<h2>Method and caveats</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes) + "</ul>")
+        parts.append("<h2 id='method'>Method and caveats</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in report.notes))
+        parts.append("</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -223,8 +320,8 @@ def assemble_report(
     alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Build report.md, report.html and results.json in ``run_dir``; update the history; return results."""
-    run_dir = Path(run_dir)
-    history_path = Path(reports_dir or run_dir.parent) / "history.jsonl"
+    run_dir = check_writable_dir("output_dir", run_dir)
+    history_path = check_writable_dir("reports_dir", reports_dir or run_dir.parent) / "history.jsonl"
     (run_dir / "results.json").unlink(missing_ok=True)  # never leave an older results.json to be trusted
     sections = {name: load_results(run_dir, stem) for name, stem in SECTION_FILES}
     present = {k: v for k, v in sections.items() if v is not None}
@@ -265,6 +362,11 @@ def assemble_report(
         tables, notes = SECTION_BUILDERS[name](section)
         report.tables += tables
         report.notes += notes
+    compared = len(set(headline) & set(previous.get("headline", {}))) if previous else 0
+    report.findings = findings(
+        present, regressions=regressions, previous_run=previous["run_id"] if previous else None, compared_items=compared
+    )
+    report.recommendations = recommendations(present)
     report.images = sorted(p for p in run_dir.glob("0[1-4]_*.png"))
     (run_dir / "report.md").write_text(render_markdown(report))
     (run_dir / "report.html").write_text(render_html(report))
@@ -279,6 +381,7 @@ def assemble_report(
         "headline": headline,
         "previous_run": previous["run_id"] if previous else None,
         "regressions": regressions,
+        "summary": {"findings": report.findings, "recommendations": report.recommendations},
         "tables": [t.to_dict() for t in report.tables],
     }
     save_results(run_dir, "results", results)
@@ -291,6 +394,37 @@ def assemble_report(
             "quick": quick,
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "headline": headline,
+            "trend": trend_figures(present),
+            "regressions": [r["item"] for r in regressions],
+            "report": _relative_report(run_dir, history_path.parent),
         },
     )
+    write_history_page(history_path.parent, read_history(history_path), machine_key=machine_key, scale=scale)
     return results
+
+
+def trend_figures(sections: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The scalars the history page plots per run: query p50s (spec set), hit rates, API p95s, users supported."""
+    out: dict[str, dict[str, float]] = {}
+    q = sections.get("query_latency") or {}
+    if q.get("queries"):
+        out["query_p50_ms"] = {k: v["after"]["p50"] for k, v in q["queries"].items() if v.get("after")}
+    entities = ((sections.get("cache") or {}).get("live") or {}).get("entities") or {}
+    if entities:
+        out["hit_rate"] = {k: e["hit_rate"] for k, e in entities.items() if e.get("hit_rate") is not None}
+    configs = (sections.get("load") or {}).get("configurations") or {}
+    p95 = {k: ((c.get("closed") or {}).get("overall") or {}).get("p95_ms") for k, c in configs.items()}
+    users = {k: (c.get("users_supported") or {}).get("users_supported") for k, c in configs.items()}
+    if any(v is not None for v in p95.values()):
+        out["api_p95_ms"] = {k: float(v) for k, v in p95.items() if v is not None}
+    if any(v is not None for v in users.values()):
+        out["users_supported"] = {k: float(v) for k, v in users.items() if v is not None}
+    return out
+
+
+def _relative_report(run_dir: Path, reports_dir: Path) -> str | None:
+    """``<run-id>/report.html`` relative to the reports folder (None when the run folder lies elsewhere)."""
+    try:
+        return (run_dir.resolve() / "report.html").relative_to(reports_dir.resolve()).as_posix()
+    except ValueError:
+        return None

@@ -22,7 +22,7 @@ import yaml
 from psra_bench.exceptions import NotebookFailed, ParameterError
 from psra_bench.params import NOTEBOOK_PARAMS, NotebookParams
 from psra_bench.resources import shipped_file
-from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, check_positive_number
+from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, check_positive_number, check_writable_dir
 
 __all__ = [
     "ReportParams",
@@ -182,9 +182,14 @@ def run_report(
     run_id = run_id or new_run_id()
     run_dir = Path(params.reports_dir) / run_id
     names = [n for n in NOTEBOOKS if n in params.sections or n == "05_report"]
-    for name in names:  # every notebook's parameters are checked before any work
-        notebook_params(name, params, run_dir, run_id).check()
-    run_dir.mkdir(parents=True, exist_ok=False)
+    check_writable_dir("reports_dir", params.reports_dir)  # one sentence now, not a failure after the measurements
+    run_dir.mkdir(exist_ok=False)
+    try:
+        for name in names:  # every notebook's parameters are checked before any work
+            notebook_params(name, params, run_dir, run_id).check()
+    except Exception:
+        run_dir.rmdir()  # still empty: nothing was measured
+        raise
     started = time.perf_counter()
     say(f"run {run_id}: servers and dataset ({params.verdicts:,} verdicts, seed {params.seed})")
     settings = notebook_settings(params.database)

@@ -8,10 +8,13 @@ samples) that later runs compare against for regressions.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from psra_bench.latency.tables import audit_table, three_way_cost_table, three_way_table
+from psra_bench.measure.wording import p_text, speedup_text, times
 from psra_bench.results import CacheHitRatesResult, LoadTestResult, QueryLatencyResult, TtlTuningResult
 from psra_bench.table import Table
 
@@ -55,21 +58,25 @@ def query_tables(section: QueryLatencyResult) -> tuple[list[Table], list[str]]:
     name = "Query performance (before vs after the index migration)"
     rows = []
     for r in section.get("table", []):
+        spec = (
+            f"{fmt(r['spec_before_ms'], 0)} → {fmt(r['spec_after_ms'], 0)} ms "
+            f"({times(r['spec_before_ms'] / r['spec_after_ms'])})"
+            if r.get("spec_before_ms") and r.get("spec_after_ms")
+            else "–"
+        )
         rows.append(
             [
                 r["operation"],
-                f"{fmt(r['spec_before_ms'], 0)} → {fmt(r['spec_after_ms'], 0)} ({_pct(-r['spec_improvement_pct'])})"
-                if r.get("spec_before_ms")
-                else "–",
+                spec,
                 fmt(r["before_p50_ms"], 3),
                 ci(r["before_p50_ci"], 3),
                 fmt(r["after_p50_ms"], 3),
                 ci(r["after_p50_ci"], 3),
                 f"{fmt(r['before_p95_ms'], 2)} → {fmt(r['after_p95_ms'], 2)}",
                 f"{fmt(r['before_p99_ms'], 2)} → {fmt(r['after_p99_ms'], 2)}",
-                _pct(-r["improvement_pct"]) if r.get("improvement_pct") is not None else "–",
+                speedup_text(r.get("ratio"), r.get("ratio_ci")),
                 f"{r['n_before']}/{r['n_after']}",
-                fmt(r.get("p_value"), 4),
+                p_text(r.get("p_value")),
                 r["verdict"],
             ]
         )
@@ -87,7 +94,7 @@ def query_tables(section: QueryLatencyResult) -> tuple[list[Table], list[str]]:
                 "95% CI",
                 "p95 before → after",
                 "p99 before → after",
-                "change in p50",
+                "speedup of p50 [95% CI]",
                 "n before/after",
                 "p (MWU)",
                 "verdict",
@@ -96,7 +103,7 @@ def query_tables(section: QueryLatencyResult) -> tuple[list[Table], list[str]]:
             note=f"n = timed calls per side ({method.get('iterations_per_round')} × "
             f"{method.get('rounds_per_side')} interleaved rounds, schedule "
             f"{method.get('schedule')}); 'faster' needs ratio ≥ {method.get('factor')} and p < "
-            f"{method.get('alpha')}. Negative change = faster.",
+            f"{method.get('alpha')}. Speedup = before/after median (above 1×: faster), CI by bootstrap.",
         )
     ]
     wc = section.get("write_cost")
@@ -147,6 +154,12 @@ def query_tables(section: QueryLatencyResult) -> tuple[list[Table], list[str]]:
                 "the spec estimated 150–200 MB of overhead.",
             )
         )
+    audit_name = "Index audit and the recommended set"
+    if section.get("audit"):
+        tables.append(dataclasses.replace(audit_table(section), section=audit_name))
+    for extra in (three_way_table(section), three_way_cost_table(section)):
+        if extra is not None:
+            tables.append(dataclasses.replace(extra, section=audit_name))
     notes = [f"Query latency: {method.get('timing', '')}. {method.get('statistics', '')}."]
     return tables, notes
 
