@@ -1,7 +1,8 @@
-"""Experiment 01 (notebook 01): the spec's query patterns before vs after the migration, and what indexes cost."""
+"""Experiment 01 (notebook 01): the spec's query patterns on three index sets, what indexes cost, the index audit."""
 
 from __future__ import annotations
 
+from psra_bench.latency.audit import audit_indexes, recommended_set, write_recommended_migration
 from psra_bench.latency.experiment import run_query_latency
 from psra_bench.latency.patterns import QUERY_PATTERNS, QueryPattern, resolve_queries
 from psra_bench.latency.tables import latency_table
@@ -14,4 +15,7 @@ __all__ = [
     "run_query_latency",
     "latency_table",
     "summarize_write_cost",
+    "audit_indexes",
+    "recommended_set",
+    "write_recommended_migration",
 ]

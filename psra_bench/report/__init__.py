@@ -1,8 +1,9 @@
-"""The performance report: the papermill runner, the assembly of report.md/html/results.json, and its sections."""
+"""The performance report: the papermill runner, the assembly of report.md/html/results.json, sections, history page."""
 
 from __future__ import annotations
 
 from psra_bench.report.assemble import assemble_report, read_history
+from psra_bench.report.history import detect_steps, write_history_page
 from psra_bench.report.runner import ReportParams, ReportRun, load_params_file, run_report
 from psra_bench.report.sections import SECTION_BUILDERS
 
@@ -14,4 +15,6 @@ __all__ = [
     "assemble_report",
     "read_history",
     "SECTION_BUILDERS",
+    "detect_steps",
+    "write_history_page",
 ]

@@ -77,7 +77,8 @@ def _query_findings(q: Mapping[str, Any]) -> list[str]:
         size = rec["sizes"]["index_bytes"]
         sentence = (
             f"The audit's recommended set (baseline + {len(rec['indexes'])} of the 26) is as fast as the spec's for "
-            f"{len(fast)} of {len(qs)} queries and takes {mb(size['recommended'])} instead of {mb(size['spec'])}"
+            f"{len(fast)} of {len(qs)} queries, and all its indexes take {mb(size['recommended'])} against the "
+            f"spec set's {mb(size['spec'])}"
         )
         w = rec.get("write")
         if w:
@@ -119,10 +120,13 @@ def _load_findings(load: Mapping[str, Any]) -> list[str]:
     parts = []
     for name, c in configs.items():
         us = c.get("users_supported") or {}
-        if us.get("users_supported") is None:
-            continue
-        text = f"{name} {us['users_supported']}{'+' if us.get('lower_bound') else ''}"
         failing = us.get("first_failing_users")
+        if us.get("users_supported") is None and failing is None:
+            continue
+        if us.get("users_supported") is None:
+            text = f"{name} fewer than {failing}"
+        else:
+            text = f"{name} {us['users_supported']}{'+' if us.get('lower_bound') else ''}"
         step = next((s for s in c.get("steps") or [] if s.get("users") == failing), None)
         if step:
             o = step.get("overall") or {}
@@ -175,10 +179,11 @@ def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     review = [r for r in audit if r["new"] and r["recommendation"] == REVIEW]
     if drop or review:
         freed = sum(r["size_bytes"] for r in drop + review)
+        kinds = [f"{len(drop)} unused, covered or on a tiny table"] if drop else []
+        kinds += [f"{len(review)} used without a significant gain"] if review else []
         sentence = (
             f"Drop the {len(drop) + len(review)} migration indexes outside the recommended set "
-            f"({len(drop)} unused, covered or on a tiny table; {len(review)} used without a significant gain): "
-            f"that frees {mb(freed)}"
+            f"({'; '.join(kinds)}): that frees {mb(freed)}"
         )
         w = (rec or {}).get("write")
         if w:
