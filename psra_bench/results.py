@@ -79,6 +79,8 @@ class QueryLatencyResult(TypedDict):
     migration: dict[str, Any]
     write_cost: dict[str, Any] | None
     vacuum_seconds: float | None
+    #: The VACUUM after each round's insert batches, in seconds.
+    round_vacuum_seconds: list[float]
     fingerprint: dict[str, Any]
     elapsed_seconds: float
     table: list[LatencyRow]

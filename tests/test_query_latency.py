@@ -133,6 +133,7 @@ def test_full_run_from_baseline(seeded: Settings) -> None:
     rows, heap = _heap_pages(seeded)
     assert rows == heap_before[0] == VERDICTS and heap_before[1] <= heap < 2 * heap_before[1]
     assert res["vacuum_seconds"] is not None
+    assert len(res["round_vacuum_seconds"]) == 3  # after every round's batches: each round starts clean
     assert dup["plan_changed"] and res["table"][5]["plan_changed"]
     # the table keeps the spec's order after a JSON round trip (save_results sorts keys)
     reloaded = json.loads(json.dumps(res, sort_keys=True))

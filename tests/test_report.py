@@ -294,3 +294,31 @@ def test_the_load_section_says_per_step_whether_the_generator_or_the_system_limi
     limits = ["–", "generator (saturated)", "system under test (p95 > 200 ms); busiest: PostgreSQL"]
     assert [r[-1] for r in steps.rows] == limits
     assert steps.rows[1][6:9] == ["0.90", "1.25", "0.95"]
+
+
+def test_a_recommended_set_measured_slower_is_explained_by_its_plans() -> None:
+    """Same plan on both sets: the gap is the run's; a plan that lost an index: that index is named."""
+    from psra_bench.report.summary import recommendations
+
+    def vs(ratio: float) -> dict[str, Any]:
+        return {"ratio": ratio, "ratio_ci": [ratio * 0.95, ratio * 1.05], "p_value": 0.0004, "verdict": "slower"}
+
+    section = {
+        "audit": [],
+        "queries": {
+            "recent_verdicts": {"plans": {"after": {"index_names": ["idx_a"]}}},
+            "trade_route_report": {"plans": {"after": {"index_names": ["idx_a", "idx_gone"]}}},
+        },
+        "recommended": {
+            "queries": {
+                q: {"as_fast_as_spec": False, "recommended_vs_spec": vs(r), "plan_recommended": ["idx_a"]}
+                for q, r in (("recent_verdicts", 1.2), ("trade_route_report", 1.5))
+            },
+        },
+    }  # fmt: skip
+    open_ = recommendations({"query_latency": section})["open"]
+    recent = next(t for t in open_ if "for recent_verdicts" in t)
+    report = next(t for t in open_ if "for trade_route_report" in t)
+    assert "same indexes on both sets" in recent and "0.83×" in recent and "p < 0.001" in recent
+    assert "uses idx_gone, which the recommended set drops" in report
+    assert any("notebook 03 did not run" in t for t in open_)

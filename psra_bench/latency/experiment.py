@@ -38,7 +38,9 @@ Method (what :func:`run_query_latency` does, in order):
    (ANALYZE, BUFFERS) per query per state, with the same parameters on both sides, shows the plan
    (a custom plan: the timed calls may run a generic prepared plan; the scan deltas cover both).
 6. **Write cost**, in the same rounds: insert batches into ``psra_verdicts`` with 20 vs 46
-   indexes (:mod:`psra_bench.latency.write_cost`), rolled back, then one VACUUM at the end.
+   indexes (:mod:`psra_bench.latency.write_cost`), rolled back, then a VACUUM after each round
+   (the dead rows sit where the recent-verdict and dashboard queries read: left there, they
+   would make every later round slower) and one at the end.
 7. **Restore** the migration state the database started in (also after an error or Ctrl-C).
 """
 
@@ -123,6 +125,8 @@ class _Run:
     audit_n: dict[str, int] | None = None
     #: The side whose index state the database is in now.
     state: str = "A"
+    #: Seconds of the VACUUM after each round's insert batches (every round starts from a clean table).
+    vacuum_seconds: list[float] = dataclasses.field(default_factory=list)
     factor: float = 1.1
     alpha: float = 0.05
     seed: int = 0
@@ -320,6 +324,9 @@ def _run_rounds(
                         for _ in range(write_batches):
                             rows = verdict_rows(templates, write_batch_rows, write_rng, source.data_end)
                             run.write_ms[side].append(time_insert_batch(conn, rows))
+                    # The rolled-back rows sit at the right edge of the time indexes, where the recent-verdict
+                    # and dashboard queries read: left there, every later round would read more dead rows.
+                    run.vacuum_seconds.append(vacuum_verdicts(observer))
     finally:
         pool.close()
 
@@ -645,6 +652,7 @@ def run_query_latency(
         if write_batches
         else None,
         "vacuum_seconds": vacuum_seconds,
+        "round_vacuum_seconds": run.vacuum_seconds,
         "fingerprint": fingerprint,
         "elapsed_seconds": time.perf_counter() - started,
         "table": [],

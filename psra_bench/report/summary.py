@@ -195,12 +195,20 @@ def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         todo.append(sentence + "; recommended_indexes.up.sql in this run's folder applies it.")
     if rec:
         slower = [k for k, v in rec["queries"].items() if not v["as_fast_as_spec"]]
-        if slower:
-            vs = {k: rec["queries"][k]["recommended_vs_spec"] for k in slower}
-            detail = "; ".join(f"{k} {speedup_text(v['ratio'], v['ratio_ci'])}" for k, v in vs.items())
+        for k in slower:
+            vs = rec["queries"][k]["recommended_vs_spec"]
+            spec_plan = set((((q.get("queries") or {}).get(k) or {}).get("plans") or {}).get("after", {}).get(
+                "index_names") or ())  # fmt: skip
+            lost = sorted(spec_plan - set(rec["queries"][k].get("plan_recommended") or ()))
+            why = (
+                f"its spec-set plan uses {', '.join(lost)}, which the recommended set drops: keep it or review"
+                if lost
+                else "its plan uses the same indexes on both sets, so the gap comes from the run (drift between "
+                "rounds), not from a dropped index: run again with more rounds to settle it"
+            )
             open_.append(
-                f"The recommended set was slower than the spec's for {', '.join(slower)} ({detail}): look at the "
-                "'review' indexes those queries use before dropping them."
+                f"The recommended set measured slower than the spec's for {k} "
+                f"({speedup_text(vs['ratio'], vs['ratio_ci'])}, p {p_text(vs['p_value'])}); {why}."
             )
     else:
         open_.append("The recommended set was not measured in this run (recommend = False): its speed is untested.")
