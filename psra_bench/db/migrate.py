@@ -326,6 +326,27 @@ def _refuse_foreign_builds(name: str, names: list[str], found: dict[str, _Found]
             )
 
 
+def _claim(
+    conn: psycopg.Connection[Any], name: str, specs: list[IndexSpec], found: dict[str, _Found], owners: dict[str, str]
+) -> None:
+    """Record the state "applying" and who owns each of ``specs``, in one transaction, before any build starts.
+
+    An index already recorded keeps its origin; a valid one found unrecorded is "preexisting"
+    (``migrate down`` leaves it), any other is "created". ``owners`` is updated in place.
+    """
+    with conn.transaction():
+        _record(conn, name, "applying")
+        for spec in specs:
+            f = found.get(spec.name)
+            origin = owners.get(spec.name) or ("preexisting" if f is not None and f.valid else "created")
+            conn.execute(
+                """INSERT INTO psra_bench.migration_indexes (migration, index_name, origin) VALUES (%s, %s, %s)
+                   ON CONFLICT (migration, index_name) DO UPDATE SET origin = EXCLUDED.origin""",
+                (name, spec.name, origin),
+            )
+            owners[spec.name] = origin
+
+
 def migrate_up(
     dsn: str,
     name: str = constants.PERFORMANCE_MIGRATION,
@@ -354,17 +375,7 @@ def migrate_up(
             _refuse_conflicts(name, specs, found)
             _refuse_foreign_builds(name, names, found)
             owners = _effective_owners(conn, name, _recorded(conn, name), found)
-            with conn.transaction():  # state and ownership together, before any build starts
-                _record(conn, name, "applying")
-                for spec in specs:
-                    f = found.get(spec.name)
-                    origin = owners.get(spec.name) or ("preexisting" if f is not None and f.valid else "created")
-                    conn.execute(
-                        """INSERT INTO psra_bench.migration_indexes (migration, index_name, origin) VALUES (%s, %s, %s)
-                           ON CONFLICT (migration, index_name) DO UPDATE SET origin = EXCLUDED.origin""",
-                        (name, spec.name, origin),
-                    )
-                    owners[spec.name] = origin
+            _claim(conn, name, specs, found, owners)
             for spec in specs:
                 f = found.get(spec.name)
                 if f is not None and f.valid:
@@ -492,17 +503,7 @@ def migrate_subset(
             _refuse_conflicts(name, specs, found)
             _refuse_foreign_builds(name, names, found)
             owners = _effective_owners(conn, name, _recorded(conn, name), found)
-            with conn.transaction():
-                _record(conn, name, "applying")  # a subset is the migration part-way
-                for spec in wanted:
-                    f = found.get(spec.name)
-                    origin = owners.get(spec.name) or ("preexisting" if f is not None and f.valid else "created")
-                    conn.execute(
-                        """INSERT INTO psra_bench.migration_indexes (migration, index_name, origin) VALUES (%s, %s, %s)
-                           ON CONFLICT (migration, index_name) DO UPDATE SET origin = EXCLUDED.origin""",
-                        (name, spec.name, origin),
-                    )
-                    owners[spec.name] = origin
+            _claim(conn, name, wanted, found, owners)  # a subset is the migration part-way
             for spec in reversed(specs):  # drops first: they are quick and free space for the builds
                 if spec in wanted or spec.name not in found or owners.get(spec.name) != "created":
                     continue

@@ -256,18 +256,16 @@ def recommendations(sections: Mapping[str, Any]) -> dict[str, list[str]]:
     """{"do": what to change, with its measured effect; "open": what this run could not decide, and why}."""
     todo: list[str] = []
     open_: list[str] = []
-    if sections.get("query_latency"):
-        a, b = _index_recommendations(sections["query_latency"])
-        todo += a
-        open_ += b
-    else:
-        open_.append("Indexes: notebook 01 did not run, so nothing is said about them.")
-    if sections.get("ttl"):
-        a, b = _ttl_recommendations(sections["ttl"])
-        todo += a
-        open_ += b
-    else:
-        open_.append("TTLs: notebook 03 did not run, so no TTL is recommended.")
+    for key, advise, missing in (
+        ("query_latency", _index_recommendations, "Indexes: notebook 01 did not run, so nothing is said about them."),
+        ("ttl", _ttl_recommendations, "TTLs: notebook 03 did not run, so no TTL is recommended."),
+    ):
+        if sections.get(key):
+            do, undecided = advise(sections[key])
+            todo += do
+            open_ += undecided
+        else:
+            open_.append(missing)
     load = sections.get("load")
     if load:
         bounded = [n for n, c in (load.get("configurations") or {}).items() if (c.get("users_supported") or {}).get(
