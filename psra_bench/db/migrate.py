@@ -326,6 +326,17 @@ def _refuse_foreign_builds(name: str, names: list[str], found: dict[str, _Found]
             )
 
 
+def _inspect(
+    conn: psycopg.Connection[Any], name: str, specs: list[IndexSpec]
+) -> tuple[dict[str, _Found], dict[str, str]]:
+    """The migration's indexes found in the database and their recorded owners; refuses conflicts and foreign builds."""
+    names = [s.name for s in specs]
+    found = _found(conn, names)
+    _refuse_conflicts(name, specs, found)
+    _refuse_foreign_builds(name, names, found)
+    return found, _effective_owners(conn, name, _recorded(conn, name), found)
+
+
 def _claim(
     conn: psycopg.Connection[Any], name: str, specs: list[IndexSpec], found: dict[str, _Found], owners: dict[str, str]
 ) -> None:
@@ -371,10 +382,7 @@ def migrate_up(
     with db.connect(dsn, autocommit=True) as conn, _database_errors(name, "up"):
         with _migration_lock(conn, name, progress) as waited:
             _prepare(conn, name, prepare)
-            found = _found(conn, names)
-            _refuse_conflicts(name, specs, found)
-            _refuse_foreign_builds(name, names, found)
-            owners = _effective_owners(conn, name, _recorded(conn, name), found)
+            found, owners = _inspect(conn, name, specs)
             _claim(conn, name, specs, found, owners)
             for spec in specs:
                 f = found.get(spec.name)
@@ -499,10 +507,7 @@ def migrate_subset(
     with db.connect(dsn, autocommit=True) as conn, _database_errors(name, "subset"):
         with _migration_lock(conn, name, progress) as waited:
             _prepare(conn, name, None)
-            found = _found(conn, names)
-            _refuse_conflicts(name, specs, found)
-            _refuse_foreign_builds(name, names, found)
-            owners = _effective_owners(conn, name, _recorded(conn, name), found)
+            found, owners = _inspect(conn, name, specs)
             _claim(conn, name, wanted, found, owners)  # a subset is the migration part-way
             for spec in reversed(specs):  # drops first: they are quick and free space for the builds
                 if spec in wanted or spec.name not in found or owners.get(spec.name) != "created":
