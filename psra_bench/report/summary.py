@@ -172,9 +172,19 @@ def findings(
 # ----------------------------------------------------------------------------- recommendations
 
 
+def _lost_indexes(q: Mapping[str, Any], rec: Mapping[str, Any], query: str) -> list[str]:
+    """Indexes the query's plan used on the spec set but not on the recommended set."""
+    spec_plan = ((((q.get("queries") or {}).get(query) or {}).get("plans") or {}).get("after") or {}).get("index_names")
+    return sorted(set(spec_plan or ()) - set(rec["queries"][query].get("plan_recommended") or ()))
+
+
 def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     audit, rec = q.get("audit") or [], q.get("recommended")
-    todo, open_ = [], []
+    todo: list[str] = []
+    open_: list[str] = []
+    slower = [k for k, v in (rec or {}).get("queries", {}).items() if not v["as_fast_as_spec"]]
+    # An index whose loss made a query slower in the three-way run is not advised away.
+    needed = {ix: k for k in slower for ix in _lost_indexes(q, rec or {}, k)}
     drop = [r for r in audit if r["new"] and r["recommendation"] == DROP]
     review = [r for r in audit if r["new"] and r["recommendation"] == REVIEW]
     if drop or review:
@@ -182,7 +192,7 @@ def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         kinds = [f"{len(drop)} unused, covered or on a tiny table"] if drop else []
         kinds += [f"{len(review)} used without a significant gain"] if review else []
         sentence = (
-            f"Drop the {len(drop) + len(review)} migration indexes outside the recommended set "
+            f"The recommended set leaves out {len(drop) + len(review)} migration indexes "
             f"({'; '.join(kinds)}): that frees {mb(freed)}"
         )
         w = (rec or {}).get("write")
@@ -192,25 +202,26 @@ def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                 f" and inserts ran at {_rows_per_s(w['recommended'])} instead of {_rows_per_s(w['spec'])} "
                 f"(batch time {speedup_text(vs['ratio'], vs['ratio_ci'])} faster, p {p_text(vs['p_value'])})"
             )
-        todo.append(sentence + "; recommended_indexes.up.sql in this run's folder applies it.")
-    if rec:
-        slower = [k for k, v in rec["queries"].items() if not v["as_fast_as_spec"]]
-        for k in slower:
-            vs = rec["queries"][k]["recommended_vs_spec"]
-            spec_plan = set((((q.get("queries") or {}).get(k) or {}).get("plans") or {}).get("after", {}).get(
-                "index_names") or ())  # fmt: skip
-            lost = sorted(spec_plan - set(rec["queries"][k].get("plan_recommended") or ()))
-            why = (
-                f"its spec-set plan uses {', '.join(lost)}, which the recommended set drops: keep it or review"
-                if lost
-                else "its plan uses the same indexes on both sets, so the gap comes from the run (drift between "
-                "rounds), not from a dropped index: run again with more rounds to settle it"
-            )
-            open_.append(
-                f"The recommended set measured slower than the spec's for {k} "
-                f"({speedup_text(vs['ratio'], vs['ratio_ci'])}, p {p_text(vs['p_value'])}); {why}."
-            )
-    else:
+        if needed:
+            keep = ", ".join(f"{ix} ({k} needs it)" for ix, k in sorted(needed.items()))
+            sentence += f"; drop them except {keep}, with recommended_indexes.up.sql edited to keep it"
+        else:
+            sentence += "; drop them: recommended_indexes.up.sql in this run's folder does it"
+        todo.append(sentence + ".")
+    for k in slower:
+        vs = (rec or {})["queries"][k]["recommended_vs_spec"]
+        lost = _lost_indexes(q, rec or {}, k)
+        why = (
+            f"its spec-set plan uses {', '.join(lost)}, which the recommended set drops: keep it"
+            if lost
+            else "its plan uses the same indexes on both sets, so the gap comes from the run (drift between "
+            "rounds), not from a dropped index: run again with more rounds to settle it"
+        )
+        open_.append(
+            f"The recommended set measured slower than the spec's for {k} "
+            f"({speedup_text(vs['ratio'], vs['ratio_ci'])}, p {p_text(vs['p_value'])}); {why}."
+        )
+    if not rec:
         open_.append("The recommended set was not measured in this run (recommend = False): its speed is untested.")
     undecided = [
         r["name"]
