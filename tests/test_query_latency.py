@@ -272,6 +272,7 @@ def test_params_are_deterministic_varied_and_real(seeded: Settings) -> None:
         ({"dataset": 42}, "dataset"),
         ({"path": "orm"}, "path"),
         ({"budget_s": 0}, "budget_s"),
+        ({"recommend": "yes"}, "recommend"),
     ],
 )
 def test_bad_parameters_fail_before_any_work(settings: Settings, kwargs: dict[str, Any], name: str) -> None:

@@ -276,7 +276,6 @@ def _run_rounds(
     settings: LiveSettings,
     run: _Run,
     schedule: Sequence[str],
-    state: str,
     *,
     iterations: int,
     warmup: int,
@@ -300,10 +299,10 @@ def _run_rounds(
                 if side == "C" and run.audit is None:
                     _audit_now(run)
                     progress(f"audit after the first baseline and spec rounds: keep {len(run.recommended)} of 26")
-                if side != state:
+                if side != run.state:
                     progress(f"round {round_no}/{len(schedule)}: {labels[side]}: migrate {_ACTIONS[side]} ...")
                     _switch(dsn, side, run, round_no, run.recommended)
-                    state = run.state = side
+                    run.state = side
                 if side == "B" and run.sizes is None:
                     run.sizes, run.table_sizes = index_sizes(observer), table_sizes(observer)
                     run.catalog = index_catalog(observer)
@@ -527,6 +526,8 @@ def run_query_latency(
         path=path,
         budget_s=budget_s,
     )
+    if not isinstance(recommend, bool):
+        raise ParameterError("recommend", recommend, "True (measure the recommended set as a third side) or False")
     if not isinstance(settings, LiveSettings):
         raise ParameterError(
             "settings", type(settings).__name__, "LiveSettings with concrete endpoints (ensure_services)"
@@ -558,7 +559,6 @@ def run_query_latency(
             settings,
             run,
             schedule,
-            first,
             iterations=iterations,
             warmup=warmup,
             seed=seed,
