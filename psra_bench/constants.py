@@ -12,6 +12,9 @@ __all__ = [
     "RULES_AGREEMENT_KEY",
     "ASSESSMENT_KEY",
     "VERDICT_KEY",
+    "DASHBOARD_KEY",
+    "ROUTE_REPORT_KEY",
+    "TRADE_ROUTE_KEY",
     "JOB_QUEUE_PREFIX",
     "JOB_KEY",
     "GENERATION_KEY",
@@ -21,6 +24,7 @@ __all__ = [
     "TTL_RULES",
     "TTL_ASSESSMENTS",
     "TTL_VERDICTS",
+    "TTL_REPORTS",
     "REDIS_MAX_CONNECTIONS",
     "MAX_CONCURRENT_JOBS",
     "BASELINE_INDEX_COUNT",
@@ -40,6 +44,14 @@ RULES_AGREEMENT_KEY = "rules:agreement:{code}"
 ASSESSMENT_KEY = "assessment:{rule_id}:{hs_code}:{origin}:{dest}"
 #: Key of one verdict: ``verdict:{evaluation_id}``.
 VERDICT_KEY = "verdict:{evaluation_id}"
+# The three aggregate reads below are not in the spec's key list: they are the queries that still
+# reach PostgreSQL under the load mix once the spec's caching is on (README, "Aggregates").
+#: Key of one tenant's dashboard: ``report:dashboard:{tenant_id}:{days}:{until}`` (``until`` is ``now`` or a moment).
+DASHBOARD_KEY = "report:dashboard:{tenant_id}:{days}:{until}"
+#: Key of one tenant's trade-route report: ``report:routes:{tenant_id}:{date_from}:{date_to}:{limit}``.
+ROUTE_REPORT_KEY = "report:routes:{tenant_id}:{date_from}:{date_to}:{limit}"
+#: Key of one trade route's analysis (all tenants): ``report:trade-route:{export_country}:{import_country}``.
+TRADE_ROUTE_KEY = "report:trade-route:{export_country}:{import_country}"
 #: Prefix of every key of one job queue: ``{<namespace>jobs}:`` (e.g. ``{psra:jobs}:``, ``{jobs}:`` with no
 #: namespace). The braces make the whole ``<namespace>jobs`` a Redis Cluster hash tag, so all of one queue's
 #: keys share one slot (its Lua scripts stay single-slot) while queues of other namespaces land elsewhere.
@@ -55,6 +67,7 @@ ENTITY_PREFIXES: dict[str, tuple[str, ...]] = {
     "rules": ("rule:", "rules:"),
     "assessments": ("assessment:",),
     "verdicts": ("verdict:",),
+    "reports": ("report:",),
 }
 
 #: CACHE_DEFAULT_TTL: seconds a cache entry lives when no entity TTL applies.
@@ -67,6 +80,9 @@ TTL_RULES = 1800
 TTL_ASSESSMENTS = 300
 #: Verdicts are history and never change: one hour.
 TTL_VERDICTS = 3600
+#: Aggregates over live verdicts (dashboard, trade-route report and analysis): one minute, so a
+#: summary is at most a minute behind the verdicts it counts.
+TTL_REPORTS = 60
 
 #: The spec's connection pool size for the cache client.
 REDIS_MAX_CONNECTIONS = 50

@@ -28,13 +28,14 @@ def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
             "max concurrent jobs": settings.max_concurrent_jobs,
             "job timeout": f"{settings.job_timeout_seconds} s",
             "max job payload": f"{settings.max_job_payload_bytes:,} bytes",
-            "TTLs (hs/rules/assess/verdicts/default)": "/".join(
+            "TTLs (hs/rules/assess/verdicts/reports/default)": "/".join(
                 str(v)
                 for v in (
                     settings.ttl.hs_codes,
                     settings.ttl.rules,
                     settings.ttl.assessments,
                     settings.ttl.verdicts,
+                    settings.ttl.reports,
                     settings.ttl.default,
                 )
             ),

@@ -174,10 +174,11 @@ class TTLSettings:
     rules: int = constants.TTL_RULES
     assessments: int = constants.TTL_ASSESSMENTS
     verdicts: int = constants.TTL_VERDICTS
+    reports: int = constants.TTL_REPORTS
     default: int = constants.DEFAULT_TTL
 
     def for_entity(self, entity: str) -> int:
-        """TTL of ``entity`` (hs_codes, rules, assessments, verdicts or default)."""
+        """TTL of ``entity`` (hs_codes, rules, assessments, verdicts, reports or default)."""
         if entity not in {f.name for f in dataclasses.fields(self)}:
             allowed = ", ".join(f.name for f in dataclasses.fields(self))
             raise ConfigError("entity", entity, f"one of {allowed}")
@@ -267,6 +268,7 @@ class Settings:
                 rules=_int(env, "CACHE_TTL_RULES", constants.TTL_RULES, minimum=1),
                 assessments=_int(env, "CACHE_TTL_ASSESSMENTS", constants.TTL_ASSESSMENTS, minimum=1),
                 verdicts=_int(env, "CACHE_TTL_VERDICTS", constants.TTL_VERDICTS, minimum=1),
+                reports=_int(env, "CACHE_TTL_REPORTS", constants.TTL_REPORTS, minimum=1),
                 default=_int(env, "CACHE_DEFAULT_TTL", constants.DEFAULT_TTL, minimum=1),
             ),
             cache_namespace=_namespace(env.get("PSRA_CACHE_NAMESPACE", "")),

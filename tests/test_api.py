@@ -42,6 +42,7 @@ import redis
 import uvicorn
 
 from psra_bench.api.app import create_app
+from psra_bench.cache import keys
 from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.db.reference import hs_rows
 from psra_bench.db.seed import DEFAULT_END, seed_database, tenant_ids
@@ -571,6 +572,35 @@ def test_trade_route_report(client: httpx.Client, sql: Oracle) -> None:
         (r["export_country"], r["import_country"], r["agreement_code"], r["verdicts"]) for r in got["routes"]
     ] == expected
     assert (got["date_from"], got["date_to"]) == ("2025-01-01", "2026-06-30")
+
+
+def test_aggregate_routes_answer_from_report_keys_per_tenant(
+    api: LiveApp, client: httpx.Client, rds: redis.Redis
+) -> None:
+    until = DEFAULT_END - dt.timedelta(days=10)
+    span = {"date_from": "2025-01-01", "date_to": "2026-06-30"}
+    routes = [
+        (
+            "/api/tenants/{t}/dashboard",
+            {"days": 90, "until": until.isoformat()},
+            lambda t: keys.dashboard_key(t, 90, until.isoformat()),
+        ),
+        ("/api/tenants/{t}/trade-route-report", span, lambda t: keys.route_report_key(t, *span.values(), 50)),
+    ]
+    for route, params, key_of in routes:
+        answers = {t: client.get(route.format(t=t), params=params, headers=tenant(t)).json() for t in (A, B)}
+        assert answers[A] != answers[B] and B not in json.dumps(answers[A])
+        for t in (A, B):
+            key = api.key(key_of(t))
+            assert 0 < rds.ttl(key) <= api.settings.ttl.reports
+            rds.set(key, json.dumps([]), keepttl=True)  # what the route answers now comes from the key
+            assert client.get(route.format(t=t), params=params, headers=tenant(t)).json() == {
+                **answers[t],
+                "by_status" if "dashboard" in route else "routes": [],
+            }
+    got = client.get("/api/trade-routes/de/jp", headers=OPERATOR).json()
+    assert 0 < rds.ttl(api.key(keys.trade_route_key("DE", "JP"))) <= api.settings.ttl.reports
+    assert client.get("/api/trade-routes/DE/JP", headers=OPERATOR).json() == got
 
 
 def test_duplicate_detection(client: httpx.Client, sql: Oracle) -> None:

@@ -643,7 +643,7 @@ def test_pattern_entities_cover_what_a_sweep_may_touch() -> None:
     assert keys.pattern_entities("hs:*") == ["hs_codes"] and keys.pattern_entities("hs:code:1") == ["hs_codes"]
     assert keys.pattern_entities("rules:agreement:*") == ["rules"] and keys.pattern_entities("fn:*") == ["other"]
     assert keys.pattern_entities("rule*") == ["other", "rules"]
-    assert keys.pattern_entities("*") == ["assessments", "hs_codes", "other", "rules", "verdicts"]
+    assert keys.pattern_entities("*") == ["assessments", "hs_codes", "other", "reports", "rules", "verdicts"]
     assert keys.pattern_entities("h[s]:*") == ["hs_codes", "other"]
     assert keys.pattern_entities(keys.escape_glob("weird*") + "x") == ["other"]
     assert keys.generation_key("rules") == "gen:rules" and keys.generation_key("other") == "gen:other"

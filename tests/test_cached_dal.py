@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from psra_bench.cache import MISSING, CacheService, keys
 from psra_bench.cache.cached_dal import CachedDAL
 from psra_bench.db import reference
 from psra_bench.db.dal import PostgresDAL
+from psra_bench.db.seed import DEFAULT_END, seed_database, tenant_ids
 from psra_bench.exceptions import InputError
 from psra_bench.infra import postgres as db
 from psra_bench.psra.service import assess_with_cache
@@ -323,3 +325,90 @@ def test_an_assessment_invalidated_while_it_is_computed_is_not_cached(
         assert again["evaluation_id"] != first["evaluation_id"] if invalidated else again == {**first, "cached": True}
     finally:
         service.close()
+
+
+# ----------------------------------------------------------------------------- aggregates (report:*)
+
+
+@pytest.fixture(scope="module")
+def verdict_pool(settings: Settings, make_database: Callable[..., str]) -> Iterator[ConnectionPool]:
+    """A pool on a database of its own with 3,000 seeded verdicts over 4 tenants (the tests append more)."""
+    dsn = make_database()
+    with db.connect(dsn, autocommit=True) as conn:
+        seed_database(conn, 3000, seed=5, tenants=4)
+    p = db.create_pool(settings.replace(db_dsn=dsn), max_size=4)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def report_cached(verdict_pool: ConnectionPool, namespaced_settings: Settings) -> Iterator[CachedDAL]:
+    """A CachedDAL over the verdict database and a fresh cache namespace."""
+    service = CacheService(namespaced_settings)
+    yield CachedDAL(CountingDAL(verdict_pool), service)
+    service.close()
+
+
+def test_aggregates_match_the_dal_are_cached_per_tenant_and_live_for_the_reports_ttl(report_cached: CachedDAL) -> None:
+    direct = PostgresDAL(report_cached.dal.pool)
+    a, b = tenant_ids(4)[:2]
+    start, end = DEFAULT_END.date() - dt.timedelta(days=365), DEFAULT_END.date()
+    for t in (a, b, a, b):
+        assert report_cached.tenant_dashboard(t, 90, now=DEFAULT_END) == direct.tenant_dashboard(t, 90, now=DEFAULT_END)
+        assert report_cached.trade_route_report(t, start, end, 20) == direct.trade_route_report(t, start, end, 20)
+    assert report_cached.tenant_dashboard(a, 90, now=DEFAULT_END) != report_cached.tenant_dashboard(
+        b, 90, now=DEFAULT_END
+    )
+    for exp, imp in (("de", "jp"), ("DE", "JP"), ("De", "jP")):  # one key whatever the case
+        assert report_cached.trade_route_analysis(exp, imp) == direct.trade_route_analysis("DE", "JP")
+    assert _calls(report_cached) == {"tenant_dashboard": 2, "trade_route_report": 2, "trade_route_analysis": 1}
+    dashboard = keys.dashboard_key(a, 90, DEFAULT_END.isoformat())
+    for key in (
+        dashboard,
+        keys.route_report_key(b, start.isoformat(), end.isoformat(), 20),
+        keys.trade_route_key("DE", "JP"),
+    ):
+        assert 55 <= (report_cached.cache.get_ttl(key) or 0) <= 60  # settings.ttl.reports
+    assert report_cached.cache.stats()["entities"]["reports"]["hits"] >= 5
+    # Without a moment the dashboard is keyed "now": one key, one query, for every caller within a TTL.
+    report_cached.tenant_dashboard(a, 30)
+    report_cached.tenant_dashboard(a, 30)
+    assert _calls(report_cached)["tenant_dashboard"] == 3 and report_cached.cache.exists(
+        keys.dashboard_key(a, 30, "now")
+    )
+
+
+def test_a_cached_aggregate_trails_new_verdicts_until_it_expires_or_is_dropped(report_cached: CachedDAL) -> None:
+    a = tenant_ids(4)[0]
+    window = (DEFAULT_END.date() - dt.timedelta(days=3660), DEFAULT_END.date() + dt.timedelta(days=3660))
+    total = sum(r["verdicts"] for r in report_cached.trade_route_report(a, *window, 1000))
+    with db.connect(report_cached.dal.pool.conninfo, autocommit=True) as conn:
+        seed_database(conn, 400, seed=6, tenants=4, mode="append")
+    # What the cache promises: the old answer, for at most settings.ttl.reports seconds (no waiting here:
+    # the key's TTL is what bounds the lag).
+    assert sum(r["verdicts"] for r in report_cached.trade_route_report(a, *window, 1000)) == total
+    assert (
+        0 < (report_cached.cache.get_ttl(keys.route_report_key(a, *(d.isoformat() for d in window), 1000)) or 0) <= 60
+    )
+    assert report_cached.cache.invalidate("reports") >= 1
+    assert sum(r["verdicts"] for r in report_cached.trade_route_report(a, *window, 1000)) > total
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c: c.tenant_dashboard("not-a-uuid"), "tenant_id"),
+        (lambda c: c.tenant_dashboard(tenant_ids(1)[0], 0), "days"),
+        (lambda c: c.trade_route_report(tenant_ids(1)[0], dt.date(2026, 2, 1), dt.date(2026, 1, 1)), "date_from"),
+        (lambda c: c.trade_route_report(tenant_ids(1)[0], dt.date(2026, 1, 1), dt.date(2026, 2, 1), 0), "limit"),
+        (lambda c: c.trade_route_analysis("D1", "JP"), "export_country"),
+        (lambda c: c.trade_route_analysis("DE", "JPN"), "import_country"),
+    ],
+    ids=["tenant", "days", "dates", "limit", "export", "import"],
+)
+def test_bad_aggregate_input_is_the_dals_sentence_and_caches_nothing(
+    report_cached: CachedDAL, call: Callable[[CachedDAL], Any], field: str
+) -> None:
+    with pytest.raises(InputError, match=field):
+        call(report_cached)
+    assert report_cached.cache.stats()["entities"].get("reports", {}).get("sets", 0) == 0

@@ -1,10 +1,11 @@
 """PSRA read API and synchronous assessment: thin routes over the (async) cached DAL, the DAL and the assessment.
 
 Routes a cache answers (HS lookups and search, rules, one verdict, the cached assessment) are
-``async``: a hit is one Redis GET on the event loop, no thread hop. Routes that always query
-PostgreSQL and turn up to 1,000 rows into JSON (history, dashboard, reports, trade routes,
-duplicates) are plain functions, run in the thread pool: on the loop their row conversion would
-hold up every cached answer behind it. Both halves were measured (README, "API efficiency").
+``async``: a hit is one Redis GET on the event loop, no thread hop. Routes that query PostgreSQL
+and turn up to 1,000 rows into JSON (history, duplicates, and on a cache miss the dashboard, the
+trade-route report and the trade-route analysis, cached under ``report:*``) are plain functions,
+run in the thread pool: on the loop their row conversion would hold up every cached answer behind
+it. Both halves were measured (README, "API efficiency").
 
 Tenant-scoped routes need the caller's tenant in the ``X-Tenant-ID`` header and refuse (403) a
 path naming another tenant; the two cross-tenant views (recent verdicts, trade-route analysis)
@@ -181,7 +182,10 @@ def dashboard(
     days: Annotated[int, Query(ge=1, le=3660)] = 30,
     until: IsoDateTime | None = None,
 ) -> JsonBytes:
-    """A tenant's verdict counts and mean confidence per status over the last ``days`` days."""
+    """A tenant's verdict counts and mean confidence per status over the last ``days`` days.
+
+    Cached under report:dashboard for CACHE_TTL_REPORTS seconds.
+    """
     tid = same_tenant(tenant_id, x_tenant_id)
     if until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=dt.UTC)
@@ -189,7 +193,7 @@ def dashboard(
         {
             "tenant_id": tid,
             "days": days,
-            "by_status": _state(request).dal.tenant_dashboard(tid, days, now=until),
+            "by_status": _state(request).cached.tenant_dashboard(tid, days, now=until),
         }
     )
 
@@ -203,14 +207,17 @@ def trade_route_report(
     date_to: IsoDate,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JsonBytes:
-    """A tenant's verdicts per route and agreement between two effective dates."""
+    """A tenant's verdicts per route and agreement between two effective dates.
+
+    Cached under report:routes for CACHE_TTL_REPORTS seconds.
+    """
     tid = same_tenant(tenant_id, x_tenant_id)
     return JsonBytes(
         {
             "tenant_id": tid,
             "date_from": date_from.isoformat(),
             "date_to": date_to.isoformat(),
-            "routes": _state(request).dal.trade_route_report(tid, date_from, date_to, limit),
+            "routes": _state(request).cached.trade_route_report(tid, date_from, date_to, limit),
         }
     )
 
@@ -221,7 +228,10 @@ def trade_route_report(
     responses=responses(401, 404, 422),
 )
 def trade_route(request: Request, export_country: CountryPath, import_country: CountryPath) -> JsonBytes:
-    """Verdicts per status on one trade route, all tenants (operator view)."""
+    """Verdicts per status on one trade route, all tenants (operator view).
+
+    Cached under report:trade-route for CACHE_TTL_REPORTS seconds.
+    """
     for field, value in (("export_country", export_country), ("import_country", import_country)):
         if value.upper() not in ISO_COUNTRY_CODES:
             raise InputError(field, value, "a two-letter ISO 3166-1 country code such as DE")
@@ -229,6 +239,6 @@ def trade_route(request: Request, export_country: CountryPath, import_country: C
         {
             "export_country": export_country.upper(),
             "import_country": import_country.upper(),
-            "by_status": _state(request).dal.trade_route_analysis(export_country, import_country),
+            "by_status": _state(request).cached.trade_route_analysis(export_country, import_country),
         }
     )

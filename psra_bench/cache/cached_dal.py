@@ -3,13 +3,19 @@
 Reads go through :meth:`CacheService.get_or_compute` (a miss reaches PostgreSQL once however
 many callers ask; a dead Redis just means every call reaches PostgreSQL). Writes go to the DAL
 first and then drop what they made stale: HS code updates drop ``hs:*`` and ``assessment:*``,
-a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``. Dropping starts a new
+a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``.
+
+The three aggregates over verdicts (a tenant's dashboard and trade-route report, one route's
+analysis) are cached too, under ``report:*`` for ``settings.ttl.reports`` (60 s): nothing drops
+them when a verdict is written, so what they count is at most one TTL behind. Their keys carry
+the tenant, so one tenant's summary is never another's answer. Dropping starts a new
 invalidation generation of each entity first, so a read that queried PostgreSQL before the write
 committed never stores its old row afterwards (see :mod:`psra_bench.cache.core`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -38,6 +44,14 @@ def _search_text(query: Any, limit: Any) -> str | None:
     return text
 
 
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _country_code(value: Any) -> str | None:
+    return value.upper() if isinstance(value, str) and len(value) == 2 and value.isalpha() else None
+
+
 def _canonical_uuid(value: str | uuid.UUID) -> str | None:
     try:
         return str(uuid.UUID(str(value)))
@@ -46,7 +60,7 @@ def _canonical_uuid(value: str | uuid.UUID) -> str | None:
 
 
 class CachedDAL:
-    """PostgresDAL lookups cached under the spec keys (hs:code, hs:search, rule:id, rules:agreement, verdict)."""
+    """PostgresDAL reads cached under the spec keys (hs:code, hs:search, rule:id, ...) and report:*."""
 
     def __init__(self, dal: PostgresDAL, cache: CacheService) -> None:
         self.dal = dal
@@ -97,6 +111,46 @@ class CachedDAL:
         if row is not None:
             self.cache.set_if_generation(key, row, generation)
         return row
+
+    def tenant_dashboard(
+        self, tenant_id: str | uuid.UUID, days: int = 30, now: dt.datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """A tenant's dashboard (``report:dashboard:{tenant_id}:{days}:{until}``, TTL settings.ttl.reports).
+
+        Without ``now`` the key's moment is ``now``: the answer is the dashboard as of at most one
+        TTL ago. Input the DAL refuses goes to the DAL, which says why.
+        """
+        tid = _canonical_uuid(tenant_id)
+        if tid is None or not _whole(days, 1, 3660) or not (now is None or isinstance(now, dt.datetime)):
+            return self.dal.tenant_dashboard(tenant_id, days, now=now)
+        key = keys.dashboard_key(tid, days, "now" if now is None else now.isoformat())
+        return cast(
+            list[dict[str, Any]], self.cache.get_or_compute(key, lambda: self.dal.tenant_dashboard(tid, days, now=now))
+        )
+
+    def trade_route_report(
+        self, tenant_id: str | uuid.UUID, date_from: dt.date, date_to: dt.date, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """A tenant's trade-route report (``report:routes:...``, TTL settings.ttl.reports)."""
+        tid = _canonical_uuid(tenant_id)
+        dates_ok = isinstance(date_from, dt.date) and isinstance(date_to, dt.date) and date_from <= date_to
+        if tid is None or not dates_ok or not _whole(limit, 1, 1000):
+            return self.dal.trade_route_report(tenant_id, date_from, date_to, limit)
+        key = keys.route_report_key(tid, date_from.isoformat(), date_to.isoformat(), limit)
+        return cast(
+            list[dict[str, Any]],
+            self.cache.get_or_compute(key, lambda: self.dal.trade_route_report(tid, date_from, date_to, limit)),
+        )
+
+    def trade_route_analysis(self, export_country: str, import_country: str) -> list[dict[str, Any]]:
+        """One route's verdicts per status, all tenants (``report:trade-route:...``, TTL settings.ttl.reports)."""
+        exp, imp = _country_code(export_country), _country_code(import_country)
+        if exp is None or imp is None:
+            return self.dal.trade_route_analysis(export_country, import_country)
+        return cast(
+            list[dict[str, Any]],
+            self.cache.get_or_compute(keys.trade_route_key(exp, imp), lambda: self.dal.trade_route_analysis(exp, imp)),
+        )
 
     def update_hs_codes(self, items: Iterable[Mapping[str, str]]) -> int:
         """Upsert HS codes through the DAL, then drop ``hs:*`` and ``assessment:*``; return rows written."""

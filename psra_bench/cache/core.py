@@ -73,7 +73,7 @@ SET_IF_GENERATION_SCRIPT = (
 )
 #: What a dead, slow or confused server raises: the services turn these into misses and skipped writes.
 REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
-_TTL_ENTITIES = {"hs_codes", "rules", "assessments", "verdicts"}
+_TTL_ENTITIES = {"hs_codes", "rules", "assessments", "verdicts", "reports"}
 
 
 def _short(value: object, width: int = 60) -> str:

@@ -44,6 +44,9 @@ __all__ = [
     "rules_agreement_key",
     "assessment_key",
     "verdict_key",
+    "dashboard_key",
+    "route_report_key",
+    "trade_route_key",
     "job_key",
     "entity_of",
     "entity_patterns",
@@ -152,6 +155,35 @@ def assessment_key(rule_id: str, hs_code: str, origin: str, dest: str) -> str:
 def verdict_key(evaluation_id: str | uuid.UUID) -> str:
     """``verdict:{evaluation_id}``: one verdict."""
     return constants.VERDICT_KEY.format(evaluation_id=_component("evaluation_id", evaluation_id))
+
+
+def dashboard_key(tenant_id: str | uuid.UUID, days: int, until: str) -> str:
+    """``report:dashboard:{tenant_id}:{days}:{until}``: one tenant's dashboard (``until``: ``now`` or an ISO moment)."""
+    return constants.DASHBOARD_KEY.format(
+        tenant_id=_component("tenant_id", tenant_id), days=_limit(days), until=_component("until", until)
+    )
+
+
+def route_report_key(tenant_id: str | uuid.UUID, date_from: str, date_to: str, limit: int) -> str:
+    """``report:routes:{tenant_id}:{date_from}:{date_to}:{limit}``: one tenant's trade-route report."""
+    return constants.ROUTE_REPORT_KEY.format(
+        tenant_id=_component("tenant_id", tenant_id),
+        date_from=_component("date_from", date_from),
+        date_to=_component("date_to", date_to),
+        limit=_limit(limit),
+    )
+
+
+def trade_route_key(export_country: str, import_country: str) -> str:
+    """``report:trade-route:{export_country}:{import_country}``: one route's analysis (countries upper-cased)."""
+    return constants.TRADE_ROUTE_KEY.format(
+        export_country=_component(
+            "export_country", export_country.upper() if isinstance(export_country, str) else export_country
+        ),
+        import_country=_component(
+            "import_country", import_country.upper() if isinstance(import_country, str) else import_country
+        ),
+    )
 
 
 def job_key(job_id: str | uuid.UUID) -> str:

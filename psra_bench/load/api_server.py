@@ -74,6 +74,7 @@ def server_env(settings: Settings) -> dict[str, str]:
         "CACHE_TTL_RULES": str(t.rules),
         "CACHE_TTL_ASSESSMENTS": str(t.assessments),
         "CACHE_TTL_VERDICTS": str(t.verdicts),
+        "CACHE_TTL_REPORTS": str(t.reports),
         "CACHE_DEFAULT_TTL": str(t.default),
         "PSRA_CACHE_NAMESPACE": settings.cache_namespace,
         "PSRA_DB_POOL_MIN": str(settings.db_pool_min),
