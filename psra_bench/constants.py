@@ -45,7 +45,7 @@ ASSESSMENT_KEY = "assessment:{rule_id}:{hs_code}:{origin}:{dest}"
 #: Key of one verdict: ``verdict:{evaluation_id}``.
 VERDICT_KEY = "verdict:{evaluation_id}"
 # The three aggregate reads below are not in the spec's key list: they are the queries that still
-# reach PostgreSQL under the load mix once the spec's caching is on (README, "Aggregates").
+# reach PostgreSQL under the load mix once the spec's caching is on (README, "Where we differ from the spec").
 #: Key of one tenant's dashboard: ``report:dashboard:{tenant_id}:{days}:{until}`` (``until`` is ``now`` or a moment).
 DASHBOARD_KEY = "report:dashboard:{tenant_id}:{days}:{until}"
 #: Key of one tenant's trade-route report: ``report:routes:{tenant_id}:{date_from}:{date_to}:{limit}``.

@@ -3,14 +3,14 @@
 Reads go through :meth:`CacheService.get_or_compute` (a miss reaches PostgreSQL once however
 many callers ask; a dead Redis just means every call reaches PostgreSQL). Writes go to the DAL
 first and then drop what they made stale: HS code updates drop ``hs:*`` and ``assessment:*``,
-a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``.
+a rules reload drops ``rule:*``, ``rules:*`` and ``assessment:*``. Dropping starts a new
+invalidation generation of each entity first, so a read that queried PostgreSQL before the write
+committed never stores its old row afterwards (see :mod:`psra_bench.cache.core`).
 
 The three aggregates over verdicts (a tenant's dashboard and trade-route report, one route's
 analysis) are cached too, under ``report:*`` for ``settings.ttl.reports`` (60 s): nothing drops
 them when a verdict is written, so what they count is at most one TTL behind. Their keys carry
-the tenant, so one tenant's summary is never another's answer. Dropping starts a new
-invalidation generation of each entity first, so a read that queried PostgreSQL before the write
-committed never stores its old row afterwards (see :mod:`psra_bench.cache.core`).
+the tenant, so one tenant's summary is never another's answer.
 """
 
 from __future__ import annotations

@@ -177,12 +177,8 @@ def route_report_key(tenant_id: str | uuid.UUID, date_from: str, date_to: str, l
 def trade_route_key(export_country: str, import_country: str) -> str:
     """``report:trade-route:{export_country}:{import_country}``: one route's analysis (countries upper-cased)."""
     return constants.TRADE_ROUTE_KEY.format(
-        export_country=_component(
-            "export_country", export_country.upper() if isinstance(export_country, str) else export_country
-        ),
-        import_country=_component(
-            "import_country", import_country.upper() if isinstance(import_country, str) else import_country
-        ),
+        export_country=_component("export_country", export_country).upper(),
+        import_country=_component("import_country", import_country).upper(),
     )
 
 
