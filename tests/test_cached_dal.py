@@ -45,11 +45,23 @@ def pool(settings: Settings, make_database: Callable[..., str]) -> Iterator[Conn
 
 
 @pytest.fixture
-def cached(pool: ConnectionPool, namespaced_settings: Settings) -> Iterator[CachedDAL]:
-    """A CachedDAL over a counting DAL and a fresh cache namespace."""
-    service = CacheService(namespaced_settings)
-    yield CachedDAL(CountingDAL(pool), service)
-    service.close()
+def make_cached(namespaced_settings: Settings) -> Iterator[Callable[[ConnectionPool], CachedDAL]]:
+    """Factory: ``make_cached(pool)`` -> a CachedDAL over a counting DAL on ``pool`` and a fresh cache namespace."""
+    services: list[CacheService] = []
+
+    def make(pool: ConnectionPool) -> CachedDAL:
+        services.append(CacheService(namespaced_settings))
+        return CachedDAL(CountingDAL(pool), services[-1])
+
+    yield make
+    for service in services:
+        service.close()
+
+
+@pytest.fixture
+def cached(pool: ConnectionPool, make_cached: Callable[[ConnectionPool], CachedDAL]) -> CachedDAL:
+    """A CachedDAL on the module's database (HS codes and rules, no verdicts)."""
+    return make_cached(pool)
 
 
 def _calls(c: CachedDAL) -> dict[str, int]:
@@ -342,11 +354,9 @@ def verdict_pool(settings: Settings, make_database: Callable[..., str]) -> Itera
 
 
 @pytest.fixture
-def report_cached(verdict_pool: ConnectionPool, namespaced_settings: Settings) -> Iterator[CachedDAL]:
-    """A CachedDAL over the verdict database and a fresh cache namespace."""
-    service = CacheService(namespaced_settings)
-    yield CachedDAL(CountingDAL(verdict_pool), service)
-    service.close()
+def report_cached(verdict_pool: ConnectionPool, make_cached: Callable[[ConnectionPool], CachedDAL]) -> CachedDAL:
+    """A CachedDAL on the verdict database."""
+    return make_cached(verdict_pool)
 
 
 def test_aggregates_match_the_dal_are_cached_per_tenant_and_live_for_the_reports_ttl(report_cached: CachedDAL) -> None:
