@@ -6,6 +6,8 @@ One module so a reader finds every magic value in one place (as arq's ``constant
 from __future__ import annotations
 
 __all__ = [
+    "MAX_VERDICTS",
+    "MAX_TENANTS",
     "HS_CODE_KEY",
     "HS_SEARCH_KEY",
     "RULE_ID_KEY",
@@ -113,3 +115,10 @@ BASELINE_INDEX_COUNT = 20
 MIGRATED_INDEX_COUNT = 46
 #: Name of the spec's index migration, as recorded in psra_bench.schema_migrations.
 PERFORMANCE_MIGRATION = "0001_performance_indexes"
+
+
+#: The most synthetic verdicts any command, notebook or report seeds or measures on (one limit, every caller).
+MAX_VERDICTS = 100_000_000
+
+#: The most tenants a seeded dataset spreads its verdicts over.
+MAX_TENANTS = 100_000

@@ -6,7 +6,8 @@ from typing import Any
 
 from psra_bench import constants
 from psra_bench.db.migrate import MIGRATIONS, migration_status
-from psra_bench.db.reference import prepare_database
+from psra_bench.db.ownership import inspect
+from psra_bench.db.reference import existing_table_counts
 from psra_bench.infra import postgres as db
 from psra_bench.infra.redis_client import check_redis, create_redis, redis_info
 from psra_bench.settings import LiveSettings, RedisSettings, redact
@@ -42,7 +43,8 @@ def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
         }
     }
     with db.connect(settings.db_dsn, autocommit=True) as conn:
-        counts = prepare_database(conn)
+        counts = existing_table_counts(conn)  # doctor only reads: no schema, no reference data
+        owner = inspect(conn).describe()
         exts = conn.execute("SELECT extname || ' ' || extversion FROM pg_extension ORDER BY extname").fetchall()
         out["postgresql"] = {
             "version": db.server_version(conn),
@@ -53,7 +55,8 @@ def diagnose(settings: LiveSettings) -> dict[str, dict[str, Any]]:
         for name in ("shared_buffers", "work_mem", "max_connections", "wal_level"):
             row = conn.execute(f"SHOW {name}".encode()).fetchone()
             out["postgresql"][name] = row[0] if row else "?"
-        out["tables"] = {k: f"{v:,}" for k, v in counts.items()}
+        out["tables"] = {k: f"{v:,}" if v is not None else "missing" for k, v in counts.items()}
+        out["tables"]["ownership"] = owner
         out["migrations"] = {}
         for name in MIGRATIONS:
             st = migration_status(conn, name)

@@ -14,6 +14,7 @@ __all__ = [
     "DatabaseConnectionError",
     "MigrationError",
     "SeedError",
+    "NotOwnedError",
     "CacheError",
     "CacheSerializationError",
     "InputError",
@@ -74,6 +75,21 @@ class MigrationError(PsraBenchError):
 
 class SeedError(PsraBenchError):
     """Seeding was refused or failed (for example: verdicts already present)."""
+
+
+class NotOwnedError(PsraBenchError):
+    """psra-bench refused to write into a database it does not own (nothing was written)."""
+
+    def __init__(self, database: str, reason: str, action: str | None = None, remedy: str | None = None) -> None:
+        self.database = database
+        self.reason = reason
+        self.action = action
+        doing = f" ({action})" if action else ""
+        remedy = remedy or (
+            f"to let it, hand the database over with `psra-bench handover --database {database}` "
+            "(or point it at a database of its own)"
+        )
+        super().__init__(f"psra-bench will not write into database {database!r}{doing}: {reason}; {remedy}")
 
 
 class CacheError(PsraBenchError):

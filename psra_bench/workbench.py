@@ -2,7 +2,8 @@
 
 Notebooks are an edge of the system: they call :func:`notebook_settings` (which reads the
 environment once and starts the embedded servers if needed), :func:`ensure_dataset` (a
-dedicated database, seeded once per scale and seed, reused afterwards) and write their results
+dedicated database, seeded once per scale and seed, reused afterwards — and only one psra-bench
+owns, :mod:`psra_bench.db.ownership`) and write their results
 with :func:`save_results` — JSON written atomically, so an interrupted run never leaves a
 half-written file that a later step would trust.
 """
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psra_bench.constants import MAX_TENANTS, MAX_VERDICTS
+from psra_bench.db.ownership import claim, require_owned
 from psra_bench.db.reference import prepare_database
 from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import ParameterError
@@ -94,26 +97,42 @@ def check_choice(name: str, values: Any, allowed: list[str]) -> list[str]:
 
 
 def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any) -> LiveSettings:
-    """Settings from the environment with live endpoints, pointed at ``database`` on the same server."""
+    """Settings from the environment with live endpoints, pointed at ``database`` on the same server.
+
+    A database that does not exist yet is created, and so owned by psra-bench; an existing one is
+    only read here (:func:`ensure_dataset` decides whether psra-bench may write into it).
+    """
     if database is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
-        raise ParameterError("database", database, "a lower-case PostgreSQL name (letters, digits, _)")
+        raise ParameterError("database", database, "a lower-case PostgreSQL name (letters, digits, _), not a DSN")
     settings = ensure_services(Settings.from_env())
     if database is not None:
+        created = False
         with db.connect(settings.db_dsn, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{database}"'.encode())
+                created = True
         settings = settings.replace(db_dsn=db.with_database(settings.db_dsn, database))
+        if created:
+            with db.connect(settings.db_dsn, autocommit=True) as conn:
+                claim(conn, "created")
     return settings.replace(**overrides) if overrides else settings
 
 
-def ensure_dataset(settings: LiveSettings, verdicts: int, seed: int = 42, tenants: int = 200) -> Dataset:
-    """Make sure ``settings``' database holds exactly this seeded dataset; seed it (forcefully) if not."""
-    check_positive_int("verdicts", verdicts, 20_000_000)
-    check_positive_int("tenants", tenants, 100_000)
+def ensure_dataset(
+    settings: LiveSettings, verdicts: int, seed: int = 42, tenants: int = 200, *, action: str = "seed its dataset"
+) -> Dataset:
+    """Make sure ``settings``' database holds exactly this seeded dataset; seed it (forcefully) if not.
+
+    Only a database psra-bench owns is (re)seeded: any other is refused in one sentence before a
+    row is written (:func:`psra_bench.db.ownership.require_owned`; ``action`` names the caller there).
+    """
+    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
+    check_positive_int("tenants", tenants, MAX_TENANTS)
+    require_owned(settings, action)
     name = settings.db_dsn.rsplit("/", 1)[-1].split("?")[0]
     with db.connect(settings.db_dsn, autocommit=True) as conn:
-        prepare_database(conn)
+        prepare_database(conn, owned=True)
         last = conn.execute(
             "SELECT seed, verdicts, checksum FROM psra_bench.seed_runs ORDER BY id DESC LIMIT 1"
         ).fetchone()

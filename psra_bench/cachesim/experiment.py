@@ -15,6 +15,7 @@ from typing import Any
 
 from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, STALENESS_METRICS, compare_sim_to_live, simulate
 from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, check_ttls, generate_trace
+from psra_bench.constants import MAX_VERDICTS
 from psra_bench.exceptions import ParameterError
 from psra_bench.results import CacheHitRatesResult, TableDict, TtlTuningResult
 from psra_bench.settings import LiveSettings, Settings
@@ -127,7 +128,7 @@ def check_replay_params(
 ) -> ReplayParams:
     """Check notebook 02's parameters (ParameterError naming the first bad one) before any work."""
     _output_dir(output_dir)
-    check_positive_int("verdicts", verdicts, 20_000_000)
+    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
     spec = _spec(requests, duration_s, warmup_s, zipf_s, hs_updates_per_hour, rule_updates_per_hour, seed)
     checked = None if ttls is None else check_ttls(ttls)
     return ReplayParams(spec, checked, _compression(compression), _bool("invalidate_on_update", invalidate_on_update))
@@ -169,7 +170,7 @@ def check_tuning_params(
 ) -> TuningParams:
     """Check notebook 03's parameters (ParameterError naming the first bad one) before any work."""
     _output_dir(output_dir)
-    check_positive_int("verdicts", verdicts, 20_000_000)
+    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
     spec = _spec(requests, duration_s, warmup_s, zipf_s, hs_updates_per_hour, rule_updates_per_hour, seed)
     if isinstance(ttl_grid, str | bytes) or not isinstance(ttl_grid, Sequence) or not ttl_grid:
         raise ParameterError("ttl_grid", ttl_grid, "a non-empty list of TTLs in seconds > 0")

@@ -24,6 +24,8 @@ __all__ = [
     "load_reference_data",
     "prepare_database",
     "table_counts",
+    "TABLES",
+    "existing_table_counts",
     "RULE_NAMESPACE",
 ]
 
@@ -119,32 +121,44 @@ def load_reference_data(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {"hs_codes": len(hs_rows()), "psra_rules": len(rules())}
 
 
-def prepare_database(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """Apply the baseline schema and load the reference data if it is missing; return table counts."""
+def prepare_database(conn: psycopg.Connection[Any], *, owned: bool = False) -> dict[str, int]:
+    """Apply the baseline schema and load the reference data if it is missing; return table counts.
+
+    The schema is additive (``CREATE … IF NOT EXISTS``). Loading the reference data replaces
+    hs_codes and psra_rules, so on a database psra-bench does not own (``owned=False``: ``migrate``
+    and ``serve`` pointed at a team's database) it happens only while both tables are empty.
+    """
     from psra_bench.infra import postgres as db
 
     db.apply_schema(conn)
     hs = conn.execute("SELECT count(*) FROM hs_codes").fetchone()
     rl = conn.execute("SELECT count(*) FROM psra_rules").fetchone()
-    if not hs or not rl or hs[0] < len(hs_rows()) or rl[0] != len(rules()):
+    incomplete = not hs or not rl or hs[0] < len(hs_rows()) or rl[0] != len(rules())
+    if incomplete and (owned or (hs and rl and hs[0] == 0 and rl[0] == 0)):
         load_reference_data(conn)
     if not conn.autocommit:
         conn.commit()
     return table_counts(conn)
 
 
+#: The baseline schema's tables, in the order ``doctor`` lists them.
+TABLES = ("hs_codes", "psra_rules", "psra_verdicts", "tenants", "suppliers", "supplier_declarations", "erp_outbox")
+
+
 def table_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Row counts of the PSRA tables (exact counts; cheap at the scales psra-bench uses)."""
     out = {}
-    for table in (
-        "hs_codes",
-        "psra_rules",
-        "psra_verdicts",
-        "tenants",
-        "suppliers",
-        "supplier_declarations",
-        "erp_outbox",
-    ):
+    for table in TABLES:
         row = conn.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
         out[table] = int(row[0]) if row else 0
+    return out
+
+
+def existing_table_counts(conn: psycopg.Connection[Any]) -> dict[str, int | None]:
+    """Like :func:`table_counts`, read only: None for a PSRA table the database does not have."""
+    out: dict[str, int | None] = {}
+    for table in TABLES:
+        present = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()
+        row = conn.execute(f"SELECT count(*) FROM {table}".encode()).fetchone() if present and present[0] else None
+        out[table] = int(row[0]) if row else None
     return out

@@ -22,10 +22,21 @@ import numpy as np
 import psycopg
 from psycopg.copy import QueuedLibpqWriter
 
+from psra_bench.constants import MAX_TENANTS, MAX_VERDICTS
+from psra_bench.db.ownership import require_writable
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import SeedError
 
-__all__ = ["SeedResult", "seed_database", "verdict_count", "copy_text", "DEFAULT_END", "tenant_ids", "EU_MEMBERS"]
+__all__ = [
+    "SeedResult",
+    "check_seed_args",
+    "seed_database",
+    "verdict_count",
+    "copy_text",
+    "DEFAULT_END",
+    "tenant_ids",
+    "EU_MEMBERS",
+]
 
 #: The moment the synthetic history ends (fixed, so a seed means the same data on every day).
 DEFAULT_END = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -324,6 +335,16 @@ _COPY_VERDICTS = (
 )
 
 
+def check_seed_args(verdicts: Any, tenants: Any, mode: Any = "refuse") -> None:
+    """Refuse a bad seed request in one sentence before anything touches a server."""
+    if isinstance(verdicts, bool) or not isinstance(verdicts, int) or not 0 <= verdicts <= MAX_VERDICTS:
+        raise SeedError(f"--verdicts={verdicts!r} is not valid: use a whole number from 0 to {MAX_VERDICTS:,}.")
+    if isinstance(tenants, bool) or not isinstance(tenants, int) or not 1 <= tenants <= MAX_TENANTS:
+        raise SeedError(f"--tenants={tenants!r} is not valid: use a whole number from 1 to {MAX_TENANTS:,}.")
+    if mode not in ("refuse", "force", "append"):
+        raise SeedError(f"seed mode {mode!r} is not valid: use refuse, force or append.")
+
+
 def seed_database(
     conn: psycopg.Connection[Any],
     verdicts: int,
@@ -342,12 +363,8 @@ def seed_database(
     nothing is touched), ``force`` (truncate and reseed) or ``append`` (add more rows).
     ``rule_set``: the rules the verdicts cite (default: the 13 vendored ones, as in psra_rules).
     """
-    if not isinstance(verdicts, int) or verdicts < 0 or verdicts > 100_000_000:
-        raise SeedError(f"--verdicts {verdicts!r} is not valid: use a whole number from 0 to 100,000,000.")
-    if tenants < 1 or tenants > 100_000:
-        raise SeedError(f"--tenants {tenants!r} is not valid: use a whole number from 1 to 100,000.")
-    if mode not in ("refuse", "force", "append"):
-        raise SeedError(f"seed mode {mode!r} is not valid: use refuse, force or append.")
+    check_seed_args(verdicts, tenants, mode)
+    require_writable(conn, "seed")  # a database of someone else's is refused before a row is written
     existing = verdict_count(conn)
     if existing and mode == "refuse":
         raise SeedError(

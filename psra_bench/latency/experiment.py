@@ -58,6 +58,7 @@ import psycopg
 
 from psra_bench.db.dal import QUERIES, PostgresDAL
 from psra_bench.db.migrate import migrate_down, migrate_subset, migrate_up, migration_indexes, migration_status
+from psra_bench.db.ownership import require_owned
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.latency.audit import audit_indexes, index_catalog, recommended_set, require_psra_tables
@@ -538,6 +539,7 @@ def run_query_latency(
     new = {s.name for s in migration_indexes()}
     with db.connect(settings.db_dsn, autocommit=True) as conn:
         require_psra_tables(conn)
+        require_owned(settings, "measure index sets")  # it builds and drops indexes, inserts and VACUUMs
         initial = _require_clean_state(conn)
         count_before = db.index_count(conn)
         verdicts = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()

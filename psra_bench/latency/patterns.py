@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from psra_bench.constants import MAX_VERDICTS
 from psra_bench.db.dal import QUERIES, escape_like
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import MeasurementError, ParameterError
@@ -336,8 +337,8 @@ def check_notebook_params(
     **run_params: Any,
 ) -> list[str]:
     """Check notebook 01's parameters before any work; return the resolved query names."""
-    if isinstance(verdicts, bool) or not isinstance(verdicts, int) or not 1 <= verdicts <= 20_000_000:
-        raise ParameterError("verdicts", verdicts, "a whole number from 1 to 20,000,000")
+    if isinstance(verdicts, bool) or not isinstance(verdicts, int) or not 1 <= verdicts <= MAX_VERDICTS:
+        raise ParameterError("verdicts", verdicts, f"a whole number from 1 to {MAX_VERDICTS:,}")
     if not isinstance(database, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
         shown = redact(database) if isinstance(database, str) else database  # a DSN pasted here keeps its secret
         raise ParameterError("database", shown, "a lower-case PostgreSQL name (letters, digits, _), not a DSN")

@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from psra_bench.exceptions import ConfigError, MeasurementError, ParameterError
+from psra_bench.db.ownership import claim, inspect
+from psra_bench.exceptions import ConfigError, MeasurementError, NotOwnedError, ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import start_api_server, stop_api_server
 from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
@@ -75,6 +76,10 @@ def _cloned_database(settings: LiveSettings, suffix: str, timeout_s: float = 30.
     )
     deadline = time.monotonic() + timeout_s
     with db.connect(admin, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            with db.connect(db.with_database(settings.db_dsn, name), autocommit=True) as leftover:
+                if not inspect(leftover).owned:  # a copy of ours carries our marker; anyone else's stays
+                    raise NotOwnedError(name, "a database of that name exists and is not a load-test copy of ours")
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         while True:
             try:
@@ -88,7 +93,10 @@ def _cloned_database(settings: LiveSettings, suffix: str, timeout_s: float = 30.
                     ) from e
                 time.sleep(0.5)
     try:
-        yield db.with_database(settings.db_dsn, name)
+        copy = db.with_database(settings.db_dsn, name)
+        with db.connect(copy, autocommit=True) as conn:
+            claim(conn, "created")
+        yield copy
     finally:
         db.drop_database(admin, name)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from psra_bench.constants import MAX_VERDICTS
 from psra_bench.exceptions import ParameterError
 from psra_bench.load.open_model import SATURATION_CORES
 from psra_bench.load.request_mix import DASHBOARD, REPORT
@@ -81,7 +82,7 @@ def check_notebook_params(
         ("slo_p95_ms", slo_p95_ms),
     ):
         check_positive_number(name, value)
-    check_positive_int("verdicts", verdicts, 20_000_000)
+    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ParameterError("seed", seed, "a whole number >= 0")
     if not isinstance(quick, bool):

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from psra_bench.constants import MAX_TENANTS, MAX_VERDICTS
 from psra_bench.exceptions import NotebookFailed, ParameterError
 from psra_bench.params import NOTEBOOK_PARAMS, NotebookParams
 from psra_bench.resources import shipped_file
@@ -79,8 +80,8 @@ class ReportParams:
 
     def validate(self) -> ReportParams:
         """Check every field (ParameterError naming the first bad one); return self."""
-        check_positive_int("verdicts", self.verdicts, 20_000_000)
-        check_positive_int("tenants", self.tenants, 100_000)
+        check_positive_int("verdicts", self.verdicts, MAX_VERDICTS)
+        check_positive_int("tenants", self.tenants, MAX_TENANTS)
         check_positive_int("iterations", self.iterations, 100_000)
         check_positive_int("rounds", self.rounds, 50)
         check_positive_int("cache_requests", self.cache_requests, 10_000_000)
@@ -175,6 +176,7 @@ def run_report(
     """Execute the notebooks into ``<reports_dir>/<run-id>/`` and assemble the report."""
     import papermill
 
+    from psra_bench.db.ownership import require_owned
     from psra_bench.workbench import ensure_dataset, notebook_settings
 
     params.validate()
@@ -187,13 +189,14 @@ def run_report(
     try:
         for name in names:  # every notebook's parameters are checked before any work
             notebook_params(name, params, run_dir, run_id).check()
+        settings = notebook_settings(params.database)
+        require_owned(settings, "psra-bench report")  # a team's database is refused before anything is written
     except Exception:
         run_dir.rmdir()  # still empty: nothing was measured
         raise
     started = time.perf_counter()
     say(f"run {run_id}: servers and dataset ({params.verdicts:,} verdicts, seed {params.seed})")
-    settings = notebook_settings(params.database)
-    dataset = ensure_dataset(settings, params.verdicts, params.seed, params.tenants)
+    dataset = ensure_dataset(settings, params.verdicts, params.seed, params.tenants, action="psra-bench report")
     if dataset.seeded_now:
         say(f"  dataset seeded at {dataset.seed_rows_per_second:,.0f} rows/s (checksum {dataset.checksum})")
     else:
