@@ -20,6 +20,7 @@ from psra_bench.exceptions import MeasurementError, MigrationError
 from psra_bench.infra import postgres as db
 from psra_bench.latency.audit import (
     audit_indexes,
+    final_recommendation,
     index_catalog,
     recommended_migration,
     recommended_set,
@@ -27,6 +28,7 @@ from psra_bench.latency.audit import (
     write_recommended_migration,
 )
 from psra_bench.measure.stats import FASTER, NO_CHANGE, SLOWER
+from psra_bench.report.summary import recommendations
 from psra_bench.settings import Settings
 
 NEW = [s.name for s in migration_indexes()]
@@ -117,6 +119,13 @@ def _present(dsn: str) -> set[str]:
         return set(migration_status(conn).present)
 
 
+def _run_psql(dsn: str, path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    proc = subprocess.run([_psql(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
+                          capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_the_recommended_migration_runs_with_psql_from_either_state(
     make_database: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -126,10 +135,7 @@ def test_the_recommended_migration_runs_with_psql_from_either_state(
     assert "CONCURRENTLY" in up.read_text() and "test-run" in up.read_text()
 
     def psql(path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        proc = subprocess.run([_psql(), dsn, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)],
-                              capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
+        _run_psql(dsn, path)
 
     psql(up)  # from the baseline
     assert _present(dsn) == keep
@@ -145,6 +151,99 @@ def test_the_recommended_migration_runs_with_psql_from_either_state(
     psql(down)
     with db.connect(dsn, autocommit=True) as conn:
         assert db.index_count(conn) == 20
+
+
+NEEDED = "idx_psra_verdicts_tenant_effective"
+MEASURED = {"idx_psra_verdicts_input_hash", "idx_hs_codes_description_trgm"}
+
+
+def _three_way_results() -> dict[str, Any]:
+    """Query-latency results whose three-way run found trade_route_report slower without NEEDED."""
+
+    def vs(ratio: float, verdict: str) -> dict[str, Any]:
+        return {"ratio": ratio, "ratio_ci": [ratio * 0.95, ratio * 1.05], "p_value": 0.0004, "verdict": verdict}
+
+    audit = [
+        {
+            "index": n,
+            "new": True,
+            "size_bytes": 2**20,
+            "reason": "test",
+            "recommendation": "keep" if n in MEASURED else "review" if n == NEEDED else "drop",
+        }
+        for n in NEW
+    ] + [{"index": "psra_verdicts_pkey", "new": False, "size_bytes": 2**20, "reason": "pk", "recommendation": "keep"}]
+    return {
+        "audit": audit,
+        "queries": {
+            # the spec-set plan used NEEDED and a baseline index; the recommended set's plan used neither
+            "trade_route_report": {"plans": {"after": {"index_names": [NEEDED, "psra_verdicts_pkey"]}}},
+            "recent_verdicts": {"plans": {"after": {"index_names": ["idx_psra_verdicts_created_at_desc"]}}},
+            "duplicate_assessment": {"plans": {"after": {"index_names": ["idx_psra_verdicts_input_hash"]}}},
+        },
+        "recommended": {
+            "indexes": sorted(MEASURED),
+            "queries": {
+                "trade_route_report": {"as_fast_as_spec": False, "recommended_vs_spec": vs(1.5, SLOWER),
+                                       "plan_recommended": []},
+                "recent_verdicts": {"as_fast_as_spec": True, "recommended_vs_spec": vs(1.0, NO_CHANGE),
+                                    "plan_recommended": []},
+                "duplicate_assessment": {"as_fast_as_spec": True, "recommended_vs_spec": vs(1.0, NO_CHANGE),
+                                         "plan_recommended": ["idx_psra_verdicts_input_hash"]},
+            },
+        },
+    }  # fmt: skip
+
+
+def test_an_index_the_three_way_run_needs_is_kept_by_the_advice_and_by_the_sql(
+    make_database: Callable[..., str], tmp_path: Path
+) -> None:
+    results = _three_way_results()
+    final = final_recommendation(results)
+    # one decision: the audit's keep list plus the index whose loss slowed a query; a baseline index
+    # missing from the recommended plan is not "needed" (it was never dropped)
+    assert set(final.keep) == MEASURED | {NEEDED} and set(final.measured) == MEASURED
+    assert [(k.index, k.queries) for k in final.kept_by_three_way] == [(NEEDED, ("trade_route_report",))]
+    assert final.needed_by("trade_route_report") == (NEEDED,) and final.needed_by("recent_verdicts") == ()
+    assert set(final.left_out) == set(NEW) - MEASURED - {NEEDED}
+    assert final.to_dict()["kept_by_three_way"][0]["slowdowns"][0].startswith("0.67×")
+
+    up, down = write_recommended_migration(tmp_path, results, run_id="three-way")
+    up_sql, down_sql = up.read_text(), down.read_text()
+    assert f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {NEEDED} " in up_sql
+    assert f"DROP INDEX CONCURRENTLY IF EXISTS {NEEDED};" not in up_sql
+    assert f"DROP INDEX CONCURRENTLY IF EXISTS {NEEDED};" in down_sql
+    assert "kept by the three-way run" in up_sql and "trade_route_report 0.67×" in up_sql
+
+    # the summary advises exactly that set, and says the SQL already keeps the index
+    advice = recommendations({"query_latency": results})
+    do = advice["do"][0]
+    assert f"drop them except {NEEDED} (trade_route_report needs it)" in do
+    assert "recommended_indexes.up.sql in this run's folder keeps it" in do and "edited" not in do
+    assert f"drops the other {len(final.left_out)} ({len(final.left_out)}.0 MB)" in do
+    report = next(t for t in advice["open"] if "for trade_route_report" in t)
+    assert f"uses {NEEDED}, which the measured recommended set left out: recommended_indexes.up.sql keeps it" in report
+
+    # and psql runs it: from the spec's 46, the database ends with exactly the advised set
+    dsn = make_database()
+    migrate_up(dsn)
+    _run_psql(dsn, up)
+    assert _present(dsn) == set(final.keep)
+    _run_psql(dsn, down)
+    assert _present(dsn) == set()
+
+
+def test_without_a_three_way_run_the_audit_alone_decides() -> None:
+    results = _three_way_results() | {"recommended": None}
+    final = final_recommendation(results)
+    assert set(final.keep) == MEASURED and final.kept_by_three_way == ()
+    assert final_recommendation(results["audit"]) == final  # the audit rows alone say the same
+    up, _ = recommended_migration(results)
+    assert f"DROP INDEX CONCURRENTLY IF EXISTS {NEEDED};" in up
+    assert (
+        "drop them: recommended_indexes.up.sql in this run's folder does it"
+        in (recommendations({"query_latency": results})["do"][0])
+    )
 
 
 def test_recommended_migration_needs_the_migrations_indexes() -> None:

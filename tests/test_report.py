@@ -327,5 +327,5 @@ def test_a_recommended_set_measured_slower_is_explained_by_its_plans() -> None:
     recent = next(t for t in open_ if "for recent_verdicts" in t)
     report = next(t for t in open_ if "for trade_route_report" in t)
     assert "same indexes on both sets" in recent and "0.83×" in recent and "p < 0.001" in recent
-    assert "uses idx_gone, which the recommended set drops" in report
+    assert "uses idx_gone, which the measured recommended set left out: recommended_indexes.up.sql keeps it" in report
     assert any("notebook 03 did not run" in t for t in open_)

@@ -137,7 +137,7 @@ if results["recommended"]:
     print(three_way_cost_table(results).text())
 else:
     print("the recommended set was not measured (recommend = False)")
-for written in write_recommended_migration(output_dir, results["audit"], run_id=Path(output_dir).name):
+for written in write_recommended_migration(output_dir, results, run_id=Path(output_dir).name):
     print("wrote", written)"""
 
 PLOTS_MD = """\

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from psra_bench.latency.audit import DROP, REVIEW
+from psra_bench.latency.audit import DROP, REVIEW, FinalRecommendation, final_recommendation, lost_indexes
 from psra_bench.measure.stats import FASTER, SLOWER, compare_to_previous
 from psra_bench.measure.wording import interval, mb, p_text, speedup_text, times
 
@@ -172,10 +172,26 @@ def findings(
 # ----------------------------------------------------------------------------- recommendations
 
 
-def _lost_indexes(q: Mapping[str, Any], rec: Mapping[str, Any], query: str) -> list[str]:
-    """Indexes the query's plan used on the spec set but not on the recommended set."""
-    spec_plan = ((((q.get("queries") or {}).get(query) or {}).get("plans") or {}).get("after") or {}).get("index_names")
-    return sorted(set(spec_plan or ()) - set(rec["queries"][query].get("plan_recommended") or ()))
+def _them(items: Sequence[str]) -> str:
+    return "it" if len(items) == 1 else "them"
+
+
+def _keep_advice(final: FinalRecommendation, audit: Sequence[Mapping[str, Any]]) -> str:
+    """The end of the drop sentence: what to drop, what the three-way run keeps, and the SQL that does it."""
+    if not final.kept_by_three_way:
+        return "; drop them: recommended_indexes.up.sql in this run's folder does it"
+    kept = [k.index for k in final.kept_by_three_way]
+    names = ", ".join(
+        f"{k.index} ({', '.join(k.queries)} need{'s' if len(k.queries) == 1 else ''} it)"
+        for k in final.kept_by_three_way
+    )
+    if not final.left_out:
+        return f"; keep them after all, {names}: recommended_indexes.up.sql in this run's folder keeps {_them(kept)}"
+    freed = sum(r["size_bytes"] for r in audit if r["new"] and r["index"] in final.left_out)
+    return (
+        f"; drop them except {names}: recommended_indexes.up.sql in this run's folder keeps {_them(kept)} and drops "
+        f"the other {len(final.left_out)} ({mb(freed)})"
+    )
 
 
 def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
@@ -183,8 +199,9 @@ def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     todo: list[str] = []
     open_: list[str] = []
     slower = [k for k, v in (rec or {}).get("queries", {}).items() if not v["as_fast_as_spec"]]
-    # An index whose loss made a query slower in the three-way run is not advised away.
-    needed = {ix: k for k in slower for ix in _lost_indexes(q, rec or {}, k)}
+    # An index whose loss made a query slower in the three-way run is not advised away
+    # (final_recommendation decides, for this advice and for recommended_indexes.up.sql alike).
+    final = final_recommendation(q)
     drop = [r for r in audit if r["new"] and r["recommendation"] == DROP]
     review = [r for r in audit if r["new"] and r["recommendation"] == REVIEW]
     if drop or review:
@@ -202,21 +219,25 @@ def _index_recommendations(q: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                 f" and inserts ran at {_rows_per_s(w['recommended'])} instead of {_rows_per_s(w['spec'])} "
                 f"(batch time {speedup_text(vs['ratio'], vs['ratio_ci'])} faster, p {p_text(vs['p_value'])})"
             )
-        if needed:
-            keep = ", ".join(f"{ix} ({k} needs it)" for ix, k in sorted(needed.items()))
-            sentence += f"; drop them except {keep}, with recommended_indexes.up.sql edited to keep it"
-        else:
-            sentence += "; drop them: recommended_indexes.up.sql in this run's folder does it"
-        todo.append(sentence + ".")
+        todo.append(sentence + _keep_advice(final, audit) + ".")
     for k in slower:
         vs = (rec or {})["queries"][k]["recommended_vs_spec"]
-        lost = _lost_indexes(q, rec or {}, k)
-        why = (
-            f"its spec-set plan uses {', '.join(lost)}, which the recommended set drops: keep it"
-            if lost
-            else "its plan uses the same indexes on both sets, so the gap comes from the run (drift between "
-            "rounds), not from a dropped index: run again with more rounds to settle it"
-        )
+        needed, lost = final.needed_by(k), lost_indexes(q, k)
+        if needed:
+            why = (
+                f"its spec-set plan uses {', '.join(needed)}, which the measured recommended set left out: "
+                f"recommended_indexes.up.sql keeps {_them(needed)}"
+            )
+        elif lost:
+            why = (
+                f"its plan changed ({', '.join(lost)} unused on the recommended set) but no index it "
+                "used was left out, so the gap comes from the planner or the run: run again with more rounds"
+            )
+        else:
+            why = (
+                "its plan uses the same indexes on both sets, so the gap comes from the run (drift between "
+                "rounds), not from a dropped index: run again with more rounds to settle it"
+            )
         open_.append(
             f"The recommended set measured slower than the spec's for {k} "
             f"({speedup_text(vs['ratio'], vs['ratio_ci'])}, p {p_text(vs['p_value'])}); {why}."
