@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -140,16 +141,19 @@ def _print_status(statuses: Sequence[Any]) -> None:
 @_errors
 def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool, append: bool) -> None:
     """Create the schema, load HS codes and rules, and write synthetic verdicts with COPY."""
+    from psra_bench.db.ownership import require_owned
     from psra_bench.db.reference import prepare_database
-    from psra_bench.db.seed import seed_database, verdict_count
+    from psra_bench.db.seed import check_seed_args, seed_database, verdict_count
     from psra_bench.exceptions import ParameterError
     from psra_bench.infra.postgres import connect
 
     if force and append:
         raise ParameterError("--force/--append", "both", "pass at most one of them")
+    check_seed_args(verdicts, tenants)  # every flag checked before a server is touched
     settings = _ready(ctx)
+    require_owned(settings, "seed")
     with connect(settings.db_dsn, autocommit=True) as conn:
-        counts = prepare_database(conn)
+        counts = prepare_database(conn, owned=True)
         click.echo(f"reference data: {counts['hs_codes']:,} HS codes, {counts['psra_rules']} rules")
         mode = "force" if force else "append" if append else "refuse"
         if mode == "refuse" and verdict_count(conn):
@@ -160,6 +164,50 @@ def seed(ctx: click.Context, verdicts: int, seed: int, tenants: int, force: bool
         f"wrote {result.verdicts:,} verdicts for {result.tenants} tenants in {result.seconds:.1f} s "
         f"({result.rows_per_second:,.0f} rows/s); seed {result.seed}, checksum {result.checksum}"
     )
+
+
+# ----------------------------------------------------------------------------- handover
+@cli.command()
+@click.option("--database", default=None, help="A database NAME on the configured server (default: PSRA_DB_DSN's).")
+@click.option("--yes", is_flag=True, help="Hand it over even though it holds data psra-bench did not put there.")
+@click.option("--release", is_flag=True, help="Take the hand-over back: psra-bench no longer writes there.")
+@click.pass_context
+@_errors
+def handover(ctx: click.Context, database: str | None, yes: bool, release: bool) -> None:
+    """Hand a database over to psra-bench, so seed, report, notebooks and the audit may overwrite it."""
+    from psra_bench.db import ownership
+    from psra_bench.exceptions import ParameterError
+    from psra_bench.infra import postgres as db
+
+    if database is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+        raise ParameterError(
+            "--database", redact(database), "a lower-case PostgreSQL name (letters, digits, _), not a DSN"
+        )
+    if yes and release:
+        raise ParameterError("--yes/--release", "both", "pass at most one of them")
+    settings = _ready(ctx)
+    dsn = settings.db_dsn if database is None else db.with_database(settings.db_dsn, database)
+    with db.connect(dsn, autocommit=True) as conn:
+        found = ownership.inspect(conn)
+        if release:
+            done = ownership.release(conn)
+            click.echo(
+                f"{found.database}: " + ("released; psra-bench no longer writes there" if done else "was not owned")
+            )
+            return
+        if found.owned:
+            click.echo(f"{found.database}: already {found.describe()}")
+            return
+        if found.foreign and not yes:
+            raise ParameterError(
+                "--yes",
+                False,
+                f"given, to hand over {found.database!r}, which holds "
+                + "; ".join(found.foreign)
+                + " (seed, report, the notebooks and the audit may overwrite or drop that)",
+            )
+        ownership.claim(conn, "handed-over")
+    click.echo(f"{found.database}: handed over to psra-bench (`psra-bench handover --release` takes it back)")
 
 
 # ----------------------------------------------------------------------------- migrate
@@ -279,6 +327,10 @@ def indexes_audit(
     if out_dir is not None:
         check_writable_dir("--out", out_dir)
     settings = _ready(ctx)
+    found = _owned_or_none(settings)
+    if found is not None:
+        _catalog_audit(settings, out_dir, found)
+        return
     results = run_query_latency(
         settings, iterations=iterations, rounds=rounds, warmup=warmup, write_batches=write_batches,
         budget_s=budget_s, recommend=recommend, progress=lambda msg: click.echo(f"  {msg}", err=True),
@@ -289,8 +341,40 @@ def indexes_audit(
             click.echo("\n" + table.text())
     if out_dir is not None:
         save_results(out_dir, "audit", results)
-        for path in write_recommended_migration(out_dir, results["audit"]):
+        for path in write_recommended_migration(out_dir, results):
             click.echo(f"wrote {path}")
+
+
+def _owned_or_none(settings: LiveSettings) -> Any:
+    """None when psra-bench owns the database (claiming it if allowed); else its :class:`Ownership`, read only."""
+    from psra_bench.db.ownership import ownership, require_owned
+    from psra_bench.exceptions import NotOwnedError
+
+    try:
+        require_owned(settings, "indexes audit")
+    except NotOwnedError:
+        return ownership(settings)
+    return None
+
+
+def _catalog_audit(settings: LiveSettings, out_dir: str | None, found: Any) -> None:
+    """The read-only part of the audit on a database psra-bench does not own."""
+    from psra_bench.infra.postgres import connect
+    from psra_bench.latency.catalog import catalog_audit
+    from psra_bench.workbench import save_results
+
+    with connect(settings.db_dsn, autocommit=True) as conn:
+        audit = catalog_audit(conn)
+    for table in audit.tables():
+        click.echo("\n" + table.text())
+    if out_dir is not None:
+        click.echo(f"wrote {save_results(out_dir, 'catalog', audit.to_dict())}")
+    click.echo(
+        f"\nread-only audit of {found.database!r}: measuring index sets builds and drops indexes, which psra-bench "
+        f"does only on a database it owns ({'; '.join(found.foreign)}); run it on an owned copy, or hand this one "
+        f"over with `psra-bench handover --database {found.database}`",
+        err=True,
+    )
 
 
 # ----------------------------------------------------------------------------- doctor
@@ -490,16 +574,21 @@ def load(
 ) -> None:
     """Load-test the API with Locust for each configuration (baseline/indexes/cache/both), or one at --url."""
     from psra_bench.load.experiment import run_load
-    from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, ensure_dataset, notebook_settings
+    from psra_bench.load.results import check_notebook_params as check_load_test_params
+    from psra_bench.workbench import DEFAULT_DATABASE, check_writable_dir, ensure_dataset, notebook_settings
 
     if url is not None:
         _load_url(ctx, url, users=users, spawn_rate=spawn_rate, duration=duration, slo_p95_ms=slo_p95_ms,
                   output_dir=output_dir, quick=quick)  # fmt: skip
         return
-    check_positive_int("--verdicts", verdicts, 20_000_000)
+    check_load_test_params(
+        users=users, spawn_rate=spawn_rate, duration=duration, arrival_rate=arrival_rate, slo_p95_ms=slo_p95_ms,
+        configurations=configurations, verdicts=verdicts, seed=seed, quick=quick,
+    )  # fmt: skip
+    check_writable_dir("--output-dir", output_dir)
     _ready(ctx)
     settings = notebook_settings(DEFAULT_DATABASE)
-    dataset = ensure_dataset(settings, verdicts, seed)
+    dataset = ensure_dataset(settings, verdicts, seed, action="load")
     doc = run_load(
         settings,
         users=users,
