@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import re
@@ -457,6 +458,24 @@ def fixed_rate_rows(sides: list[Side], lk: Lookup, rounds: int, rate: float, sec
     return rows
 
 
+def check_args(args: argparse.Namespace) -> list[int]:
+    """Every flag checked before a server starts: one sentence naming the flag and what is allowed."""
+    whole = {"--rounds": args.rounds, "--verdicts": args.verdicts}
+    for flag, value in whole.items():
+        if value < 1:
+            raise SystemExit(f"{flag} {value}: use a whole number >= 1")
+    for flag, value in {"--seconds": args.seconds, "--rate": args.rate, "--rate-seconds": args.rate_seconds}.items():
+        if not math.isfinite(value) or value <= 0:
+            raise SystemExit(f"{flag} {value:g}: use a number > 0")
+    try:
+        concurrencies = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        concurrencies = []
+    if not concurrencies or min(concurrencies) < 1:
+        raise SystemExit(f"--concurrency {args.concurrency!r}: use comma-separated whole numbers >= 1, e.g. 1,8,32")
+    return concurrencies
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="ABAB rounds per cell")
@@ -473,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verdicts", type=int, default=20_000, help="dataset scale")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    concurrencies = check_args(args)
     wrk = shutil.which("wrk") if args.client != "asyncio" else None
     if args.client == "wrk" and wrk is None:
         raise SystemExit("--client wrk: wrk is not installed (Debian: apt-get install wrk)")

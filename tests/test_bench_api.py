@@ -53,3 +53,18 @@ def test_bench_api_refuses_a_bad_variant_in_one_sentence(variant: str) -> None:
     assert done.returncode == 1 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and variant in lines[0], done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (("--rate", "0"), "--rate 0: use a number > 0"),
+        (("--seconds", "-1"), "--seconds -1: use a number > 0"),
+        (("--rounds", "0"), "--rounds 0: use a whole number >= 1"),
+        (("--concurrency", "8,x"), "--concurrency '8,x': use comma-separated whole numbers >= 1"),
+    ],
+)
+def test_bad_flags_get_one_sentence_before_any_server_starts(flags: tuple[str, ...], said: str) -> None:
+    done = _run(*flags, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and said in done.stderr
