@@ -115,7 +115,7 @@ class AsyncCacheService(CacheCore):
         self._owns_client = client is None
         self.client: Any = client if client is not None else (_async_client(settings.redis) if settings.redis else None)
         if self.client is None and self.enabled:
-            raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
+            raise CacheError("settings.redis is None: call psra_bench.infra.ensure_services(settings) or pass client=.")
         self._cluster = isinstance(self.client, redis.asyncio.cluster.RedisCluster)
         self._flights: dict[str, asyncio.Future[Any]] = {}
         self.closed = False

@@ -81,7 +81,7 @@ class CacheService(CacheCore):
         self._owns_client = client is None
         self.client: Any = client if client is not None else (_sync_client(settings.redis) if settings.redis else None)
         if self.client is None and self.enabled:
-            raise CacheError("settings.redis is None: call services.ensure_services(settings) first, or pass client=.")
+            raise CacheError("settings.redis is None: call psra_bench.infra.ensure_services(settings) or pass client=.")
         self._cluster = isinstance(self.client, redis.cluster.RedisCluster)
         self._flights: dict[str, Future[Any]] = {}
         self._flights_lock = threading.Lock()

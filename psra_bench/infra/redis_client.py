@@ -15,7 +15,7 @@ __all__ = ["create_redis", "create_async_redis", "check_redis", "redis_info"]
 
 def _settings_of(settings: Settings | RedisSettings) -> RedisSettings:
     rs = settings.redis if isinstance(settings, Settings) else settings
-    assert rs is not None, "call services.ensure_services(settings) first"
+    assert rs is not None, "call psra_bench.infra.ensure_services(settings) first"
     return rs
 
 

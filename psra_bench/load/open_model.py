@@ -253,7 +253,7 @@ class _Run:
                     self.errors[f"HTTP {resp.status_code}"] += 1
             except gevent.GreenletExit:
                 raise
-            except BaseException as e:  # gevent.Timeout is a BaseException; every failure is counted
+            except (Exception, gevent.Timeout) as e:  # gevent.Timeout is a BaseException; Ctrl-C is not an error
                 self.errors[type(e).__name__] += 1
             done = time.perf_counter()
         finally:
