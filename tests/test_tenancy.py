@@ -159,16 +159,24 @@ def _served(routes: Any, prefix: str = "") -> set[tuple[str, str]]:
     return out
 
 
-def test_every_route_has_a_rule(secured: LiveApp, client: httpx.Client) -> None:
+def _documented(c: httpx.Client) -> set[tuple[str, str]]:
+    return {(m.upper(), p) for p, ops in c.get("/openapi.json").json()["paths"].items() for m in ops}
+
+
+def test_every_route_has_a_rule(secured: LiveApp, unsecured: LiveApp, client: httpx.Client) -> None:
     served = _served(secured.app.routes)
     assert served == set(RULES), {
         "routes without a rule": served - set(RULES),
         "rules of no route": set(RULES) - served,
     }
-    documented = {(m.upper(), p) for p, ops in client.get("/openapi.json").json()["paths"].items() for m in ops}
+    documented = _documented(client)
     assert documented <= served  # the walk above missed nothing OpenAPI knows
     for _, path in _of("path"):
         assert path.startswith("/api/tenants/{tenant_id}/"), path
+    # Without a token the operator routes are still served (a 404 saying why) but not documented.
+    assert _served(unsecured.app.routes) == served
+    with unsecured.client() as uc:
+        assert _documented(uc) == documented - set(_of("operator"))
 
 
 # ----------------------------------------------------------------------------- tenant by path
@@ -400,3 +408,21 @@ def test_openapi_documents_the_operator_credential(client: httpx.Client) -> None
         ops = doc["paths"][path]
         assert all(op.get("security") == [{"operator": []}] for op in ops.values()), path
     assert TOKEN not in client.get("/openapi.json").text
+
+
+def test_without_a_token_operator_job_types_are_off(unsecured: LiveApp) -> None:
+    bulk = {"job_type": "bulk_import", "payload": {"items": [_ITEM]}}
+    with unsecured.client() as uc:
+        for headers in ({}, OPERATOR, tenant(B)):
+            off = uc.post("/api/jobs/submit", json=bulk, headers=headers)
+            assert off.status_code == 404 and "PSRA_ADMIN_TOKEN is not set" in off.json()["detail"], off.text
+
+
+def test_without_a_token_openapi_has_no_operator(unsecured: LiveApp) -> None:
+    with unsecured.client() as uc:
+        doc = uc.get("/openapi.json").json()
+    assert "securitySchemes" not in doc["components"]
+    for ops in doc["paths"].values():
+        assert all("security" not in op and "401" not in op["responses"] for op in ops.values())
+    submit = doc["paths"]["/api/jobs/submit"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert submit["properties"]["job_type"] == {"const": "assessment", "title": "Job Type", "type": "string"}

@@ -9,15 +9,19 @@
 * A **job** belongs to whoever submitted it: ``tenant:{id}`` (the header), ``operator``, or
   nobody (no header). A tenant's job is visible to that tenant and the operator only, and looks
   to anyone else exactly like a job that does not exist; a job of nobody is visible to everyone.
+
+The OpenAPI document says what this server does: without ``PSRA_ADMIN_TOKEN`` it has no operator
+routes, no operator job types, no ``operator`` credential and no 401 (:func:`document_operator_access`).
 """
 
 from __future__ import annotations
 
+import copy
 import hmac
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Header, HTTPException, Request, Security
+from fastapi import FastAPI, Header, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import WithJsonSchema
 
@@ -26,6 +30,7 @@ from psra_bench.api.models import EXAMPLE_TENANT
 __all__ = [
     "TENANT_HEADER",
     "OPERATOR",
+    "TENANT_JOB_TYPES",
     "TenantHeader",
     "OptionalTenantHeader",
     "require_operator",
@@ -35,12 +40,16 @@ __all__ = [
     "submitting_owner",
     "job_visible",
     "same_tenant",
+    "without_operator",
+    "document_operator_access",
 ]
 
 #: The header a tenant names itself with.
 TENANT_HEADER = "X-Tenant-ID"
 #: The owner label of jobs the operator submitted.
 OPERATOR = "operator"
+#: Job types a tenant (or anyone, without a tenant) may submit; every other type is the operator's.
+TENANT_JOB_TYPES = frozenset({"assessment"})
 
 TenantHeader = Annotated[
     uuid.UUID, Header(alias=TENANT_HEADER, description="The caller's tenant id", examples=[EXAMPLE_TENANT])
@@ -144,3 +153,64 @@ def same_tenant(path_tenant: uuid.UUID, header_tenant: uuid.UUID) -> str:
     if path_tenant != header_tenant:
         raise HTTPException(status_code=403, detail="X-Tenant-ID does not match the tenant in the path")
     return str(path_tenant)
+
+
+#: The OpenAPI name of the operator credential (``components.securitySchemes``).
+_SCHEME = "operator"
+
+
+def _tenant_variants(schema: dict[str, Any]) -> dict[str, Any]:
+    """A body schema without its operator job types (``oneOf`` variants whose ``job_type`` is not a tenant's)."""
+    variants = schema.get("oneOf")
+    if not isinstance(variants, list):
+        return schema
+    kept = [v for v in variants if v.get("properties", {}).get("job_type", {}).get("const", "") in TENANT_JOB_TYPES]
+    return kept[0] if len(kept) == 1 else {**schema, "oneOf": kept}
+
+
+def without_operator(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI ``document`` of a server without operator access (a copy; ``document`` is not changed).
+
+    Operations that need the operator are gone (they answer 404); on the others the operator
+    credential is no alternative any more, and a token is ignored, so they never answer 401; a
+    job body keeps only the tenants' job types.
+    """
+    doc = copy.deepcopy(document)
+    for path, operations in list(doc.get("paths", {}).items()):
+        for method, op in list(operations.items()):
+            security = op.get("security")
+            if security is None:
+                continue
+            others = [s for s in security if _SCHEME not in s]
+            if not others:  # operator only
+                del operations[method]
+                continue
+            if others == [{}]:
+                del op["security"]
+            else:
+                op["security"] = others
+            op.get("responses", {}).pop("401", None)
+            for content in op.get("requestBody", {}).get("content", {}).values():
+                if "schema" in content:
+                    content["schema"] = _tenant_variants(content["schema"])
+        if not operations:
+            del doc["paths"][path]
+    schemes = doc.get("components", {}).get("securitySchemes", {})
+    schemes.pop(_SCHEME, None)
+    if not schemes:
+        doc.get("components", {}).pop("securitySchemes", None)
+    return doc
+
+
+def document_operator_access(app: FastAPI, enabled: bool) -> None:
+    """Make ``app``'s OpenAPI document match its operator access: :func:`without_operator` unless ``enabled``."""
+    if enabled:
+        return
+    full = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # full() caches the whole document there; the cut one replaces it
+            app.openapi_schema = without_operator(full())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -150,12 +150,14 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
     )
     _install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    from psra_bench.api.access import document_operator_access
     from psra_bench.api.jobs_routes import router as jobs_router
     from psra_bench.api.psra_routes import router as psra_router
 
     # The router tries routes in order: the read routes, the hottest under load, go first.
     app.include_router(psra_router)
     app.include_router(jobs_router)
+    document_operator_access(app, enabled=settings.admin_token is not None)  # no token: no operator in /openapi.json
     return app
 
 

@@ -15,9 +15,9 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from psra_bench.db.seed import tenant_ids
 from psra_bench.psra.assessment import (
@@ -38,7 +38,14 @@ __all__ = [
     "ApiAssessmentRequest",
     "AssessmentJobRequest",
     "HsImportItem",
+    "BulkImportItems",
     "BulkImportRequest",
+    "JobTtl",
+    "JobOptions",
+    "AssessmentJob",
+    "BulkImportJob",
+    "SubmitJobRequest",
+    "JOB_TYPES",
     "inline_schema",
     "Priority",
     "IsoDate",
@@ -186,18 +193,80 @@ class HsImportItem(BaseModel):
     ]
 
 
-class BulkImportRequest(BaseModel):
-    """The bulk-import shortcut body (over 10,000 items is a 413)."""
+class BulkImportItems(BaseModel):
+    """The HS codes of a bulk import: the payload of a ``bulk_import`` job (over 10,000 items is a 413)."""
 
     model_config = ConfigDict(extra="forbid")
     items: list[HsImportItem] = Field(min_length=1)
+
+
+#: Seconds a job's state is kept after it ends.
+JobTtl = Annotated[int, Field(ge=1, le=7 * 86_400, description="Seconds the job's state is kept after it ends")]
+
+
+class BulkImportRequest(BulkImportItems):
+    """The bulk-import shortcut body: the items, the job's priority and TTL."""
+
     priority: Priority = "normal"
-    ttl_seconds: Annotated[int, Field(ge=1, le=7 * 86_400)] = 3600
+    ttl_seconds: JobTtl = 3600
 
 
-def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """``model``'s JSON schema with its ``$defs`` resolved in place (for a hand-written OpenAPI requestBody)."""
-    schema = model.model_json_schema()
+class JobOptions(BaseModel):
+    """The spec's submit body around its payload: the job type, priority, TTL and time limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_type: str
+    priority: Priority = "normal"
+    ttl_seconds: JobTtl = 3600
+    timeout_seconds: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=86_400,
+            description="Seconds the job may run before it FAILS as timed out (default: the job type's, else "
+            "PSRA_JOB_TIMEOUT_SECONDS)",
+        ),
+    ] = None
+
+
+_SPEC_JOB: dict[str, Any] = {
+    "rule_id": "USMCA-2024-01",
+    "hs_code": "8471.30",
+    "origin_country": "MX",
+    "destination_country": "US",
+}
+
+
+class AssessmentJob(JobOptions):
+    """``POST /api/jobs/submit`` of an assessment: the payload is the body of ``POST /api/jobs/assessment/submit``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"job_type": "assessment", "payload": _SPEC_JOB}]})
+    job_type: Literal["assessment"]
+    payload: AssessmentJobRequest
+
+
+class BulkImportJob(JobOptions):
+    """``POST /api/jobs/submit`` of a bulk import (operator only): the items of the bulk-import shortcut."""
+
+    job_type: Literal["bulk_import"]
+    payload: BulkImportItems
+
+
+#: The spec's submit body: one variant per job type the API's queue runs, told apart by ``job_type``.
+SubmitJobRequest = Annotated[AssessmentJob | BulkImportJob, Field(discriminator="job_type")]
+#: The job types ``POST /api/jobs/submit`` accepts: those of the handlers create_app registers.
+JOB_TYPES: tuple[str, ...] = tuple(
+    get_args(m.model_fields["job_type"].annotation)[0] for m in get_args(AssessmentJob | BulkImportJob)
+)
+
+
+def inline_schema(model: Any) -> dict[str, Any]:
+    """``model``'s JSON schema (a model or any type), ``$defs`` resolved in place, for a hand-written requestBody.
+
+    A ``discriminator`` is dropped: its ``mapping`` names ``$defs`` that are gone, and each variant's
+    ``const`` already tells the variants apart.
+    """
+    schema = TypeAdapter(model).json_schema()
     defs = schema.pop("$defs", {})
 
     def resolve(node: Any) -> Any:
@@ -205,7 +274,11 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
                 return resolve(defs[ref.removeprefix("#/$defs/")])
-            return {k: resolve(v) for k, v in node.items()}
+            return {
+                k: resolve(v)
+                for k, v in node.items()
+                if not (k == "discriminator" and isinstance(v, dict) and "mapping" in v)
+            }
         if isinstance(node, list):
             return [resolve(v) for v in node]
         return node
