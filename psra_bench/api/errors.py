@@ -3,16 +3,21 @@
 Every refusal is ``{"detail": "<one sentence>"}``; a 422 also names the culprit in ``field`` (and,
 when the request did not match its schema, lists each problem in ``errors``); an unknown job's
 404 carries its ``job_id``. :func:`responses` puts this model under each status a route can return,
-and replaces FastAPI's default ``HTTPValidationError`` 422, which this API never sends.
+and replaces FastAPI's default ``HTTPValidationError`` 422, which this API never sends. A route whose
+dependency is down answers :func:`unavailable`: a 503 naming the dependency, with ``Retry-After``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-__all__ = ["FieldError", "ApiError", "responses", "DESCRIPTIONS"]
+__all__ = ["FieldError", "ApiError", "responses", "unavailable", "DESCRIPTIONS", "RETRY_AFTER_SECONDS"]
+
+#: Seconds a client is asked to wait (``Retry-After``) before it repeats a request that met a dependency down.
+RETRY_AFTER_SECONDS = 1
 
 
 class FieldError(BaseModel):
@@ -54,3 +59,12 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             }
         out[status] = entry
     return out
+
+
+def unavailable(dependency: str, where: str, problem: str = "is not reachable") -> JSONResponse:
+    """The 503 of a route whose ``dependency`` (at ``where``, host:port) is down: one sentence, and Retry-After."""
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"{dependency} ({where}) {problem}; retry in {RETRY_AFTER_SECONDS} s"},
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )

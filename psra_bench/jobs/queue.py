@@ -65,6 +65,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import redis
 import redis.asyncio
 import redis.asyncio.cluster
 from redis.exceptions import SlotNotCoveredError
@@ -80,7 +81,14 @@ from psra_bench.constants import (
     MAX_JOB_TIMEOUT_SECONDS,
     MAX_TTL_SECONDS,
 )
-from psra_bench.exceptions import JobError, JobInputError, JobNotFoundError, JobPayloadTooLarge, JobStoreError
+from psra_bench.exceptions import (
+    DatabaseConnectionError,
+    JobError,
+    JobInputError,
+    JobNotFoundError,
+    JobPayloadTooLarge,
+    JobStoreError,
+)
 from psra_bench.infra.embedded import process_settings
 from psra_bench.infra.redis_client import create_async_redis
 from psra_bench.jobs import scripts as job_scripts
@@ -98,7 +106,7 @@ from psra_bench.jobs.models import (
     dump_json,
     parse_priority,
 )
-from psra_bench.settings import RedisSettings, Settings
+from psra_bench.settings import RedisSettings, Settings, redact
 
 if TYPE_CHECKING:
     from psra_bench.jobs.worker import Worker  # start_workers imports it when called
@@ -752,7 +760,10 @@ class JobQueue:
 
 
 def check_job_store_now(settings: Settings) -> str:
-    """:meth:`JobQueue.check_job_store` for a caller outside an event loop (``psra-bench serve``, before serving)."""
+    """:meth:`JobQueue.check_job_store` for a caller outside an event loop (``psra-bench serve``, before serving).
+
+    A job store that does not answer raises DatabaseConnectionError naming its host:port (no password).
+    """
 
     async def check() -> str:
         queue = JobQueue(settings)
@@ -761,7 +772,13 @@ def check_job_store_now(settings: Settings) -> str:
         finally:
             await queue.close()
 
-    return asyncio.run(check())
+    try:
+        return asyncio.run(check())
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        store = settings.jobs_redis or settings.redis
+        assert store is not None  # JobQueue refused to start without one
+        reason = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        raise DatabaseConnectionError("the job store's Redis", store.host, store.port, reason) from None
 
 
 def job_store_policy_now(settings: Settings) -> tuple[str, str]:

@@ -172,6 +172,8 @@ class Worker:
         self._dequeuing = False
         self._next_reap = 0.0
         self._next_sweep = 0.0
+        #: Why the job store last failed this worker, until it answers again (one WARNING each way, not one per poll).
+        self._store_down: str | None = None
         self._background: list[asyncio.Task[None]] = []
         self._fetch_task: asyncio.Task[None] | None = None
 
@@ -266,8 +268,10 @@ class Worker:
             try:
                 state, jobs = await self.queue.dequeue_many(self.id, count)
             except STORE_ERRORS as e:
-                log.warning("worker %s: dequeue failed (%s); retrying", self.id, type(e).__name__)
+                self._store_failed("dequeue", e)
                 state, jobs = "error", []
+            else:
+                self._store_answers()
             finally:
                 self._dequeuing = False
             if jobs:
@@ -279,6 +283,18 @@ class Worker:
             except TimeoutError:
                 pass
         return []
+
+    def _store_failed(self, what: str, e: BaseException) -> None:
+        """One WARNING when the job store stops answering this worker; later failures stay quiet until it is back."""
+        if self._store_down is None:
+            log.warning("worker %s: the job store is not answering (%s failed: %s); retrying quietly",
+                        self.id, what, type(e).__name__)  # fmt: skip
+        self._store_down = type(e).__name__
+
+    def _store_answers(self) -> None:
+        if self._store_down is not None:
+            log.warning("worker %s: the job store answers again", self.id)
+            self._store_down = None
 
     def _spawn(self, run: _Run) -> None:
         self._runs[run.job_id] = run
@@ -564,7 +580,10 @@ class Worker:
                     if report.repaired or report.forgotten:
                         log.warning("worker %s: sweep: %s", self.id, report.summary())
         except _BEAT_ERRORS as e:
-            log.warning("worker %s: heartbeat failed (%s)", self.id, type(e).__name__)
+            if runs:  # a lease at risk is worth a line every time
+                log.warning("worker %s: heartbeat failed (%s)", self.id, type(e).__name__)
+            else:
+                self._store_failed("heartbeat", e)
 
     async def _listen(self) -> None:
         while True:
