@@ -901,6 +901,77 @@ def test_circuit_breaker_states() -> None:
         CircuitBreaker(reset_after=0)
 
 
+async def test_both_faces_leave_the_lock_alone_while_the_breaker_is_open(
+    namespaced_settings: Settings, redis_client: redis.Redis
+) -> None:
+    """An open breaker stops both faces from taking or releasing a single-flight lock (counted as skipped)."""
+
+    async def read_through(face: str, key: str, breaker: CircuitBreaker, open_while_computing: bool) -> Any:
+        def compute() -> str:
+            if open_while_computing:  # Redis failed elsewhere while this value was computed
+                breaker.failure()
+            return "v"
+
+        async def acompute() -> str:
+            return compute()
+
+        if face == "sync":
+            service = CacheService(namespaced_settings, breaker=breaker, stats_flush_interval=3600)
+            value = service.get_or_compute(key, compute)
+            stats = service.stats()["entities"]
+            service.close()
+        else:
+            aservice = AsyncCacheService(namespaced_settings, breaker=breaker, stats_flush_interval=3600)
+            value = await aservice.get_or_compute(key, acompute)
+            stats = aservice.stats()["entities"]
+            await aservice.aclose()
+        assert value == "v"
+        return stats
+
+    for face in ("sync", "async"):
+        # Open from the start: the read, the lock, the generation are skipped; the value is computed, not stored.
+        breaker = CircuitBreaker(threshold=1, reset_after=3600, clock=ManualClock())
+        breaker.failure()
+        stats = await read_through(face, f"hs:code:{face}-open", breaker, False)
+        assert stats["other"]["skipped"] == 1 and stats["hs_codes"]["skipped"] == 2, (face, stats)
+        assert redis_client.exists(namespaced_settings.cache_namespace + LOCK_PREFIX + f"hs:code:{face}-open") == 0
+        # Opened while computing: neither the value nor the release is sent; the lock lives out its PX.
+        breaker = CircuitBreaker(threshold=1, reset_after=3600, clock=ManualClock())
+        stats = await read_through(face, f"hs:code:{face}-opened", breaker, True)
+        assert stats["other"]["skipped"] == 1 and stats["hs_codes"]["skipped"] == 1, (face, stats)
+        lock = namespaced_settings.cache_namespace + LOCK_PREFIX + f"hs:code:{face}-opened"
+        assert redis_client.exists(lock) == 1 and redis_client.pttl(lock) > 0
+
+
+async def test_a_cancelled_leader_hands_the_flight_to_a_waiting_task(namespaced_settings: Settings) -> None:
+    """The task waiting on a flight whose leader is cancelled asks again, leads, and computes its own value."""
+    service = AsyncCacheService(namespaced_settings, stats_flush_interval=3600)
+    begun, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> str:
+        begun.set()
+        await never.wait()
+        return "leader"
+
+    async def follower_value() -> str:
+        return "follower"
+
+    try:
+        leader = asyncio.create_task(service.get_or_compute("rule:id:flight", stuck))
+        await begun.wait()
+        follower = asyncio.create_task(service.get_or_compute("rule:id:flight", follower_value))
+        async with asyncio.timeout(10):  # the follower has missed, so it waits on the leader's flight
+            while service.stats()["entities"]["rules"]["misses"] < 2:
+                await asyncio.sleep(0.001)
+        leader.cancel()
+        assert await follower == "follower"
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        assert await service.get("rule:id:flight") == "follower"
+    finally:
+        await service.aclose()
+
+
 # --------------------------------------------------------------------------- stats
 
 

@@ -1,7 +1,14 @@
-"""What the sync and asyncio cache services share: key namespacing, JSON values, TTLs, counters, breaker.
+"""The cache's decisions, once: keys, values, TTLs, counters, breaker, generations, single flight.
 
-:class:`CacheCore` holds everything that does not talk to Redis, so :mod:`psra_bench.cache.service`
-(sync) and :mod:`psra_bench.cache.aio` (asyncio) differ only in how they send commands.
+**One implementation, two I/O faces.** Every cache operation is written here once, as a generator
+(an :data:`~psra_bench.cache.steps.Op`) that *yields* what it needs done — which Redis command with
+which key, script and arguments, a pipeline, a sweep of a pattern, a pause, the caller's
+computation, joining an in-process flight (:mod:`psra_bench.cache.steps`) — and is sent the reply
+(or has the error raised at that ``yield``): what key, which TTL, whether to skip, what a hit, a
+miss or a changed generation means, and what the breaker and the counters learn are decided here.
+:mod:`psra_bench.cache.service` carries the steps out blocking and :mod:`psra_bench.cache.aio`
+awaits them (as redis-py defines each command once in ``redis/commands`` and lets its sync and
+asyncio clients execute it).
 
 **Invalidation generations.** A reader that misses, computes from the database and then sets
 could put back a value a writer has just invalidated, for a whole TTL. So every entity has a
@@ -23,16 +30,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+import uuid
+from collections.abc import Callable
+from typing import Any, TypedDict
 
 import redis
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
 from psra_bench.cache import keys
-from psra_bench.cache.stats import CacheStats, CircuitBreaker
+from psra_bench.cache.stats import CacheStats, CircuitBreaker, keyspace_summary
+from psra_bench.cache.steps import RETRY, Call, Command, Compute, Flight, Marker, Op, Pipeline, Sleep, Sweep
 from psra_bench.exceptions import CacheError, CacheSerializationError
-from psra_bench.settings import Settings, redact
+from psra_bench.settings import RedisSettings, Settings, redact
 
 __all__ = [
     "MISSING",
@@ -42,6 +52,7 @@ __all__ = [
     "GENERATION_SCRIPT",
     "SET_IF_GENERATION_SCRIPT",
     "REDIS_ERRORS",
+    "CacheOptions",
     "CacheCore",
     "log",
 ]
@@ -49,13 +60,8 @@ __all__ = [
 log = logging.getLogger("psra_bench.cache")
 
 
-class _Missing:  # the type of MISSING, one instance
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
 #: Default of ``get(key, default=MISSING)`` that tells a miss from a cached ``None``.
-MISSING: Any = _Missing()
+MISSING: Any = Marker("MISSING")
 #: Logical key of the hash where every process adds its counters (under the namespace).
 STATS_KEY = "psra:cache:stats"
 #: Logical prefix of single-flight locks: ``lock:{key}``.
@@ -74,6 +80,8 @@ SET_IF_GENERATION_SCRIPT = (
 #: What a dead, slow or confused server raises: the services turn these into misses and skipped writes.
 REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 _TTL_ENTITIES = {"hs_codes", "rules", "assessments", "verdicts", "reports"}
+#: First wait (s) of a single-flight follower polling another process's lock, doubled up to the cap.
+_POLL_FIRST, _POLL_CAP = 0.002, 0.05
 
 
 def _short(value: object, width: int = 60) -> str:
@@ -81,18 +89,45 @@ def _short(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# --------------------------------------------------------------------------- the decisions
+
+
+class CacheOptions(TypedDict, total=False):
+    """What both faces take besides settings and client (defaults in :class:`CacheCore`).
+
+    ``stats`` / ``breaker``: counters and breaker to share (a twin's); ``breaker_threshold`` failures
+    in a row open the breaker for ``breaker_reset`` s; ``lock_timeout``: s a single-flight lock lives;
+    ``stats_flush_interval``: s between two flushes of the counters to the shared hash.
+    """
+
+    stats: CacheStats | None
+    breaker: CircuitBreaker | None
+    breaker_threshold: int
+    breaker_reset: float
+    lock_timeout: float
+    stats_flush_interval: float
+
+
 class CacheCore:
-    """What the sync and asyncio services share: keys, values, TTLs, counters, breaker."""
+    """The cache without its I/O: keys, values, TTLs, counters, breaker, and every operation as an :data:`Op`.
+
+    A face passes its ``client`` (None: ``make_client(settings.redis)`` builds one, which the face
+    then owns and closes) and its cluster client class; everything else is :class:`CacheOptions`.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        stats: CacheStats | None,
-        breaker: CircuitBreaker | None,
-        breaker_threshold: int,
-        breaker_reset: float,
-        lock_timeout: float,
-        stats_flush_interval: float,
+        client: Any,
+        make_client: Callable[[RedisSettings], Any],
+        cluster_class: type,
+        *,
+        stats: CacheStats | None = None,
+        breaker: CircuitBreaker | None = None,
+        breaker_threshold: int = 5,
+        breaker_reset: float = 5.0,
+        lock_timeout: float = 10.0,
+        stats_flush_interval: float = 1.0,
     ) -> None:
         if not isinstance(lock_timeout, int | float) or lock_timeout <= 0:
             raise CacheError(f"lock_timeout={lock_timeout!r} is not valid: use seconds > 0.")
@@ -105,6 +140,11 @@ class CacheCore:
         self.stats_flush_interval = stats_flush_interval
         self._last_flush = time.monotonic()
         self._where = settings.redis.url(with_password=False) if settings.redis else "an injected client"
+        self._owns_client = client is None
+        self.client: Any = client if client is not None else (make_client(settings.redis) if settings.redis else None)
+        if self.client is None and self.enabled:
+            raise CacheError("settings.redis is None: call psra_bench.infra.ensure_services(settings) or pass client=.")
+        self._cluster = isinstance(self.client, cluster_class)
 
     def physical(self, key: str) -> str:
         """The key as stored: namespace + logical key (CacheError for an empty or non-string key)."""
@@ -120,10 +160,9 @@ class CacheCore:
         """The stored generation keys of every entity the glob ``pattern`` may match."""
         return [self.namespace + keys.generation_key(e) for e in keys.pattern_entities(pattern)]
 
-    @staticmethod
-    def _atomic_set(cluster: bool, generation_key: str, full: str) -> bool:
+    def _atomic_set(self, generation_key: str, full: str) -> bool:
         """Whether one script may compare the generation and SET the value (always, except across cluster slots)."""
-        return not cluster or key_slot(generation_key.encode()) == key_slot(full.encode())
+        return not self._cluster or key_slot(generation_key.encode()) == key_slot(full.encode())
 
     @staticmethod
     def _token(raw: bytes | str | None) -> str | None:
@@ -192,25 +231,274 @@ class CacheCore:
             self.counters.record(entity, "errors")
             return False, default
 
-    def _flush_due(self) -> bool:
-        return time.monotonic() - self._last_flush >= self.stats_flush_interval
+    # -- operations: each yields its steps to a face's _run ------------------------
+    def _simple(self, key: str, op: str, command: Callable[[str], Command], default: Any) -> Op[Any]:
+        """One command built from ``key``'s stored name: its reply, or ``default`` when off, skipped or failed."""
+        full = self.physical(key)
+        if not self.enabled:
+            return default
+        entity = keys.entity_of(key)
+        if self._skip(entity):
+            return default
+        try:
+            result = yield command(full)
+        except REDIS_ERRORS as e:
+            self._failed(entity, op, e)
+            return default
+        self._answered()
+        return result
 
-    def _flush_begin(self) -> tuple[dict[str, int], bool]:
-        """(pending increments, whether to send them now); unsent ones are put back."""
+    def _get(self, key: str, default: Any) -> Op[Any]:
+        full = self.physical(key)
+        if not self.enabled:
+            return default
+        entity = keys.entity_of(key)
+        if self._skip(entity):
+            return default
+        started = time.perf_counter()
+        try:
+            raw = yield Command("get", (full,))
+        except REDIS_ERRORS as e:
+            self._failed(entity, "GET", e)
+            return default
+        elapsed = time.perf_counter() - started
+        self._answered()
+        hit, value = self._decoded(entity, raw, default)
+        if hit or raw is None:
+            self.counters.record(entity, "hits" if hit else "misses", elapsed)
+        if time.monotonic() - self._last_flush >= self.stats_flush_interval:
+            yield Call("flush_stats")
+        return value
+
+    def _set(self, key: str, value: Any, ttl: float | None) -> Op[bool]:
+        full = self.physical(key)
+        if not self.enabled:
+            return False
+        data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
+        reply = yield from self._simple(key, "SET", lambda _: Command("set", (full, data), {"px": ms}), MISSING)
+        if reply is MISSING:
+            return False
+        self.counters.record(entity, "sets")
+        return True
+
+    def _generation(self, key: str) -> Op[str | None]:
+        token = uuid.uuid4().hex
+        raw = yield from self._simple(
+            key,
+            "EVAL generation",
+            lambda _: Command("eval", (GENERATION_SCRIPT, 1, self.generation_physical(key), token)),
+            None,
+        )
+        return self._token(raw)
+
+    def _set_if_generation(self, key: str, value: Any, generation: str | None, ttl: float | None) -> Op[bool]:
+        full = self.physical(key)
+        if not self.enabled:
+            return False
+        data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
+        if generation is None or self._skip(entity):
+            return False
+        gen = self.generation_physical(key)
+        try:
+            if self._atomic_set(gen, full):
+                stored = bool((yield Command("eval", (SET_IF_GENERATION_SCRIPT, 2, gen, full, generation, data, ms))))
+            else:  # cluster, two slots: set, then check; a changed generation takes our own value back
+                yield Command("set", (full, data), {"px": ms})
+                stored = self._token((yield Command("get", (gen,)))) == generation
+                if not stored:
+                    yield Command("eval", (RELEASE_SCRIPT, 1, full, data))
+        except REDIS_ERRORS as e:
+            self._failed(entity, "EVAL set-if-generation", e)
+            return False
+        self._answered()
+        self.counters.record(entity, "sets" if stored else "stale")
+        return stored
+
+    def _delete(self, key: str) -> Op[bool]:
+        deleted = bool((yield from self._simple(key, "UNLINK", lambda k: Command("unlink", (k,)), 0)))
+        if deleted:
+            self.counters.record(keys.entity_of(key), "deletes")
+        return deleted
+
+    def _exists(self, key: str) -> Op[bool]:
+        return bool((yield from self._simple(key, "EXISTS", lambda k: Command("exists", (k,)), 0)))
+
+    def _get_ttl(self, key: str) -> Op[int | None]:
+        ttl = yield from self._simple(key, "TTL", lambda k: Command("ttl", (k,)), None)
+        return None if ttl is None or ttl == -2 else int(ttl)
+
+    def _invalidate(self, patterns: list[str]) -> Op[int]:
+        """New generations for the entities ``patterns`` may match, then SCAN + UNLINK each pattern; the count."""
+        matches = [self._match(p) for p in patterns]
+        if not self.enabled:
+            return 0
+        generations = sorted({g for p in patterns for g in self._generations_of(p)})
+        total = 0
+        for pattern, match in zip(patterns, matches, strict=True):
+            count = yield from self._sweep(pattern, match, generations)
+            if count is not None:
+                generations, total = [], total + count
+        return total
+
+    def _sweep(self, pattern: str, match: str, generations: list[str]) -> Op[int | None]:
+        entity = keys.entity_of(pattern)
+        if self._skip(entity):
+            log.warning("cache: invalidation of %r skipped (circuit open)", pattern)
+            return None
+        try:
+            if generations:  # before the sweep: a computation that began earlier stores nothing
+                yield Command("unlink", tuple(generations))  # a cluster client splits it by slot
+            count = yield Sweep(match)
+        except REDIS_ERRORS as e:
+            self._failed(entity, "SCAN/UNLINK", e)
+            log.warning("cache: invalidation of %r failed; entries live until their TTL", pattern)
+            return None
+        self._answered()
+        self.counters.record(entity, "deletes", amount=count)
+        return count
+
+    def _ping(self) -> Op[bool]:
+        if self.client is None:
+            return False
+        try:
+            ok = bool((yield Command("ping")))
+        except REDIS_ERRORS:
+            return False
+        self._answered()
+        return ok
+
+    # -- single flight ------------------------------------------------------------
+    def _read_through(self, key: str, compute: Compute, ttl: float | None, lock_timeout: float | None) -> Op[Any]:
+        """The cached value of ``key``, else the value of the one flight computing it (led here when none is)."""
+        if not self.enabled:
+            self.physical(key)
+            return (yield compute)
+        self.ttl_ms(key, ttl)  # bad TTLs fail before any work
+        while True:
+            value = yield Call("get", (key, MISSING))
+            if value is not MISSING:
+                return value
+            value = yield Flight(key, self._lead(key, compute, ttl, lock_timeout or self.lock_timeout))
+            if value is not RETRY:
+                return value
+
+    def _peek(self, key: str, lock: str | None = None) -> Op[tuple[bool, Any, bool | None]]:
+        """(found, value, lock held) without counting; lock held is None when Redis cannot be asked."""
+        if not self.breaker.allow():
+            return False, None, None
+        try:
+            if lock is None:
+                raw, held = (yield Command("get", (self.physical(key),))), False
+            else:
+                raw, held = yield Pipeline((Command("get", (self.physical(key),)), Command("exists", (lock,))))
+        except REDIS_ERRORS as e:
+            self._failed(keys.entity_of(key), "GET", e)
+            return False, None, None
+        self._answered()
+        found, value = self._decoded(keys.entity_of(key), raw, None)
+        return found, value, bool(held)
+
+    def _try_lock(self, lock: str, token: str, timeout: float) -> Op[str]:
+        px = max(1, round(timeout * 1000))
+        got = yield from self._simple(
+            LOCK_PREFIX, "SET NX", lambda _: Command("set", (lock, token), {"nx": True, "px": px}), MISSING
+        )
+        return "down" if got is MISSING else ("acquired" if got else "busy")
+
+    def _lead(self, key: str, compute: Compute, ttl: float | None, timeout: float) -> Op[Any]:
+        found, value, _ = yield from self._peek(key)  # a flight that just ended may have filled it
+        if found:
+            return value
+        lock, token = self.physical(LOCK_PREFIX + key), uuid.uuid4().hex
+        state = yield from self._try_lock(lock, token, timeout)
+        deadline, delay = time.monotonic() + timeout, _POLL_FIRST
+        while state == "busy":  # another process computes: wait for its value or its lock to go
+            yield Sleep(delay)
+            delay = min(delay * 2, _POLL_CAP)
+            found, value, held = yield from self._peek(key, lock)
+            if found:
+                return value
+            if held is None or time.monotonic() >= deadline:
+                state = "down"
+            elif not held:
+                state = yield from self._try_lock(lock, token, timeout)
+        try:
+            generation = yield Call("generation", (key,))  # before computing: an invalidation from now on voids the set
+            value = yield compute
+            yield Call("set_if_generation", (key, value, generation, ttl))
+            return value
+        finally:
+            if state == "acquired":
+                release = Command("eval", (RELEASE_SCRIPT, 1, lock, token))
+                yield from self._simple(LOCK_PREFIX, "EVAL release", lambda _: release, 0)
+
+    # -- stats --------------------------------------------------------------------
+    def _flush_stats(self) -> Op[bool]:
+        """Send the pending counters (HINCRBY each, one pipeline); put them back when Redis is skipped or fails."""
         self._last_flush = time.monotonic()
         pending = self.counters.take_pending()
-        if pending and not self.breaker.allow():
+        if not pending:
+            return True
+        if not self.breaker.allow():
             self.counters.restore_pending(pending)
-            return pending, False
-        return pending, True
+            return False
+        stats_key = self.physical(STATS_KEY)
+        try:
+            yield Pipeline(tuple(Command("hincrby", (stats_key, name, n)) for name, n in pending.items()))
+        except REDIS_ERRORS as e:
+            self.counters.restore_pending(pending)
+            self._failed("other", "HINCRBY", e)
+            return False
+        self._answered()
+        return True
 
-    # -- entities -----------------------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:  # overridden by both services
+    def _cluster_stats(self) -> Op[dict[str, dict[str, Any]] | None]:
+        if self.client is None:
+            return None
+        yield Call("flush_stats")
+        raw = yield from self._simple(STATS_KEY, "HGETALL", lambda k: Command("hgetall", (k,)), None)
+        return None if raw is None else CacheStats.from_hash(raw)
+
+    def _keyspace_stats(self) -> Op[dict[str, Any] | None]:
+        if self.client is None:
+            return None
+        try:
+            info = yield Command("info", ("stats",))
+        except REDIS_ERRORS as e:
+            self._failed("other", "INFO", e)
+            return None
+        return keyspace_summary(info)
+
+    def _reset_stats(self, shared: bool) -> Op[None]:
+        self.counters.reset()
+        if shared and self.client is not None:
+            yield from self._simple(STATS_KEY, "UNLINK", lambda k: Command("unlink", (k,)), 0)
+
+    def _closing(self) -> Op[None]:
+        """The last flush of the counters before the client closes."""
+        if self.client is not None and self.enabled:
+            yield Call("flush_stats")
+
+    def stats(self) -> dict[str, Any]:
+        """This process's counters per entity (hits, misses, errors, skipped, sets, deletes, latencies)."""
+        return {
+            "enabled": self.enabled,
+            "namespace": self.namespace,
+            "breaker": self.breaker.as_dict(),
+            "entities": self.counters.snapshot(),
+        }
+
+    # -- the spec's entity helpers, over each face's get / set / invalidate ----------
+    def get(self, key: str, default: Any = None) -> Any:  # overridden by both faces
         """The cached value of ``key`` or ``default``."""
         raise NotImplementedError
 
-    def set(self, key: str, value: Any, ttl: float | None = None) -> Any:  # overridden by both services
+    def set(self, key: str, value: Any, ttl: float | None = None) -> Any:  # overridden by both faces
         """Store ``value`` under ``key``."""
+        raise NotImplementedError
+
+    def invalidate(self, entity: str) -> Any:  # overridden by both faces
+        """Delete every key of ``entity``; return the count."""
         raise NotImplementedError
 
     def cache_hs_code(self, code: str, data: Any, ttl: float | None = None) -> Any:
@@ -239,10 +527,6 @@ class CacheCore:
         """The cached assessment result, or None."""
         return self.get(keys.assessment_key(rule_id, hs_code, origin_country, dest_country))
 
-    def invalidate(self, entity: str) -> Any:  # overridden by both services
-        """Delete every key of ``entity``; return the count."""
-        raise NotImplementedError
-
     def invalidate_hs_codes(self) -> Any:
         """Delete ``hs:*`` (codes and searches); return the count (awaitable on the async service)."""
         return self.invalidate("hs_codes")
@@ -254,12 +538,3 @@ class CacheCore:
     def invalidate_assessments(self) -> Any:
         """Delete ``assessment:*``; return the count."""
         return self.invalidate("assessments")
-
-    def stats(self) -> dict[str, Any]:
-        """This process's counters per entity (hits, misses, errors, skipped, sets, deletes, latencies)."""
-        return {
-            "enabled": self.enabled,
-            "namespace": self.namespace,
-            "breaker": self.breaker.as_dict(),
-            "entities": self.counters.snapshot(),
-        }

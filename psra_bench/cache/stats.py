@@ -8,6 +8,7 @@ with HINCRBY now and then: several processes then add up (:meth:`CacheStats.from
 :class:`CircuitBreaker` stops a cache from hammering a dead server: after ``threshold``
 consecutive failures it opens (every call is skipped), and after ``reset_after`` seconds it lets
 one probe through (half-open); the probe's success closes it, its failure opens it again.
+:func:`keyspace_summary` shapes the server's own ``INFO stats`` hit counters the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from psra_bench.exceptions import CacheError
 
-__all__ = ["COUNTERS", "LatencySummary", "CacheStats", "CircuitBreaker"]
+__all__ = ["COUNTERS", "LatencySummary", "CacheStats", "CircuitBreaker", "keyspace_summary"]
 
 #: What is counted per entity: a hit / miss (key found / not found), an error (Redis failed or
 #: held an unreadable value), a skip (breaker open: Redis not asked), a set, a delete, and a stale
@@ -213,3 +214,13 @@ class CircuitBreaker:
             "threshold": self.threshold,
             "reset_after": self.reset_after,
         }
+
+
+def keyspace_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """Server-wide keyspace_hits, keyspace_misses and hit rate from an ``INFO stats`` reply."""
+    hits, misses = int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0))
+    return {
+        "keyspace_hits": hits,
+        "keyspace_misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+    }
