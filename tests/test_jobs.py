@@ -107,6 +107,67 @@ async def test_get_job_queue_returns_one_queue_per_settings(namespaced_settings:
     await get_job_queue(namespaced_settings).close()
 
 
+def test_the_job_queue_imports_no_embedded_server() -> None:
+    """No module of psra_bench.jobs imports psra_bench.infra.embedded, at any depth: the caller resolves settings."""
+    import ast
+
+    jobs = Path(__file__).resolve().parent.parent / "psra_bench" / "jobs"
+    found = []
+    for path in sorted(jobs.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            found += [f"{path.name}: {n}" for n in names if n.startswith("psra_bench.infra.embedded")]
+    assert found == []
+
+
+@pytest.fixture
+def bare_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No process settings and an environment naming no server, with a home of the test's own; restored after."""
+    from psra_bench.infra import use_settings
+    from psra_bench.infra.embedded import VALKEY_JOBS, stop_valkey
+
+    home = tmp_path / "home"
+    for name in list(os.environ):
+        if name.startswith(("REDIS_", "JOBS_REDIS", "PSRA_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PSRA_BENCH_HOME", str(home))
+    previous = use_settings(None)
+    try:
+        yield home
+    finally:
+        use_settings(previous)
+        stop_valkey(home, name=VALKEY_JOBS)
+
+
+async def test_get_job_queue_without_settings_uses_the_configured_redis_and_starts_nothing(
+    bare_environment: Path, namespaced_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert namespaced_settings.redis is not None
+    monkeypatch.setenv("REDIS_URL", namespaced_settings.redis.url())
+    monkeypatch.setenv("PSRA_CACHE_NAMESPACE", namespaced_settings.cache_namespace)
+    q = get_job_queue()
+    try:
+        assert q is get_job_queue() and q.settings.db_dsn is None and q.store == namespaced_settings.redis
+        assert (await q.health())["status"] == "ok"
+    finally:
+        await q.close()
+    assert not bare_environment.exists()  # no embedded PostgreSQL, no Valkey
+
+
+async def test_get_job_queue_without_any_server_starts_only_the_jobs_valkey(bare_environment: Path) -> None:
+    from psra_bench.infra import process_job_settings
+
+    q = get_job_queue()
+    try:
+        assert q.settings is process_job_settings() and q.settings.db_dsn is None and q.settings.redis is None
+        assert q.settings.embedded_jobs_redis and await q.check_job_store() == "noeviction"
+    finally:
+        await q.close()
+    assert sorted(p.name for p in bare_environment.iterdir() if p.is_dir()) == ["valkey-jobs"]
+
+
 # -- ordering, progress, failure, TTL -----------------------------------------------------
 
 
@@ -660,7 +721,7 @@ async def test_workers_refuse_a_job_store_that_evicts(
         await q.start_workers(1)
     assert str(refused.value) == expected and q.worker is None
     allowed = make_queue(namespaced_settings.replace(jobs_redis=evicting_store, allow_evicting_job_store=True))
-    with caplog.at_level("WARNING", logger="psra_bench.jobs.queue"):
+    with caplog.at_level("WARNING", logger="psra_bench.jobs.client"):
         await allowed.start_workers(1)
     assert expected in caplog.text and "running anyway" in caplog.text
     job_id = await allowed.submit("noop", {"echo": 1})

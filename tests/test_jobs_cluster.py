@@ -38,7 +38,7 @@ from psra_bench.doctor import diagnose
 from psra_bench.exceptions import ConfigError, JobError, JobStoreError
 from psra_bench.jobs import JobPriority, JobQueue, JobStatus
 from psra_bench.jobs import scripts as job_scripts
-from psra_bench.jobs.queue import job_store_policy_now
+from psra_bench.jobs.client import job_store_policy_now
 from psra_bench.settings import RedisSettings, Settings
 
 __all__ = ["cluster", "make_queue", "spawn_worker"]  # fixtures, imported so pytest finds them here

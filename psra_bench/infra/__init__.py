@@ -5,6 +5,8 @@ from __future__ import annotations
 from psra_bench.infra.embedded import (
     ServiceStatus,
     ensure_services,
+    job_store_settings,
+    process_job_settings,
     process_settings,
     services_status,
     stop_services,
@@ -27,7 +29,9 @@ from psra_bench.infra.redis_client import check_redis, create_async_redis, creat
 __all__ = [
     "ServiceStatus",
     "ensure_services",
+    "job_store_settings",
     "process_settings",
+    "process_job_settings",
     "use_settings",
     "services_status",
     "stop_services",

@@ -37,7 +37,9 @@ from psra_bench.settings import LiveSettings, RedisSettings, Settings, redact
 __all__ = [
     "ServiceStatus",
     "ensure_services",
+    "job_store_settings",
     "process_settings",
+    "process_job_settings",
     "use_settings",
     "start_postgres",
     "start_valkey",
@@ -427,6 +429,19 @@ def ensure_services(settings: Settings) -> LiveSettings:
     return LiveSettings(**values | {"embedded_services": tuple(embedded)})
 
 
+def job_store_settings(settings: Settings) -> Settings:
+    """``settings`` with a concrete job store, starting at most the job queue's own Valkey (never a PostgreSQL).
+
+    What a job queue or a worker of custom handlers needs: ``jobs_redis`` or a configured Redis is
+    kept (JOBS_REDIS_URL defaults to REDIS_URL); with neither, the embedded jobs Valkey under
+    ``<home>/valkey-jobs`` is started (or reused). The database and the cache stay as configured.
+    """
+    if settings.jobs_redis is not None or settings.redis is not None:
+        return settings
+    embedded = (*settings.embedded_services, VALKEY_JOBS)
+    return settings.replace(jobs_redis=start_jobs_valkey(settings.home), embedded_services=embedded)
+
+
 def stop_services(settings: Settings) -> list[str]:
     """Stop the embedded servers (configured ones are never touched); return what was stopped."""
     stopped = []
@@ -494,6 +509,8 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
 # --------------------------------------------------------------------------- the process's settings
 
 _PROCESS: dict[str, LiveSettings] = {}
+#: The settings of this process's job queue (process_job_settings), until use_settings changes or forgets them.
+_PROCESS_JOBS: dict[str, Settings] = {}
 _PROCESS_LOCK = threading.Lock()
 
 
@@ -510,12 +527,31 @@ def process_settings(env: Mapping[str, str] | None = None) -> LiveSettings:
         return found
 
 
+def process_job_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """The settings of this process's job queue (``get_job_queue()``), resolved once; never starts a PostgreSQL.
+
+    The process settings when they are resolved (:func:`process_settings`, :func:`use_settings`),
+    else ``Settings.from_env(env)`` with only the job store made concrete (:func:`job_store_settings`).
+    Later calls return the same object until :func:`use_settings` changes or forgets the process
+    settings, so the queue does not change under its handlers when the process settings are
+    resolved later.
+    """
+    with _PROCESS_LOCK:
+        found = _PROCESS_JOBS.get("settings")
+        if found is None:
+            resolved = _PROCESS.get("settings")
+            found = resolved if resolved is not None else job_store_settings(Settings.from_env(env))
+            _PROCESS_JOBS["settings"] = found
+        return found
+
+
 def use_settings(settings: Settings | None) -> LiveSettings | None:
     """Make ``settings`` (concrete endpoints) this process's settings, or forget them with None; return the previous."""
     if settings is not None and not isinstance(settings, LiveSettings):
         raise ConfigError("settings", repr(settings), "LiveSettings with concrete endpoints (from ensure_services)")
     with _PROCESS_LOCK:
         previous = _PROCESS.pop("settings", None)
+        _PROCESS_JOBS.pop("settings", None)
         if settings is not None:
             _PROCESS["settings"] = settings
         return previous

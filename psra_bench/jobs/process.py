@@ -26,7 +26,6 @@ from psra_bench.constants import (
     DEFAULT_SWEEP_SECONDS,
 )
 from psra_bench.exceptions import JobError
-from psra_bench.infra.embedded import ensure_services, start_jobs_valkey
 from psra_bench.jobs.queue import JobQueue, register_default_handlers
 from psra_bench.settings import Settings
 
@@ -125,7 +124,7 @@ def run_worker(
     On a signal it stops taking jobs, lets in-flight jobs finish for ``grace_seconds`` and gives
     the rest back to the front of their queues.
 
-    ``settings`` must name a concrete Redis (:func:`worker_settings` first). Without
+    ``settings`` must name a concrete job store (:func:`worker_settings` first). Without
     ``handlers_setup`` the installed default handlers are registered
     (:func:`psra_bench.jobs.queue.register_default_handlers`: for psra-bench, assessment and bulk_import).
     """
@@ -141,14 +140,18 @@ def run_worker(
     return asyncio.run(_serve(settings, concurrency, handlers_setup, burst, options))
 
 
-def worker_settings(settings: Settings, *, default_handlers: bool, namespace: str | None = None) -> Settings:
-    """Settings a worker can run with: the default handlers need PostgreSQL and Redis, custom ones only Redis."""
+def worker_settings(settings: Settings, *, default_handlers: bool = False, namespace: str | None = None) -> Settings:
+    """Settings a worker can run with: ``namespace`` applied and the job store made concrete, nothing else started.
+
+    The job store is resolved by :func:`psra_bench.infra.job_store_settings` (a configured one is
+    kept; else at most the job queue's own embedded Valkey starts). Handlers open what they need
+    themselves: the default set (``default_handlers``, accepted for the callers that still pass it)
+    resolves its PostgreSQL and cache from these settings when it is registered.
+    """
     if namespace is not None:
         if not namespace or any(ch.isspace() for ch in namespace):
             raise JobError(f"--namespace={namespace!r} is not valid: use a non-empty prefix without spaces.")
         settings = settings.replace(cache_namespace=namespace)
-    if default_handlers:
-        return ensure_services(settings)
-    if settings.jobs_redis is None and settings.redis is None:  # custom handlers need only the job store
-        return settings.replace(jobs_redis=start_jobs_valkey(settings.home))
-    return settings
+    from psra_bench.infra import job_store_settings  # infra resolves servers; only the job store is needed here
+
+    return job_store_settings(settings)

@@ -21,8 +21,10 @@ can take it.
 
 Handlers must not block the event loop for longer than about a lease (use
 :func:`psra_bench.jobs.models.run_in_thread` for heavy CPU work): a worker that cannot heartbeat
-loses its jobs to other workers. Build a Worker through ``WorkerQueue.start_workers``; the
-process entry is :mod:`psra_bench.jobs.process`.
+loses its jobs to other workers. A Worker runs jobs through a
+:class:`~psra_bench.jobs.worker_store.WorkerStore` (every Redis call is one of its scripts). Build
+one in-process with :meth:`psra_bench.jobs.queue.JobQueue.start_workers`; a worker process is
+:func:`psra_bench.jobs.process.run_worker` (``psra-bench worker``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from psra_bench.constants import DEFAULT_GRACE_SECONDS
 from psra_bench.exceptions import JobError, PsraBenchError
@@ -45,15 +47,13 @@ from psra_bench.jobs.models import (
     CURRENT_JOB,
     STORE_ERRORS,
     JobContext,
-    JobHandler,
     JobPriority,
     JobStatus,
-    JobStoreClient,
     dump_json,
 )
-from psra_bench.settings import Settings
+from psra_bench.jobs.worker_store import WorkerStore
 
-__all__ = ["Worker", "WorkerQueue"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -107,53 +107,10 @@ class _Run:
                 handle.cancel()
 
 
-class WorkerQueue(Protocol):
-    """What a :class:`Worker` needs of its queue (:class:`psra_bench.jobs.queue.WorkerQueue` provides it)."""
-
-    settings: Settings
-    redis: JobStoreClient
-    channel: str
-    lease_seconds: float
-    poll_interval: float
-    sweep_seconds: float
-
-    def handler_for(self, job_type: str) -> JobHandler | None: ...
-
-    async def dequeue_many(
-        self, worker_id: str, count: int, max_running: int | None = None
-    ) -> tuple[str, list[tuple[str, str, str, str, str, str]]]: ...
-
-    async def heartbeat(self, worker_id: str, leases: list[tuple[str, int]]) -> list[int]: ...
-
-    async def report_progress(self, worker_id: str, job_id: str, attempt: int, percent: int, message: str) -> int: ...
-
-    async def finish(
-        self,
-        worker_id: str,
-        job_id: str,
-        attempt: int,
-        status: JobStatus,
-        *,
-        result_json: str = "",
-        error: str = "",
-        traceback_text: str = "",
-    ) -> int: ...
-
-    async def commit(self, worker_id: str, job_id: str, attempt: int) -> int: ...
-
-    async def sweep(self) -> Any: ...
-
-    async def requeue(self, worker_id: str, job_id: str, attempt: int) -> bool: ...
-
-    async def reap(self, limit: int = 100) -> int: ...
-
-    async def mark_worker_alive(self, worker_id: str, alive_seconds: float) -> int: ...
-
-
 class Worker:
-    """Takes jobs of one WorkerQueue in this event loop; build it through ``WorkerQueue.start_workers``."""
+    """Takes jobs of one WorkerStore in this event loop; build it through ``JobQueue.start_workers``."""
 
-    def __init__(self, queue: WorkerQueue, concurrency: int, *, burst: bool = False) -> None:
+    def __init__(self, queue: WorkerStore, concurrency: int, *, burst: bool = False) -> None:
         self.queue = queue
         self.concurrency = concurrency
         self.burst = burst

@@ -277,5 +277,5 @@ def register_default_handlers(
 
     handler = make_assessment_handler(assessment_fn or run_assessment)
     queue.register_handler("assessment", handler, validate=validate_assessment_payload)
-    bulk = bulk_import_fn or make_bulk_import_handler(queue.settings.db_dsn, on_done=on_done or invalidate)
+    bulk = bulk_import_fn or make_bulk_import_handler(resources.settings.db_dsn, on_done=on_done or invalidate)
     queue.register_handler("bulk_import", bulk, validate=check_bulk_payload)
