@@ -1,25 +1,26 @@
-"""The shapes of what the notebooks write and the report reads, as TypedDicts.
+"""The shapes of what the notebooks write and the report reads, as TypedDicts, down to each row.
 
 Each section notebook saves one JSON file (``01_query_latency.json`` … ``04_load_test.json``);
-the report's section builders read them back. These types name the keys both sides rely on, so
-mypy checks the producer (``run_query_latency``, ``cache_hit_results``, ``ttl_tuning_results``,
-``run_load``) and the consumer (:mod:`psra_bench.report.sections`) against one definition. Deeper
-parts whose shape belongs to one module only stay ``dict[str, Any]``.
+the report's section builders read them back. These types name the keys both sides rely on — per
+query, per index, per cache entity, per load configuration and step — so mypy checks the producer
+(``run_query_latency``, ``cache_hit_results``, ``ttl_tuning_results``, ``run_load``) and the
+consumer (:mod:`psra_bench.report`) against one definition. A field that may legitimately be
+absent is ``NotRequired``; one that is always there but may be empty is ``… | None``. Parts whose
+shape belongs to one module only stay ``dict[str, Any]``.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 __all__ = [
-    "TableDict",
-    "LatencyRow",
-    "QueryLatencyResult",
-    "CacheHitRatesResult",
-    "TtlTuningResult",
-    "OverallRow",
-    "LoadTestResult",
-]
+    "TableDict", "LatencySummary", "DecisionDict", "SpecClaimDict", "QueryResult", "Throughput", "ThroughputSide",
+    "WriteCost", "TableIndexSizes", "IndexSizes", "AuditRow", "ThreeWayQuery", "ThreeWayWrite", "ThreeWaySizes",
+    "RecommendedSet", "QueryMethod", "LatencyRow", "QueryLatencyResult", "HitMissLatency", "LiveEntity", "LiveReplay",
+    "CacheHitRatesResult", "TtlPoint", "SimulationResult", "TtlRecommendation", "TtlTuning", "TtlTuningResult",
+    "OverallRow", "LoadOverall", "GeneratorFlags", "LoadStep", "UsersSupported", "OpenModel", "ConfigurationResult",
+    "LoadParameters", "LoadTestResult", "Sections",
+]  # fmt: skip
 
 
 class _TableRequired(TypedDict):
@@ -35,12 +36,227 @@ class TableDict(_TableRequired, total=False):
     section: str
 
 
+# ----------------------------------------------------------------------------- measure
+
+
+class LatencySummary(TypedDict):
+    """One latency sample summarized, in ms (``LatencyStats.to_dict``): percentiles, n, bootstrap CIs."""
+
+    unit: str
+    percentile_method: str
+    n: int
+    mean: float
+    stdev: float
+    min: float
+    max: float
+    p50: float
+    p95: float
+    p99: float
+    p50_ci: list[float]
+    p95_ci: list[float]
+    confidence: float
+    resamples: int
+    seed: int
+    #: The raw samples (left out with ``include_samples=False``).
+    samples_ms: NotRequired[list[float]]
+
+
+class DecisionDict(TypedDict):
+    """Whether B differs from A (``Decision.to_dict``): ratio of medians B/A, its CI, p-value, verdict."""
+
+    verdict: str
+    median_a: float
+    median_b: float
+    ratio: float
+    ratio_ci: list[float] | None
+    p_value: float | None
+    factor: float
+    alpha: float
+    n_a: int
+    n_b: int
+    method: str
+    speedup: float
+    improvement_pct: float
+
+
+# ----------------------------------------------------------------------------- 01 query latency
+
+
+class SpecClaimDict(TypedDict):
+    """What the spec claims for one query row (``latency.patterns.SpecClaim``)."""
+
+    before_ms: float
+    after_ms: float
+    improvement_pct: float
+
+
+class QueryResult(TypedDict):
+    """One query measured before and after the migration (``latency.experiment._query_result``)."""
+
+    name: str
+    label: str
+    spec_row: bool
+    dal_query: str
+    dal_method: str
+    sql: str
+    spec: SpecClaimDict
+    before: LatencySummary
+    after: LatencySummary
+    decision: DecisionDict
+    improvement_pct: float
+    p95_improvement_pct: float | None
+    speedup: float
+    verdict: str
+    round_medians: dict[str, Any]
+    capped_rounds: dict[str, int]
+    #: EXPLAIN of each side ("before", "after"; None when not taken): ``index_names``, ``execution_ms`` …
+    plans: dict[str, dict[str, Any] | None]
+    plan_changed: bool
+    index_scans: dict[str, dict[str, int]]
+    index_tuples_read: dict[str, dict[str, int]]
+
+
+class Throughput(TypedDict):
+    """Insert throughput of a series of batches (``latency.write_cost.throughput``)."""
+
+    median_rows_per_s: float
+    median_rows_per_s_ci: list[float]
+    min_rows_per_s: float
+    max_rows_per_s: float
+    per_batch_rows_per_s: list[float]
+
+
+class ThroughputSide(Throughput):
+    """One side's insert batches: their batch-time summary and the throughput it implies."""
+
+    batch_ms: LatencySummary
+
+
+class WriteCost(TypedDict):
+    """Insert throughput with the baseline vs all indexes (``latency.write_cost.summarize_write_cost``)."""
+
+    rows_per_batch: int
+    batches: dict[str, int]
+    index_counts: dict[str, int]
+    before: ThroughputSide
+    after: ThroughputSide
+    decision: DecisionDict
+    ratio: float
+    ratio_ci: list[float] | None
+    throughput_ratio: float
+    verdict: str
+    method: str
+
+
+class TableIndexSizes(TypedDict):
+    """Index count and bytes of one table with the migration applied."""
+
+    indexes: int
+    new_indexes: int
+    index_bytes: int
+    new_index_bytes: int
+    table_bytes: int
+
+
+class IndexSizes(TypedDict):
+    """Index counts and sizes before/after the migration, per table (``latency.experiment._sizes_summary``)."""
+
+    index_count_after: int
+    index_count_before: int
+    baseline_index_bytes: int
+    new_index_bytes: int
+    by_table: dict[str, TableIndexSizes]
+    build_seconds: dict[str, float] | None
+
+
+class AuditRow(TypedDict):
+    """One index audited: its evidence and keep / drop / review (``latency.audit.audit_indexes``)."""
+
+    index: str
+    table: str
+    new: bool
+    definition: str
+    method: str
+    size_bytes: int
+    build_seconds: float | None
+    used_by: list[str]
+    gains: dict[str, Any]
+    scans_spec: int
+    scans_baseline: int
+    constraint: str | None
+    table_pages: int
+    table_rows: int
+    tiny_table: bool
+    duplicate_of: str | None
+    recommendation: str
+    reason: str
+
+
+class ThreeWayQuery(TypedDict):
+    """One query on the baseline, the spec's and the recommended index set."""
+
+    baseline: LatencySummary
+    spec: LatencySummary
+    recommended: LatencySummary
+    recommended_vs_spec: DecisionDict
+    recommended_vs_baseline: DecisionDict
+    as_fast_as_spec: bool
+    plan_recommended: list[str] | None
+
+
+class ThreeWayWrite(TypedDict):
+    """Insert throughput on the three index sets and the recommended-vs-spec decision on batch time."""
+
+    baseline: ThroughputSide
+    spec: ThroughputSide
+    recommended: ThroughputSide
+    rows_per_batch: int
+    batches: dict[str, int]
+    recommended_vs_spec: DecisionDict
+
+
+class ThreeWaySizes(TypedDict):
+    """Index count and bytes of each index set ("baseline", "spec", "recommended")."""
+
+    index_count: dict[str, int]
+    index_bytes: dict[str, int]
+
+
+class RecommendedSet(TypedDict):
+    """The third side: the audit's recommended set measured against both (``latency.experiment._three_way``)."""
+
+    indexes: list[str]
+    decided_from: dict[str, Any]
+    queries: dict[str, ThreeWayQuery]
+    all_as_fast: bool
+    write: ThreeWayWrite | None
+    sizes: ThreeWaySizes
+
+
+class QueryMethod(TypedDict):
+    """How experiment 01 was run: the schedule, n per side and the decision rule."""
+
+    sides: dict[str, str]
+    schedule: str
+    iterations_per_round: int
+    rounds_per_side: int
+    max_n_per_side: int
+    warmup_per_round: int
+    factor: float
+    alpha: float
+    path: str
+    budget_s: float | None
+    timing: str
+    statistics: str
+    index_usage: str
+
+
 class LatencyRow(TypedDict):
     """One row of the spec's "Query Performance" table, measured (``latency_table``)."""
 
     operation: str
     query: str
-    spec_row: str
+    spec_row: bool
     n_before: int
     n_after: int
     before_p50_ms: float
@@ -53,8 +269,8 @@ class LatencyRow(TypedDict):
     after_p50_ci: list[float]
     improvement_pct: float
     ratio: float
-    ratio_ci: list[float]
-    p_value: float
+    ratio_ci: list[float] | None
+    p_value: float | None
     verdict: str
     plan_changed: bool
     spec_before_ms: float
@@ -66,18 +282,18 @@ class QueryLatencyResult(TypedDict):
     """``01_query_latency.json``: the before/after experiment (``run_query_latency``)."""
 
     experiment: str
-    method: dict[str, Any]
-    queries: dict[str, dict[str, Any]]
+    method: QueryMethod
+    queries: dict[str, QueryResult]
     index_usage: list[dict[str, Any]]
     #: Every index in schema public with the migration applied (``latency.audit.index_catalog``).
     catalog: list[dict[str, Any]]
     #: One row per index: evidence and keep / drop / review (``latency.audit.audit_indexes``).
-    audit: list[dict[str, Any]]
+    audit: list[AuditRow]
     #: The third side: baseline / spec / recommended per query, writes and sizes (None when not run).
-    recommended: dict[str, Any] | None
-    sizes: dict[str, Any]
+    recommended: RecommendedSet | None
+    sizes: IndexSizes
     migration: dict[str, Any]
-    write_cost: dict[str, Any] | None
+    write_cost: WriteCost | None
     vacuum_seconds: float | None
     #: The VACUUM after each round's insert batches, in seconds.
     round_vacuum_seconds: list[float]
@@ -86,16 +302,134 @@ class QueryLatencyResult(TypedDict):
     table: list[LatencyRow]
 
 
+# ----------------------------------------------------------------------------- 02 cache hit rates, 03 TTLs
+
+
+class HitMissLatency(TypedDict):
+    """Latency of the reads the cache answered and of those it missed (None: no such read)."""
+
+    hit: LatencySummary | None
+    miss: LatencySummary | None
+
+
+class LiveEntity(TypedDict):
+    """One cache entity in the live replay (``cachesim.replay._entity_result``)."""
+
+    label: str
+    entity: str
+    ttl_s: float
+    reads: int
+    n: int
+    hits: int
+    misses: int
+    hit_rate: float | None
+    hit_rate_ci: list[float] | None
+    fills: int
+    stale_reads: int
+    stale_share: float | None
+    stale_share_ci: list[float] | None
+    mean_stale_s: float | None
+    p95_stale_s: float | None
+    max_stale_s: float | None
+    #: "database" or "compute": what answers a miss.
+    miss_source: str
+    latency: HitMissLatency
+
+
+class LiveReplay(TypedDict):
+    """The live replay of a trace through the real cache (``cachesim.replay.replay_live``)."""
+
+    source: str
+    method: str
+    trace: dict[str, Any]
+    trace_fingerprint: str
+    ttls_s: dict[str, float]
+    compression: float
+    calibration: dict[str, Any] | None
+    scaled_ttls_s: dict[str, float]
+    invalidate_on_update: bool
+    invalidation_scope: str
+    warmup_s: float
+    real_seconds: float
+    schedule: dict[str, Any] | None
+    realized_clock_sim: dict[str, Any] | None
+    cache_errors: int
+    consistency_errors: int
+    verdicts_written: int
+    repaired_before: dict[str, Any]
+    cleaned_after: dict[str, Any]
+    entities: dict[str, LiveEntity]
+    timeline: dict[str, Any]
+
+
 class CacheHitRatesResult(TypedDict):
     """``02_cache_hit_rates.json``: the live replay and its simulation check (``cache_hit_results``)."""
 
     experiment: str
     params: dict[str, Any]
-    live: dict[str, Any]
+    live: LiveReplay
     sim_vs_live: dict[str, Any]
     tables: list[TableDict]
     notes: list[str]
     fingerprint: dict[str, Any]
+
+
+class TtlPoint(TypedDict):
+    """One entity simulated at one TTL (``cachesim.ttl_sim.EntityResult.to_dict``)."""
+
+    entity: str
+    label: str
+    ttl_s: float
+    invalidate_on_update: bool
+    n: int
+    hits: int
+    misses: int
+    hit_rate: float | None
+    hit_rate_ci: list[float] | None
+    stale_reads: int
+    stale_share: float | None
+    stale_share_ci: list[float] | None
+    mean_stale_s: float | None
+    p95_stale_s: float | None
+    max_stale_s: float | None
+    fills: int
+    invalidations: int
+
+
+class SimulationResult(TypedDict):
+    """Every entity of a trace simulated at its TTL (``cachesim.ttl_sim.simulate``)."""
+
+    source: str
+    trace_fingerprint: str
+    ttls_s: dict[str, float]
+    invalidate_on_update: bool
+    invalidation_scope: str
+    warmup_s: float
+    entities: dict[str, TtlPoint]
+
+
+class TtlRecommendation(TypedDict):
+    """The shortest TTL meeting a hit-rate target and a staleness bound (``cachesim.ttl_sim.recommend_ttl``)."""
+
+    target_hit_rate: float
+    max_staleness_s: float
+    #: The staleness measure bounded: a key of :class:`TtlPoint` ("max_stale_s", "p95_stale_s" …).
+    metric: str
+    ttl_s: float | None
+    point: TtlPoint | None
+    reason: str
+    best_within_staleness: TtlPoint | None
+
+
+class TtlTuning(TypedDict):
+    """Everything notebook 03 shows (``cachesim.ttl_sim.tune``): the current TTLs, sweeps, advice."""
+
+    current: SimulationResult
+    sweep: dict[str, Any]
+    sweep_invalidate: dict[str, Any]
+    sweep_invalidate_key: dict[str, Any]
+    recommendations: dict[str, TtlRecommendation]
+    recommendations_invalidate: dict[str, TtlRecommendation]
 
 
 class TtlTuningResult(TypedDict):
@@ -104,12 +438,15 @@ class TtlTuningResult(TypedDict):
     experiment: str
     params: dict[str, Any]
     trace: dict[str, Any]
-    tuning: dict[str, Any]
+    tuning: TtlTuning
     sim_vs_live: dict[str, Any]
     tables: list[TableDict]
     notes: list[str]
     fingerprint: dict[str, Any]
     default_grid_s: list[float]
+
+
+# ----------------------------------------------------------------------------- 04 load test
 
 
 class OverallRow(TypedDict):
@@ -129,13 +466,128 @@ class OverallRow(TypedDict):
     note: str
 
 
+class LoadOverall(TypedDict, total=False):
+    """All requests of one load window, from its HdrHistogram (a window without requests has only ``n``)."""
+
+    n: int
+    requests: int
+    failures: int
+    failure_rate: float
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    stdev_ms: float | None
+
+
+class GeneratorFlags(TypedDict):
+    """The load generator's CPU in a window and whether it was saturated (``load.results.generator_flags``)."""
+
+    cpu_cores: float | None
+    busiest_process_cores: float | None
+    saturated: bool | None
+
+
+class LoadStep(TypedDict):
+    """One step of the closed-model step load: its users, every request's summary, resources, the generator."""
+
+    users: int
+    overall: LoadOverall
+    endpoints: NotRequired[dict[str, LoadOverall]]
+    #: Resource groups ("api", "postgres", "redis", "generator") of the step's window (added after the run).
+    resources: NotRequired[dict[str, Any]]
+    generator: NotRequired[GeneratorFlags]
+    cpu_ms_per_request: NotRequired[dict[str, float | None]]
+
+
+class UsersSupported(TypedDict):
+    """The highest user count that met the SLO in the step load (``load.results.users_supported``)."""
+
+    users_supported: int | None
+    first_failing_users: int | None
+    slo_p95_ms: float
+    max_failure_rate: float
+    reason: str
+    generator_limited: bool
+    #: True when every step met the SLO: the true limit is higher.
+    lower_bound: bool
+
+
+class OpenModel(TypedDict, total=False):
+    """The open-model run of a configuration (``load.open_model``): arrivals, latency from intended start."""
+
+    scheduled: int
+    late: int
+    dropped: int
+    late_fraction: float
+    drop_fraction: float
+    measured_arrivals: int
+    target_rps: float
+    achieved_rps: float
+    completed_rps: float
+    #: "overall" (and per endpoint) latency summaries measured from each request's intended start.
+    latency: dict[str, LoadOverall]
+
+
+class ConfigurationResult(TypedDict):
+    """One load-test configuration end to end (``load.experiment.run_configuration``)."""
+
+    name: NotRequired[str]
+    indexes: NotRequired[bool]
+    cache: NotRequired[bool]
+    index_count: NotRequired[int]
+    migration: NotRequired[dict[str, Any]]
+    cache_namespace: NotRequired[str]
+    server_exit_code: NotRequired[int | None]
+    #: The headline step (the one with ``users`` users; None when the step load stopped before it).
+    closed: NotRequired[LoadStep | None]
+    steps: list[LoadStep]
+    users_supported: NotRequired[UsersSupported]
+    locust: NotRequired[dict[str, Any]]
+    open: NotRequired[OpenModel]
+    cache_stats: NotRequired[dict[str, Any] | None]
+    timings_s: NotRequired[dict[str, float]]
+
+
+class LoadParameters(TypedDict, total=False):
+    """The load test's parameters as run (``run_load``)."""
+
+    users: int
+    spawn_rate: float
+    duration_s: float
+    arrival_rate: float
+    configurations: list[str]
+    slo_p95_ms: float
+    quick: bool
+    steps: list[int]
+    step_s: float
+    settle_s: float
+    think_s: list[float]
+    processes: int
+    tenants: int
+    seed: int
+    open_max_in_flight: int
+    max_failure_rate: float
+    saturation_cores: float
+
+
 class LoadTestResult(TypedDict):
     """``04_load_test.json``: every configuration's load test and the summary table (``run_load``)."""
 
-    parameters: dict[str, Any]
-    configurations: dict[str, dict[str, Any]]
+    parameters: LoadParameters
+    configurations: dict[str, ConfigurationResult]
     table: list[OverallRow]
     started_at: float
     seconds: float
     fingerprint: dict[str, Any] | None
-    method: Any
+    #: One sentence, or (from older runs) a mapping of named sentences.
+    method: str | dict[str, Any]
+
+
+class Sections(TypedDict, total=False):
+    """The section results of one report run, by section name (a section that did not run is absent)."""
+
+    query_latency: QueryLatencyResult
+    cache: CacheHitRatesResult
+    ttl: TtlTuningResult
+    load: LoadTestResult

@@ -11,7 +11,6 @@ half-written file that a later step would trust.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -27,23 +26,36 @@ from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.infra.embedded import ensure_services
+from psra_bench.paramspec import DATABASE_PATTERN, DEFAULT_DATABASE, ParamModel, check_writable_dir, param
 from psra_bench.settings import LiveSettings, Settings
 
 __all__ = [
     "DEFAULT_DATABASE",
+    "SeedParams",
     "Dataset",
     "notebook_settings",
     "ensure_dataset",
     "save_results",
     "load_results",
     "check_positive_int",
-    "check_positive_number",
-    "check_choice",
     "check_writable_dir",
 ]
 
-#: The database the report and the notebooks use (created on the configured or embedded server).
-DEFAULT_DATABASE = "psra_bench_report"
+
+class SeedParams(ParamModel):
+    """``psra-bench seed``'s dataset: how many verdicts, which seed, how many tenants."""
+
+    verdicts: int = param(
+        100_000,
+        "how many synthetic verdicts to write",
+        allowed=f"a whole number from 0 to {MAX_VERDICTS:,}",
+        ge=0,
+        le=MAX_VERDICTS,
+    )
+    seed: int = param(42, "random seed (same seed, same data)", allowed="a whole number ≥ 0", ge=0)
+    tenants: int = param(
+        200, "how many tenants", allowed=f"a whole number from 1 to {MAX_TENANTS:,}", ge=1, le=MAX_TENANTS
+    )
 
 
 @dataclass(frozen=True)
@@ -59,41 +71,12 @@ class Dataset:
     seed_rows_per_second: float | None
 
 
-def check_positive_int(name: str, value: Any, maximum: int | None = None) -> int:
+def check_positive_int(name: str, value: object, maximum: int | None = None) -> int:
     """``value`` as an int ≥ 1 (and ≤ maximum), else ParameterError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
         allowed = f"a whole number from 1 to {maximum:,}" if maximum else "a whole number ≥ 1"
         raise ParameterError(name, value, allowed)
     return value
-
-
-def check_writable_dir(name: str, path: str | os.PathLike[str]) -> Path:
-    """The folder ``path``, made if missing and proven writable with a probe file; else one ParameterError sentence."""
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise ParameterError(name, str(path), f"a folder this user can create and write to ({reason})") from None
-    return folder
-
-
-def check_positive_number(name: str, value: Any) -> float:
-    """``value`` as a finite float > 0, else ParameterError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise ParameterError(name, value, "a number > 0")
-    return float(value)
-
-
-def check_choice(name: str, values: Any, allowed: list[str]) -> list[str]:
-    """``values`` (a name or list of names) checked against ``allowed``; ParameterError on the first unknown."""
-    items = [values] if isinstance(values, str) else list(values)
-    for v in items:
-        if v not in allowed:
-            raise ParameterError(name, v, "one of " + ", ".join(allowed))
-    return items
 
 
 def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any) -> LiveSettings:
@@ -102,7 +85,7 @@ def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any)
     A database that does not exist yet is created, and so owned by psra-bench; an existing one is
     only read here (:func:`ensure_dataset` decides whether psra-bench may write into it).
     """
-    if database is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+    if database is not None and not re.match(DATABASE_PATTERN, database):
         raise ParameterError("database", database, "a lower-case PostgreSQL name (letters, digits, _), not a DSN")
     settings = ensure_services(Settings.from_env())
     if database is not None:

@@ -22,6 +22,7 @@ import redis
 
 from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.db.reference import load_reference_data
+from psra_bench.db.seed import seed_database
 from psra_bench.infra import postgres as db
 from psra_bench.infra.embedded import ensure_services
 from psra_bench.settings import Settings
@@ -126,3 +127,31 @@ def conn(settings: Settings) -> Iterator[psycopg.Connection[Any]]:
     assert settings.db_dsn is not None
     with db.connect(settings.db_dsn, autocommit=True) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def make_seeded_database(make_database: Callable[..., str]) -> Callable[..., str]:
+    """Factory: ``make_seeded_database(verdicts, seed=1, tenants=200)`` -> DSN of a fresh database with them."""
+
+    def make(verdicts: int, *, seed: int = 1, tenants: int = 200) -> str:
+        dsn = make_database()
+        with db.connect(dsn, autocommit=True) as conn:
+            seed_database(conn, verdicts, seed=seed, tenants=tenants)
+        return dsn
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def dsn(make_database: Callable[..., str]) -> str:
+    """A database of this module's own: the schema, the HS table and the 13 rules, no verdicts."""
+    return make_database()
+
+
+@pytest.fixture(scope="module")
+def rds(settings: Settings) -> Iterator[redis.Redis]:
+    """A Redis client with str replies on the test server, for looking at keys."""
+    assert settings.redis is not None
+    client = redis.Redis(**settings.redis.client_kwargs(), decode_responses=True)
+    yield client
+    client.close()

@@ -45,7 +45,7 @@ from psra_bench.api.app import create_app
 from psra_bench.cache import keys
 from psra_bench.cache.keys import scan_unlink_nodes
 from psra_bench.db.reference import hs_rows
-from psra_bench.db.seed import DEFAULT_END, seed_database, tenant_ids
+from psra_bench.db.seed import DEFAULT_END, tenant_ids
 from psra_bench.infra import postgres as db
 from psra_bench.infra.embedded import start_valkey, stop_valkey
 from psra_bench.settings import Settings
@@ -181,21 +181,10 @@ def _plain_server_tracebacks() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def data_dsn(make_database: Callable[..., str]) -> str:
+def data_dsn(make_seeded_database: Callable[..., str]) -> str:
     """A fresh database with reference data and 3,000 seeded verdicts (200 tenants)."""
-    dsn = make_database()
-    with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, 3000, seed=1)
+    dsn = make_seeded_database(3000, seed=1)
     return dsn
-
-
-@pytest.fixture(scope="module")
-def rds(settings: Settings) -> Iterator[redis.Redis]:
-    """A plain Redis client (str replies) for looking at the apps' keys."""
-    assert settings.redis is not None
-    client = redis.Redis(**settings.redis.client_kwargs(), decode_responses=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

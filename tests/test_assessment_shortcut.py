@@ -10,7 +10,7 @@ with in-process workers on a fresh database and its own Redis namespace (``LiveA
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -32,12 +32,6 @@ CETA_INPUTS = {
         {"hs_code": "381519", "origin_country": "US", "value": 10},
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def dsn(make_database: Callable[..., str]) -> str:
-    """A fresh database with the schema, the HS table and the 13 rules (no verdicts)."""
-    return make_database()
 
 
 @pytest.fixture(scope="module")

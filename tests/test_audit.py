@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import cli_env
 
 from psra_bench.cli import cli
 from psra_bench.db.migrate import migrate_down, migrate_subset, migrate_up, migration_indexes, migration_status
@@ -177,9 +178,13 @@ def _three_way_results() -> dict[str, Any]:
         "audit": audit,
         "queries": {
             # the spec-set plan used NEEDED and a baseline index; the recommended set's plan used neither
-            "trade_route_report": {"plans": {"after": {"index_names": [NEEDED, "psra_verdicts_pkey"]}}},
-            "recent_verdicts": {"plans": {"after": {"index_names": ["idx_psra_verdicts_created_at_desc"]}}},
-            "duplicate_assessment": {"plans": {"after": {"index_names": ["idx_psra_verdicts_input_hash"]}}},
+            "trade_route_report": {"plans": {"after": {"index_names": [NEEDED, "psra_verdicts_pkey"]}},
+                                   "decision": vs(3.0, "faster"), "verdict": "faster", "name": "trade_route_report"},
+            "recent_verdicts": {"plans": {"after": {"index_names": ["idx_psra_verdicts_created_at_desc"]}},
+                                "decision": vs(2.0, "faster"), "verdict": "faster", "name": "recent_verdicts"},
+            "duplicate_assessment": {"plans": {"after": {"index_names": ["idx_psra_verdicts_input_hash"]}},
+                                     "decision": vs(4.0, "faster"), "verdict": "faster",
+                                     "name": "duplicate_assessment"},
         },
         "recommended": {
             "indexes": sorted(MEASURED),
@@ -191,6 +196,7 @@ def _three_way_results() -> dict[str, Any]:
                 "duplicate_assessment": {"as_fast_as_spec": True, "recommended_vs_spec": vs(1.0, NO_CHANGE),
                                          "plan_recommended": ["idx_psra_verdicts_input_hash"]},
             },
+            "write": None,  # no insert batches in this run
         },
     }  # fmt: skip
 
@@ -220,7 +226,7 @@ def test_an_index_the_three_way_run_needs_is_kept_by_the_advice_and_by_the_sql(
     do = advice["do"][0]
     assert f"drop them except {NEEDED} (trade_route_report needs it)" in do
     assert "recommended_indexes.up.sql in this run's folder keeps it" in do and "edited" not in do
-    assert f"drops the other {len(final.left_out)} ({len(final.left_out)}.0 MB)" in do
+    assert f"drops the other {len(final.left_out)} ({len(final.left_out)}.00 MB)" in do
     report = next(t for t in advice["open"] if "for trade_route_report" in t)
     assert f"uses {NEEDED}, which the measured recommended set left out: recommended_indexes.up.sql keeps it" in report
 
@@ -286,14 +292,9 @@ def test_a_database_without_the_psra_tables_gets_one_sentence(make_database: Cal
     assert catalog["idx_psra_verdicts_tenant_id"]["keys"] == ["tenant_id"]
 
 
-def _cli_env(settings: Settings, dsn: str) -> dict[str, str]:
-    assert settings.redis is not None
-    return {"PSRA_DB_DSN": dsn, "REDIS_URL": settings.redis.url()}
-
-
 def test_cli_audit_refuses_a_database_without_tables(settings: Settings, make_database: Callable[..., str]) -> None:
     bare = make_database(schema=False)
-    result = CliRunner().invoke(cli, ["indexes", "audit"], env=_cli_env(settings, bare))
+    result = CliRunner().invoke(cli, ["indexes", "audit"], env=cli_env(settings, bare))
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "lacks the PSRA tables" in result.output
 
@@ -304,7 +305,7 @@ def test_cli_audit_refuses_an_unwritable_out_before_measuring(settings: Settings
     assert settings.db_dsn is not None
     nowhere = db.with_database(settings.db_dsn, "psra_no_such_db")  # never reached: the check comes first
     result = CliRunner().invoke(
-        cli, ["indexes", "audit", "--out", str(blocker / "sub")], env=_cli_env(settings, nowhere)
+        cli, ["indexes", "audit", "--out", str(blocker / "sub")], env=cli_env(settings, nowhere)
     )
     assert result.exit_code == 2 and "--out=" in result.output and "a folder this user can create" in result.output
 
@@ -318,7 +319,7 @@ def test_cli_audit_writes_the_audit_and_the_migration_pair(
         seed_database(conn, 2000, seed=5, tenants=20, mode="force")
     out = tmp_path / "audit"
     args = ["indexes", "audit", "--iterations", "3", "--warmup", "1", "--write-batches", "2", "--out", str(out)]
-    result = CliRunner().invoke(cli, args, env=_cli_env(settings, dsn))
+    result = CliRunner().invoke(cli, args, env=cli_env(settings, dsn))
     assert result.exit_code == 0, result.output
     assert "Index audit (46 indexes)" in result.output and "Three index sets" in result.output
     assert {p.name for p in out.iterdir()} >= {

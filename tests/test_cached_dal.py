@@ -343,11 +343,9 @@ def test_an_assessment_invalidated_while_it_is_computed_is_not_cached(
 
 
 @pytest.fixture(scope="module")
-def verdict_pool(settings: Settings, make_database: Callable[..., str]) -> Iterator[ConnectionPool]:
+def verdict_pool(settings: Settings, make_seeded_database: Callable[..., str]) -> Iterator[ConnectionPool]:
     """A pool on a database of its own with 3,000 seeded verdicts over 4 tenants (the tests append more)."""
-    dsn = make_database()
-    with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, 3000, seed=5, tenants=4)
+    dsn = make_seeded_database(3000, seed=5, tenants=4)
     p = db.create_pool(settings.replace(db_dsn=dsn), max_size=4)
     yield p
     p.close()

@@ -10,7 +10,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import MeasurementError
 from psra_bench.infra import postgres as db
 from psra_bench.latency.catalog import OWNERSHIP_NOTE, CatalogAudit, catalog_audit, read_only_transaction
@@ -25,11 +24,10 @@ WIDER_THAN_UNIQUE = "zz_test_code_description"
 
 
 @pytest.fixture(scope="module")
-def seeded(make_database: Callable[..., str]) -> str:
+def seeded(make_seeded_database: Callable[..., str]) -> str:
     """A database with the schema, the reference data, 500 verdicts and the three test indexes."""
-    dsn = make_database()
+    dsn = make_seeded_database(500, seed=1, tenants=4)
     with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, 500, seed=1, tenants=4)
         conn.execute(f"CREATE INDEX {DUPLICATE} ON psra_verdicts (rule_id)")
         conn.execute(f"CREATE INDEX {UNUSED} ON psra_verdicts (processing_time_ms)")
         conn.execute(f"CREATE INDEX {WIDER_THAN_UNIQUE} ON hs_codes (code, description)")

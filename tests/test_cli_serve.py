@@ -93,15 +93,6 @@ def http() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def rds(settings: Settings) -> Iterator[redis.Redis]:
-    """A plain Redis client (str replies) to look at the servers' keys."""
-    assert settings.redis is not None
-    client = redis.Redis(**settings.redis.client_kwargs(), decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def servers(
     make_database: Callable[..., str],
     settings: Settings,

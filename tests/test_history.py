@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import chromium_path
 
 from psra_bench.exceptions import ParameterError
 from psra_bench.report.assemble import append_history, read_history
@@ -326,15 +326,8 @@ def test_importing_the_module_does_not_import_matplotlib() -> None:
 # --------------------------------------------------------------------------- a real browser
 
 
-def _chromium() -> str | None:
-    """Debian's chromium (or one on PATH)."""
-    if Path("/usr/bin/chromium").exists():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def test_history_page_in_a_browser(tmp_path: Path, history: list[dict[str, Any]]) -> None:
-    chromium = _chromium()
+    chromium = chromium_path()
     if chromium is None:
         pytest.skip("no Chromium found (/usr/bin/chromium or chromium on PATH): apt-get install -y chromium")
     from playwright.sync_api import sync_playwright

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import server_env, start_api_server, stop_api_server
@@ -37,10 +36,8 @@ from psra_bench.psra.assessment import assess, default_rules
 from psra_bench.settings import Settings
 
 
-def _seeded(settings: Settings, make_database: Callable[..., str], verdicts: int) -> Settings:
-    dsn = make_database()
-    with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, verdicts, seed=7, tenants=200)
+def _seeded(settings: Settings, make_seeded_database: Callable[..., str], verdicts: int) -> Settings:
+    dsn = make_seeded_database(verdicts, seed=7, tenants=200)
     return settings.replace(db_dsn=dsn)
 
 
@@ -260,9 +257,9 @@ def test_server_env_is_built_from_settings_only(settings: Settings) -> None:
 
 
 def test_locust_and_open_model_against_the_real_app(
-    settings: Settings, make_database: Callable[..., str], tmp_path: Path
+    settings: Settings, make_seeded_database: Callable[..., str], tmp_path: Path
 ) -> None:
-    server = start_api_server(_seeded(settings, make_database, 3000), tmp_path / "server.log")
+    server = start_api_server(_seeded(settings, make_seeded_database, 3000), tmp_path / "server.log")
     try:
         plan = LoadPlan.make(
             users=2,
@@ -303,9 +300,9 @@ def test_locust_and_open_model_against_the_real_app(
 
 
 def test_run_load_one_configuration_end_to_end(
-    settings: Settings, make_database: Callable[..., str], tmp_path: Path, redis_client: Any
+    settings: Settings, make_seeded_database: Callable[..., str], tmp_path: Path, redis_client: Any
 ) -> None:
-    s = _seeded(settings, make_database, 2000)
+    s = _seeded(settings, make_seeded_database, 2000)
     doc = run_load(
         s,
         users=2,
@@ -345,10 +342,10 @@ def test_run_load_one_configuration_end_to_end(
 
 
 def test_load_url_runs_the_step_load_against_an_api_this_tool_did_not_start(
-    settings: Settings, make_database: Callable[..., str], tmp_path: Path
+    settings: Settings, make_seeded_database: Callable[..., str], tmp_path: Path
 ) -> None:
     """``psra-bench load --url``: a real process loads a server it was only given the address of."""
-    server = start_api_server(_seeded(settings, make_database, 2000), tmp_path / "server.log")
+    server = start_api_server(_seeded(settings, make_seeded_database, 2000), tmp_path / "server.log")
     try:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PSRA_ADMIN_TOKEN": server.admin_token}
         cmd = [sys.executable, "-m", "psra_bench", "load", "--url", server.base_url, "--users", "2", "--quick",

@@ -20,10 +20,8 @@ from psra_bench.measure.stats import (
     SLOWER,
     LatencyStats,
     ab_schedule,
-    benchmark_query,
     bootstrap_percentile_ci,
     bootstrap_ratio_ci,
-    compare_ab,
     compare_to_previous,
     decide,
     percentile,
@@ -145,42 +143,6 @@ def test_bootstrap_ratio_ci_brackets_true_ratio() -> None:
     assert bootstrap_ratio_ci(a, b, seed=1) == (lo, hi)
 
 
-# --------------------------------------------------------------------------- benchmark_query
-
-
-def test_benchmark_query_times_each_call_and_skips_warmup() -> None:
-    clock = FakeClock()
-    durations = iter([1000.0] * 5 + list(reversed(ONE_TO_HUNDRED)))  # warmups are very slow
-    s = benchmark_query(clock.workload(durations), 100, warmup=5, timer=clock)
-    assert s.n == 100 and s.max == 100.0 and s.min == 1.0
-    assert (s.p50, s.p95, s.p99) == pytest.approx((50.5, 95.05, 99.01))
-    assert next(durations, None) is None  # exactly warmup + iterations calls
-
-
-def test_benchmark_query_with_real_timer_counts_calls() -> None:
-    calls = []
-    s = benchmark_query(lambda: calls.append(sum(range(100))), 30, warmup=3)
-    assert len(calls) == 33 and s.n == 30 and len(s.samples_ms) == 30
-    assert 0 <= s.min <= s.p50 <= s.p95 <= s.p99 <= s.max
-
-
-def test_benchmark_query_rejects_bad_arguments() -> None:
-    with pytest.raises(ParameterError, match="iterations=1 "):
-        benchmark_query(lambda: None, 1)
-    with pytest.raises(ParameterError, match="warmup=-1"):
-        benchmark_query(lambda: None, 10, warmup=-1)
-    with pytest.raises(ParameterError, match="func='select 1'"):
-        benchmark_query("select 1", 10)  # type: ignore[arg-type]
-
-
-def test_benchmark_query_propagates_the_workload_error() -> None:
-    def boom() -> None:
-        raise ZeroDivisionError
-
-    with pytest.raises(ZeroDivisionError):
-        benchmark_query(boom, 10)
-
-
 # --------------------------------------------------------------------------- A/B runner
 
 
@@ -199,75 +161,6 @@ def test_ab_schedule_orders() -> None:
         ab_schedule(4, "zigzag")
     with pytest.raises(ParameterError, match="rounds=0"):
         ab_schedule(0)
-
-
-def test_compare_ab_interleaves_rounds_and_runs_setup_hooks_per_round() -> None:
-    events: list[str] = []
-    result = compare_ab(
-        lambda: events.append("a"),
-        lambda: events.append("b"),
-        rounds=3,
-        per_round=2,
-        warmup=1,
-        setup_a=lambda: events.append("setup_a"),
-        setup_b=lambda: events.append("setup_b"),
-    )
-    assert "".join(result.schedule) == "ABBAAB"
-    expected = ["setup_a", "a", "setup_b", "b"]  # warmup of each side, in its own state
-    for side in "ABBAAB":
-        expected += [f"setup_{side.lower()}", side.lower(), side.lower()]
-    assert events == expected
-    assert events.count("setup_a") == 4 and events.count("setup_b") == 4
-    assert result.a.n == result.b.n == 6 and len(result.round_medians) == 6
-
-
-def test_compare_ab_without_warmup_or_hooks() -> None:
-    events: list[str] = []
-    result = compare_ab(
-        lambda: events.append("a"),
-        lambda: events.append("b"),
-        rounds=2,
-        per_round=3,
-        warmup=0,
-        order="alternate",
-        setup_b=lambda: events.append("setup_b"),
-    )
-    assert "".join(result.schedule) == "ABAB"
-    assert events == ["a"] * 3 + ["setup_b"] + ["b"] * 3 + ["a"] * 3 + ["setup_b"] + ["b"] * 3
-
-
-def _jittered(clock: FakeClock, base_ms: float, seed: int) -> Callable[[], None]:
-    rng = np.random.default_rng(seed)
-    return lambda: clock.advance(base_ms * float(rng.lognormal(0, 0.1)))
-
-
-def test_compare_ab_decides_with_exact_fake_latencies() -> None:
-    clock = FakeClock()
-    result = compare_ab(_jittered(clock, 10, 1), _jittered(clock, 5, 2), rounds=6, per_round=10, timer=clock)
-    assert result.verdict == FASTER
-    assert result.speedup == pytest.approx(2, rel=0.1)
-    assert result.improvement_pct == pytest.approx(50, abs=5)
-    assert result.ratio == pytest.approx(1 / result.speedup)
-    lo, hi = result.ratio_ci  # type: ignore[misc]
-    assert lo <= result.ratio <= hi
-    assert result.p_value is not None and result.p_value < 1e-6
-    d = json.loads(json.dumps(result.to_dict()))
-    assert d["schedule"] == "ABBAABBAABBA" and d["decision"]["verdict"] == FASTER
-
-    clock2 = FakeClock()
-    swapped = compare_ab(_jittered(clock2, 5, 1), _jittered(clock2, 10, 2), rounds=6, per_round=10, timer=clock2)
-    assert swapped.verdict == SLOWER
-
-
-def test_compare_ab_rejects_bad_arguments() -> None:
-    with pytest.raises(ParameterError, match="factor=0.9"):
-        compare_ab(lambda: None, lambda: None, factor=0.9)
-    with pytest.raises(ParameterError, match="alpha=0"):
-        compare_ab(lambda: None, lambda: None, alpha=0)
-    with pytest.raises(ParameterError, match="setup_a=3"):
-        compare_ab(lambda: None, lambda: None, setup_a=3)  # type: ignore[arg-type]
-    with pytest.raises(ParameterError, match="rounds=1"):
-        compare_ab(lambda: None, lambda: None, rounds=1, per_round=1)
 
 
 # --------------------------------------------------------------------------- decisions
@@ -365,3 +258,18 @@ def test_compare_to_previous_accepts_stats_objects_and_rejects_bad_summaries() -
         compare_to_previous({"n": 3, "p50": 1.0}, {"n": 3, "p50": 2.0})
     with pytest.raises(MeasurementError, match="prev must be"):
         compare_to_previous([1.0, 2.0], new)  # type: ignore[arg-type]
+
+
+def test_one_formatting_module_writes_every_figure_one_way() -> None:
+    from psra_bench.measure import format as f
+
+    assert f.interval([1.234, 5.678]) == "[1.23–5.68]" and f.interval(None) == "–"
+    assert f.percent_ci([0.801, 0.902]) == "[80.1–90.2 %]" and f.percent(0.853) == "85.3 %"
+    assert f.speedup_text(0.5, [0.4, 0.625]) == "2.00× [1.60–2.50×]" and f.times_ci(1.35, [1.2, 1.5]) == (
+        "1.35× [1.20–1.50×]"
+    )
+    assert f.speedup_text(1 / 320) == "320×" and f.p_text(1e-9) == "< 0.001" and f.p_text(0.04321) == "0.043"
+    assert (f.ms(0.05234), f.ms(12.345), f.ms(None)) == ("0.052", "12.35", "–")
+    assert f.ms_ci(0.05234, [0.05, 0.055]) == "0.052 [0.050–0.055]"
+    assert (f.mb(2**20), f.mb(1.5 * 2**30), f.mb_number(16384)) == ("1.00 MB", "1,536.00 MB", "0.02")
+    assert (f.number(1234), f.number(1.5), f.number(True), f.number(float("nan"))) == ("1,234", "1.50", "yes", "–")

@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import cli_env
 
 from psra_bench import constants
 from psra_bench.db.migrate import (
@@ -31,10 +32,9 @@ from psra_bench.db.migrate import (
     resolve_migrations,
     verify,
 )
-from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import DatabaseConnectionError, MigrationError
 from psra_bench.infra import postgres as db
-from psra_bench.settings import Settings, environ_with
+from psra_bench.settings import Settings
 
 MIGRATION = "0001_performance_indexes"
 
@@ -105,11 +105,9 @@ def _recorded(conn: psycopg.Connection[Any]) -> tuple[str, str] | None:
 
 
 @pytest.fixture(scope="module")
-def seeded_dsn(make_database: Callable[..., str]) -> str:
+def seeded_dsn(make_seeded_database: Callable[..., str]) -> str:
     """A database with 60k verdicts, so index builds on psra_verdicts take a moment."""
-    dsn = make_database()
-    with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, 60_000, seed=3)
+    dsn = make_seeded_database(60_000, seed=3)
     return dsn
 
 
@@ -402,14 +400,6 @@ def test_ctrl_c_during_a_build_is_reported_and_repaired(seeded_dsn: str) -> None
 # --------------------------------------------------------------------------- concurrency and ownership
 
 
-def _cli_env(dsn: str, settings: Settings, home: Path) -> dict[str, str]:
-    """The environment of a `python -m psra_bench` child: this database, the session Redis, nothing else set."""
-    assert settings.redis is not None
-    extra = {"PSRA_DB_DSN": dsn, "REDIS_URL": settings.redis.url(), "PSRA_BENCH_HOME": str(home)}
-    extra["JOBS_REDIS_URL"] = (settings.jobs_redis or settings.redis).url()
-    return {k: v for k, v in environ_with(extra).items() if not k.startswith(("REDIS_", "CACHE_", "ENABLE_"))} | extra
-
-
 def _start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "psra_bench", *args],
@@ -518,7 +508,7 @@ def test_two_cli_ups_at_once_both_succeed(
 ) -> None:
     """The second `migrate up` arrives while the first is inside a build; it waits, then finds the work done."""
     dsn = make_database()
-    env = _cli_env(dsn, settings, tmp_path)
+    env = cli_env(settings, dsn, tmp_path)
     with db.connect(dsn, autocommit=True) as conn:
         with _writers_held(dsn):
             first = _start_cli(env, "migrate", "up")
@@ -545,7 +535,7 @@ def test_cli_up_racing_down_ends_consistent(
     make_database: Callable[..., str], settings: Settings, tmp_path: Path
 ) -> None:
     dsn = make_database()
-    env = _cli_env(dsn, settings, tmp_path)
+    env = cli_env(settings, dsn, tmp_path)
     with db.connect(dsn, autocommit=True) as conn:
         for setup in ("not applied", "applied"):
             if setup == "applied":

@@ -28,6 +28,7 @@ from typing import Any
 import nbformat
 import psutil
 import pytest
+from helpers import chromium_path
 
 from psra_bench.cachesim.explorer import NBVAL_ENV, papermill_injected, resolve_interactive
 from psra_bench.settings import Settings
@@ -143,13 +144,6 @@ def test_nbval_run_skips_the_sliders_by_itself(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- JupyterLab
-
-
-def _chromium() -> str | None:
-    """Debian's chromium (or one on PATH)."""
-    if Path("/usr/bin/chromium").exists():
-        return "/usr/bin/chromium"
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _get(url: str, token: str) -> tuple[int, Any]:
@@ -322,7 +316,7 @@ def _wait_for(page: Any, js: str, arg: Any, deadline_s: float) -> Any:
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_ALL_DEADLINE_S + SERVER_DEADLINE_S + 180)
 def test_notebook_03_sliders_render_and_redraw_in_jupyterlab(jupyterlab: Lab, tmp_path: Path) -> None:
-    chromium = _chromium()
+    chromium = chromium_path()
     if chromium is None:
         pytest.skip("no Chromium found (/usr/bin/chromium or chromium on PATH): apt-get install -y chromium")
     from playwright.sync_api import sync_playwright

@@ -38,8 +38,7 @@ from test_api import LiveApp, serving
 
 from psra_bench.api.app import create_app
 from psra_bench.api.models import EXAMPLE_TENANT
-from psra_bench.db.seed import seed_database, tenant_ids
-from psra_bench.infra import postgres as db
+from psra_bench.db.seed import tenant_ids
 from psra_bench.settings import LiveSettings, Settings
 
 TOKEN = secrets.token_urlsafe(32)
@@ -91,11 +90,9 @@ def schema_valid_is_accepted(ctx: Any, response: Any, case: Any) -> bool | None:
 
 
 @pytest.fixture(scope="module")
-def contract_dsn(make_database: Callable[..., str]) -> str:
+def contract_dsn(make_seeded_database: Callable[..., str]) -> str:
     """A fresh database with 500 seeded verdicts, shared by both configurations."""
-    dsn = make_database()
-    with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, 500, seed=1)
+    dsn = make_seeded_database(500, seed=1)
     assert EXAMPLE_TENANT in tenant_ids(200)
     return dsn
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,10 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 import papermill
 import pytest
 from click.testing import CliRunner, Result
+from helpers import cli_env
 
 from psra_bench.cli import cli
 from psra_bench.db import ownership
-from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import NotOwnedError
 from psra_bench.infra import postgres as db
 from psra_bench.settings import LiveSettings, Settings
@@ -48,11 +48,10 @@ def snapshot(dsn: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def team_db(make_database: Callable[..., str]) -> str:
+def team_db(make_seeded_database: Callable[..., str]) -> str:
     """A database psra-bench did not create, holding a team's own verdicts and a table of theirs."""
-    dsn = make_database()
+    dsn = make_seeded_database(500, seed=3, tenants=5)
     with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, 500, seed=3, tenants=5)
         # as if the team had written them: no bookkeeping of psra-bench's, no claim
         conn.execute("DELETE FROM psra_bench.seed_runs")
         conn.execute("DROP TABLE psra_bench.ownership")
@@ -62,18 +61,9 @@ def team_db(make_database: Callable[..., str]) -> str:
 
 
 @pytest.fixture
-def env(settings: Settings, tmp_path: Path) -> Iterator[dict[str, str]]:
+def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
     """The process environment for a CLI command or a notebook kernel, on the session's servers."""
-    assert settings.db_dsn is not None and settings.redis is not None
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("PSRA_", "REDIS_", "CACHE_", "JOBS_"))}
-    out |= {
-        "PSRA_DB_DSN": settings.db_dsn,
-        "REDIS_URL": settings.redis.url(),
-        "JOBS_REDIS_URL": (settings.jobs_redis or settings.redis).url(),
-        "PSRA_CACHE_NAMESPACE": settings.cache_namespace + "own:",
-        "PSRA_BENCH_HOME": str(tmp_path / "home"),
-    }
-    yield out
+    return cli_env(settings, home=tmp_path / "home", PSRA_CACHE_NAMESPACE=settings.cache_namespace + "own:")
 
 
 def run(env: dict[str, str], dsn: str, *args: str) -> Result:

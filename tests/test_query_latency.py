@@ -15,14 +15,13 @@ import pytest
 
 from psra_bench.db.dal import QUERIES
 from psra_bench.db.migrate import migrate_down, migrate_up, migration_indexes, migration_status
-from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.infra import postgres as db
 from psra_bench.latency.experiment import run_query_latency, three_way_schedule
+from psra_bench.latency.params import QueryLatencyParams
 from psra_bench.latency.patterns import (
     QUERY_PATTERNS,
     SPEC_LABELS,
-    check_notebook_params,
     generate_params,
     load_param_source,
     resolve_queries,
@@ -36,11 +35,9 @@ NEW_INDEXES = {s.name for s in migration_indexes()}
 
 
 @pytest.fixture(scope="module")
-def seeded(settings: Settings, make_database: Callable[..., str]) -> Iterator[Settings]:
+def seeded(settings: Settings, make_seeded_database: Callable[..., str]) -> Iterator[Settings]:
     """Settings pointing at a fresh database seeded with ~5k verdicts (baseline indexes)."""
-    dsn = make_database()
-    with db.connect(dsn, autocommit=True) as conn:
-        seed_database(conn, VERDICTS, seed=7, tenants=40, mode="force")
+    dsn = make_seeded_database(VERDICTS, seed=7, tenants=40)
     yield settings.replace(db_dsn=dsn)
 
 
@@ -273,6 +270,8 @@ def test_params_are_deterministic_varied_and_real(seeded: Settings) -> None:
         ({"path": "orm"}, "path"),
         ({"budget_s": 0}, "budget_s"),
         ({"recommend": "yes"}, "recommend"),
+        ({"rounds": True}, "rounds"),  # a bool is never a number
+        ({"no_such_parameter": 1}, "parameter"),
     ],
 )
 def test_bad_parameters_fail_before_any_work(settings: Settings, kwargs: dict[str, Any], name: str) -> None:
@@ -318,8 +317,8 @@ def test_partial_migration_is_refused(seeded: Settings) -> None:
 )
 def test_notebook_parameters(kwargs: dict[str, Any], name: str) -> None:
     good: dict[str, Any] = {"verdicts": 100, "database": "psra_bench_report", "output_dir": "reports/_scratch"}
-    assert check_notebook_params(**good, iterations=2) == list(QUERY_PATTERNS)
+    assert QueryLatencyParams.validated(good | {"iterations": 2}).query_names == list(QUERY_PATTERNS)
     with pytest.raises(ParameterError) as info:
-        check_notebook_params(**(good | kwargs))
+        QueryLatencyParams.validated(good | kwargs)
     assert info.value.name == name
     assert "secret" not in str(info.value)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +10,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from helpers import chromium_path, cli_env
 
 from psra_bench.cli import cli
 from psra_bench.exceptions import MeasurementError
+from psra_bench.load.results import users_supported
 from psra_bench.measure.stats import summarize
 from psra_bench.report.assemble import (
     append_history,
@@ -24,27 +24,13 @@ from psra_bench.report.assemble import (
     read_history,
 )
 from psra_bench.report.runner import ReportParams, load_params_file, merge_params
+from psra_bench.results import LoadTestResult
 from psra_bench.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ["report.html", "report.md", "results.json", "history"] + [
     f"{n}.ipynb" for n in ("01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test", "05_report")
 ]
-
-
-def _env(settings: Settings, home: Path) -> dict[str, str]:
-    assert settings.db_dsn is not None and settings.redis is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PSRA_", "REDIS_"))}
-    env.update(
-        {
-            "PSRA_DB_DSN": settings.db_dsn,
-            "REDIS_URL": settings.redis.url(),
-            "JOBS_REDIS_URL": (settings.jobs_redis or settings.redis).url(),
-            "PSRA_CACHE_NAMESPACE": settings.cache_namespace + "report",
-            "PSRA_BENCH_HOME": str(home),
-        }
-    )
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +53,9 @@ def quick_run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> d
             "--reports-dir",
             str(reports),
         ],
-        env=_env(settings, tmp_path_factory.mktemp("home")),
+        env=cli_env(
+            settings, home=tmp_path_factory.mktemp("home"), PSRA_CACHE_NAMESPACE=settings.cache_namespace + "report"
+        ),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -137,14 +125,10 @@ def test_quick_report_opens_with_findings_and_recommendations(quick_run: dict[st
     assert f"{results['run_id']}/report.html" in page
 
 
-def _chromium() -> str | None:
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
-
-
 @pytest.mark.slow
 def test_report_html_in_a_real_browser(quick_run: dict[str, Any]) -> None:
     """Headless Chromium: the page renders, every image loads, every table-of-contents link lands on a heading."""
-    chromium = _chromium()
+    chromium = chromium_path()
     if chromium is None:
         pytest.skip("no Chromium found (/usr/bin/chromium or chromium on PATH): apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
@@ -282,13 +266,27 @@ def test_the_load_section_says_per_step_whether_the_generator_or_the_system_limi
             "generator": {"busiest_process_cores": gen, "saturated": gen > 0.9},
         }
 
-    section: Any = {
+    steps = [step(80, 40.0, 0.5, 0.3), step(160, 90.0, 0.9, 0.95), step(320, 450.0, 1.2, 0.5)]
+    section: LoadTestResult = {
         "parameters": {"slo_p95_ms": 200.0},
         "configurations": {
-            "both": {"steps": [step(80, 40.0, 0.5, 0.3), step(160, 90.0, 0.9, 0.95), step(320, 450.0, 1.2, 0.5)]}
+            "both": {
+                "closed": steps[0],
+                "steps": steps,
+                "users_supported": users_supported(steps, 200.0),
+                "open": {"late": 0, "dropped": 0, "latency": {"overall": {"n": 40, "p99_ms": 12.5}}},
+            }
         },
+        "table": [],
+        "started_at": 0.0,
+        "seconds": 1.0,
+        "fingerprint": None,
+        "method": "a synthetic load test",
     }
-    tables, _ = load_tables(section)
+    tables, notes = load_tables(section)
+    assert notes == ["Load test: a synthetic load test"]
+    per_config = next(t for t in tables if t.title.startswith("Per configuration"))
+    assert per_config.rows[0][9] == "12.50" and per_config.rows[0][8] == "160"
     steps = next(t for t in tables if t.title.startswith("Step load"))
     assert [r[1] for r in steps.rows] == [80, 160, 320]
     limits = ["–", "generator (saturated)", "system under test (p95 > 200 ms); busiest: PostgreSQL"]
@@ -303,26 +301,28 @@ def test_a_recommended_set_measured_slower_is_explained_by_its_plans() -> None:
     def vs(ratio: float) -> dict[str, Any]:
         return {"ratio": ratio, "ratio_ci": [ratio * 0.95, ratio * 1.05], "p_value": 0.0004, "verdict": "slower"}
 
+    undecided = {"name": "q", "verdict": "no change", "decision": {"ratio_ci": [0.95, 1.05]}}
     section = {
         "audit": [
             {"index": "idx_gone", "new": True, "recommendation": "review", "size_bytes": 2**20},
             {"index": "idx_unused", "new": True, "recommendation": "drop", "size_bytes": 2**20},
         ],
         "queries": {
-            "recent_verdicts": {"plans": {"after": {"index_names": ["idx_a"]}}},
-            "trade_route_report": {"plans": {"after": {"index_names": ["idx_a", "idx_gone"]}}},
+            "recent_verdicts": {"plans": {"after": {"index_names": ["idx_a"]}}, **undecided},
+            "trade_route_report": {"plans": {"after": {"index_names": ["idx_a", "idx_gone"]}}, **undecided},
         },
         "recommended": {
             "queries": {
                 q: {"as_fast_as_spec": False, "recommended_vs_spec": vs(r), "plan_recommended": ["idx_a"]}
                 for q, r in (("recent_verdicts", 1.2), ("trade_route_report", 1.5))
             },
+            "write": None,
         },
     }  # fmt: skip
     advice = recommendations({"query_latency": section})
     open_ = advice["open"]
     # the index whose loss slowed a query is not advised away, and the MB are those of the measured set
-    assert "leaves out 2 migration indexes" in advice["do"][0] and "2.0 MB" in advice["do"][0]
+    assert "leaves out 2 migration indexes" in advice["do"][0] and "2.00 MB" in advice["do"][0]
     assert "drop them except idx_gone (trade_route_report needs it)" in advice["do"][0]
     recent = next(t for t in open_ if "for recent_verdicts" in t)
     report = next(t for t in open_ if "for trade_route_report" in t)

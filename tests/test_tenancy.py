@@ -81,12 +81,6 @@ def _serve(settings: Settings, dsn: str, name: str, token: str | None) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def dsn(make_database: Callable[..., str]) -> str:
-    """A fresh database with the schema, the HS table and the 13 rules (verdicts come from the tests' tenants)."""
-    return make_database()
-
-
-@pytest.fixture(scope="module")
 def secured(settings: Settings, dsn: str) -> Iterator[LiveApp]:
     """The app with an operator token (PSRA_ADMIN_TOKEN) and no job workers."""
     yield from _serve(settings, dsn, "secured", TOKEN)

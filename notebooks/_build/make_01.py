@@ -78,13 +78,14 @@ for s in results["migration"]["switches"]:
 TABLE_MD = """\
 ## Query performance (shaped like the spec's table)
 
-`n` calls per side; before/after in ms; improvement = (before − after) / before of the medians;
-the ratio CI is a bootstrap CI of median(after) / median(before); `spec` is the spec's claim."""
+The same table the report shows (`psra_bench.latency.tables.query_table`): `n` calls per side;
+p50 with its bootstrap CI in ms; the speedup is median(before) / median(after) with its CI; the
+spec's claim beside it."""
 
 TABLE = """\
-from psra_bench.latency.tables import format_table
+from psra_bench.latency.tables import query_table
 
-print(format_table(results))"""
+print(query_table(results).text())"""
 
 USAGE_MD = """\
 ## Which indexes were used, and what they cost
@@ -93,16 +94,19 @@ USAGE_MD = """\
 with `pg_relation_size`, and the plan each query got in each state (EXPLAIN ANALYZE, BUFFERS)."""
 
 USAGE = """\
-from psra_bench.latency.tables import format_index_usage, format_write_cost
+from psra_bench.latency.tables import index_size_table, index_usage_table, write_cost_table
+from psra_bench.measure.format import ms
 
-print(format_index_usage(results))
+print(index_usage_table(results).text())
 print()
 for name, q in results["queries"].items():
     before, after = q["plans"]["before"], q["plans"]["after"]
-    print(f"{name:<28} before: {', '.join(before['index_names']) or 'no index'} ({before['execution_ms']:.2f} ms)"
-          f"  |  after: {', '.join(after['index_names']) or 'no index'} ({after['execution_ms']:.2f} ms)")
-print()
-print(format_write_cost(results))"""
+    print(f"{name:<28} before: {', '.join(before['index_names']) or 'no index'} ({ms(before['execution_ms'])} ms)"
+          f"  |  after: {', '.join(after['index_names']) or 'no index'} ({ms(after['execution_ms'])} ms)")
+for table in (write_cost_table(results), index_size_table(results)):
+    if table is not None:  # None: not measured (write_batches = 0)
+        print()
+        print(table.text())"""
 
 AUDIT_MD = """\
 ## Index audit: keep, drop or review each of the 46 indexes

@@ -95,12 +95,11 @@ the headline step (n = measured requests); users supported from the step load; d
 in % of the machine's CPUs during the headline step; memory = largest RSS (PSS for PostgreSQL)."""
 
 TABLE = """\
-from psra_bench.load.results import format_table
+from psra_bench.load.results import load_result_tables
 
-print(format_table(results["table"]))
-for row in results["table"]:
-    if row["note"]:
-        print(f"* {row['metric']}: {row['note']}")"""
+for table in load_result_tables(results):  # the tables the report shows
+    print(table.text())
+    print()"""
 
 PLOTS_MD = """\
 ## Plots (saved as PNG files in `output_dir`)

@@ -1,7 +1,8 @@
 """What notebooks 02 (cache hit rates) and 03 (TTL tuning) call: parameter checks, result files, tables.
 
 The measurement and the simulation live in :mod:`psra_bench.cachesim.replay` and
-:mod:`psra_bench.cachesim.ttl_sim`; this module checks the notebooks' parameters before any work,
+:mod:`psra_bench.cachesim.ttl_sim`, the parameters in :mod:`psra_bench.cachesim.params`; this
+module checks the notebooks' parameters before any work through those models,
 assembles their JSON results (with ``tables`` and ``notes`` in the shape
 :mod:`psra_bench.report.sections` renders, and an environment fingerprint) and formats tables.
 """
@@ -10,17 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, STALENESS_METRICS, compare_sim_to_live, simulate
-from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, check_ttls, generate_trace
-from psra_bench.constants import MAX_VERDICTS
-from psra_bench.exceptions import ParameterError
-from psra_bench.results import CacheHitRatesResult, TableDict, TtlTuningResult
-from psra_bench.settings import LiveSettings, Settings
+from psra_bench.cachesim.params import CacheHitRatesParams, ReplayParams, TtlTuningParams, TuningParams
+from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, compare_sim_to_live, simulate
+from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, generate_trace
+from psra_bench.measure.format import DASH, ms_ci, number, percent, percent_ci, seconds
+from psra_bench.results import (
+    CacheHitRatesResult,
+    LatencySummary,
+    LiveReplay,
+    TableDict,
+    TtlPoint,
+    TtlTuning,
+    TtlTuningResult,
+)
+from psra_bench.settings import LiveSettings
 from psra_bench.table import Table
-from psra_bench.workbench import check_positive_int, check_positive_number, load_results
+from psra_bench.workbench import load_results
 
 __all__ = [
     "HIT_RATES",
@@ -53,156 +61,14 @@ SPEC_CLAIMS: dict[str, tuple[str, str]] = {
 }
 
 
-def _bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ParameterError(name, value, "True or False")
-    return value
+def check_replay_params(**values: object) -> ReplayParams:
+    """Notebook 02's parameters checked by :class:`CacheHitRatesParams` (ParameterError naming the first bad one)."""
+    return CacheHitRatesParams.validated(values).replay()
 
 
-def _interactive(value: object) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    allowed = "True (sliders), False (none) or None (auto: sliders only in a live kernel)"
-    raise ParameterError("interactive", value, allowed)
-
-
-def _spec(
-    requests: Any,
-    duration_s: Any,
-    warmup_s: Any,
-    zipf_s: Any,
-    hs_updates_per_hour: Any,
-    rule_updates_per_hour: Any,
-    seed: Any,
-) -> WorkloadSpec:
-    check_positive_int("requests", requests, 10_000_000)
-    for name, rate in (("hs_updates_per_hour", hs_updates_per_hour), ("rule_updates_per_hour", rule_updates_per_hour)):
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1_000_000:
-            raise ParameterError(name, rate, "updates per simulated hour, from 0 to 1,000,000")
-    rates = {"hs_codes": hs_updates_per_hour, "rules": rule_updates_per_hour}
-    return WorkloadSpec(
-        requests=requests, duration_s=duration_s, warmup_s=warmup_s, zipf_s=zipf_s, updates_per_hour=rates, seed=seed
-    ).validate()
-
-
-def _compression(value: object) -> float | None:
-    return None if value is None else check_positive_number("compression", value)
-
-
-def _output_dir(value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ParameterError("output_dir", value, "a folder path")
-    return value
-
-
-@dataclass(frozen=True)
-class ReplayParams:
-    """Notebook 02's parameters, checked."""
-
-    spec: WorkloadSpec
-    #: TTLs given in the notebook (None: the settings' TTLs); entities left out keep the settings' TTL.
-    ttls: dict[str, float] | None
-    compression: float | None
-    invalidate_on_update: bool
-
-    def ttls_for(self, settings: Settings) -> dict[str, float]:
-        """The TTL of every entity: the settings', overridden by the notebook's."""
-        base = {e: float(settings.ttl.for_entity(e)) for e in ENTITIES}
-        return base | (self.ttls or {})
-
-
-def check_replay_params(
-    *,
-    output_dir: Any,
-    verdicts: Any,
-    seed: Any,
-    requests: Any,
-    duration_s: Any,
-    warmup_s: Any,
-    zipf_s: Any,
-    hs_updates_per_hour: Any,
-    rule_updates_per_hour: Any,
-    ttls: Any,
-    compression: Any,
-    invalidate_on_update: Any,
-) -> ReplayParams:
-    """Check notebook 02's parameters (ParameterError naming the first bad one) before any work."""
-    _output_dir(output_dir)
-    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
-    spec = _spec(requests, duration_s, warmup_s, zipf_s, hs_updates_per_hour, rule_updates_per_hour, seed)
-    checked = None if ttls is None else check_ttls(ttls)
-    return ReplayParams(spec, checked, _compression(compression), _bool("invalidate_on_update", invalidate_on_update))
-
-
-@dataclass(frozen=True)
-class TuningParams:
-    """Notebook 03's parameters, checked."""
-
-    spec: WorkloadSpec
-    grid_s: tuple[float, ...]
-    target_hit_rate: float
-    max_staleness_s: float
-    staleness_metric: str
-    live_check_requests: int
-    compression: float | None
-    #: None: auto (see :func:`psra_bench.cachesim.explorer.resolve_interactive`).
-    interactive: bool | None
-
-
-def check_tuning_params(
-    *,
-    output_dir: Any,
-    verdicts: Any,
-    seed: Any,
-    requests: Any,
-    duration_s: Any,
-    warmup_s: Any,
-    zipf_s: Any,
-    hs_updates_per_hour: Any,
-    rule_updates_per_hour: Any,
-    ttl_grid: Any,
-    target_hit_rate: Any,
-    max_staleness_s: Any,
-    staleness_metric: Any,
-    live_check_requests: Any,
-    compression: Any,
-    interactive: Any,
-) -> TuningParams:
-    """Check notebook 03's parameters (ParameterError naming the first bad one) before any work."""
-    _output_dir(output_dir)
-    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
-    spec = _spec(requests, duration_s, warmup_s, zipf_s, hs_updates_per_hour, rule_updates_per_hour, seed)
-    if isinstance(ttl_grid, str | bytes) or not isinstance(ttl_grid, Sequence) or not ttl_grid:
-        raise ParameterError("ttl_grid", ttl_grid, "a non-empty list of TTLs in seconds > 0")
-    for v in ttl_grid:
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
-            raise ParameterError("ttl_grid", v, "TTLs in seconds > 0")
-    grid = tuple(sorted({float(v) for v in ttl_grid}))
-    if (
-        isinstance(target_hit_rate, bool)
-        or not isinstance(target_hit_rate, int | float)
-        or not 0 < target_hit_rate <= 1
-    ):
-        raise ParameterError("target_hit_rate", target_hit_rate, "a hit rate between 0 (exclusive) and 1")
-    if (
-        isinstance(max_staleness_s, bool)
-        or not isinstance(max_staleness_s, int | float)
-        or not 0 <= max_staleness_s < float("inf")
-    ):
-        raise ParameterError("max_staleness_s", max_staleness_s, "seconds ≥ 0")
-    if staleness_metric not in STALENESS_METRICS:
-        raise ParameterError("staleness_metric", staleness_metric, "one of " + ", ".join(STALENESS_METRICS))
-    checks = check_positive_int("live_check_requests", live_check_requests, 10_000_000)
-    return TuningParams(
-        spec,
-        grid,
-        float(target_hit_rate),
-        float(max_staleness_s),
-        str(staleness_metric),
-        checks,
-        _compression(compression),
-        _interactive(interactive),
-    )
+def check_tuning_params(**values: object) -> TuningParams:
+    """Notebook 03's parameters checked by :class:`TtlTuningParams` (ParameterError naming the first bad one)."""
+    return TtlTuningParams.validated(values).tuning()
 
 
 # --------------------------------------------------------------------------- tables
@@ -213,24 +79,25 @@ def format_table(table: Mapping[str, Any]) -> str:
     return Table.from_dict(table).text()
 
 
-def _ms(stats: Mapping[str, Any] | None, key: str) -> str:
-    if not stats:
-        return "–"
-    lo, hi = stats[f"{key}_ci"]
-    return f"{stats[key]:.2f} [{lo:.2f}–{hi:.2f}]"
+def _ms(stats: LatencySummary | None, key: str) -> str:
+    if stats is None:
+        return DASH
+    return ms_ci(stats["p50"], stats["p50_ci"]) if key == "p50" else ms_ci(stats["p95"], stats["p95_ci"])
 
 
 def _rate(value: float | None, ci: Sequence[float] | None = None) -> str:
     if value is None:
-        return "–"
-    return f"{value:.1%} [{ci[0]:.1%}–{ci[1]:.1%}]" if ci else f"{value:.1%}"
+        return DASH
+    return f"{percent(value)} {percent_ci(ci)}" if ci else percent(value)
 
 
-def _seconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.0f}"
+def _staleness(point: TtlPoint | None, metric: str) -> float | None:
+    """The staleness ``metric`` ("max_stale_s", "p95_stale_s" …) of a simulated point; None without stale reads."""
+    value = point.get(metric) if point is not None else None
+    return float(value) if isinstance(value, int | float) else None
 
 
-def hit_rate_table(live: Mapping[str, Any]) -> TableDict:
+def hit_rate_table(live: LiveReplay) -> TableDict:
     """The spec's "Cache Hit Rates (after warm-up)" table from a live replay: spec claim beside ours, n, CIs."""
     rows = []
     for e in ENTITIES:
@@ -282,6 +149,7 @@ def hit_rate_table(live: Mapping[str, Any]) -> TableDict:
 def comparison_table(check: Mapping[str, Any]) -> TableDict:
     """Simulated vs live hit rate per entity (same trace, same TTLs), from :func:`live_reference`."""
     cmp = check["comparison"]
+    realized: Mapping[str, float | None] = check.get("realized_clock_sim") or {}
     rows = [
         [
             r["label"],
@@ -289,11 +157,11 @@ def comparison_table(check: Mapping[str, Any]) -> TableDict:
             _rate(r["live_hit_rate"], r["live_hit_rate_ci"]),
             r["n_live"],
             _rate(r["sim_hit_rate"]),
-            f"{r['abs_diff']:.4f}" if r["abs_diff"] is not None else "–",
+            number(r["abs_diff"], 4),
             "yes" if r["sim_within_live_ci"] else "no",
             _rate(r["live_stale_share"]),
             _rate(r["sim_stale_share"]),
-            _rate((check.get("realized_clock_sim") or {}).get(e)),
+            _rate(realized.get(e)),
         ]
         for e, r in sorted(cmp["entities"].items(), key=lambda kv: ENTITIES.index(kv[0]))
     ]
@@ -320,13 +188,13 @@ def comparison_table(check: Mapping[str, Any]) -> TableDict:
     }
 
 
-def recommendation_table(tuning: Mapping[str, Any]) -> TableDict:
+def recommendation_table(tuning: TtlTuning) -> TableDict:
     """Per entity: the current TTL's simulated figures and the recommended TTLs, without and with invalidation."""
     rows = []
     for e in ENTITIES:
         now = tuning["current"]["entities"][e]
         plain, inv = tuning["recommendations"][e], tuning["recommendations_invalidate"][e]
-        p, q = plain.get("point") or {}, inv.get("point") or {}
+        p, q = plain["point"], inv["point"]
         metric = plain["metric"]
         rows.append(
             [
@@ -335,12 +203,12 @@ def recommendation_table(tuning: Mapping[str, Any]) -> TableDict:
                 _rate(now["hit_rate"], now["hit_rate_ci"]),
                 now["n"],
                 _rate(now["stale_share"]),
-                _seconds(now.get(metric)),
+                seconds(_staleness(now, metric)),
                 f"{plain['ttl_s']:g}" if plain["ttl_s"] else "none",
-                _rate(p.get("hit_rate")),
-                _seconds(p.get(metric)),
+                _rate(p["hit_rate"] if p else None),
+                seconds(_staleness(p, metric)),
                 f"{inv['ttl_s']:g}" if inv["ttl_s"] else "none",
-                _rate(q.get("hit_rate")),
+                _rate(q["hit_rate"] if q else None),
             ]
         )
     first = tuning["recommendations"][ENTITIES[0]]
@@ -361,7 +229,8 @@ def recommendation_table(tuning: Mapping[str, Any]) -> TableDict:
         ],
         "rows": rows,
         "note": (
-            f"Target hit rate {first['target_hit_rate']:.0%}, {first['metric']} ≤ {first['max_staleness_s']:g} s: "
+            f"Target hit rate {percent(first['target_hit_rate'], 0)}, {first['metric']} ≤ "
+            f"{first['max_staleness_s']:g} s: "
             "the shortest TTL of the grid meeting both. 'With invalidation' uses CachedDAL's invalidation on "
             "update (no stale reads, some hit rate lost). "
             + " ".join(f"{ENTITY_LABELS[e]}: {tuning['recommendations'][e]['reason']}." for e in ENTITIES)
@@ -378,7 +247,7 @@ def sweep_table(sweep_result: Mapping[str, Any], title: str) -> TableDict:
         row: list[Any] = [f"{ttl:g}"]
         for e in curves:
             point = next((p for p in curves[e] if p["ttl_s"] == ttl), None)
-            row += [_rate(point["hit_rate"]), _rate(point["stale_share"])] if point else ["–", "–"]
+            row += [_rate(point["hit_rate"]), _rate(point["stale_share"])] if point else [DASH, DASH]
         rows.append(row)
     columns = ["TTL s"] + [f"{ENTITY_LABELS[e]} {what}" for e in curves for what in ("hit rate", "stale")]
     n = {e: c[0]["n"] for e, c in curves.items() if c}
@@ -413,7 +282,7 @@ def _fingerprint(settings: LiveSettings, dataset: Any, params: Mapping[str, Any]
 
 
 def cache_hit_results(
-    live: Mapping[str, Any],
+    live: LiveReplay,
     check: Mapping[str, Any],
     *,
     settings: LiveSettings,
@@ -435,7 +304,7 @@ def cache_hit_results(
     return {
         "experiment": HIT_RATES,
         "params": dict(params),
-        "live": dict(live),
+        "live": live,
         "sim_vs_live": dict(check),
         "tables": [hit_rate_table(live), comparison_table(check)],
         "notes": notes,
@@ -462,7 +331,7 @@ def live_reference(
             source = f"a new live replay ({HIT_RATES}.json holds a trace this version draws differently)"
     if live is None:
         trace = generate_trace(fallback)
-        live = replay_live(settings, trace, compression=compression, seed=seed)
+        live = dict(replay_live(settings, trace, compression=compression, seed=seed))
     assert trace is not None
     sim = simulate(trace, live["ttls_s"], invalidate_on_update=bool(live["invalidate_on_update"]))
     return {
@@ -497,7 +366,7 @@ def what_if(
 
 def ttl_tuning_results(
     trace: Trace,
-    tuning: Mapping[str, Any],
+    tuning: TtlTuning,
     check: Mapping[str, Any],
     *,
     settings: LiveSettings,
@@ -520,7 +389,7 @@ def ttl_tuning_results(
         "experiment": TTL_TUNING,
         "params": dict(params),
         "trace": trace.summary(),
-        "tuning": dict(tuning),
+        "tuning": tuning,
         "sim_vs_live": {k: v for k, v in check.items() if k != "live"},
         "tables": tables,
         "notes": notes,

@@ -41,6 +41,15 @@ SWEEP_STYLES = (
 )
 
 
+def _error_bars(value: np.ndarray, ci: np.ndarray) -> list[np.ndarray]:
+    """Distances from ``value`` down to the CI's lower and up to its upper bound, never negative.
+
+    A Wilson interval contains its rate, but at a rate of exactly 0 or 1 its bound can miss it by a
+    rounding error, which matplotlib refuses as a negative error bar.
+    """
+    return [np.maximum(value - ci[:, 0], 0.0), np.maximum(ci[:, 1] - value, 0.0)]
+
+
 def _figure(figsize: tuple[float, float]) -> Figure:
     return new_figure(figsize)
 
@@ -71,7 +80,7 @@ def plot_hit_rates(results: Mapping[str, Any], output_dir: str | os.PathLike[str
     ax.bar(
         x,
         rate * 100,
-        yerr=[(rate - ci[:, 0]) * 100, (ci[:, 1] - rate) * 100],
+        yerr=_error_bars(rate * 100, ci * 100),
         capsize=6,
         alpha=0.8,
         color="tab:blue",
@@ -244,7 +253,7 @@ def plot_sim_vs_live(results: Mapping[str, Any], output_dir: str | os.PathLike[s
         x - 0.2,
         live_rate,
         width=0.4,
-        yerr=[live_rate - ci[:, 0], ci[:, 1] - live_rate],
+        yerr=_error_bars(live_rate, ci),
         capsize=5,
         color="tab:blue",
         alpha=0.8,

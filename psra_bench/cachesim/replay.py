@@ -64,6 +64,7 @@ from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Event, Trace, 
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.measure.stats import percentile, summarize
+from psra_bench.results import LatencySummary, LiveEntity, LiveReplay
 from psra_bench.settings import LiveSettings, Settings
 
 __all__ = [
@@ -325,12 +326,13 @@ class _Replay:
             tally.stale_s.append(stale)
 
 
-def _latency(samples: list[float], seed: int) -> dict[str, Any] | None:
+def _latency(samples: list[float], seed: int) -> LatencySummary | None:
     return summarize(samples, seed=seed).to_dict() if len(samples) >= 2 else None
 
 
-def _entity_result(entity: str, tally: _Tally, ttl: float, seed: int) -> dict[str, Any]:
+def _entity_result(entity: str, tally: _Tally, ttl: float, seed: int) -> LiveEntity:
     n = tally.n
+    stale = staleness_summary(tally.stale_s, n)
     return {
         "label": ENTITY_LABELS[entity],
         "entity": entity,
@@ -342,7 +344,12 @@ def _entity_result(entity: str, tally: _Tally, ttl: float, seed: int) -> dict[st
         "hit_rate": tally.hits / n if n else None,
         "hit_rate_ci": list(ci) if (ci := wilson_interval(tally.hits, n)) else None,
         "fills": tally.fills,
-        **{k: (list(v) if isinstance(v, tuple) else v) for k, v in staleness_summary(tally.stale_s, n).items()},
+        "stale_reads": stale["stale_reads"],
+        "stale_share": stale["stale_share"],
+        "stale_share_ci": list(share_ci) if (share_ci := stale["stale_share_ci"]) else None,
+        "mean_stale_s": stale["mean_stale_s"],
+        "p95_stale_s": stale["p95_stale_s"],
+        "max_stale_s": stale["max_stale_s"],
         "miss_source": MISS_SOURCES[entity],
         "latency": {"hit": _latency(tally.hit_ms, seed), "miss": _latency(tally.miss_ms, seed)},
     }
@@ -455,7 +462,7 @@ def replay_live(
     invalidate_on_update: bool = False,
     seed: int = 0,
     pool: ConnectionPool | None = None,
-) -> dict[str, Any]:
+) -> LiveReplay:
     """Replay ``trace`` live (see the module doc); per-entity hit rates, staleness and latencies, JSON-ready.
 
     ``ttls`` (entity -> simulated seconds) default to the settings' TTLs; ``compression``

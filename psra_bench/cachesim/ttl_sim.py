@@ -30,11 +30,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Any
+from typing import Any, cast
 
 from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, WRITE, Trace, check_entity, check_ttls
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.measure.stats import percentile
+from psra_bench.results import SimulationResult, TtlPoint, TtlRecommendation, TtlTuning
 
 __all__ = [
     "DEFAULT_GRID_S",
@@ -113,13 +114,13 @@ class EntityResult:
     #: Cached keys deleted by an update (with ``invalidate_on_update``).
     invalidations: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TtlPoint:
         """JSON-ready fields plus the table label."""
         d = asdict(self)
         for k in ("hit_rate_ci", "stale_share_ci"):
             d[k] = list(d[k]) if d[k] is not None else None
         d["label"] = ENTITY_LABELS[self.entity]
-        return d
+        return cast("TtlPoint", d)  # every field of the dataclass, tuples as lists
 
 
 @lru_cache(maxsize=32)
@@ -226,7 +227,7 @@ def simulate(
     invalidate_on_update: bool = False,
     invalidation_scope: str = "entity",
     warmup_s: float | None = None,
-) -> dict[str, Any]:
+) -> SimulationResult:
     """Simulate each entity of ``ttls`` (entity -> seconds) on ``trace``; a JSON-ready dict."""
     ttls = check_ttls(ttls)
     _check_scope(invalidation_scope)
@@ -310,7 +311,7 @@ def _check_rate(name: str, value: object) -> float:
 
 def recommend_ttl(
     curve: Sequence[Mapping[str, Any]], target_hit_rate: float, max_staleness_s: float, *, metric: str = "max_stale_s"
-) -> dict[str, Any]:
+) -> TtlRecommendation:
     """The shortest TTL of ``curve`` whose hit rate ≥ target and whose staleness ``metric`` ≤ the bound.
 
     The shortest such TTL keeps the least stale data and memory for the hit rate asked for. When
@@ -356,7 +357,7 @@ def recommend_ttl(
             point=dict(chosen),
             reason=f"shortest TTL with hit rate ≥ {target:.0%} and {metric} ≤ {max_staleness_s:g} s",
         )
-        return out
+        return cast("TtlRecommendation", out)  # the points are sweep points (TtlPoint)
     top = max(points, key=rate)
     if rate(top) < target:
         out["reason"] = (
@@ -368,7 +369,7 @@ def recommend_ttl(
             f"every TTL reaching hit rate {target:.0%} has {metric} > {max_staleness_s:g} s; "
             "lower the target, allow more staleness, or invalidate on update"
         )
-    return out
+    return cast("TtlRecommendation", out)
 
 
 def recommend_all(
@@ -377,7 +378,7 @@ def recommend_all(
     max_staleness_s: float | Mapping[str, float],
     *,
     metric: str = "max_stale_s",
-) -> dict[str, Any]:
+) -> dict[str, TtlRecommendation]:
     """:func:`recommend_ttl` for every curve of a :func:`sweep` (targets and bounds per entity or shared)."""
     out = {}
     for e, curve in sweep_result["curves"].items():
@@ -395,7 +396,7 @@ def tune(
     target_hit_rate: float,
     max_staleness_s: float,
     metric: str = "max_stale_s",
-) -> dict[str, Any]:
+) -> TtlTuning:
     """Everything notebook 03 shows: the current TTLs simulated, sweeps without / with invalidation, advice."""
     plain = sweep(trace, grid_s)
     invalidating = sweep(trace, grid_s, invalidate_on_update=True)

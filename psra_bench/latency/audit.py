@@ -31,14 +31,15 @@ import datetime as dt
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
 from psra_bench.db.migrate import migration_indexes
 from psra_bench.exceptions import MeasurementError
+from psra_bench.measure.format import p_text, speedup_text
 from psra_bench.measure.stats import FASTER, SLOWER
-from psra_bench.measure.wording import p_text, speedup_text
+from psra_bench.results import AuditRow
 
 __all__ = [
     "TINY_TABLE_PAGES",
@@ -162,7 +163,7 @@ def audit_indexes(
     decisions: Mapping[str, Mapping[str, Any]],
     build_seconds: Mapping[str, float] | None = None,
     tiny_pages: int = TINY_TABLE_PAGES,
-) -> list[dict[str, Any]]:
+) -> list[AuditRow]:
     """One row per index of ``catalog`` with its evidence and recommendation (rules: module docstring).
 
     ``usage[query][side][index]`` is the idx_scan delta of the timed calls (side "before" =
@@ -245,7 +246,7 @@ def audit_indexes(
             r["recommendation"], r["reason"] = REVIEW, f"used by {q}, {how} ({r['gains'][q]})"
     for r in rows:
         del r["_significant"]
-    return rows
+    return cast("list[AuditRow]", rows)  # every row now has its recommendation and reason
 
 
 def recommended_set(audit: Sequence[Mapping[str, Any]]) -> list[str]:

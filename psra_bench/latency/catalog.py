@@ -32,7 +32,7 @@ from psra_bench.exceptions import MeasurementError
 from psra_bench.latency.audit import covering_index, index_catalog, key_columns
 from psra_bench.latency.patterns import QUERY_PATTERNS, ParamSource, QueryPattern, generate_params, load_param_source
 from psra_bench.measure.explain import explain_analyze
-from psra_bench.measure.wording import mb
+from psra_bench.measure.format import mb
 from psra_bench.table import Table
 
 __all__ = [

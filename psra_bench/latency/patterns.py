@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from psra_bench.constants import MAX_VERDICTS
 from psra_bench.db.dal import QUERIES, escape_like
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import MeasurementError, ParameterError
-from psra_bench.settings import redact
 
 __all__ = [
     "Params",
@@ -36,8 +34,6 @@ __all__ = [
     "SPEC_LABELS",
     "TIMING_PATHS",
     "resolve_queries",
-    "check_run_params",
-    "check_notebook_params",
     "load_param_source",
     "generate_params",
 ]
@@ -278,72 +274,3 @@ def generate_params(name: str, source: ParamSource, count: int, seed: int, slot:
     pattern = QUERY_PATTERNS[resolve_queries([name])[0]]
     rng = np.random.default_rng([seed, list(QUERY_PATTERNS).index(name), slot])
     return [pattern.make_params(source, rng) for _ in range(count)]
-
-
-# ----------------------------------------------------------------------------- run parameters
-
-
-def _int_at_least(name: str, value: Any, minimum: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(name, value, f"a whole number ≥ {minimum} ({what})")
-    return value
-
-
-def _fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise ParameterError(name, value, "a number strictly between 0 and 1")
-    return float(value)
-
-
-def check_run_params(
-    *,
-    iterations: Any = 30,
-    rounds: Any = 2,
-    warmup: Any = 3,
-    seed: Any = 0,
-    factor: Any = 1.1,
-    alpha: Any = 0.05,
-    write_batches: Any = 10,
-    write_batch_rows: Any = 200,
-    path: Any = "query",
-    budget_s: Any = None,
-) -> None:
-    """Check the run parameters of :func:`run_query_latency`; ParameterError naming the first bad one."""
-    _int_at_least("iterations", iterations, 2, "timed calls per query per round")
-    _int_at_least("rounds", rounds, 1, "rounds per side; each side switch rebuilds or drops 26 indexes")
-    _int_at_least("warmup", warmup, 0, "untimed calls per query per round")
-    _int_at_least("seed", seed, 0, "seed of the parameter generators")
-    _int_at_least("write_batches", write_batches, 0, "insert batches per round; 0 skips the write cost")
-    _int_at_least("write_batch_rows", write_batch_rows, 1, "rows per insert batch")
-    if write_batches and write_batches * rounds < 2:
-        raise ParameterError("write_batches", write_batches, "0, or a number with write_batches × rounds ≥ 2")
-    if isinstance(factor, bool) or not isinstance(factor, int | float) or not 1 <= factor < float("inf"):
-        raise ParameterError("factor", factor, "a finite number ≥ 1 (1.1 means 10 % faster or slower)")
-    _fraction("alpha", alpha)
-    if budget_s is not None and (
-        isinstance(budget_s, bool) or not isinstance(budget_s, int | float) or not 0 < budget_s < float("inf")
-    ):
-        raise ParameterError("budget_s", budget_s, "None (no cap) or a number of seconds > 0")
-    if path not in TIMING_PATHS:
-        raise ParameterError("path", path, "one of " + ", ".join(TIMING_PATHS))
-
-
-def check_notebook_params(
-    *,
-    verdicts: Any,
-    database: Any,
-    output_dir: Any,
-    queries: Any = "all",
-    **run_params: Any,
-) -> list[str]:
-    """Check notebook 01's parameters before any work; return the resolved query names."""
-    if isinstance(verdicts, bool) or not isinstance(verdicts, int) or not 1 <= verdicts <= MAX_VERDICTS:
-        raise ParameterError("verdicts", verdicts, f"a whole number from 1 to {MAX_VERDICTS:,}")
-    if not isinstance(database, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
-        shown = redact(database) if isinstance(database, str) else database  # a DSN pasted here keeps its secret
-        raise ParameterError("database", shown, "a lower-case PostgreSQL name (letters, digits, _), not a DSN")
-    if not isinstance(output_dir, str) or not output_dir.strip():
-        raise ParameterError("output_dir", output_dir, "a folder path (a non-empty string)")
-    names = resolve_queries(queries)
-    check_run_params(**run_params)
-    return names

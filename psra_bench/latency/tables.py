@@ -1,4 +1,8 @@
-"""Experiment 01's results as tables: latency per query, index usage, write cost, the audit and the three sides."""
+"""Experiment 01's results as tables: latency per query, write cost, index sizes and usage, the audit, three sides.
+
+The report (:mod:`psra_bench.report.sections`) and notebook 01 print these same :class:`Table`
+objects; every figure is written by :mod:`psra_bench.measure.format`.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,44 @@ from typing import Any
 
 from psra_bench.latency.audit import TINY_TABLE_PAGES
 from psra_bench.latency.patterns import QUERY_PATTERNS
-from psra_bench.measure.wording import interval, p_text, speedup_text
-from psra_bench.results import LatencyRow
+from psra_bench.measure.format import (
+    DASH,
+    interval,
+    mb,
+    mb_number,
+    ms,
+    ms_ci,
+    number,
+    p_text,
+    speedup_text,
+    times,
+    times_ci,
+)
+from psra_bench.results import AuditRow, LatencyRow, QueryLatencyResult, ThroughputSide
 from psra_bench.table import Table
 
 __all__ = [
     "latency_table",
+    "query_table",
     "format_table",
-    "format_index_usage",
-    "format_write_cost",
+    "write_cost_table",
+    "index_size_table",
+    "index_usage_table",
     "audit_table",
     "three_way_table",
     "three_way_cost_table",
 ]
 
 
-def latency_table(results: Mapping[str, Any]) -> list[LatencyRow]:
+def _spec_order(name: str) -> int:
+    order = list(QUERY_PATTERNS)  # the spec's order, also after a JSON round trip (save_results sorts keys)
+    return order.index(name) if name in order else 99
+
+
+def latency_table(results: QueryLatencyResult) -> list[LatencyRow]:
     """Rows shaped like the spec's "Query Performance" table, with p50/p95/p99, n, CIs and the verdict."""
     rows: list[LatencyRow] = []
-    order = list(QUERY_PATTERNS)  # the spec's order, also after a JSON round trip (save_results sorts keys)
-    for q in sorted(results["queries"].values(), key=lambda q: order.index(q["name"]) if q["name"] in order else 99):
+    for q in sorted(results["queries"].values(), key=lambda q: _spec_order(q["name"])):
         before, after, decision = q["before"], q["after"], q["decision"]
         rows.append(
             {
@@ -57,78 +79,107 @@ def latency_table(results: Mapping[str, Any]) -> list[LatencyRow]:
     return rows
 
 
-_LATENCY_COLUMNS = ["operation", "n b/a", "before p50", "p95", "p99", "after p50", "p95", "p99", "improv.",
-                    "ratio 95% CI", "verdict", "plan", "spec"]  # fmt: skip
+_QUERY_COLUMNS = ["operation", "spec claim (before → after)", "before p50 [95% CI]", "after p50 [95% CI]",
+                  "p95 before → after", "p99 before → after", "speedup of p50 [95% CI]", "n before/after", "p (MWU)",
+                  "verdict", "plan"]  # fmt: skip
 
 
-def format_table(results: Mapping[str, Any]) -> str:
-    """The latency table as aligned text (the notebook prints it)."""
+def _spec_claim(r: LatencyRow) -> str:
+    if not (r["spec_before_ms"] and r["spec_after_ms"]):
+        return DASH
+    return (
+        f"{number(r['spec_before_ms'], 0)} → {number(r['spec_after_ms'], 0)} ms "
+        f"({times(r['spec_before_ms'] / r['spec_after_ms'])})"
+    )
+
+
+def query_table(results: QueryLatencyResult) -> Table:
+    """The spec's Query Performance table, measured: p50 [CI] per side, p95/p99, the speedup [CI], n, p, verdict."""
     rows = [
         [
             r["operation"],
+            _spec_claim(r),
+            ms_ci(r["before_p50_ms"], r["before_p50_ci"]),
+            ms_ci(r["after_p50_ms"], r["after_p50_ci"]),
+            f"{ms(r['before_p95_ms'])} → {ms(r['after_p95_ms'])}",
+            f"{ms(r['before_p99_ms'])} → {ms(r['after_p99_ms'])}",
+            speedup_text(r["ratio"], r["ratio_ci"]),
             f"{r['n_before']}/{r['n_after']}",
-            *(f"{r[k]:.3f}" for k in ("before_p50_ms", "before_p95_ms", "before_p99_ms")),
-            *(f"{r[k]:.3f}" for k in ("after_p50_ms", "after_p95_ms", "after_p99_ms")),
-            f"{r['improvement_pct']:.1f}%",
-            f"{r['ratio_ci'][0]:.3f}–{r['ratio_ci'][1]:.3f}",
+            p_text(r["p_value"]),
             r["verdict"],
             "changed" if r["plan_changed"] else "same",
-            f"{r['spec_improvement_pct']:.0f}%",
         ]
         for r in latency_table(results)
     ]
+    method = results["method"]
     note = (
-        "times in ms; n = calls before/after; improvement = (before − after) / before of the medians; ratio = "
-        "after/before median; plan = EXPLAIN shape before vs after; spec = the spec's claimed improvement"
+        f"Times in ms. n = timed calls per side ({method['iterations_per_round']} × {method['rounds_per_side']} "
+        f"interleaved rounds, schedule {method['schedule']}); 'faster' needs ratio ≥ {method['factor']} and p < "
+        f"{method['alpha']}. Speedup = before/after median (above 1×: faster), CI by bootstrap; plan = EXPLAIN "
+        "shape before vs after."
     )
-    return Table(_LATENCY_COLUMNS, rows, note=note).text()
+    return Table(_QUERY_COLUMNS, rows, title="Query latency, ms (spec claim vs measured)", note=note)
 
 
-def _mb(n: float) -> str:
-    return f"{n / 2**20:.2f} MB"
+def format_table(results: QueryLatencyResult) -> str:
+    """The query latency table as aligned text (:func:`query_table`)."""
+    return query_table(results).text()
 
 
-def format_index_usage(results: Mapping[str, Any], *, new_only: bool = False) -> str:
-    """Per index: table, size, idx_scan deltas before/after and the queries that used it."""
-    usage = sorted(results["index_usage"], key=lambda u: (not u["new"], -u["scans_after"], u["index"]))
+def _rows_per_s(side: ThroughputSide) -> list[str]:
+    return [number(side["median_rows_per_s"], 0), interval(side["median_rows_per_s_ci"], 0)]
+
+
+def write_cost_table(results: QueryLatencyResult) -> Table | None:
+    """Insert throughput into psra_verdicts with the baseline vs all indexes (None when not measured)."""
+    wc = results["write_cost"]
+    if wc is None:
+        return None
     rows = [
-        [u["index"], u["table"], "yes" if u["new"] else "", _mb(u["size_bytes"]), u["scans_before"], u["scans_after"],
-         ", ".join(u["used_by_after"]) or "-"]
+        [wc["index_counts"][key], *_rows_per_s(side), wc["batches"][key], wc["rows_per_batch"]]
+        for key, side in (("before", wc["before"]), ("after", wc["after"]))
+    ]
+    note = (
+        f"Inserts take {times_ci(wc['ratio'], wc['ratio_ci'])} as long with the migration's indexes (median batch "
+        f"time after/before; throughput ratio {times(wc['throughput_ratio'])}); verdict: {wc['verdict']}."
+    )
+    columns = ["indexes", "median rows/s", "95% CI", "batches", "rows per batch"]
+    return Table(columns, rows, title="Write cost of the indexes (insert throughput into psra_verdicts)", note=note)
+
+
+def index_size_table(results: QueryLatencyResult) -> Table | None:
+    """Index count and size per table with the migration applied (None when nothing was sized)."""
+    sizes = results["sizes"]
+    if not sizes["by_table"]:
+        return None
+    rows = [
+        [t, v["indexes"], v["new_indexes"], mb_number(v["index_bytes"]), mb_number(v["new_index_bytes"])]
+        for t, v in sizes["by_table"].items()
+    ]
+    note = (
+        f"{sizes['index_count_before']} → {sizes['index_count_after']} indexes; the new ones take "
+        f"{mb(sizes['new_index_bytes'])} (baseline indexes {mb(sizes['baseline_index_bytes'])}); the spec estimated "
+        "150–200 MB of overhead. MB = 2^20 bytes."
+    )
+    columns = ["table", "indexes", "new", "index MB", "of which new MB"]
+    return Table(columns, rows, title="Index count and size per table (after the migration)", note=note)
+
+
+def index_usage_table(results: QueryLatencyResult, *, new_only: bool = False) -> Table:
+    """Per index: table, size, idx_scan deltas before/after and the queries that used it."""
+    usage: list[Mapping[str, Any]] = sorted(
+        results["index_usage"], key=lambda u: (not u["new"], -u["scans_after"], u["index"])
+    )
+    rows = [
+        [u["index"], u["table"], "yes" if u["new"] else "", mb_number(u["size_bytes"]), u["scans_before"],
+         u["scans_after"], ", ".join(u["used_by_after"]) or DASH]
         for u in usage
         if u["new"] or not new_only
     ]  # fmt: skip
-    s = results["sizes"]
-    unused = [u["index"] for u in results["index_usage"] if u["new"] and not u["scans_after"]]
-    note = (
-        f"indexes {s['index_count_before']} -> {s['index_count_after']}; new indexes take "
-        f"{_mb(s['new_index_bytes'])} (baseline indexes {_mb(s['baseline_index_bytes'])}); "
-        f"{len(unused)} of the new indexes were not used by any measured query"
-    )
-    columns = ["index", "table", "new", "size", "scans before", "scans after", "used by (after)"]
-    return Table(columns, rows, note=note).text()
-
-
-def format_write_cost(results: Mapping[str, Any]) -> str:
-    """One paragraph: insert throughput with the baseline vs all indexes, n, CIs and the ratio."""
-    wc = results.get("write_cost")
-    if not wc:
-        return "write cost not measured (write_batches=0)"
-    parts = []
-    for key in ("before", "after"):
-        side = wc[key]
-        lo, hi = side["median_rows_per_s_ci"]
-        parts.append(
-            f"{wc['index_counts'][key]} indexes: {side['median_rows_per_s']:,.0f} rows/s "
-            f"(95% CI {lo:,.0f}–{hi:,.0f}; n={wc['batches'][key]} batches of {wc['rows_per_batch']} rows, "
-            f"range {side['min_rows_per_s']:,.0f}–{side['max_rows_per_s']:,.0f})"
-        )
-    lo, hi = wc["ratio_ci"]
-    return (
-        "insert throughput into psra_verdicts\n  "
-        + "\n  ".join(parts)
-        + f"\n  inserts take {wc['ratio']:.2f}× as long with the migration's indexes (95% CI {lo:.2f}–{hi:.2f}; "
-        f"throughput ratio {wc['throughput_ratio']:.2f}; verdict: {wc['verdict']})"
-    )
+    unused = [u["index"] for u in usage if u["new"] and not u["scans_after"]]
+    note = f"{len(unused)} of the new indexes were not used by any measured query."
+    columns = ["index", "table", "new", "size MB", "scans before", "scans after", "used by (after)"]
+    return Table(columns, rows, title="Which indexes the measured queries used", note=note)
 
 
 # ----------------------------------------------------------------------------- the audit and the third side
@@ -139,23 +190,24 @@ _AUDIT_COLUMNS = ["index", "table", "new", "size MB", "build s", "used by (spec 
 _ORDER = {"drop": 0, "review": 1, "keep": 2}
 
 
-def _audit_order(row: Mapping[str, Any]) -> tuple[int, bool, str]:
+def _audit_order(row: AuditRow) -> tuple[int, bool, str]:
     return _ORDER[row["recommendation"]], not row["new"], row["index"]
 
 
-def audit_table(results: Mapping[str, Any]) -> Table:
+def audit_table(results: QueryLatencyResult) -> Table:
     """The index audit: one row per index (drop first, then review, then keep), evidence and reason."""
+    audit = results["audit"]
     rows = [
         [
-            r["index"], r["table"], "yes" if r["new"] else "", f"{r['size_bytes'] / 2**20:.2f}",
-            "–" if r["build_seconds"] is None else f"{r['build_seconds']:.2f}", ", ".join(r["used_by"]) or "–",
-            r["scans_spec"], r["duplicate_of"] or "–", "yes" if r["tiny_table"] else "", r["recommendation"],
-            r["reason"],
+            r["index"], r["table"], "yes" if r["new"] else "", mb_number(r["size_bytes"]),
+            number(r["build_seconds"]), ", ".join(r["used_by"]) or DASH, r["scans_spec"], r["duplicate_of"] or DASH,
+            "yes" if r["tiny_table"] else "", r["recommendation"], r["reason"],
         ]
-        for r in sorted(results.get("audit") or [], key=_audit_order)
+        for r in sorted(audit, key=_audit_order)
     ]  # fmt: skip
-    counts = {k: sum(1 for r in results.get("audit") or [] if r["new"] and r["recommendation"] == k) for k in _ORDER}
-    n = (results.get("recommended") or {}).get("decided_from", {}).get("n_per_side") or {}
+    counts = {k: sum(1 for r in audit if r["new"] and r["recommendation"] == k) for k in _ORDER}
+    rec = results["recommended"]
+    n: dict[str, int] = (rec["decided_from"].get("n_per_side") if rec else None) or {}
     basis = f"the first baseline and spec round (n = {min(n.values())}–{max(n.values())} calls per side)" if n else (
         "every round")  # fmt: skip
     note = (
@@ -168,54 +220,49 @@ def audit_table(results: Mapping[str, Any]) -> Table:
     return Table(_AUDIT_COLUMNS, rows, title=f"Index audit ({len(rows)} indexes)", note=note)
 
 
-def three_way_table(results: Mapping[str, Any]) -> Table | None:
+def three_way_table(results: QueryLatencyResult) -> Table | None:
     """Per query: p50 [CI] and p95/p99 on baseline / spec / recommended, and the recommended-vs-spec verdict."""
-    rec = results.get("recommended")
-    if not rec:
+    rec = results["recommended"]
+    if rec is None:
         return None
-    order = list(QUERY_PATTERNS)
     rows = []
-    for name in sorted(rec["queries"], key=lambda q: order.index(q) if q in order else 99):
+    for name in sorted(rec["queries"], key=_spec_order):
         q = rec["queries"][name]
         b, s, c, vs = q["baseline"], q["spec"], q["recommended"], q["recommended_vs_spec"]
         rows.append([
             name,
-            *(f"{st['p50']:.3f} {interval(st['p50_ci'], 3)}" for st in (b, s, c)),
-            " / ".join(f"{st['p95']:.2f}" for st in (b, s, c)),
-            " / ".join(f"{st['p99']:.2f}" for st in (b, s, c)),
+            *(ms_ci(st["p50"], st["p50_ci"]) for st in (b, s, c)),
+            " / ".join(ms(st["p95"]) for st in (b, s, c)),
+            " / ".join(ms(st["p99"]) for st in (b, s, c)),
             f"{b['n']}/{s['n']}/{c['n']}",
             speedup_text(vs["ratio"], vs["ratio_ci"]),
             p_text(vs["p_value"]),
             "as fast as spec" if q["as_fast_as_spec"] else "slower than spec",
         ])  # fmt: skip
     counts = rec["sizes"]["index_count"]
+    method = results["method"]
     note = (
         f"Sides: baseline ({counts['baseline']} indexes), spec ({counts['spec']}), recommended ({counts['recommended']}"
         f" = baseline + {len(rec['indexes'])} kept). 'recommended vs spec' is the speedup of the recommended set "
         "over the spec's (above 1×: faster); 'as fast' = not significantly and materially slower (ratio of medians "
-        f"under the factor gate {results['method'].get('factor')} or Mann-Whitney p ≥ "
-        f"{results['method'].get('alpha')})."
+        f"under the factor gate {method['factor']} or Mann-Whitney p ≥ {method['alpha']})."
     )
     columns = ["query", "baseline p50 ms [95% CI]", "spec p50", "recommended p50", "p95 b/s/r", "p99 b/s/r",
                "n b/s/r", "recommended vs spec", "p (MWU)", "verdict"]  # fmt: skip
     return Table(columns, rows, title="Three index sets: baseline / spec / recommended", note=note)
 
 
-def three_way_cost_table(results: Mapping[str, Any]) -> Table | None:
+def three_way_cost_table(results: QueryLatencyResult) -> Table | None:
     """Index count, index size and insert throughput [CI] of the three index sets."""
-    rec = results.get("recommended")
-    if not rec:
+    rec = results["recommended"]
+    if rec is None:
         return None
-    w, sizes = rec.get("write"), rec["sizes"]
+    w, sizes = rec["write"], rec["sizes"]
     rows = []
+    sides = {"baseline": w["baseline"], "spec": w["spec"], "recommended": w["recommended"]} if w else {}
     for key in ("baseline", "spec", "recommended"):
-        side = (w or {}).get(key) or {}
-        rows.append([
-            key, sizes["index_count"][key], f"{sizes['index_bytes'][key] / 2**20:.1f}",
-            f"{side['median_rows_per_s']:,.0f}" if side else "–",
-            interval(side.get("median_rows_per_s_ci"), 0) if side else "–",
-            (w or {}).get("batches", {}).get(key, "–"),
-        ])  # fmt: skip
+        cost = [*_rows_per_s(sides[key]), w["batches"][key]] if w else [DASH, DASH, DASH]
+        rows.append([key, sizes["index_count"][key], mb_number(sizes["index_bytes"][key]), *cost])
     note = "insert throughput: rolled-back batches of the application's INSERT, interleaved with the query rounds"
     if w:
         vs = w["recommended_vs_spec"]

@@ -40,6 +40,7 @@ from psycopg.types.json import Jsonb
 
 from psra_bench.exceptions import MeasurementError
 from psra_bench.measure.stats import decide, summarize
+from psra_bench.results import LatencySummary, Throughput, WriteCost
 
 __all__ = [
     "INSERT_VERDICT",
@@ -147,7 +148,7 @@ def vacuum_verdicts(conn: psycopg.Connection[Any]) -> float:
     return time.perf_counter() - started
 
 
-def throughput(rows_per_batch: int, ms: Sequence[float], stats: dict[str, Any]) -> dict[str, Any]:
+def throughput(rows_per_batch: int, ms: Sequence[float], stats: LatencySummary) -> Throughput:
     """Rows/s of each batch, their median with a CI (from the batch-time median's CI ``stats``), min and max."""
     per_batch = [rows_per_batch * 1000.0 / m for m in ms]
     lo, hi = stats["p50_ci"]
@@ -170,7 +171,7 @@ def summarize_write_cost(
     seed: int = 0,
     factor: float = 1.1,
     alpha: float = 0.05,
-) -> dict[str, Any]:
+) -> WriteCost:
     """Batch durations before/after the migration -> stats, rows/s with CIs, the decision and the cost ratio.
 
     ``ratio`` (median batch time after / before) is how many times longer an insert takes with

@@ -30,19 +30,30 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import psycopg
+import redis
 
 from psra_bench.db.ownership import claim, inspect
-from psra_bench.exceptions import ConfigError, MeasurementError, NotOwnedError, ParameterError
+from psra_bench.exceptions import (
+    ConfigError,
+    DatabaseConnectionError,
+    MeasurementError,
+    NotOwnedError,
+    ParameterError,
+)
 from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import start_api_server, stop_api_server
 from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
 from psra_bench.load.open_model import SATURATION_CORES, check_target_url
+from psra_bench.load.params import LoadTestParams
 from psra_bench.load.results import (
     CONFIGURATIONS,
     MAX_FAILURE_RATE,
@@ -52,10 +63,12 @@ from psra_bench.load.results import (
     users_supported,
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
-from psra_bench.results import LoadTestResult
+from psra_bench.results import ConfigurationResult, LoadTestResult, OpenModel
 from psra_bench.settings import LiveSettings, Settings, redact
 
 __all__ = ["CONFIGURATIONS", "run_configuration", "run_load", "run_external_load"]
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -191,7 +204,7 @@ def _serve_and_load(
 
 def run_configuration(
     settings: LiveSettings, name: str, plan: LoadPlan, output_dir: str | Path, namespace: str
-) -> dict[str, Any]:
+) -> ConfigurationResult:
     """One configuration end to end on a clone of the dataset: migrate, serve, step load, open model."""
     from psra_bench.db.migrate import migrate_down, migrate_up
 
@@ -251,7 +264,7 @@ def run_configuration(
                 "files",
             )
         },
-        "open": opened,
+        "open": cast(OpenModel, opened),  # the open-model process's JSON summary, with this window's resources
         "cache_stats": stats,
         "timings_s": timings,
     }
@@ -301,7 +314,9 @@ def _fingerprint(settings: LiveSettings, params: dict[str, Any], dataset: Any) -
             return environment_fingerprint(
                 settings=settings, conn=conn, redis_client=client, params=params, dataset=data
             )
-    except Exception:  # a fingerprint must never cost the measurement
+    except (psycopg.Error, redis.RedisError, DatabaseConnectionError, OSError) as e:
+        # a server gone at the end must not cost the measured run; any other error is a bug and propagates
+        log.warning("no environment fingerprint for this load run (%s: %s)", type(e).__name__, redact(str(e)))
         return None
     finally:
         client.close()
@@ -309,29 +324,29 @@ def _fingerprint(settings: LiveSettings, params: dict[str, Any], dataset: Any) -
 
 def run_load(
     settings: LiveSettings,
+    params: LoadTestParams | None = None,
     *,
-    users: int,
-    spawn_rate: float,
-    duration: float,
-    arrival_rate: float,
-    configurations: str | Sequence[str],
-    slo_p95_ms: float,
-    output_dir: str | Path,
-    quick: bool = False,
-    dataset: Any = None,
-    **plan_options: Any,
+    dataset: object = None,
+    **options: Any,
 ) -> LoadTestResult:
     """Load-test every configuration (baseline/indexes/cache/both) and save ``04_load_test.json``.
 
-    ``configurations`` is a list of names or a comma-separated string ("all" = all four).
-    ``plan_options`` go to :meth:`LoadPlan.make` (steps, settle_s, think_s, processes, tenants,
-    seed, open_max_in_flight, request_timeout_s). ``quick`` uses two steps (users, 2 × users).
-    Steps above ``users`` stop early once one has a p95 over 3 × the SLO. The dataset database
-    is only read (each configuration runs on a copy of it); ``dataset`` (a workbench.Dataset)
-    is recorded in the fingerprint.
+    ``params`` (default :attr:`LoadTestParams.NOTEBOOK`) with the ``options`` that are its fields
+    applied (``users=…``, ``configurations=["cache"]``, ``output_dir=…``; checked before any work);
+    the other ``options`` go to :meth:`LoadPlan.make` (steps, settle_s, think_s, processes, tenants,
+    open_max_in_flight, request_timeout_s). ``seed`` also seeds the request mix; ``quick`` uses two
+    steps (users, 2 × users). Steps above ``users`` stop early once one has a p95 over 3 × the SLO.
+    The dataset database is only read (each configuration runs on a copy of it); ``dataset`` (a
+    workbench.Dataset) is recorded in the fingerprint.
     """
     from psra_bench.workbench import save_results
 
+    fields = {k: v for k, v in options.items() if k in LoadTestParams.model_fields}
+    plan_options = {k: v for k, v in options.items() if k not in fields}
+    params = (params or LoadTestParams.NOTEBOOK).replace(**fields)
+    users, spawn_rate, duration, arrival_rate = params.users, params.spawn_rate, params.duration, params.arrival_rate
+    configurations, slo_p95_ms, quick = params.configurations, params.slo_p95_ms, params.quick
+    output_dir = params.output_dir
     plan = LoadPlan.make(
         users=users,
         spawn_rate=spawn_rate,
@@ -339,6 +354,7 @@ def run_load(
         arrival_rate=arrival_rate,
         slo_p95_ms=slo_p95_ms,
         quick=quick,
+        seed=params.seed,
         **plan_options,
     )
     names = resolve_configurations(configurations)
@@ -390,7 +406,7 @@ def run_external_load(
     duration: float,
     slo_p95_ms: float,
     output_dir: str | Path,
-    quick: bool = False,
+    quick: bool,
     admin_token: str | None = None,
     **plan_options: Any,
 ) -> dict[str, Any]:

@@ -74,7 +74,9 @@ def plot_latency(results: Mapping[str, Any], output_dir: str | os.PathLike[str])
         ax.set_title(titles[model])
         ax.legend()
     axes[0].set_ylabel("latency, ms (HdrHistogram, log scale)")
-    verdicts = ((results.get("fingerprint") or {}).get("dataset") or {}).get("verdicts")
+    fingerprint: Mapping[str, Any] = results["fingerprint"] or {}
+    dataset: Mapping[str, Any] = fingerprint.get("dataset") or {}
+    verdicts = dataset.get("verdicts")
     scale = f" — {verdicts:,} verdicts" if verdicts is not None else ""
     fig.suptitle(f"API latency percentiles per configuration{scale}")
     fig.tight_layout()
@@ -100,7 +102,7 @@ def plot_steps(results: Mapping[str, Any], output_dir: str | os.PathLike[str]) -
             ax.annotate(
                 f"n={s['overall']['n']}", (s["users"], y), fontsize=7, textcoords="offset points", xytext=(3, 3)
             )
-            if (s.get("generator") or {}).get("saturated"):
+            if "generator" in s and s["generator"]["saturated"]:
                 ax.scatter([s["users"]], [y], marker="x", s=80, color="k")
     ax.axhline(slo, color="tab:red", linestyle="--", label=f"SLO p95 {slo:g} ms")
     ax.set_xscale("log", base=2)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from psra_bench.constants import MAX_VERDICTS
 from psra_bench.exceptions import ParameterError
 from psra_bench.load.open_model import SATURATION_CORES
 from psra_bench.load.request_mix import DASHBOARD, REPORT
-from psra_bench.results import OverallRow
+from psra_bench.measure.format import DASH, ms, number, percent
+from psra_bench.results import GeneratorFlags, LoadStep, LoadTestResult, OverallRow, UsersSupported
 from psra_bench.table import Table
 
 __all__ = [
@@ -24,12 +24,16 @@ __all__ = [
     "MAX_FAILURE_RATE",
     "SMALL_N",
     "resolve_configurations",
-    "check_notebook_params",
     "generator_flags",
     "users_supported",
     "change",
     "overall_table",
     "format_table",
+    "OVERALL_CLAIMS",
+    "overall_system_table",
+    "configuration_table",
+    "step_table",
+    "load_result_tables",
 ]
 
 #: Configuration name -> (index migration applied, cache enabled).
@@ -47,11 +51,12 @@ SMALL_N = 30
 
 def resolve_configurations(value: str | Sequence[str]) -> list[str]:
     """Configuration names from a list or a comma-separated string ("all" = all four, in order)."""
-    from psra_bench.workbench import check_choice
-
     if isinstance(value, str):
         value = list(CONFIGURATIONS) if value.strip() == "all" else [v.strip() for v in value.split(",") if v.strip()]
-    names = check_choice("configurations", list(value), list(CONFIGURATIONS))
+    names = list(value)
+    for name in names:
+        if name not in CONFIGURATIONS:
+            raise ParameterError("configurations", name, "one of " + ", ".join(CONFIGURATIONS))
     if not names:
         raise ParameterError("configurations", value, "at least one of " + ", ".join(CONFIGURATIONS) + " (or all)")
     if len(set(names)) != len(names):
@@ -59,40 +64,10 @@ def resolve_configurations(value: str | Sequence[str]) -> list[str]:
     return names
 
 
-def check_notebook_params(
-    *,
-    users: Any,
-    spawn_rate: Any,
-    duration: Any,
-    arrival_rate: Any,
-    slo_p95_ms: Any,
-    configurations: Any,
-    verdicts: Any,
-    seed: Any,
-    quick: Any,
-) -> list[str]:
-    """Validate notebook 04's parameters before any work starts; return the configuration names."""
-    from psra_bench.workbench import check_positive_int, check_positive_number
-
-    check_positive_int("users", users, 100_000)
-    for name, value in (
-        ("spawn_rate", spawn_rate),
-        ("duration", duration),
-        ("arrival_rate", arrival_rate),
-        ("slo_p95_ms", slo_p95_ms),
-    ):
-        check_positive_number(name, value)
-    check_positive_int("verdicts", verdicts, MAX_VERDICTS)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ParameterError("seed", seed, "a whole number >= 0")
-    if not isinstance(quick, bool):
-        raise ParameterError("quick", quick, "True or False")
-    return resolve_configurations(configurations)
-
-
-def generator_flags(resources: Mapping[str, Any]) -> dict[str, Any]:
+def generator_flags(resources: Mapping[str, Any]) -> GeneratorFlags:
     """The load generator's CPU in a window and whether one of its processes was saturated (> 0.9 core)."""
-    gen = (resources.get("groups") or {}).get("generator")
+    groups: Mapping[str, Any] = resources.get("groups") or {}
+    gen = groups.get("generator")
     if not gen:
         return {"cpu_cores": None, "busiest_process_cores": None, "saturated": None}
     return {
@@ -104,7 +79,7 @@ def generator_flags(resources: Mapping[str, Any]) -> dict[str, Any]:
 
 def users_supported(
     steps: Sequence[Mapping[str, Any]], slo_p95_ms: float, max_failure_rate: float = MAX_FAILURE_RATE
-) -> dict[str, Any]:
+) -> UsersSupported:
     """The highest user count up to which every step met p95 <= SLO with < ``max_failure_rate`` failures.
 
     ``steps`` are step summaries (users, overall p95/n/failure_rate, generator flags). When every
@@ -114,7 +89,7 @@ def users_supported(
     passed: int | None = None
     limited = False
 
-    def answer(first: int | None, reason: str) -> dict[str, Any]:
+    def answer(first: int | None, reason: str) -> UsersSupported:
         return {
             "users_supported": passed,
             "first_failing_users": first,
@@ -127,7 +102,8 @@ def users_supported(
 
     for st in sorted(steps, key=lambda s: s["users"]):
         overall = st["overall"]
-        limited = limited or bool((st.get("generator") or {}).get("saturated"))
+        flags: Mapping[str, Any] = st.get("generator") or {}
+        limited = limited or bool(flags.get("saturated"))
         p95 = overall.get("p95_ms")
         if not overall.get("n") or p95 is None:
             return answer(st["users"], "no successful requests")
@@ -270,14 +246,15 @@ def overall_table(
     return rows
 
 
-def _cell(value: Any, unit: str) -> str:
+def _cell(value: float | None, unit: str) -> str:
+    """A measured value of an overall row in its unit: shares as percentages, ms by the ms rule, else a number."""
     if value is None:
-        return "–"
+        return DASH
     if unit == "share":
-        return f"{value:.2%}"
-    if isinstance(value, float):
-        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
-    return f"{value:,}"
+        return percent(value, 2)
+    if unit == "ms":
+        return ms(value)
+    return number(value, 1 if isinstance(value, float) and abs(value) >= 100 else 2)
 
 
 def _n(row: Mapping[str, Any]) -> str:
@@ -286,20 +263,145 @@ def _n(row: Mapping[str, Any]) -> str:
     return "/".join("–" if v is None else f"{v:,}" for v in (row["n_before"], row["n_after"]))
 
 
-def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The table as aligned text: metric, before, after, change, n before/after, unit."""
+def format_table(rows: Sequence[OverallRow]) -> str:
+    """The overall rows as aligned text (what :func:`overall_system_table` shows, without the spec claims)."""
     if not rows:
         return "(no configurations were run)"
-    head = ("metric", rows[0]["before_config"], rows[0]["after_config"], "change", "n", "unit")
+    return _overall(rows, claims=False).text()
+
+
+#: The spec's "Overall System Performance" claims (before → after), shown beside the measured rows.
+OVERALL_CLAIMS: dict[str, str] = {
+    "API Response Time (p50)": "280 → 145 ms",
+    "API Response Time (p95)": "850 → 380 ms",
+    "API Response Time (p99)": "1,450 → 620 ms",
+    "Dashboard Load Time (p50)": "2.8 → 1.1 s (page)",
+    "Report Generation (p50)": "8.5 → 3.8 s (report)",
+    "Concurrent Users Supported": "50 → 120",
+    "Database CPU Usage": "65 % → 38 %",
+    "Memory Usage": "stable → stable",
+}
+
+
+def _with_unit(value: float | None, unit: str) -> str:
+    text = _cell(value, unit)
+    return text if text == DASH or unit == "share" else f"{text} {unit}"
+
+
+def _overall(rows: Sequence[OverallRow], *, claims: bool = True) -> Table:
     body = [
-        (
+        [
             r["metric"],
-            _cell(r["before"], r["unit"]),
-            _cell(r["after"], r["unit"]),
-            r["improvement"] or "–",
-            _n(r),
-            r["unit"],
-        )
+            *([OVERALL_CLAIMS.get(r["metric"], DASH)] if claims else []),
+            _with_unit(r["before"], r["unit"]),
+            _with_unit(r["after"], r["unit"]),
+            r["improvement"] or DASH,
+            _n(r) or DASH,
+            f"{r['before_config']} → {r['after_config']}",
+            r["note"],
+        ]
         for r in rows
     ]
-    return Table.of(head, body).text()
+    columns = ["metric", *(["spec claim"] if claims else []), "measured before", "measured after", "change",
+               "n before/after", "configurations", "note"]  # fmt: skip
+    return Table(
+        columns,
+        body,
+        title="Overall system performance (spec claim vs measured)" if claims else "Overall system performance",
+        note="Latencies from µs-resolution HdrHistograms of every request; n = requests in the measured window.",
+    )
+
+
+def overall_system_table(doc: LoadTestResult) -> Table:
+    """The spec's Overall System Performance table, measured: claim, before, after, change, n, configurations."""
+    return _overall(doc["table"])
+
+
+def _users(us: UsersSupported) -> str:
+    return f"{number(us['users_supported'])}{'+' if us['lower_bound'] else ''}"
+
+
+def configuration_table(doc: LoadTestResult) -> Table | None:
+    """One row per configuration: the headline step's latency and throughput, users supported, the open model."""
+    rows = []
+    for name, c in doc["configurations"].items():
+        closed: LoadStep | None = c["closed"]
+        o = closed["overall"] if closed else {}
+        op = c["open"]
+        open_overall = op["latency"]["overall"] if "latency" in op else {}
+        rows.append(
+            [
+                name,
+                number(o.get("n")),
+                ms(o.get("p50_ms")),
+                ms(o.get("p95_ms")),
+                ms(o.get("p99_ms")),
+                ms(o.get("stdev_ms")),
+                number(o.get("rps"), 1),
+                number(o.get("failure_rate"), 3),
+                _users(c["users_supported"]),
+                ms(open_overall.get("p99_ms")),
+                f"{op.get('late', DASH)}/{op.get('dropped', DASH)}",
+            ]
+        )
+    if not rows:
+        return None
+    columns = ["configuration", "n", "p50 ms", "p95 ms", "p99 ms", "stdev ms", "RPS", "failure rate",
+               "users supported", "open-model p99 ms", "late/dropped"]  # fmt: skip
+    note = (
+        "'+' = every step met the SLO, so the true limit is higher. Open-model latency is measured from each "
+        "request's intended start (coordinated omission shows)."
+    )
+    return Table(columns, rows, title="Per configuration (closed model at the headline user count)", note=note)
+
+
+_GROUP_NAMES = {"api": "the API", "postgres": "PostgreSQL", "redis": "Redis"}
+
+
+def _limit(step: LoadStep, cores: Mapping[str, float | None], slo: float | None) -> str:
+    """Who limits a step: a saturated generator, or (past the SLO) the system under test and its busiest part."""
+    gen = step.get("generator")
+    if gen is not None and gen["saturated"]:
+        return "generator (saturated)"
+    p95 = step["overall"].get("p95_ms")
+    if slo is None or p95 is None or p95 <= slo:
+        return DASH
+    known = {g: c for g, c in cores.items() if c is not None}
+    busiest = _GROUP_NAMES.get(max(known, key=lambda g: known[g]), "") if known else ""
+    return f"system under test (p95 > {slo:g} ms)" + (f"; busiest: {busiest}" if busiest else "")
+
+
+def _step_row(name: str, step: LoadStep, slo: float | None) -> list[Any]:
+    o = step["overall"]
+    resources = step.get("resources")
+    groups: Mapping[str, Mapping[str, Any]] = resources["groups"] if resources else {}
+    cores = {g: groups[g].get("cpu_cores") if g in groups else None for g in _GROUP_NAMES}
+    gen = step.get("generator")
+    return [
+        name, step["users"], number(o.get("n")), ms(o.get("p95_ms")), number(o.get("rps"), 1),
+        number(o.get("failure_rate"), 3), number(cores["api"]), number(cores["postgres"]),
+        number(gen["busiest_process_cores"] if gen else None), _limit(step, cores, slo),
+    ]  # fmt: skip
+
+
+def step_table(doc: LoadTestResult) -> Table | None:
+    """One row per configuration and step: latency, throughput, CPU of the API, PostgreSQL, the generator; the limit."""
+    slo = doc["parameters"].get("slo_p95_ms")
+    rows = [_step_row(name, st, slo) for name, c in doc["configurations"].items() for st in c["steps"]]
+    if not rows:
+        return None
+    columns = ["configuration", "users", "n", "p95 ms", "RPS", "failure rate", "API cores", "PostgreSQL cores",
+               "generator cores", "limited by"]  # fmt: skip
+    note = (
+        "CPU in cores (CPU seconds / window seconds) over each step's measured window. 'generator cores' is the "
+        "busiest Locust process: above 0.9 of a core it is saturated, and then the step's latency includes the "
+        "generator's own delay."
+    )
+    title = "Step load: who limits (CPU of the API, PostgreSQL and the load generator per step)"
+    return Table(columns, rows, title=title, note=note)
+
+
+def load_result_tables(doc: LoadTestResult) -> list[Table]:
+    """Every table of a load test, in the report's order: overall, per configuration, per step."""
+    tables = [overall_system_table(doc), configuration_table(doc), step_table(doc)]
+    return [t for t in tables if t is not None]

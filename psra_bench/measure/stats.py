@@ -1,9 +1,9 @@
-"""Latency statistics, the benchmark loop, the interleaved A/B runner and regression decisions.
+"""Latency statistics, the interleaved A/B schedule and regression decisions.
 
 Method, stated once so every number in a report can be traced back to it:
 
-* **Unit.** Every latency is in milliseconds, measured per call with an integer-nanosecond
-  timer (``time.perf_counter_ns`` unless one is passed in).
+* **Unit.** Every latency is in milliseconds, measured per call by the experiments with an
+  integer-nanosecond timer (``time.perf_counter_ns``).
 * **Percentiles** use numpy's default ``"linear"`` method (Hyndman & Fan type 7): for sorted
   samples ``x[0..n-1]`` the q-th percentile is read at position ``h = (n - 1) * q / 100`` and
   interpolated between ``x[floor(h)]`` and ``x[ceil(h)]``. For 1..100 ms this gives p50 = 50.5,
@@ -22,14 +22,14 @@ Method, stated once so every number in a report can be traced back to it:
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 
 from psra_bench.exceptions import MeasurementError, ParameterError
+from psra_bench.results import DecisionDict, LatencySummary
 
 __all__ = [
     "FASTER",
@@ -39,14 +39,11 @@ __all__ = [
     "PERCENTILE_METHOD",
     "LatencyStats",
     "Decision",
-    "ABResult",
     "percentile",
     "bootstrap_percentile_ci",
     "bootstrap_ratio_ci",
     "summarize",
-    "benchmark_query",
     "ab_schedule",
-    "compare_ab",
     "decide",
     "compare_to_previous",
 ]
@@ -65,9 +62,6 @@ PERCENTILE_METHOD: Final = "linear"
 _DEFAULT_RESAMPLES = 2000
 #: Upper bound on resampled values held in memory at once by the bootstrap (about 32 MB).
 _CHUNK_ELEMENTS = 4_000_000
-
-Timer = Callable[[], int]
-
 
 # --------------------------------------------------------------------------- validation
 
@@ -88,12 +82,6 @@ def _check_factor(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value < math.inf:
         raise ParameterError("factor", value, "use a finite number >= 1 (1.1 means 10 % faster or slower)")
     return float(value)
-
-
-def _check_callable(name: str, value: object, optional: bool = False) -> None:
-    if (value is None and optional) or callable(value):
-        return
-    raise ParameterError(name, value, "use a callable taking no arguments" + (" or None" if optional else ""))
 
 
 def _samples(name: str, values: Sequence[float] | np.ndarray, minimum: int = 2) -> np.ndarray:
@@ -206,7 +194,7 @@ class LatencyStats:
         """The median latency (same as ``p50``)."""
         return self.p50
 
-    def to_dict(self, *, include_samples: bool = True) -> dict[str, Any]:
+    def to_dict(self, *, include_samples: bool = True) -> LatencySummary:
         """A JSON-friendly dict; raw samples included unless ``include_samples=False``."""
         d: dict[str, Any] = {"unit": "ms", "percentile_method": PERCENTILE_METHOD}
         for f in fields(self):
@@ -214,7 +202,7 @@ class LatencyStats:
             d[f.name] = list(value) if isinstance(value, tuple) else value
         if not include_samples:
             del d["samples_ms"]
-        return d
+        return cast("LatencySummary", d)  # every field of the dataclass, tuples as lists
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> LatencyStats:
@@ -263,33 +251,6 @@ def summarize(
     )
 
 
-def _time_calls(func: Callable[[], object], count: int, timer: Timer) -> list[float]:
-    """Call ``func`` ``count`` times; the latency of each call in ms (timer gives nanoseconds)."""
-    out: list[float] = []
-    for _ in range(count):
-        start = timer()
-        func()
-        out.append((timer() - start) / 1e6)
-    return out
-
-
-def benchmark_query(
-    func: Callable[[], object],
-    iterations: int = 100,
-    *,
-    warmup: int = 5,
-    timer: Timer = time.perf_counter_ns,
-    seed: int = 0,
-) -> LatencyStats:
-    """Call ``func`` ``warmup`` times untimed, then ``iterations`` times timed one by one; summarize."""
-    _check_callable("func", func)
-    _check_int("iterations", iterations, 2)
-    _check_int("warmup", warmup, 0)
-    for _ in range(warmup):
-        func()
-    return summarize(_time_calls(func, iterations, timer), seed=seed)
-
-
 # --------------------------------------------------------------------------- decisions
 
 
@@ -326,11 +287,11 @@ class Decision:
         """True when B (the new run) is significantly and materially slower than A."""
         return self.verdict == SLOWER
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> DecisionDict:
         """A JSON-friendly dict with the derived speedup and improvement."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["ratio_ci"] = list(self.ratio_ci) if self.ratio_ci is not None else None
-        return d | {"speedup": self.speedup, "improvement_pct": self.improvement_pct}
+        return cast("DecisionDict", d | {"speedup": self.speedup, "improvement_pct": self.improvement_pct})
 
 
 def _verdict(median_a: float, median_b: float, significant: bool, factor: float) -> str:
@@ -388,7 +349,7 @@ def decide(
 
 def _as_summary(name: str, run: Mapping[str, Any] | LatencyStats) -> dict[str, Any]:
     if isinstance(run, LatencyStats):
-        return run.to_dict()
+        return dict(run.to_dict())
     if not isinstance(run, Mapping):
         raise MeasurementError(f"{name} must be a LatencyStats or its to_dict() output; got {type(run).__name__}")
     return dict(run)
@@ -463,135 +424,3 @@ def ab_schedule(rounds: int, order: str = "abba", *, seed: int = 0) -> tuple[str
             flip = False
         out.extend(("B", "A") if flip else ("A", "B"))
     return tuple(out)
-
-
-@dataclass(frozen=True)
-class ABResult:
-    """An interleaved A/B measurement: stats per side, the decision, and what was actually run."""
-
-    a: LatencyStats
-    b: LatencyStats
-    decision: Decision
-    #: The side of each round in the order executed ("A"/"B").
-    schedule: tuple[str, ...]
-    #: The median latency (ms) of each round, in the order executed (to look for drift).
-    round_medians: tuple[float, ...]
-    rounds: int
-    per_round: int
-    warmup: int
-    order: str
-    seed: int
-
-    @property
-    def ratio(self) -> float:
-        """median_B / median_A."""
-        return self.decision.ratio
-
-    @property
-    def ratio_ci(self) -> tuple[float, float] | None:
-        """Bootstrap confidence interval of median_B / median_A."""
-        return self.decision.ratio_ci
-
-    @property
-    def speedup(self) -> float:
-        """median_A / median_B."""
-        return self.decision.speedup
-
-    @property
-    def improvement_pct(self) -> float:
-        """The spec's (A - B) / A, in percent."""
-        return self.decision.improvement_pct
-
-    @property
-    def p_value(self) -> float | None:
-        """Two-sided Mann-Whitney U p-value."""
-        return self.decision.p_value
-
-    @property
-    def verdict(self) -> str:
-        """'faster' / 'slower' (B relative to A) or 'no significant change'."""
-        return self.decision.verdict
-
-    def to_dict(self, *, include_samples: bool = True) -> dict[str, Any]:
-        """A JSON-friendly dict of the whole comparison."""
-        return {
-            "a": self.a.to_dict(include_samples=include_samples),
-            "b": self.b.to_dict(include_samples=include_samples),
-            "decision": self.decision.to_dict(),
-            "schedule": "".join(self.schedule),
-            "round_medians": list(self.round_medians),
-            "rounds": self.rounds,
-            "per_round": self.per_round,
-            "warmup": self.warmup,
-            "order": self.order,
-            "seed": self.seed,
-        }
-
-
-def compare_ab(
-    func_a: Callable[[], object],
-    func_b: Callable[[], object],
-    *,
-    rounds: int = 10,
-    per_round: int = 20,
-    warmup: int = 5,
-    setup_a: Callable[[], object] | None = None,
-    setup_b: Callable[[], object] | None = None,
-    factor: float = 1.1,
-    alpha: float = 0.05,
-    seed: int = 0,
-    order: str = "abba",
-    timer: Timer = time.perf_counter_ns,
-) -> ABResult:
-    """Measure A against B in interleaved rounds so drift hits both; decide with :func:`decide`.
-
-    ``rounds`` rounds per side of ``per_round`` timed calls each run in :func:`ab_schedule`
-    order. ``setup_a``/``setup_b`` (switch an index, a cache...) run once before every round of
-    their side, and once before that side's warmup (``warmup`` untimed calls of A, then of B;
-    no warmup, no extra setup call).
-    """
-    _check_callable("func_a", func_a)
-    _check_callable("func_b", func_b)
-    _check_callable("setup_a", setup_a, optional=True)
-    _check_callable("setup_b", setup_b, optional=True)
-    _check_int("rounds", rounds, 1)
-    _check_int("per_round", per_round, 1)
-    _check_int("warmup", warmup, 0)
-    if rounds * per_round < 2:
-        raise ParameterError("rounds", rounds, "use rounds * per_round >= 2 so each side has two samples")
-    _check_factor(factor)
-    _check_fraction("alpha", alpha)
-    schedule = ab_schedule(rounds, order, seed=seed)
-    funcs = {"A": func_a, "B": func_b}
-    setups = {"A": setup_a, "B": setup_b}
-
-    if warmup:
-        for side in ("A", "B"):
-            setup = setups[side]
-            if setup is not None:
-                setup()
-            for _ in range(warmup):
-                funcs[side]()
-
-    samples: dict[str, list[float]] = {"A": [], "B": []}
-    round_medians: list[float] = []
-    for side in schedule:
-        setup = setups[side]
-        if setup is not None:
-            setup()
-        times = _time_calls(funcs[side], per_round, timer)
-        samples[side].extend(times)
-        round_medians.append(float(np.median(times)))
-
-    return ABResult(
-        a=summarize(samples["A"], seed=seed),
-        b=summarize(samples["B"], seed=seed),
-        decision=decide(samples["A"], samples["B"], factor, alpha, seed=seed),
-        schedule=schedule,
-        round_medians=tuple(round_medians),
-        rounds=rounds,
-        per_round=per_round,
-        warmup=warmup,
-        order=order,
-        seed=seed,
-    )

@@ -20,14 +20,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from psra_bench.exceptions import MeasurementError
+from psra_bench.measure.format import ms, p_text, times
 from psra_bench.measure.stats import compare_to_previous
-from psra_bench.measure.wording import p_text, times
 from psra_bench.report.history import write_history_page
-from psra_bench.report.sections import SECTION_BUILDERS, fmt
+from psra_bench.report.sections import SECTION_BUILDERS, SECTION_HEADLINES
 from psra_bench.report.summary import findings, recommendations
+from psra_bench.results import LatencySummary, Sections
 from psra_bench.table import Table
 from psra_bench.workbench import check_writable_dir, load_results, save_results
 
@@ -41,6 +42,7 @@ __all__ = [
     "render_markdown",
     "render_html",
     "trend_figures",
+    "read_sections",
     "Report",
 ]
 
@@ -71,16 +73,20 @@ class Report:
 # ----------------------------------------------------------------------------- history
 
 
-def headline_figures(sections: Mapping[str, Any]) -> dict[str, Any]:
+def headline_figures(sections: Sections) -> dict[str, LatencySummary]:
     """The figures a later run compares against: per measured item, its stats dict with samples."""
-    from psra_bench.report.sections import SECTION_HEADLINES
-
-    out: dict[str, Any] = {}
+    out: dict[str, LatencySummary] = {}
     for name, section in sections.items():
-        if section is not None and name in SECTION_HEADLINES:
+        if name in SECTION_HEADLINES:
             for key, stats in SECTION_HEADLINES[name](section).items():
                 out[f"{name}.{key}"] = stats
     return out
+
+
+def read_sections(run_dir: Path) -> Sections:
+    """The section results the notebooks saved in ``run_dir`` (``01_query_latency.json`` …), typed once here."""
+    found = {name: load_results(run_dir, stem) for name, stem in SECTION_FILES}
+    return cast(Sections, {name: section for name, section in found.items() if section is not None})
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
@@ -153,7 +159,7 @@ _REGRESSION_COLUMNS = ["item", "previous p50 ms", "current p50 ms", "slowdown", 
 
 def _regression_rows(report: Report) -> list[list[Any]]:
     return [
-        [r["item"], fmt(r["previous_p50_ms"]), fmt(r["current_p50_ms"]), times(r["slowdown"]), p_text(r["p_value"])]
+        [r["item"], ms(r["previous_p50_ms"]), ms(r["current_p50_ms"]), times(r["slowdown"]), p_text(r["p_value"])]
         for r in report.regressions
     ]
 
@@ -323,20 +329,14 @@ def assemble_report(
     run_dir = check_writable_dir("output_dir", run_dir)
     history_path = check_writable_dir("reports_dir", reports_dir or run_dir.parent) / "history.jsonl"
     (run_dir / "results.json").unlink(missing_ok=True)  # never leave an older results.json to be trusted
-    sections = {name: load_results(run_dir, stem) for name, stem in SECTION_FILES}
-    present = {k: v for k, v in sections.items() if v is not None}
+    present = read_sections(run_dir)
     if not present:
         raise MeasurementError(f"no section results (01…04 *.json) in {run_dir}: run the notebooks first")
-    fingerprint: dict[str, Any] = next((s["fingerprint"] for s in present.values() if s.get("fingerprint")), {})
+    fingerprints = _fingerprints(present)
+    fingerprint = fingerprints[0] if fingerprints else {}
     machine_key = fingerprint.get("machine_key", "unknown")
-    scale = next(
-        (
-            s["fingerprint"]["dataset"].get("verdicts")
-            for s in present.values()
-            if isinstance((s.get("fingerprint") or {}).get("dataset"), dict)
-        ),
-        None,
-    )
+    datasets = [f["dataset"] for f in fingerprints if isinstance(f.get("dataset"), dict)]
+    scale = datasets[0].get("verdicts") if datasets else None
     headline = headline_figures(present)
     history = read_history(history_path)
     previous = previous_comparable(history, machine_key, scale, exclude_run=run_id)
@@ -403,22 +403,34 @@ def assemble_report(
     return results
 
 
-def trend_figures(sections: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+def _fingerprints(sections: Sections) -> list[dict[str, Any]]:
+    """The environment fingerprints of the sections that ran, in section order."""
+    found = [
+        sections["query_latency"]["fingerprint"] if "query_latency" in sections else None,
+        sections["cache"]["fingerprint"] if "cache" in sections else None,
+        sections["ttl"]["fingerprint"] if "ttl" in sections else None,
+        sections["load"]["fingerprint"] if "load" in sections else None,
+    ]
+    return [f for f in found if f]
+
+
+def trend_figures(sections: Sections) -> dict[str, dict[str, float]]:
     """The scalars the history page plots per run: query p50s (spec set), hit rates, API p95s, users supported."""
     out: dict[str, dict[str, float]] = {}
-    q = sections.get("query_latency") or {}
-    if q.get("queries"):
-        out["query_p50_ms"] = {k: v["after"]["p50"] for k, v in q["queries"].items() if v.get("after")}
-    entities = ((sections.get("cache") or {}).get("live") or {}).get("entities") or {}
-    if entities:
-        out["hit_rate"] = {k: e["hit_rate"] for k, e in entities.items() if e.get("hit_rate") is not None}
-    configs = (sections.get("load") or {}).get("configurations") or {}
-    p95 = {k: ((c.get("closed") or {}).get("overall") or {}).get("p95_ms") for k, c in configs.items()}
-    users = {k: (c.get("users_supported") or {}).get("users_supported") for k, c in configs.items()}
-    if any(v is not None for v in p95.values()):
-        out["api_p95_ms"] = {k: float(v) for k, v in p95.items() if v is not None}
-    if any(v is not None for v in users.values()):
-        out["users_supported"] = {k: float(v) for k, v in users.items() if v is not None}
+    if "query_latency" in sections and sections["query_latency"]["queries"]:
+        out["query_p50_ms"] = {k: v["after"]["p50"] for k, v in sections["query_latency"]["queries"].items()}
+    if "cache" in sections:
+        rates = {k: e["hit_rate"] for k, e in sections["cache"]["live"]["entities"].items()}
+        if rates:
+            out["hit_rate"] = {k: r for k, r in rates.items() if r is not None}
+    if "load" in sections:
+        configs = sections["load"]["configurations"]
+        p95 = {k: c["closed"]["overall"].get("p95_ms") if c["closed"] else None for k, c in configs.items()}
+        users = {k: c["users_supported"]["users_supported"] for k, c in configs.items()}
+        if any(v is not None for v in p95.values()):
+            out["api_p95_ms"] = {k: float(v) for k, v in p95.items() if v is not None}
+        if any(v is not None for v in users.values()):
+            out["users_supported"] = {k: float(v) for k, v in users.items() if v is not None}
     return out
 
 

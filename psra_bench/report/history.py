@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from psra_bench.exceptions import ParameterError
-from psra_bench.report.sections import fmt
+from psra_bench.measure.format import number
 from psra_bench.table import Table
 
 __all__ = [
@@ -348,7 +348,7 @@ def _runs_table(comparable: list[Mapping[str, Any]]) -> str:
             regress = f"<td class='regressed'>⚠ {len(flagged)}: {e(names)}</td>"
         else:
             regress = "<td>0</td>"
-        figures = "".join(f"<td>{e(fmt(_number(_trend(entry, g).get(s)), d))}</td>" for g, s, _, d in HEADLINES)
+        figures = "".join(f"<td>{e(number(_number(_trend(entry, g).get(s)), d))}</td>" for g, s, _, d in HEADLINES)
         mode = "quick" if entry.get("quick") else "full"
         rows.append(
             f"<tr><td>{_link(entry)}</td><td>{e(str(entry.get('finished_at', '–')))}</td>"

@@ -8,26 +8,34 @@ execute 05, which assembles ``report.html``, ``report.md`` and — last, atomica
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+from pydantic import field_validator
 
-from psra_bench.constants import MAX_TENANTS, MAX_VERDICTS
 from psra_bench.exceptions import NotebookFailed, ParameterError
-from psra_bench.params import NOTEBOOK_PARAMS, NotebookParams
+from psra_bench.params import (
+    NOTEBOOK_PARAMS,
+    CacheHitRatesParams,
+    LoadTestParams,
+    NotebookParams,
+    QueryLatencyParams,
+)
+from psra_bench.paramspec import ParamModel, field_of, output_dir_param, param, refusal
 from psra_bench.resources import shipped_file
-from psra_bench.workbench import DEFAULT_DATABASE, check_positive_int, check_positive_number, check_writable_dir
+from psra_bench.workbench import SeedParams, check_writable_dir
 
 __all__ = [
     "ReportParams",
     "NOTEBOOKS",
+    "FEEDS",
+    "merge_params",
     "notebook_path",
     "notebook_params",
     "load_params_file",
@@ -40,66 +48,84 @@ NOTEBOOKS: tuple[str, ...] = ("01_query_latency", "02_cache_hit_rates", "03_ttl_
 _SECTIONS = NOTEBOOKS[:-1]
 
 
-@dataclass(frozen=True)
-class ReportParams:
-    """Everything a report run can be told; defaults are the full (≤ 10 min) run."""
+#: Each report parameter that a notebook takes: report field -> (the notebooks, their field).
+FEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "database": (NOTEBOOKS, "database"),
+    "verdicts": (NOTEBOOKS, "verdicts"),
+    "seed": (NOTEBOOKS, "seed"),
+    "iterations": (("01_query_latency",), "iterations"),
+    "rounds": (("01_query_latency",), "rounds"),
+    "cache_requests": (("02_cache_hit_rates", "03_ttl_tuning"), "requests"),
+    "users": (("04_load_test",), "users"),
+    "spawn_rate": (("04_load_test",), "spawn_rate"),
+    "duration": (("04_load_test",), "duration"),
+    "arrival_rate": (("04_load_test",), "arrival_rate"),
+    "slo_p95_ms": (("04_load_test",), "slo_p95_ms"),
+    "quick": (("04_load_test", "05_report"), "quick"),
+    "reports_dir": (("05_report",), "reports_dir"),
+}
 
-    verdicts: int = 1_000_000
-    seed: int = 42
-    tenants: int = 200
-    database: str = DEFAULT_DATABASE
-    #: Query latency: timed calls per query per round, and A/B rounds (each round rebuilds the indexes).
-    iterations: int = 20
-    rounds: int = 2
-    #: Cache replay: requests in the trace.
-    cache_requests: int = 8_000
-    #: Load test: users, spawn rate, seconds per configuration, open-model arrival rate, p95 SLO.
-    users: int = 20
-    spawn_rate: float = 10.0
-    duration: int = 8
-    arrival_rate: float = 50.0
-    slo_p95_ms: float = 200.0
-    sections: tuple[str, ...] = _SECTIONS
-    reports_dir: str = "reports"
-    quick: bool = False
+
+def _from_notebooks(preset: str) -> dict[str, Any]:
+    """The report's values of ``preset`` ("quick", "full"): those of the notebooks' own presets."""
+    values: dict[str, Any] = {}
+    for key, (names, name) in FEEDS.items():
+        if key in ("quick", "reports_dir"):
+            continue
+        values[key] = getattr(NOTEBOOK_PARAMS[names[0]].preset(preset), name)
+    return values
+
+
+_FULL = _from_notebooks("full")
+_QL, _CH, _LT = QueryLatencyParams, CacheHitRatesParams, LoadTestParams
+
+
+class ReportParams(ParamModel):
+    """Everything a report run can be told; the defaults are the full (≤ 10 min) run, ``QUICK`` the ``--quick`` one.
+
+    Each field that a notebook takes is that notebook's field (bounds, help, refusal), and its
+    defaults are the notebooks' ``FULL`` / ``QUICK`` presets (:data:`FEEDS`).
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"quick": _from_notebooks("quick") | {"quick": True}}
+
+    verdicts: int = field_of(_QL, "verdicts", _FULL["verdicts"])
+    seed: int = field_of(_QL, "seed", _FULL["seed"], "dataset seed")
+    tenants: int = field_of(SeedParams, "tenants", SeedParams.NOTEBOOK.tenants, "tenants in the dataset")
+    database: str = field_of(_QL, "database", _FULL["database"])
+    iterations: int = field_of(_QL, "iterations", _FULL["iterations"])
+    rounds: int = field_of(_QL, "rounds", _FULL["rounds"])
+    cache_requests: int = field_of(
+        _CH, "requests", _FULL["cache_requests"], "reads in the cache trace (notebooks 02, 03)"
+    )
+    users: int = field_of(_LT, "users", _FULL["users"], "load test users at the headline step")
+    spawn_rate: float = field_of(_LT, "spawn_rate", _FULL["spawn_rate"])
+    duration: float = field_of(_LT, "duration", _FULL["duration"], "load test seconds measured per step")
+    arrival_rate: float = field_of(_LT, "arrival_rate", _FULL["arrival_rate"])
+    slo_p95_ms: float = field_of(_LT, "slo_p95_ms", _FULL["slo_p95_ms"])
+    sections: tuple[str, ...] = param(
+        _SECTIONS, "the sections to run (default all)", allowed="one of " + ", ".join(_SECTIONS)
+    )
+    reports_dir: str = output_dir_param("where run folders and history.jsonl go", "reports")
+    quick: bool = param(False, "a small run (target ≤ 2 minutes)", allowed="True or False")
+
+    @field_validator("sections", mode="before")
+    @classmethod
+    def _sections_as_tuple(cls, value: object) -> object:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("sections")
+    @classmethod
+    def _known_sections(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for s in value:
+            if s not in _SECTIONS:
+                raise refusal(ParameterError("sections", s, "one of " + ", ".join(_SECTIONS)))
+        return value
 
     @classmethod
     def quick_defaults(cls) -> ReportParams:
-        """The small ``--quick`` run (target ≤ 2 minutes on 2 cores)."""
-        return cls(
-            verdicts=20_000,
-            iterations=10,
-            rounds=2,
-            cache_requests=1_000,
-            users=5,
-            spawn_rate=5.0,
-            duration=4,
-            arrival_rate=20.0,
-            quick=True,
-        )
-
-    def validate(self) -> ReportParams:
-        """Check every field (ParameterError naming the first bad one); return self."""
-        check_positive_int("verdicts", self.verdicts, MAX_VERDICTS)
-        check_positive_int("tenants", self.tenants, MAX_TENANTS)
-        check_positive_int("iterations", self.iterations, 100_000)
-        check_positive_int("rounds", self.rounds, 50)
-        check_positive_int("cache_requests", self.cache_requests, 10_000_000)
-        check_positive_int("users", self.users, 10_000)
-        check_positive_int("duration", self.duration, 3600)
-        check_positive_number("spawn_rate", self.spawn_rate)
-        check_positive_number("arrival_rate", self.arrival_rate)
-        check_positive_number("slo_p95_ms", self.slo_p95_ms)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ParameterError("seed", self.seed, "a whole number ≥ 0")
-        for s in self.sections:
-            if s not in _SECTIONS:
-                raise ParameterError("sections", s, "one of " + ", ".join(_SECTIONS))
-        return self
-
-    def replace(self, **changes: Any) -> ReportParams:
-        """A copy with ``changes`` (None values are ignored: an unset CLI flag keeps the default)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """The small ``--quick`` run (target ≤ 2 minutes on 2 cores): :attr:`QUICK`."""
+        return cls.QUICK
 
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
@@ -113,12 +139,10 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
         raise ParameterError("--params", str(path), f"valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ParameterError("--params", str(path), "a YAML mapping of parameter names to values")
-    known = {f.name for f in dataclasses.fields(ReportParams)}
+    known = list(ReportParams.model_fields)
     for key in data:
         if key not in known:
             raise ParameterError("--params key", key, "one of " + ", ".join(sorted(known)))
-    if "sections" in data and isinstance(data["sections"], list):
-        data["sections"] = tuple(data["sections"])
     return data
 
 
@@ -128,29 +152,12 @@ def notebook_path(name: str) -> Path:
 
 
 def notebook_params(name: str, params: ReportParams, run_dir: Path, run_id: str) -> NotebookParams:
-    """What notebook ``name`` is given in this run: its parameter class, filled from the report's parameters."""
-    common: dict[str, Any] = {
-        "output_dir": str(run_dir),
-        "database": params.database,
-        "verdicts": params.verdicts,
-        "seed": params.seed,
-    }
-    specific: dict[str, dict[str, Any]] = {
-        "01_query_latency": {"iterations": params.iterations, "rounds": params.rounds},
-        "02_cache_hit_rates": {"requests": params.cache_requests},
-        "03_ttl_tuning": {"requests": params.cache_requests},
-        "04_load_test": {
-            "users": params.users,
-            "spawn_rate": params.spawn_rate,
-            "duration": params.duration,
-            "arrival_rate": params.arrival_rate,
-            "slo_p95_ms": params.slo_p95_ms,
-            "configurations": "baseline,both" if params.quick else "all",
-            "quick": params.quick,
-        },
-        "05_report": {"run_id": run_id, "reports_dir": params.reports_dir, "quick": params.quick},
-    }
-    return NOTEBOOK_PARAMS[name](**common, **specific[name])
+    """What notebook ``name`` is given in this run: its quick or full preset, with the report's own values (FEEDS)."""
+    values: dict[str, Any] = {"output_dir": str(run_dir)}
+    values |= {theirs: getattr(params, key) for key, (names, theirs) in FEEDS.items() if name in names}
+    if name == "05_report":
+        values["run_id"] = run_id
+    return NOTEBOOK_PARAMS[name].preset("quick" if params.quick else "full").replace(**values)
 
 
 @dataclass
@@ -179,7 +186,6 @@ def run_report(
     from psra_bench.db.ownership import require_owned
     from psra_bench.workbench import ensure_dataset, notebook_settings
 
-    params.validate()
     say = progress or (lambda _msg: None)
     run_id = run_id or new_run_id()
     run_dir = Path(params.reports_dir) / run_id
@@ -226,5 +232,6 @@ def run_report(
 
 
 def merge_params(base: ReportParams, file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> ReportParams:
-    """Defaults < params file < command-line flags; validated."""
-    return base.replace(**dict(file_values)).replace(**dict(flags)).validate()
+    """Defaults < params file < command-line flags, validated; a None (an unset flag, an empty key) keeps the value."""
+    values = {k: v for k, v in file_values.items() if v is not None} | {k: v for k, v in flags.items() if v is not None}
+    return base.replace(**values)
