@@ -20,12 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from psra_bench.constants import MAX_TENANTS, MAX_VERDICTS
-from psra_bench.db.ownership import claim, require_owned
-from psra_bench.db.reference import prepare_database
-from psra_bench.db.seed import seed_database
 from psra_bench.exceptions import ParameterError
-from psra_bench.infra import postgres as db
-from psra_bench.infra.embedded import ensure_services
 from psra_bench.paramspec import DATABASE_PATTERN, DEFAULT_DATABASE, ParamModel, check_writable_dir, param
 from psra_bench.settings import LiveSettings, Settings
 
@@ -87,6 +82,11 @@ def notebook_settings(database: str | None = DEFAULT_DATABASE, **overrides: Any)
     """
     if database is not None and not re.match(DATABASE_PATTERN, database):
         raise ParameterError("database", database, "a lower-case PostgreSQL name (letters, digits, _), not a DSN")
+    # The servers' modules load here, not at import: the CLI imports SeedParams from this module.
+    from psra_bench.db.ownership import claim
+    from psra_bench.infra import postgres as db
+    from psra_bench.infra.embedded import ensure_services
+
     settings = ensure_services(Settings.from_env())
     if database is not None:
         created = False
@@ -112,6 +112,11 @@ def ensure_dataset(
     """
     check_positive_int("verdicts", verdicts, MAX_VERDICTS)
     check_positive_int("tenants", tenants, MAX_TENANTS)
+    from psra_bench.db.ownership import require_owned
+    from psra_bench.db.reference import prepare_database
+    from psra_bench.db.seed import seed_database
+    from psra_bench.infra import postgres as db
+
     require_owned(settings, action)
     name = settings.db_dsn.rsplit("/", 1)[-1].split("?")[0]
     with db.connect(settings.db_dsn, autocommit=True) as conn:
