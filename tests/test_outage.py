@@ -470,7 +470,7 @@ def test_job_store_outage(api: Api) -> None:
     assert 1 <= api.log.count(down) <= api.workers and api.log.count(up) == api.log.count(down), api.log.text()
     assert "Traceback" not in api.log.text(), api.log.text()[-4000:]
     # the in-process job workers: one line each when their polls start failing, not one per poll
-    quiet = Counter(ln.split(":")[0] for ln in api.log.lines if "the job store is not answering" in ln)
+    quiet = Counter(ln.split(": the job store")[0] for ln in api.log.lines if "the job store is not answering" in ln)
     assert all(n == 1 for n in quiet.values()) and "dequeue failed (" not in api.log.text(), api.log.text()[-4000:]
     statuses = [a for a in traffic.answers() if a.route == "job status (job store)" and a.ok]
     assert all(a.body["job_id"] == job_id for a in statuses)  # the job submitted before the kill survived it
