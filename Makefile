@@ -34,11 +34,16 @@ report-quick: install
 
 # Tests and the notebooks they run share one embedded server pair in the checkout.
 TEST_HOME ?= $(CURDIR)/.psra-bench/test-home
+# Two pytest workers (pytest-xdist): most tests wait on servers and child processes, so two share
+# the two cores well. A module's tests stay on one worker, and so do the notebooks (tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 ## The test suite (and every notebook, under nbval) on the embedded PostgreSQL 18 + Valkey
 ## (or on PSRA_DB_DSN / REDIS_URL when set).
 test: install browser
-	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} $(BIN)/python -m pytest $(ARGS)
+	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} $(PYTEST) $(ARGS)
 
 ## The suite REPEAT times in a row (default 3), stopping at the first failure: a flaky test shows here.
 REPEAT ?= 3
@@ -56,7 +61,7 @@ test-busy: install
 ## The same suite against real servers (PostgreSQL 15 and Redis 7 on this machine by default).
 test-servers: install browser
 	PSRA_BENCH_HOME=$${PSRA_BENCH_HOME:-$(TEST_HOME)} PSRA_DB_DSN=$(SERVER_DSN) REDIS_URL=$(SERVER_REDIS) \
-		$(BIN)/python -m pytest $(ARGS)
+		$(PYTEST) $(ARGS)
 
 lint: install
 	$(BIN)/ruff check psra_bench tests benchmarks loadtests

@@ -53,6 +53,16 @@ def _cleanup(settings: Settings) -> None:
             client.close()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for ``pytest -n N --dist loadgroup``: a module's tests share one worker (and its
+    module-scoped databases and apps), and the notebooks, which all seed the report's database
+    (``psra_bench_report``), run one after another on one worker."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = "notebooks" if path.startswith("notebooks/") else path
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def server_settings() -> Settings:
     """Settings with concrete endpoints: configured servers, or the embedded ones (started here)."""
