@@ -665,7 +665,7 @@ def test_a_cannot_read_bs_verdict_or_assess_as_b(client: httpx.Client, b_rows: d
 
 
 TENANT_SCOPED = [("GET", route.format(t=A, h="0" * 64), params) for _, route, params in TENANT_ROUTES] + [
-    ("GET", f"/api/verdicts/{uuid.uuid4()}", {}),
+    ("GET", f"/api/verdicts/{uuid.uuid5(uuid.NAMESPACE_URL, 'no-such-verdict')}", {}),  # ids equal in every process
     ("POST", "/api/assessments", {}),
 ]
 
@@ -716,7 +716,7 @@ def test_submit_status_and_cancel_of_a_pending_job(client: httpx.Client) -> None
     assert (again["accepted"], again["outcome"]) == (False, "already_finished")
 
 
-@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "nope", "a*b?[c]", "x" * 300])
+@pytest.mark.parametrize("job_id", [str(uuid.uuid5(uuid.NAMESPACE_URL, "no-such-job")), "nope", "a*b?[c]", "x" * 300])
 def test_unknown_job_is_404(client: httpx.Client, job_id: str) -> None:
     for method, action in (("GET", "status"), ("POST", "cancel")):
         r = client.request(method, f"/api/jobs/{quote(job_id)}/{action}")
