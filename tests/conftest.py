@@ -53,6 +53,7 @@ def _cleanup(settings: Settings) -> None:
             client.close()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the mark into the scheduling group
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Group tests for ``pytest -n N --dist loadgroup``: a module's tests share one worker (and its
     module-scoped databases and apps), and the notebooks, which all seed the report's database
