@@ -35,10 +35,10 @@ report-quick: install
 # Tests and the notebooks they run share one embedded server pair in the checkout.
 TEST_HOME ?= $(CURDIR)/.psra-bench/test-home
 # Two pytest workers (pytest-xdist): most tests wait on servers and child processes, so two share
-# the two cores well. A module's tests stay on one worker, and so do the notebooks (tests/conftest.py).
-# TEST_WORKERS=0 runs the suite in one process.
+# the two cores well. A file's tests (a notebook's cells) stay on one worker, and one notebook runs at
+# a time (a lock in tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 ## The test suite (and every notebook, under nbval) on the embedded PostgreSQL 18 + Valkey
 ## (or on PSRA_DB_DSN / REDIS_URL when set).
