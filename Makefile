@@ -36,7 +36,7 @@ report-quick: install
 TEST_HOME ?= $(CURDIR)/.psra-bench/test-home
 # Two pytest workers (pytest-xdist): most tests wait on servers and child processes, so two share
 # the two cores well. A file's tests (a notebook's cells) stay on one worker, and one notebook runs at
-# a time (a lock in tests/conftest.py). TEST_WORKERS=0 runs the suite in one process.
+# a time (a lock in the root conftest.py). TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
@@ -64,8 +64,8 @@ test-servers: install browser
 		$(PYTEST) $(ARGS)
 
 lint: install
-	$(BIN)/ruff check psra_bench tests benchmarks loadtests
-	$(BIN)/ruff format --check psra_bench tests benchmarks loadtests
+	$(BIN)/ruff check conftest.py psra_bench tests benchmarks loadtests
+	$(BIN)/ruff format --check conftest.py psra_bench tests benchmarks loadtests
 	$(BIN)/mypy
 
 bench: install
