@@ -378,28 +378,35 @@ def _say(api: Api, title: str, report: str, dependency: str) -> None:
 # ----------------------------------------------------------------------------- tests
 
 
-def test_postgres_outage(api: Api) -> None:
-    """pg_ctl stop -m immediate, then start: DB routes 503 (Retry-After) within 2 s, the cached lookup answers."""
-    where = f"127.0.0.1:{api.pg.port}"
-    dependency = "the API's PostgreSQL"
+def _outage(
+    api: Api,
+    dependency: str,
+    port: int,
+    routes: dict[str, Route],
+    needs: list[str],
+    stop: Callable[[], None],
+    start: Callable[[], None],
+) -> tuple[Traffic, str]:
+    """Traffic on ``routes`` while ``stop`` takes ``dependency`` away and ``start`` brings it back.
+
+    Each phase lasts until the test has seen what it needs: every route answered; then the routes
+    in ``needs`` answered 503 and the others 200, and the log said so; then ``needs`` answered again
+    and every API process that logged the outage logged the return. Returns the traffic and the
+    per-phase report that :func:`_check_outage` checked and wrote; the log's lines are checked here.
+    """
+    where = f"127.0.0.1:{port}"
     down, up = f"{dependency} ({where}) is not reachable", f"{dependency} ({where}) answers again"
-    tenant = {"X-Tenant-ID": TENANT}
-    routes: dict[str, Route] = {
-        "hs lookup (cache)": lambda c: c.get("/api/hs/847130"),
-        "agreements (async pool)": lambda c: c.get("/api/agreements"),
-        "tenant verdicts (sync pool)": lambda c: c.get(f"/api/tenants/{TENANT}/verdicts", headers=tenant),
-    }
-    needs, keeps = ["agreements (async pool)", "tenant verdicts (sync pool)"], ["hs lookup (cache)"]
+    keeps = [r for r in routes if r not in needs]
     phases = Phases()
     with Traffic(api.url, routes) as traffic:
         traffic.hold(
             "every route answered", lambda ans: all(sum(a.ok for a in ans if a.route == r) >= 2 for r in routes)
         )
         phases.stop_begin = time.monotonic()
-        api.pg.stop("immediate")
+        stop()
         phases.stop_end = time.monotonic()
         traffic.hold(
-            "the DB routes answered 503 and the cached one 200 while PostgreSQL was down, and the log said so",
+            f"the routes that need {dependency} answered 503 and the others 200 while it was down, and the log said so",
             lambda ans: (
                 all(_count(ans, phases, "during", r, ok=False) >= ENOUGH for r in needs)
                 and all(_count(ans, phases, "during", r, ok=True) >= ENOUGH for r in keeps)
@@ -408,25 +415,38 @@ def test_postgres_outage(api: Api) -> None:
             api.log,
         )
         phases.start_begin = time.monotonic()
-        api.pg.start()
+        start()
         phases.start_end = time.monotonic()
         ready = _ready_after(needs, phases)
         traffic.hold(
-            "every route answered again, and each API process that logged the outage logged the return",
+            "the routes answered again, and each API process that logged the outage logged the return",
             lambda ans: ready(ans) and api.log.count(up) == api.log.count(down),
             api.log,
         )
     report = _check_outage(traffic, phases, needs, keeps, dependency, where)
-    _say(api, "PostgreSQL stopped (-m immediate) and started", report, dependency)
     assert 1 <= api.log.count(down) <= api.workers and api.log.count(up) == api.log.count(down), api.log.text()
-    assert "error connecting" not in api.log.text() and "Traceback" not in api.log.text(), api.log.text()[-4000:]
+    assert "Traceback" not in api.log.text(), api.log.text()[-4000:]
+    return traffic, report
+
+
+def test_postgres_outage(api: Api) -> None:
+    """pg_ctl stop -m immediate, then start: DB routes 503 (Retry-After) within 2 s, the cached lookup answers."""
+    dependency = "the API's PostgreSQL"
+    tenant = {"X-Tenant-ID": TENANT}
+    routes: dict[str, Route] = {
+        "hs lookup (cache)": lambda c: c.get("/api/hs/847130"),
+        "agreements (async pool)": lambda c: c.get("/api/agreements"),
+        "tenant verdicts (sync pool)": lambda c: c.get(f"/api/tenants/{TENANT}/verdicts", headers=tenant),
+    }
+    needs = ["agreements (async pool)", "tenant verdicts (sync pool)"]
+    _, report = _outage(api, dependency, api.pg.port, routes, needs, lambda: api.pg.stop("immediate"), api.pg.start)
+    _say(api, "PostgreSQL stopped (-m immediate) and started", report, dependency)
+    assert "error connecting" not in api.log.text(), api.log.text()[-4000:]
 
 
 def test_job_store_outage(api: Api) -> None:
     """kill -9 of the job store's Redis, then a restart on its AOF: job routes 503, the rest answers, jobs survive."""
-    where = f"127.0.0.1:{api.store.port}"
     dependency = "the job queue's Redis"
-    down, up = f"{dependency} ({where}) is not reachable", f"{dependency} ({where}) answers again"
     with httpx.Client(base_url=api.url, timeout=30) as http:
         submitted = http.post("/api/jobs/assessment/submit", json=SPEC_BODY)
         assert submitted.status_code == 202, submitted.text
@@ -438,37 +458,8 @@ def test_job_store_outage(api: Api) -> None:
         "job status (job store)": lambda c: c.get(f"/api/jobs/{job_id}/status"),
     }
     needs = ["job submit (job store)", "job status (job store)"]
-    keeps = ["hs lookup (cache)", "agreements (PostgreSQL)"]
-    phases = Phases()
-    with Traffic(api.url, routes) as traffic:
-        traffic.hold(
-            "every route answered", lambda ans: all(sum(a.ok for a in ans if a.route == r) >= 2 for r in routes)
-        )
-        phases.stop_begin = time.monotonic()
-        api.store.kill()
-        phases.stop_end = time.monotonic()
-        traffic.hold(
-            "the job routes answered 503 and the others 200 while the job store was down, and the log said so",
-            lambda ans: (
-                all(_count(ans, phases, "during", r, ok=False) >= ENOUGH for r in needs)
-                and all(_count(ans, phases, "during", r, ok=True) >= ENOUGH for r in keeps)
-                and api.log.count(down) >= 1
-            ),
-            api.log,
-        )
-        phases.start_begin = time.monotonic()
-        api.store.start()
-        phases.start_end = time.monotonic()
-        ready = _ready_after(needs, phases)
-        traffic.hold(
-            "the job routes answered again, and each API process that logged the outage logged the return",
-            lambda ans: ready(ans) and api.log.count(up) == api.log.count(down),
-            api.log,
-        )
-    report = _check_outage(traffic, phases, needs, keeps, dependency, where)
+    traffic, report = _outage(api, dependency, api.store.port, routes, needs, api.store.kill, api.store.start)
     _say(api, "job store killed (kill -9) and restarted on its AOF", report, dependency)
-    assert 1 <= api.log.count(down) <= api.workers and api.log.count(up) == api.log.count(down), api.log.text()
-    assert "Traceback" not in api.log.text(), api.log.text()[-4000:]
     # the in-process job workers: one line each when their polls start failing, not one per poll
     quiet = Counter(ln.split(": the job store")[0] for ln in api.log.lines if "the job store is not answering" in ln)
     assert all(n == 1 for n in quiet.values()) and "dequeue failed (" not in api.log.text(), api.log.text()[-4000:]
