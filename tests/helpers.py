@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from psra_bench.settings import Settings
 
-__all__ = ["chromium_path", "cli_env"]
+__all__ = ["chromium_path", "cli_env", "quick_report_argv"]
 
 #: Variables of the caller's environment a child must not inherit: the test names its servers itself.
 _OURS = ("PSRA_", "REDIS_", "CACHE_", "JOBS_", "ENABLE_", "MAX_CONCURRENT_JOBS")
@@ -37,3 +38,18 @@ def cli_env(settings: Settings, dsn: str | None = None, home: Path | None = None
     if home is not None:
         env["PSRA_BENCH_HOME"] = str(home)
     return env | extra
+
+
+def quick_report_argv(params: Path, reports: Path) -> list[str]:
+    """The command line of ``psra-bench report --quick --params PARAMS --reports-dir REPORTS`` in a child Python."""
+    return [
+        sys.executable,
+        "-m",
+        "psra_bench",
+        "report",
+        "--quick",
+        "--params",
+        str(params),
+        "--reports-dir",
+        str(reports),
+    ]

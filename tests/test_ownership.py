@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import papermill
 import pytest
 from click.testing import CliRunner, Result
-from helpers import cli_env
+from helpers import cli_env, quick_report_argv
 
 from psra_bench.cli import cli
 from psra_bench.db import ownership
@@ -104,17 +103,7 @@ def test_report_refuses_a_team_database_before_any_work(team_db: str, env: dict[
     params.write_text(f"database: {_name(team_db)}\nverdicts: 2000\n")
     reports = tmp_path / "reports"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "psra_bench",
-            "report",
-            "--quick",
-            "--params",
-            str(params),
-            "--reports-dir",
-            str(reports),
-        ],
+        quick_report_argv(params, reports),
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers import chromium_path, cli_env
+from helpers import chromium_path, cli_env, quick_report_argv
 
 from psra_bench.cli import cli
 from psra_bench.exceptions import MeasurementError
@@ -42,17 +41,7 @@ def quick_run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> d
         "verdicts: 3000\niterations: 4\ncache_requests: 400\nusers: 2\nduration: 2\ndatabase: psra_bench_report_test\n"
     )
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "psra_bench",
-            "report",
-            "--quick",
-            "--params",
-            str(params),
-            "--reports-dir",
-            str(reports),
-        ],
+        quick_report_argv(params, reports),
         env=cli_env(
             settings, home=tmp_path_factory.mktemp("home"), PSRA_CACHE_NAMESPACE=settings.cache_namespace + "report"
         ),
