@@ -196,6 +196,25 @@ async def test_lost_keys_are_repaired_or_reported_and_nothing_stays_running(
     await check_lost_keys_repaired(q, lost, report)
 
 
+#: KEYS: processing, the queue lists, then a hash per job. ARGV: the number of lists, then the job ids.
+#: Deletes the hash of each job still named by the processing set or a queue list; returns their ids.
+_DELETE_IF_REFERENCED = """
+local lists = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local id, hit = ARGV[i], redis.call('ZSCORE', KEYS[1], ARGV[i])
+  for l = 2, lists + 1 do
+    if not hit and redis.call('LPOS', KEYS[l], id) then hit = true end
+  end
+  if hit then
+    redis.call('DEL', KEYS[lists + i])
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+
 async def _lost_has(q: JobQueue, ids: set[str]) -> bool:
     return ids <= set(await q.lost_jobs())
 
@@ -225,9 +244,11 @@ async def test_random_key_loss_mid_run_ends_every_job_final_or_lost(
             referenced = set(await q.redis.zrange(q.processing_key, 0, -1))
             for prio in JobPriority:
                 referenced.update(await q.redis.lrange(q.queue_keys[prio], 0, -1))
-            for job_id in rng.sample(sorted(referenced), min(3, len(referenced))):
-                await q.redis.delete(q.job_key(job_id))
-                deleted.add(job_id)
+            picked = rng.sample(sorted(referenced), min(3, len(referenced)))
+            # A job may finish between the read above and its deletion, and a finished job's hash is
+            # referenced by nothing: delete only what is still queued or running, in one script.
+            keys = [q.processing_key, *q.queue_keys.values(), *(q.job_key(j) for j in picked)]
+            deleted.update(await q.redis.eval(_DELETE_IF_REFERENCED, len(keys), *keys, len(q.queue_keys), *picked))
             # Known point: the deleted jobs were noticed (a later step could delete the list that
             # still names one, and then nothing in the store would remember it).
             await wait_until(lambda: _lost_has(q, deleted), timeout=30)
