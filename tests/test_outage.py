@@ -42,7 +42,7 @@ import httpx
 import pytest
 import redis
 from outage_servers import OwnPostgres, OwnRedis, postgres_bindir, redis_binary
-from test_api import LiveApp
+from test_api import serving
 from test_cli_serve import Served, _free_port, _start
 
 from psra_bench.cache.keys import scan_unlink_nodes
@@ -526,12 +526,10 @@ def test_an_api_process_that_starts_while_postgres_is_down_answers_503_then_reco
     dsn = pg.create_database("psra_outage_late")
     with db.connect(dsn, autocommit=True) as conn:
         prepare_database(conn)
-    namespace = f"{settings.cache_namespace}late-{uuid.uuid4().hex[:6]}:"
     pg.stop("immediate")
     try:
-        live = LiveApp(settings.replace(db_dsn=dsn, jobs_redis=store.settings, cache_namespace=namespace))
-        live.start()  # no traceback, no wait for the database
-        try:
+        # serving() starts the app (no traceback, no wait for the database) and deletes its namespace after
+        with serving(settings.replace(db_dsn=dsn, jobs_redis=store.settings), "late") as live:
             with httpx.Client(base_url=live.url, timeout=30) as http:
                 r = http.get("/api/agreements")
                 assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
@@ -543,14 +541,6 @@ def test_an_api_process_that_starts_while_postgres_is_down_answers_503_then_reco
                 while (r := http.get("/api/agreements")).status_code != 200:
                     assert r.status_code == 503 and time.monotonic() < deadline, r.text
                 assert http.get("/api/agreements").status_code == 200
-        finally:
-            live.stop()
-            assert settings.redis is not None
-            client = redis.Redis(**settings.redis.client_kwargs())
-            try:
-                scan_unlink_nodes([client], namespace + "*")
-            finally:
-                client.close()
     finally:
         if not (pg.pgdata / "postmaster.pid").exists():
             pg.start()

@@ -64,8 +64,9 @@ def handover(ctx: click.Context, database: str | None, yes: bool, release: bool)
     from psra_bench.db import ownership
     from psra_bench.exceptions import ParameterError
     from psra_bench.infra import postgres as db
+    from psra_bench.paramspec import DATABASE_PATTERN
 
-    if database is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+    if database is not None and not re.match(DATABASE_PATTERN, database):
         raise ParameterError(
             "--database", redact(database), "a lower-case PostgreSQL name (letters, digits, _), not a DSN"
         )
@@ -73,27 +74,13 @@ def handover(ctx: click.Context, database: str | None, yes: bool, release: bool)
         raise ParameterError("--yes/--release", "both", "pass at most one of them")
     settings = ready(ctx)
     dsn = settings.db_dsn if database is None else db.with_database(settings.db_dsn, database)
-    with db.connect(dsn, autocommit=True) as conn:
-        found = ownership.inspect(conn)
-        if release:
-            done = ownership.release(conn)
-            click.echo(
-                f"{found.database}: " + ("released; psra-bench no longer writes there" if done else "was not owned")
-            )
-            return
-        if found.owned:
-            click.echo(f"{found.database}: already {found.describe()}")
-            return
-        if found.foreign and not yes:
-            raise ParameterError(
-                "--yes",
-                False,
-                f"given, to hand over {found.database!r}, which holds "
-                + "; ".join(found.foreign)
-                + " (seed, report, the notebooks and the audit may overwrite or drop that)",
-            )
-        ownership.claim(conn, "handed-over")
-    click.echo(f"{found.database}: handed over to psra-bench (`psra-bench handover --release` takes it back)")
+    if release:
+        with db.connect(dsn, autocommit=True) as conn:
+            said = "released; psra-bench no longer writes there" if ownership.release(conn) else "was not owned"
+            click.echo(f"{conn.info.dbname}: {said}")
+        return
+    found = ownership.hand_over(dsn, accept_foreign=yes, confirm="--yes")
+    click.echo(f"{found.database}: {found.describe()} (`psra-bench handover --release` takes it back)")
 
 
 # ----------------------------------------------------------------------------- migrate

@@ -31,7 +31,6 @@ from psra_bench.settings import LiveSettings
 
 __all__ = [
     "CLAIMS",
-    "PSRA_TABLES",
     "Ownership",
     "inspect",
     "ownership",
@@ -45,9 +44,6 @@ __all__ = [
 #: How a database came to be owned (the ``how`` column of ``psra_bench.ownership``).
 CLAIMS = ("created", "embedded", "empty", "handed-over")
 
-#: The baseline schema's tables (``sql/schema.sql``); any other table belongs to someone else.
-PSRA_TABLES = TABLES
-
 _MARKER_DDL = """
 CREATE SCHEMA IF NOT EXISTS psra_bench;
 CREATE TABLE IF NOT EXISTS psra_bench.ownership (
@@ -56,6 +52,14 @@ CREATE TABLE IF NOT EXISTS psra_bench.ownership (
     claimed_by text NOT NULL DEFAULT current_user,
     claimed_at timestamptz NOT NULL DEFAULT now()
 )"""
+
+#: How ``describe`` says each claim.
+_CLAIMED = {
+    "created": "owned by psra-bench: it created it",
+    "embedded": "owned by psra-bench: it seeded it on its own embedded server",
+    "empty": "owned by psra-bench: it was empty when psra-bench first wrote",
+    "handed-over": "owned by psra-bench: handed over by its user",
+}
 
 #: Counting stops here: "more than 1,000,000 rows" is all a refusal needs to say.
 _COUNT_CAP = 1_000_000
@@ -83,8 +87,8 @@ class Ownership:
 
     def describe(self) -> str:
         """One phrase for ``doctor`` and the read-only audit."""
-        if self.owned:
-            return f"owned by psra-bench ({self.how})"
+        if self.how is not None:
+            return _CLAIMED[self.how]
         if not self.foreign:
             return "not owned yet; empty, so psra-bench claims it on its first write"
         return "not owned: " + "; ".join(self.foreign)
@@ -130,12 +134,12 @@ def _foreign(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
     kinds = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table"}
     ours = set()
     for schema, name, kind in tables:
-        if schema == "public" and name in PSRA_TABLES and kind in ("r", "p"):
+        if schema == "public" and name in TABLES and kind in ("r", "p"):
             ours.add(name)
         else:
             out.append(f"{kinds.get(kind, 'relation')} {schema}.{name}")
     capped = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} {} LIMIT %s) AS t")
-    for table in PSRA_TABLES:
+    for table in TABLES:  # the baseline schema's tables; any other table is someone else's
         if table not in ours:
             continue
         ident = sql.Identifier("public", table)
@@ -227,11 +231,23 @@ def require_writable(conn: psycopg.Connection[Any], action: str) -> Ownership:
     )
 
 
-def hand_over(dsn: str) -> Ownership:
-    """The user hands the database of ``dsn`` to psra-bench: later commands may overwrite what it holds."""
+def hand_over(dsn: str, *, accept_foreign: bool = False, confirm: str = "accept_foreign=True") -> Ownership:
+    """The user hands the database of ``dsn`` to psra-bench: later commands may overwrite what it holds.
+
+    A database already owned stays as it is. One that holds data of someone else's is handed over
+    only with ``accept_foreign``; otherwise one sentence lists that data and names ``confirm``, the
+    caller's way of saying yes (``--yes`` on the command line).
+    """
     with db.connect(dsn, autocommit=True) as conn:
         found = inspect(conn)
-        if not found.owned:
-            claim(conn, "handed-over")
-            return Ownership(found.database, "handed-over", found.foreign)
-        return found
+        if found.owned:
+            return found
+        if found.foreign and not accept_foreign:
+            raise NotOwnedError(
+                found.database,
+                "it holds " + "; ".join(found.foreign) + ", which seed, report, the notebooks and the audit may "
+                "overwrite or drop",
+                remedy=f"pass {confirm} to hand it over anyway",
+            )
+        claim(conn, "handed-over")
+        return Ownership(found.database, "handed-over", found.foreign)

@@ -29,7 +29,6 @@ from psra_bench.exceptions import SeedError
 
 __all__ = [
     "SeedResult",
-    "check_seed_args",
     "seed_database",
     "verdict_count",
     "copy_text",
@@ -335,7 +334,7 @@ _COPY_VERDICTS = (
 )
 
 
-def check_seed_args(verdicts: Any, tenants: Any, mode: Any = "refuse") -> None:
+def _check_seed_args(verdicts: Any, tenants: Any, mode: Any = "refuse") -> None:
     """Refuse a bad seed request in one sentence before anything touches a server."""
     if isinstance(verdicts, bool) or not isinstance(verdicts, int) or not 0 <= verdicts <= MAX_VERDICTS:
         raise SeedError(f"--verdicts={verdicts!r} is not valid: use a whole number from 0 to {MAX_VERDICTS:,}.")
@@ -363,7 +362,7 @@ def seed_database(
     nothing is touched), ``force`` (truncate and reseed) or ``append`` (add more rows).
     ``rule_set``: the rules the verdicts cite (default: the 13 vendored ones, as in psra_rules).
     """
-    check_seed_args(verdicts, tenants, mode)
+    _check_seed_args(verdicts, tenants, mode)
     require_writable(conn, "seed")  # a database of someone else's is refused before a row is written
     existing = verdict_count(conn)
     if existing and mode == "refuse":
