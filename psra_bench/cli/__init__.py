@@ -10,7 +10,13 @@ parameter models).
 
 from __future__ import annotations
 
-from psra_bench.cli import data, experiments, servers  # noqa: F401 - each registers its commands on `cli`
+from psra_bench.cli import (  # noqa: F401 - each registers its commands on `cli`
+    data,
+    experiments,
+    servers,
+    trace,
+    workload,
+)
 from psra_bench.cli.base import cli, main
 
 __all__ = ["main", "cli"]
