@@ -36,9 +36,11 @@ from typing import Any, TypedDict
 
 import redis
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
-from psra_bench.cache import keys
+from psra_bench.cache import keys, scripts
+from psra_bench.cache.entities import SpecHelpers
+from psra_bench.cache.scripts import LuaScript
 from psra_bench.cache.stats import CacheStats, CircuitBreaker, keyspace_summary
 from psra_bench.cache.steps import RETRY, Call, Command, Compute, Flight, Marker, Op, Pipeline, Sleep, Sweep
 from psra_bench.exceptions import CacheError, CacheSerializationError
@@ -66,17 +68,10 @@ MISSING: Any = Marker("MISSING")
 STATS_KEY = "psra:cache:stats"
 #: Logical prefix of single-flight locks: ``lock:{key}``.
 LOCK_PREFIX = "lock:"
-#: Compare-and-delete of a single-flight lock: only the holder of the token releases it.
-RELEASE_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-#: Get-or-create of an entity's generation: the token under KEYS[1], or ARGV[1] (a fresh random one) stored there.
-GENERATION_SCRIPT = (
-    "local g = redis.call('get', KEYS[1]) if g then return g end redis.call('set', KEYS[1], ARGV[1]) return ARGV[1]"
-)
-#: Compare-then-set: SET KEYS[2] to ARGV[2] for ARGV[3] ms only while the generation KEYS[1] still holds ARGV[1].
-SET_IF_GENERATION_SCRIPT = (
-    "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
-    "redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3]) return 1"
-)
+#: The texts of the scripts of :mod:`psra_bench.cache.scripts` (sent by SHA1; see there).
+RELEASE_SCRIPT = scripts.RELEASE.text
+GENERATION_SCRIPT = scripts.GENERATION.text
+SET_IF_GENERATION_SCRIPT = scripts.SET_IF_GENERATION.text
 #: What a dead, slow or confused server raises: the services turn these into misses and skipped writes.
 REDIS_ERRORS = (redis.RedisError, RedisClusterException, OSError)
 _TTL_ENTITIES = {"hs_codes", "rules", "assessments", "verdicts", "reports"}
@@ -108,7 +103,7 @@ class CacheOptions(TypedDict, total=False):
     stats_flush_interval: float
 
 
-class CacheCore:
+class CacheCore(SpecHelpers):
     """The cache without its I/O: keys, values, TTLs, counters, breaker, and every operation as an :data:`Op`.
 
     A face passes its ``client`` (None: ``make_client(settings.redis)`` builds one, which the face
@@ -160,9 +155,9 @@ class CacheCore:
         """The stored generation keys of every entity the glob ``pattern`` may match."""
         return [self.namespace + keys.generation_key(e) for e in keys.pattern_entities(pattern)]
 
-    def _atomic_set(self, generation_key: str, full: str) -> bool:
-        """Whether one script may compare the generation and SET the value (always, except across cluster slots)."""
-        return not self._cluster or key_slot(generation_key.encode()) == key_slot(full.encode())
+    def _one_slot(self, *stored_keys: str) -> bool:
+        """Whether one script may touch all these stored keys (always, except across cluster slots)."""
+        return not self._cluster or len({key_slot(k.encode()) for k in stored_keys}) == 1
 
     @staticmethod
     def _token(raw: bytes | str | None) -> str | None:
@@ -248,6 +243,37 @@ class CacheCore:
         self._answered()
         return result
 
+    def _send(self, command: Command) -> Op[Any]:
+        """``command``'s reply; when a flush of the counters is due they travel with it, in the same round trip."""
+        if time.monotonic() - self._last_flush < self.stats_flush_interval:
+            return (yield command)
+        self._last_flush = time.monotonic()
+        pending = self.counters.take_pending()
+        if not pending:
+            return (yield command)
+        try:
+            replies = yield Pipeline((command, *self._stats_commands(pending)), raise_on_error=False)
+        except BaseException:
+            self.counters.restore_pending(pending)
+            raise
+        refused = next((r for r in replies[1:] if isinstance(r, Exception)), None)
+        if refused is not None:  # the stats hash is not a hash (someone else's key): these counts are lost
+            self._failed("other", "HINCRBY", refused)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return replies[0]
+
+    def _script(self, script: LuaScript, stored_keys: tuple[str, ...], args: tuple[Any, ...]) -> Op[Any]:
+        """Run ``script`` by its SHA1 (its text once, when the server answers NOSCRIPT: new, restarted or flushed)."""
+        try:
+            return (yield from self._send(Command("evalsha", (script.sha, len(stored_keys), *stored_keys, *args))))
+        except NoScriptError:
+            return (yield Command("eval", (script.text, len(stored_keys), *stored_keys, *args)))
+
+    def _stats_commands(self, pending: dict[str, int]) -> tuple[Command, ...]:
+        stats_key = self.physical(STATS_KEY)
+        return tuple(Command("hincrby", (stats_key, name, n)) for name, n in pending.items())
+
     def _get(self, key: str, default: Any) -> Op[Any]:
         full = self.physical(key)
         if not self.enabled:
@@ -257,7 +283,7 @@ class CacheCore:
             return default
         started = time.perf_counter()
         try:
-            raw = yield Command("get", (full,))
+            raw = yield from self._send(Command("get", (full,)))  # with the counters, when a flush is due
         except REDIS_ERRORS as e:
             self._failed(entity, "GET", e)
             return default
@@ -266,8 +292,6 @@ class CacheCore:
         hit, value = self._decoded(entity, raw, default)
         if hit or raw is None:
             self.counters.record(entity, "hits" if hit else "misses", elapsed)
-        if time.monotonic() - self._last_flush >= self.stats_flush_interval:
-            yield Call("flush_stats")
         return value
 
     def _set(self, key: str, value: Any, ttl: float | None) -> Op[bool]:
@@ -282,13 +306,19 @@ class CacheCore:
         return True
 
     def _generation(self, key: str) -> Op[str | None]:
-        token = uuid.uuid4().hex
-        raw = yield from self._simple(
-            key,
-            "EVAL generation",
-            lambda _: Command("eval", (GENERATION_SCRIPT, 1, self.generation_physical(key), token)),
-            None,
-        )
+        self.physical(key)
+        gen = self.generation_physical(key)
+        if not self.enabled:
+            return None
+        entity = keys.entity_of(key)
+        if self._skip(entity):
+            return None
+        try:
+            raw = yield from self._script(scripts.GENERATION, (gen,), (uuid.uuid4().hex,))
+        except REDIS_ERRORS as e:
+            self._failed(entity, "EVALSHA generation", e)
+            return None
+        self._answered()
         return self._token(raw)
 
     def _set_if_generation(self, key: str, value: Any, generation: str | None, ttl: float | None) -> Op[bool]:
@@ -300,13 +330,13 @@ class CacheCore:
             return False
         gen = self.generation_physical(key)
         try:
-            if self._atomic_set(gen, full):
-                stored = bool((yield Command("eval", (SET_IF_GENERATION_SCRIPT, 2, gen, full, generation, data, ms))))
+            if self._one_slot(gen, full):
+                stored = bool((yield from self._script(scripts.SET_IF_GENERATION, (gen, full), (generation, data, ms))))
             else:  # cluster, two slots: set, then check; a changed generation takes our own value back
                 yield Command("set", (full, data), {"px": ms})
                 stored = self._token((yield Command("get", (gen,)))) == generation
                 if not stored:
-                    yield Command("eval", (RELEASE_SCRIPT, 1, full, data))
+                    yield from self._script(scripts.RELEASE, (full,), (data,))
         except REDIS_ERRORS as e:
             self._failed(entity, "EVAL set-if-generation", e)
             return False
@@ -406,11 +436,21 @@ class CacheCore:
         return "down" if got is MISSING else ("acquired" if got else "busy")
 
     def _lead(self, key: str, compute: Compute, ttl: float | None, timeout: float) -> Op[Any]:
-        found, value, _ = yield from self._peek(key)  # a flight that just ended may have filled it
+        """Compute ``key`` once among processes: look again, take the lock (or wait for its holder), compute, store.
+
+        Where one script may touch the value, the lock and the generation (a single server, or one
+        cluster slot) the whole miss after its GET is two round trips: :data:`scripts.LEAD` and
+        :data:`scripts.FINISH`. Elsewhere each step is its own command.
+        """
+        lock, token = self.physical(LOCK_PREFIX + key), uuid.uuid4().hex
+        scripted = self._one_slot(self.physical(key), lock, self.generation_physical(key))
+        if scripted:
+            found, value, state, generation = yield from self._first_look(key, lock, token, timeout)
+        else:
+            found, value, _ = yield from self._peek(key)  # a flight that just ended may have filled it
+            state, generation = ("", None) if found else ((yield from self._try_lock(lock, token, timeout)), MISSING)
         if found:
             return value
-        lock, token = self.physical(LOCK_PREFIX + key), uuid.uuid4().hex
-        state = yield from self._try_lock(lock, token, timeout)
         deadline, delay = time.monotonic() + timeout, _POLL_FIRST
         while state == "busy":  # another process computes: wait for its value or its lock to go
             yield Sleep(delay)
@@ -422,15 +462,71 @@ class CacheCore:
                 state = "down"
             elif not held:
                 state = yield from self._try_lock(lock, token, timeout)
+        held_token = token if state == "acquired" else ""
         try:
-            generation = yield Call("generation", (key,))  # before computing: an invalidation from now on voids the set
+            if generation is MISSING:  # before computing: an invalidation from now on voids the set
+                generation = yield Call("generation", (key,))
             value = yield compute
-            yield Call("set_if_generation", (key, value, generation, ttl))
+            if scripted:
+                yield from self._finish(key, value, generation, ttl, lock, held_token)
+                held_token = ""  # FINISH released it (or Redis failed: the lock's own timeout ends it)
+            else:
+                yield Call("set_if_generation", (key, value, generation, ttl))
             return value
         finally:
-            if state == "acquired":
-                release = Command("eval", (RELEASE_SCRIPT, 1, lock, token))
-                yield from self._simple(LOCK_PREFIX, "EVAL release", lambda _: release, 0)
+            if held_token:
+                yield from self._release(lock, held_token)
+
+    def _first_look(self, key: str, lock: str, token: str, timeout: float) -> Op[tuple[bool, Any, str, Any]]:
+        """One round trip (:data:`scripts.LEAD`): (found, value, lock state, generation)."""
+        entity = keys.entity_of(key)
+        if self._skip(entity):
+            return False, None, "down", None
+        px = max(1, round(timeout * 1000))
+        stored = (self.physical(key), lock, self.generation_physical(key))
+        try:
+            reply = yield from self._script(scripts.LEAD, stored, (token, px, uuid.uuid4().hex))
+        except REDIS_ERRORS as e:
+            self._failed(entity, "EVALSHA lead", e)
+            return False, None, "down", None
+        self._answered()
+        if reply[0] == 0:
+            return False, None, "acquired" if reply[2] else "busy", self._token(reply[1])
+        found, value = self._decoded(entity, reply[1], None)
+        if found:
+            return True, value, "", None
+        # a value we cannot read (someone else's): compute and replace it, the step-by-step way
+        return False, None, (yield from self._try_lock(lock, token, timeout)), MISSING
+
+    def _finish(
+        self, key: str, value: Any, generation: str | None, ttl: float | None, lock: str, token: str
+    ) -> Op[bool]:
+        """One round trip (:data:`scripts.FINISH`): store ``value`` unless invalidated since ``generation``, release."""
+        data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
+        if generation is None or self._skip(entity):
+            if token:
+                yield from self._release(lock, token)
+            return False
+        stored_keys = (self.generation_physical(key), self.physical(key), lock)
+        try:
+            stored = bool((yield from self._script(scripts.FINISH, stored_keys, (generation, data, ms, token))))
+        except REDIS_ERRORS as e:
+            self._failed(entity, "EVALSHA finish", e)
+            return False
+        self._answered()
+        self.counters.record(entity, "sets" if stored else "stale")
+        return stored
+
+    def _release(self, lock: str, token: str) -> Op[None]:
+        """Delete the single-flight lock if it still holds ``token`` (compare-and-delete)."""
+        if self._skip("other"):
+            return
+        try:
+            yield from self._script(scripts.RELEASE, (lock,), (token,))
+        except REDIS_ERRORS as e:
+            self._failed("other", "EVALSHA release", e)
+            return
+        self._answered()
 
     # -- stats --------------------------------------------------------------------
     def _flush_stats(self) -> Op[bool]:
@@ -442,9 +538,8 @@ class CacheCore:
         if not self.breaker.allow():
             self.counters.restore_pending(pending)
             return False
-        stats_key = self.physical(STATS_KEY)
         try:
-            yield Pipeline(tuple(Command("hincrby", (stats_key, name, n)) for name, n in pending.items()))
+            yield Pipeline(self._stats_commands(pending))
         except REDIS_ERRORS as e:
             self.counters.restore_pending(pending)
             self._failed("other", "HINCRBY", e)
@@ -487,54 +582,3 @@ class CacheCore:
             "breaker": self.breaker.as_dict(),
             "entities": self.counters.snapshot(),
         }
-
-    # -- the spec's entity helpers, over each face's get / set / invalidate ----------
-    def get(self, key: str, default: Any = None) -> Any:  # overridden by both faces
-        """The cached value of ``key`` or ``default``."""
-        raise NotImplementedError
-
-    def set(self, key: str, value: Any, ttl: float | None = None) -> Any:  # overridden by both faces
-        """Store ``value`` under ``key``."""
-        raise NotImplementedError
-
-    def invalidate(self, entity: str) -> Any:  # overridden by both faces
-        """Delete every key of ``entity``; return the count."""
-        raise NotImplementedError
-
-    def cache_hs_code(self, code: str, data: Any, ttl: float | None = None) -> Any:
-        """Cache one HS code under ``hs:code:{code}`` (TTL: settings.ttl.hs_codes); awaitable on the async service."""
-        return self.set(keys.hs_code_key(code), data, ttl)
-
-    def get_cached_hs_code(self, code: str) -> Any:
-        """The cached HS code, or None."""
-        return self.get(keys.hs_code_key(code))
-
-    def cache_rule(self, rule_id: str, data: Any, ttl: float | None = None) -> Any:
-        """Cache one rule under ``rule:id:{rule_id}`` (TTL: settings.ttl.rules)."""
-        return self.set(keys.rule_key(rule_id), data, ttl)
-
-    def get_cached_rule(self, rule_id: str) -> Any:
-        """The cached rule, or None."""
-        return self.get(keys.rule_key(rule_id))
-
-    def cache_assessment(
-        self, rule_id: str, hs_code: str, origin_country: str, dest_country: str, result: Any, ttl: float | None = None
-    ) -> Any:
-        """Cache one assessment result (TTL: settings.ttl.assessments)."""
-        return self.set(keys.assessment_key(rule_id, hs_code, origin_country, dest_country), result, ttl)
-
-    def get_cached_assessment(self, rule_id: str, hs_code: str, origin_country: str, dest_country: str) -> Any:
-        """The cached assessment result, or None."""
-        return self.get(keys.assessment_key(rule_id, hs_code, origin_country, dest_country))
-
-    def invalidate_hs_codes(self) -> Any:
-        """Delete ``hs:*`` (codes and searches); return the count (awaitable on the async service)."""
-        return self.invalidate("hs_codes")
-
-    def invalidate_rules(self) -> Any:
-        """Delete ``rule:*`` and ``rules:*``; return the count."""
-        return self.invalidate("rules")
-
-    def invalidate_assessments(self) -> Any:
-        """Delete ``assessment:*``; return the count."""
-        return self.invalidate("assessments")

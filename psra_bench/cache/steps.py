@@ -66,13 +66,15 @@ class Pipeline:
     """Commands sent in one round trip (a non-transactional pipeline); the reply is the list of replies."""
 
     commands: tuple[Command, ...]
+    #: False: a command's error is its reply (an exception object in the list), the others still answer.
+    raise_on_error: bool = True
 
     def call(self, client: Any) -> Any:
         """Queue the commands on a pipeline of ``client`` and execute it: the replies, or their awaitable."""
         pipe = client.pipeline(transaction=False)
         for command in self.commands:
             command.call(pipe)
-        return pipe.execute()
+        return pipe.execute(raise_on_error=self.raise_on_error)
 
 
 @dataclass(slots=True)

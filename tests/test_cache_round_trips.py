@@ -1,0 +1,125 @@
+"""What one cache read costs on the wire: a hit is one round trip, a read-through miss three, counters included.
+
+Round trips are counted where they happen, on the client's connections
+(:func:`psra_bench.measure.roundtrips.counting_client`): a pipeline is one. Every test here sets
+``stats_flush_interval=0``, so a flush of the counters is due at every operation and has to travel
+with it; the counters' arrival in the shared hash is checked too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from psra_bench.cache import LOCK_PREFIX, AsyncCacheService, CacheService
+from psra_bench.infra.embedded import start_valkey, stop_valkey
+from psra_bench.measure.roundtrips import RoundTrips, counting_async_client, counting_client
+from psra_bench.settings import Settings
+
+ROW = {"code": "847130", "description": "Portable automatic data-processing machines"}
+
+
+@pytest.fixture
+def counted(namespaced_settings: Settings) -> Iterator[tuple[CacheService, RoundTrips]]:
+    """A cache on the test server whose client counts its round trips; every operation is due to flush."""
+    assert namespaced_settings.redis is not None
+    client, trips = counting_client(namespaced_settings.redis.client_kwargs())
+    service = CacheService(namespaced_settings, client=client, stats_flush_interval=0)
+    yield service, trips
+    service.close()
+    client.close()
+
+
+def _cost(trips: RoundTrips, op: Callable[[], object]) -> int:
+    mark = trips.sent
+    op()
+    return trips.since(mark)
+
+
+def test_a_hit_is_one_round_trip_with_the_counters_in_it(counted: tuple[CacheService, RoundTrips]) -> None:
+    cache, trips = counted
+    cache.get_or_compute("hs:code:847130", lambda: ROW)  # the miss that fills it (and opens the connection)
+    costs = [
+        _cost(trips, lambda: cache.get_or_compute("hs:code:847130", lambda: pytest.fail("recomputed")))
+        for _ in range(5)
+    ]
+    assert costs == [1] * 5
+    shared = cache.cluster_stats()
+    assert shared is not None and shared["hs_codes"]["hits"] >= 4  # the counters did reach the shared hash
+
+
+def test_a_miss_is_three_round_trips_and_leaves_no_lock(counted: tuple[CacheService, RoundTrips]) -> None:
+    cache, trips = counted
+    cache.ping()
+    keys = [f"hs:code:{uuid.uuid4().hex[:6]}" for _ in range(5)]
+    costs = [_cost(trips, lambda k=k: cache.get_or_compute(k, lambda: ROW)) for k in keys]  # type: ignore[misc]
+    assert costs == [3] * 5  # GET (+ counters), LEAD (look again, lock, generation), FINISH (set, release)
+    assert all(cache.get(k) == ROW for k in keys)
+    assert not any(cache.exists(LOCK_PREFIX + k) for k in keys)
+    assert cache.stats()["entities"]["hs_codes"]["sets"] == 5
+
+
+def test_an_invalidation_during_the_computation_keeps_its_value_out(counted: tuple[CacheService, RoundTrips]) -> None:
+    """The generation read by LEAD before computing voids FINISH's set when the entity is invalidated meanwhile."""
+    cache, _ = counted
+
+    def compute_while_invalidated() -> dict[str, str]:
+        cache.invalidate_hs_codes()
+        return ROW
+
+    assert cache.get_or_compute("hs:code:010121", compute_while_invalidated) == ROW
+    assert cache.exists("hs:code:010121") is False
+    assert cache.stats()["entities"]["hs_codes"]["stale"] == 1
+    assert cache.get_or_compute("hs:code:010121", lambda: ROW) == ROW  # the next one stores
+    assert cache.exists("hs:code:010121") is True
+
+
+async def test_the_asyncio_face_costs_the_same(namespaced_settings: Settings) -> None:
+    """The API's face: one round trip per hit, three per miss, counters included."""
+    assert namespaced_settings.redis is not None
+    client, trips = counting_async_client(namespaced_settings.redis.client_kwargs())
+    cache = AsyncCacheService(namespaced_settings, client=client, stats_flush_interval=0)
+
+    async def compute() -> dict[str, str]:
+        return ROW
+
+    try:
+        await cache.ping()
+        for key in ("hs:code:847130", "hs:code:847141"):
+            mark = trips.sent
+            assert await cache.get_or_compute(key, compute) == ROW
+            miss = trips.since(mark)
+            mark = trips.sent
+            assert await cache.get_or_compute(key, compute) == ROW
+            assert (miss, trips.since(mark)) == (3, 1)
+    finally:
+        await cache.aclose()
+        await client.aclose()
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path, namespaced_settings: Settings) -> Iterator[Settings]:
+    """Settings on a Valkey of this test's own: it flushes the server's script cache."""
+    yield namespaced_settings.replace(redis=start_valkey(tmp_path))
+    stop_valkey(tmp_path)
+
+
+def test_a_server_that_forgot_the_scripts_gets_their_text_once(own_valkey: Settings) -> None:
+    assert own_valkey.redis is not None
+    client, trips = counting_client(own_valkey.redis.client_kwargs())
+    cache = CacheService(own_valkey, client=client, stats_flush_interval=0)
+    try:
+        cache.ping()
+        first = _cost(trips, lambda: cache.get_or_compute("rule:id:R1", lambda: {"rule": 1}))
+        assert first == 5  # GET, then LEAD and FINISH each: EVALSHA refused (NOSCRIPT), then EVAL
+        assert _cost(trips, lambda: cache.get_or_compute("rule:id:R2", lambda: {"rule": 2})) == 3
+        redis.Redis(**own_valkey.redis.client_kwargs()).script_flush()  # as after a restart
+        assert _cost(trips, lambda: cache.get_or_compute("rule:id:R3", lambda: {"rule": 3})) == 5
+        assert [cache.get(f"rule:id:R{i}") for i in (1, 2, 3)] == [{"rule": 1}, {"rule": 2}, {"rule": 3}]
+    finally:
+        cache.close()
+        client.close()
