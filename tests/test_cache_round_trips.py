@@ -1,4 +1,5 @@
-"""What one cache read costs on the wire: a hit is one round trip, a read-through miss three, counters included.
+"""What one cache read costs on the wire: a hit is one round trip, a read-through miss three, counters included;
+an assessment hit is one cache read, with no rules lookup and no evaluation.
 
 Round trips are counted where they happen, on the client's connections
 (:func:`psra_bench.measure.roundtrips.counting_client`): a pipeline is one. Every test here sets
@@ -11,13 +12,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from psra_bench.cache import LOCK_PREFIX, AsyncCacheService, CacheService
+from psra_bench.cache import LOCK_PREFIX, AsyncCacheService, CachedDAL, CacheService
+from psra_bench.db.dal import PostgresDAL
+from psra_bench.infra import postgres as db
 from psra_bench.infra.embedded import start_valkey, stop_valkey
 from psra_bench.measure.roundtrips import RoundTrips, counting_async_client, counting_client
+from psra_bench.psra import service as psra_service
+from psra_bench.psra.assessment import assess
+from psra_bench.psra.service import assess_with_cache
 from psra_bench.settings import Settings
 
 ROW = {"code": "847130", "description": "Portable automatic data-processing machines"}
@@ -123,3 +130,68 @@ def test_a_server_that_forgot_the_scripts_gets_their_text_once(own_valkey: Setti
     finally:
         cache.close()
         client.close()
+
+
+#: The CETA polyethylene example by agreement only (no rule named), without a tenant: cached, never stored.
+CETA_BY_AGREEMENT = {
+    "agreement_code": "CETA",
+    "hs_code": "3901.10",
+    "origin_country": "DE",
+    "destination_country": "CA",
+    "assessment_date": "2024-06-01",
+}
+
+
+@pytest.fixture
+def make_counted(namespaced_settings: Settings) -> Iterator[Callable[[], tuple[CacheService, RoundTrips]]]:
+    """Factory: a new cache (as another process would have: no rule choices remembered) counting its trips."""
+    made: list[tuple[CacheService, redis.Redis]] = []
+
+    def make() -> tuple[CacheService, RoundTrips]:
+        assert namespaced_settings.redis is not None
+        client, trips = counting_client(namespaced_settings.redis.client_kwargs())
+        made.append((CacheService(namespaced_settings, client=client, stats_flush_interval=0), client))
+        return made[-1][0], trips
+
+    yield make
+    for service, client in made:
+        service.close()
+        client.close()
+
+
+def test_an_assessment_hit_is_one_cache_read_without_rules_or_evaluation(
+    namespaced_settings: Settings,
+    make_counted: Callable[[], tuple[CacheService, RoundTrips]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    evaluations: list[int] = []
+
+    def counted_assess(*args: Any, **kwargs: Any) -> Any:
+        evaluations.append(1)
+        return assess(*args, **kwargs)
+
+    monkeypatch.setattr(psra_service, "assess", counted_assess)
+    pool = db.create_pool(namespaced_settings, min_size=1, max_size=2)
+
+    def assess_once(cache: CacheService, body: dict[str, object]) -> dict[str, Any]:
+        return assess_with_cache(pool, CachedDAL(PostgresDAL(pool), cache), body, full=False)
+
+    try:
+        first, _ = make_counted()
+        cold = assess_once(first, CETA_BY_AGREEMENT)
+        assert (cold["cached"], cold["rule_id"], len(evaluations)) == (False, "CETA-HS39-001", 1)
+        # Another process has not seen this product's rule: it evaluates once more, then finds the spec's key.
+        other, _ = make_counted()
+        assert assess_once(other, CETA_BY_AGREEMENT)["cached"] is True and len(evaluations) == 2
+        # From then on, in that process, a hit is one cache read: no rules lookup, no evaluation.
+        warm, trips = make_counted()
+        assess_once(warm, CETA_BY_AGREEMENT)
+        mark, runs = trips.sent, len(evaluations)
+        hit = assess_once(warm, CETA_BY_AGREEMENT)
+        assert (hit["cached"], hit["evaluation_id"]) == (True, cold["evaluation_id"])
+        assert (trips.since(mark), len(evaluations)) == (1, runs)
+        # The same product and route with another input is not that hit.
+        changed = assess_once(warm, {**CETA_BY_AGREEMENT, "ex_works_price": 100})
+        assert changed["cached"] is False and len(evaluations) == runs + 1
+    finally:
+        pool.close()

@@ -297,9 +297,8 @@ def cache_hit_results(
         f"Scheduling lag: p50 {sched.get('lag_p50_s', 0):.2f}, p95 {sched.get('lag_p95_s', 0):.2f}, max "
         f"{sched.get('lag_max_s', 0):.2f} simulated s; cache errors {live['cache_errors']}, consistency errors "
         f"{live['consistency_errors']}; {live['verdicts_written']} verdicts written and deleted again.",
-        "assess_with_cache evaluates the rule before it consults the cache (the key does not name the bill of "
-        "materials; the cached input_hash is compared), so an assessment hit saves the INSERT and the SET, "
-        "not the evaluation.",
+        "assess_with_cache finds the key and the request's input_hash before any work, so an assessment hit is "
+        "one cache read: no rules lookup, no evaluation, no INSERT (cache vs computation, as the spec means it).",
     ]
     return {
         "experiment": HIT_RATES,

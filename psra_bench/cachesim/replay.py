@@ -23,9 +23,9 @@ Method (what the figures of notebook 02 mean):
   ``assess_with_cache`` answered ``cached``.
 * **Latency.** Each call is timed whole (``perf_counter_ns``), as a caller sees it: a hit is the
   cache's answer, a miss is the cache's GET plus the database query (or, for an assessment, the
-  evaluation, the INSERT of the verdict) plus the SET. ``assess_with_cache`` evaluates the rule
-  before it asks the cache (the key does not name the bill of materials, so the cached
-  ``input_hash`` is compared), so an assessment hit saves the INSERT and SET, not the evaluation.
+  evaluation, the INSERT of the verdict) plus the SET. ``assess_with_cache`` knows the key and the
+  request's ``input_hash`` before any work, so an assessment hit is one cache read: it saves the
+  rules lookup and the evaluation as well as the INSERT and the SET.
 * **Updates.** A write changes the row in PostgreSQL: an HS description or a rule title gets a
   revision marker. With ``invalidate_on_update`` the write goes through CachedDAL's invalidating
   path (``update_hs_codes``; ``reload_rules`` after a rule update); without, the cache is left

@@ -1,10 +1,16 @@
 """The PSRA service layer: cached assessment, submit-time checks and the one registration of the default job handlers.
 
 An assessment is cached under the spec's key ``assessment:{rule_id}:{hs_code}:{origin}:{dest}``.
-That key does not name the bill of materials, so the cached value carries the ``input_hash``
-of the input it answers, and only a request with the same hash is a hit; a hit returns the
-stored verdict instead of storing a second, identical one. An input without a tenant (the job
-API's short body) is assessed and cached but never stored: its verdict lives in the job result.
+That key does not name the bill of materials, so the cached value carries the hash of the
+normalized request it answers (:func:`~psra_bench.psra.assessment.input_hash`), and only a request
+with the same hash is a hit; a hit returns the stored verdict instead of storing a second,
+identical one. The key and the hash come before any work, so a hit costs one cache read: no rules
+lookup, no evaluation. A request that names its rule has its key at once; one that names only an
+agreement learns its rule from this process's earlier evaluations of the same product, route and
+date (:class:`RuleChoices`), and the first time from the evaluation itself. A remembered choice
+that a rules reload made wrong only points at a key the reload emptied (it drops ``assessment:*``),
+so it costs a miss, never a wrong answer. An input without a tenant (the job API's short body) is
+assessed and cached but never stored: its verdict lives in the job result.
 
 A job's verdict has ids derived from the job (:func:`job_verdict_ids`, uuid5 of the job id), and
 the INSERT does nothing when that evaluation_id is stored already: a job that runs again after
@@ -21,6 +27,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,6 +45,7 @@ from psra_bench.psra.assessment import (
     AssessmentRequest,
     Verdict,
     assess,
+    input_hash,
     parse_input,
     parse_request,
     validate_request,
@@ -53,6 +62,7 @@ from psra_bench.psra.storage import store_verdict, store_verdict_async
 from psra_bench.settings import Settings
 
 __all__ = [
+    "RuleChoices",
     "assess_with_cache",
     "assess_with_cache_async",
     "check_assessment",
@@ -108,15 +118,64 @@ async def _rules_for_async(cached: AsyncCachedDAL, req: AssessmentInput) -> list
 
 #: The one key whose generation every assessment reads first (all assessments are one entity).
 _ANY_ASSESSMENT = assessment_key("any", "00", "XX", "XX")
+#: Products, routes and dates whose rule one process remembers (least recently used forgotten first).
+RULE_CHOICES = 4096
 
 
-def _key_of(verdict: Verdict) -> tuple[str, str, str, str]:
-    return (verdict.rule_id or "none", verdict.hs_code, verdict.origin_country, verdict.destination_country)
+class RuleChoices:
+    """Which rule an agreement's evaluation chose for a product, route and date, as this process last saw it."""
+
+    def __init__(self, size: int = RULE_CHOICES) -> None:
+        self._size = size
+        self._chosen: OrderedDict[tuple[str, ...], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _target(req: AssessmentInput) -> tuple[str, ...]:
+        date = req.assessment_date.isoformat()
+        return (req.agreement_code or "", req.hs_code, req.origin_country, req.destination_country, date)
+
+    def rule_of(self, req: AssessmentInput) -> str | None:
+        """The rule id of the request's cache key: its own, else the one remembered for its target, else None."""
+        if req.rule_id:
+            return req.rule_id
+        with self._lock:
+            rule_id = self._chosen.get(self._target(req))
+            if rule_id is not None:
+                self._chosen.move_to_end(self._target(req))
+            return rule_id
+
+    def remember(self, req: AssessmentInput, verdict: Verdict) -> None:
+        """Note the rule the evaluation of ``req`` chose ("none": no rule applied)."""
+        if req.rule_id:
+            return
+        with self._lock:
+            self._chosen[self._target(req)] = verdict.rule_id or "none"
+            self._chosen.move_to_end(self._target(req))
+            while len(self._chosen) > self._size:
+                self._chosen.popitem(last=False)
 
 
-def _hit(cached_value: Any, verdict: Verdict) -> dict[str, Any] | None:
-    """The cached verdict when ``cached_value`` answers the same input (its input hash), else None."""
-    if isinstance(cached_value, dict) and cached_value.get("input_hash") == verdict.input_hash:
+_choices: weakref.WeakKeyDictionary[Any, RuleChoices] = weakref.WeakKeyDictionary()
+_choices_lock = threading.Lock()
+
+
+def _choices_of(cache: Any) -> RuleChoices:
+    """The rule choices remembered beside one cache (one per cache service: per namespace and database)."""
+    with _choices_lock:
+        found = _choices.get(cache)
+        if found is None:
+            found = _choices[cache] = RuleChoices()
+        return found
+
+
+def _key(req: AssessmentInput, rule_id: str) -> str:
+    return assessment_key(rule_id, req.hs_code, req.origin_country, req.destination_country)
+
+
+def _hit(cached_value: Any, request_hash: str) -> dict[str, Any] | None:
+    """The cached verdict when ``cached_value`` answers the same normalized request (its hash), else None."""
+    if isinstance(cached_value, dict) and cached_value.get("input_hash") == request_hash:
         return {**cached_value["verdict"], "cached": True}
     return None
 
@@ -146,24 +205,26 @@ def assess_with_cache(
     plus ``"cached": bool``.
     """
     req = parse_request(request) if full else parse_input(request)
-    cache = cached.cache
+    cache, choices, request_hash = cached.cache, _choices_of(cached.cache), input_hash(req)
+    rule_id = choices.rule_of(req)
+    if rule_id is not None and (hit := _hit(cache.get(_key(req, rule_id)), request_hash)) is not None:
+        return hit  # one cache read: no rules lookup, no evaluation
     # Read the assessments' generation before the rules: an invalidation while we assess (a rule or
     # HS code changed) then keeps our possibly stale verdict out of the cache.
     generation = cache.generation(_ANY_ASSESSMENT)
     evaluation_id, request_id = ids if ids is not None else (None, None)
     verdict = assess(req, _rules_for(cached, req), evaluation_id=evaluation_id, request_id=request_id)
-    hit = _hit(cache.get_cached_assessment(*_key_of(verdict)), verdict)
-    if hit is not None:
-        return hit
+    choices.remember(req, verdict)
+    key = _key(req, verdict.rule_id or "none")
+    if rule_id is None and (hit := _hit(cache.get(key), request_hash)) is not None:
+        return hit  # another process stored it; this one had not seen the product's rule yet
     if req.tenant_id is not None:
         with pool.connection() as conn, conn.transaction():
             store_verdict(conn, verdict, req)
             if before_commit is not None:
                 before_commit()
     out = verdict_to_dict(verdict)
-    cache.set_if_generation(
-        assessment_key(*_key_of(verdict)), {"input_hash": verdict.input_hash, "verdict": out}, generation
-    )
+    cache.set_if_generation(key, {"input_hash": request_hash, "verdict": out}, generation)
     return {**out, "cached": False}
 
 
@@ -172,24 +233,26 @@ async def assess_with_cache_async(
 ) -> dict[str, Any]:
     """:func:`assess_with_cache` for async callers (the API's synchronous-assessment route): a full request.
 
-    The same steps, each awaited: the assessments' generation, the cached rules, the pure
-    assessment (on the event loop: about 0.2 ms), the cache lookup, then on a miss the verdict's
-    INSERT (with a tenant) and the generation-checked cache write.
+    The same steps, each awaited: the cache lookup when the key is known, else (and on a miss) the
+    assessments' generation, the cached rules, the pure assessment (on the event loop: about
+    0.2 ms), then the verdict's INSERT (with a tenant) and the generation-checked cache write.
     """
     req = parse_request(request)
-    cache = cached.cache
+    cache, choices, request_hash = cached.cache, _choices_of(cached.cache), input_hash(req)
+    rule_id = choices.rule_of(req)
+    if rule_id is not None and (hit := _hit(await cache.get(_key(req, rule_id)), request_hash)) is not None:
+        return hit
     generation = await cache.generation(_ANY_ASSESSMENT)
     verdict = assess(req, await _rules_for_async(cached, req))
-    hit = _hit(await cache.get_cached_assessment(*_key_of(verdict)), verdict)
-    if hit is not None:
+    choices.remember(req, verdict)
+    key = _key(req, verdict.rule_id or "none")
+    if rule_id is None and (hit := _hit(await cache.get(key), request_hash)) is not None:
         return hit
     if req.tenant_id is not None:
         async with pool.connection() as conn, conn.transaction():
             await store_verdict_async(conn, verdict, req)
     out = verdict_to_dict(verdict)
-    await cache.set_if_generation(
-        assessment_key(*_key_of(verdict)), {"input_hash": verdict.input_hash, "verdict": out}, generation
-    )
+    await cache.set_if_generation(key, {"input_hash": request_hash, "verdict": out}, generation)
     return {**out, "cached": False}
 
 
