@@ -1,7 +1,7 @@
 """Cache benchmark: what a hit costs, and what invalidating 100k keys does to other clients.
 
 Run as ``python benchmarks/bench_cache.py`` (settings from the environment; the embedded
-servers are started when none are configured). Two measurements, each printed with n and spread:
+servers are started when none are configured). Three measurements, each printed with n and spread:
 
 1. **Hit latency.** One HS code read three ways, interleaved round by round so drift of a noisy
    machine lands on every side alike: through ``get_cached_hs_code`` (key building, breaker,
@@ -14,18 +14,29 @@ servers are started when none are configured). Two measurements, each printed wi
    key in a loop; its p50/p99/max during each sweep are compared with its idle baseline. Only
    this script uses KEYS, on its own namespace.
 
+3. **Round trips per read-through hit and miss** (``get_or_compute``, the path of the API's HS and
+   rule lookups, with the counters flushed every second as in production): counted on the client's
+   connections (a pipeline is one) and timed, for this checkout and for each ``--variant
+   LABEL=PATH`` (a worktree of an earlier commit), each in its own process
+   (benchmarks/cache_side.py) against the same Redis, in ABAB rounds. Goal: a hit 1, a miss ≤ 4.
+
 A scratch database (schema + reference data) and a fresh Redis namespace are created and removed.
+``--only round-trips`` runs the third measurement alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import multiprocessing.synchronize
+import os
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +51,8 @@ from psra_bench.measure.stats import LatencyStats, bootstrap_ratio_ci, summarize
 from psra_bench.settings import Settings
 
 __all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CODE = "847130"
 ROUNDS = 20
@@ -215,8 +228,84 @@ def invalidation_under_load(settings: Settings, cache: CacheService) -> None:
         print(f"  worst GET during each sweep: {', '.join(f'{w:.2f}' for w in worst)} ms")
 
 
-def main() -> int:
-    """Create a scratch database and namespace, run both measurements, clean up."""
+def _side(label: str, checkout: Path, settings: Settings) -> subprocess.Popen[str]:
+    assert settings.redis is not None
+    env = {**os.environ, "PYTHONPATH": str(checkout), "REDIS_URL": settings.redis.url(),
+           "PSRA_CACHE_NAMESPACE": f"{settings.cache_namespace}{label}:"}  # fmt: skip
+    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB"):
+        env.pop(name, None)
+    side = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "cache_side.py"), str(ROOT / "psra_bench/measure/roundtrips.py")],
+        cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert side.stdout is not None
+    hello = json.loads(side.stdout.readline())
+    if Path(hello["package"]) != (checkout / "psra_bench").resolve():
+        raise SystemExit(f"variant {label}: python imports psra_bench from {hello['package']}, not from {checkout}")
+    return side
+
+
+def _ask(side: subprocess.Popen[str], n: int) -> dict[str, list[float]]:
+    assert side.stdin is not None and side.stdout is not None
+    side.stdin.write(f"{n}\n")
+    side.stdin.flush()
+    answer: dict[str, list[float]] = json.loads(side.stdout.readline())
+    return answer
+
+
+def round_trips(settings: Settings, variants: list[tuple[str, Path]], rounds: int, per_round: int) -> None:
+    """Round trips and latency per hit and per miss, this checkout beside each variant, ABAB."""
+    each = f"{per_round} hits + {per_round} misses"
+    print(f"\n3. Round trips per read-through hit and miss ({rounds} ABAB rounds of {each} per side)")
+    sides = [("this", ROOT), *variants]
+    procs = {label: _side(label, path, settings) for label, path in sides}
+    samples: dict[str, dict[str, list[float]]] = {label: {} for label, _ in sides}
+    try:
+        for r in range(rounds):
+            order = sides if r % 2 == 0 else sides[::-1]
+            for label, _ in order:
+                for name, values in _ask(procs[label], per_round).items():
+                    samples[label].setdefault(name, []).extend(values)
+    finally:
+        for proc in procs.values():
+            assert proc.stdin is not None
+            proc.stdin.write("quit\n")
+            proc.stdin.close()
+            proc.wait(timeout=30)
+    for label, _ in sides:
+        print(f"  {label}:")
+        for kind in ("hit", "miss"):
+            trips = np.array(samples[label][f"{kind}_trips"])
+            print(f"    round trips per {kind}: mean {trips.mean():.3f}, min {trips.min():.0f}, max {trips.max():.0f} "
+                  f"(n={trips.size})")  # fmt: skip
+            print(_fmt(f"{kind} latency", summarize(np.array(samples[label][f"{kind}_ms"]), resamples=500)))
+    for label, _ in variants:
+        for kind in ("hit", "miss"):
+            ours, theirs = np.array(samples["this"][f"{kind}_ms"]), np.array(samples[label][f"{kind}_ms"])
+            ratio = float(np.median(theirs) / np.median(ours))
+            low, high = bootstrap_ratio_ci(ours, theirs, resamples=500)
+            print(f"  {kind} p50, {label} / this: {ratio:.2f}x [95% CI {low:.2f}-{high:.2f}]")
+
+
+def _variant(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    checkout = Path(path).expanduser().resolve()
+    if not sep or not label.isidentifier() or not (checkout / "psra_bench" / "__init__.py").is_file():
+        raise SystemExit(f"--variant {text!r} is not valid: use LABEL=PATH, PATH a psra-bench checkout")
+    return label, checkout
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Create a scratch database and namespace, run the measurements, clean up."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", action="append", default=[], help="LABEL=PATH: an earlier checkout's cache")
+    parser.add_argument("--only", choices=["all", "round-trips"], default="all")
+    parser.add_argument("--rounds", type=int, default=6, help="ABAB rounds of the round-trip comparison (>= 1)")
+    parser.add_argument("--per-round", type=int, default=500, help="hits and misses per side and round (>= 1)")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.per_round < 1:
+        parser.error(f"--rounds {args.rounds} and --per-round {args.per_round}: each must be a whole number >= 1")
+    variants = [_variant(v) for v in args.variant]
     base = ensure_services(Settings.from_env())
     assert base.db_dsn is not None and base.redis is not None
     name = f"psra_bench_cache_{uuid.uuid4().hex[:8]}"
@@ -232,8 +321,10 @@ def main() -> int:
             f"bench_cache: redis {settings.redis!r}, namespace {settings.cache_namespace!r}, "
             f"python {sys.version.split()[0]}, redis-py {redis.__version__}"
         )
-        hit_latency(settings, cache)
-        invalidation_under_load(settings, cache)
+        if args.only == "all":
+            hit_latency(settings, cache)
+            invalidation_under_load(settings, cache)
+        round_trips(settings, variants, args.rounds, args.per_round)
     finally:
         cache.delete_pattern("*")
         cache.reset_stats()

@@ -9,6 +9,9 @@ with it; the counters' arrival in the shared hash is checked too.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -195,3 +198,20 @@ def test_an_assessment_hit_is_one_cache_read_without_rules_or_evaluation(
         assert changed["cached"] is False and len(evaluations) == runs + 1
     finally:
         pool.close()
+
+
+def test_bench_cache_counts_round_trips_beside_another_checkout() -> None:
+    """benchmarks/bench_cache.py's third measurement runs each side in its own process and prints its counts."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_cache.py"), "--only", "round-trips", "--rounds", "2",
+         "--per-round", "20", "--variant", f"again={root}"],
+        capture_output=True, text=True, timeout=300, cwd=root, env=dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("round trips per hit: mean 1.000, min 1, max 1 (n=40)") == 2
+    assert done.stdout.count("round trips per miss: mean 3.000, min 3, max 3 (n=40)") == 2
+    assert "hit p50, again / this:" in done.stdout
+    bad = subprocess.run([sys.executable, str(root / "benchmarks" / "bench_cache.py"), "--variant", "x=/nowhere"],
+                         capture_output=True, text=True, timeout=60, cwd=root)  # fmt: skip
+    assert bad.returncode != 0 and "--variant 'x=/nowhere' is not valid" in bad.stderr
