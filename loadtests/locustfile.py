@@ -33,6 +33,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from psra_bench.db.reference import hs_rows
 from psra_bench.load.request_mix import KIND_WEIGHTS, RequestSpec, Workload, search_words
 from psra_bench.measure.hdr import StageRecorder, write_recording
+from psra_bench.measure.progress import note
 from psra_bench.psra.assessment import default_rules, known_hs_subheadings
 
 _DONE = {"completed", "failed", "cancelled"}
@@ -170,6 +171,17 @@ class StepShape(LoadTestShape):
         overall = stage.histograms.overall() if stage else None
         return bool(overall and overall.count and overall.percentile_ms(95) > self.stop_p95_ms)
 
+    def _tell(self, done: int, message: str) -> None:
+        """A progress event for a report run following this process: where the steps are, the last step's p95."""
+        if self.current >= 0 and self.current != getattr(self, "_told", None):
+            self._told = self.current
+            stage = _State.recorder.stages.get(self.current)
+            overall = stage.histograms.overall() if stage else None
+            if overall and overall.count:
+                p95 = overall.percentile_ms(95)
+                message += f"; {self.steps[self.current]} users: p95 {p95:.1f} ms (n={overall.count:,})"
+        note("load steps", message, done=done, total=len(self.steps))
+
     def tick(self) -> tuple[int, float] | None:
         """The user count of the current step; None after the last step (or an over-threshold step)."""
         if not self._workers_ready():
@@ -178,10 +190,13 @@ class StepShape(LoadTestShape):
         # early from holding a step one second too long.
         index = int((self.get_run_time() + 0.05) // self.step_s)
         if index >= len(self.steps):
+            self._tell(len(self.steps), "all steps done")
             return None
         if index != self.current:
             if self._breached():
+                self._tell(len(self.steps), f"stopped after step {self.current + 1}: p95 over {self.stop_p95_ms:g} ms")
                 return None
+            self._tell(index, f"step {index + 1}/{len(self.steps)}: {self.steps[index]} users")
             previous = self.steps[index - 1] if index else 0
             ramp = abs(self.steps[index] - previous) / self.spawn_rate
             self.current = index

@@ -29,6 +29,8 @@ __all__ = [
     "redact",
     "default_home",
     "admin_token_from_env",
+    "progress_file_from_env",
+    "PROGRESS_FILE_ENV",
     "environ_with",
 ]
 
@@ -314,6 +316,16 @@ def admin_token_from_env(env: Mapping[str, str] | None = None) -> str | None:
             "e.g. the output of python -c 'import secrets; print(secrets.token_urlsafe())'",
         )
     return token
+
+
+#: The file a report run follows for its notebooks' progress (set by the run for its kernels; see measure/progress.py).
+PROGRESS_FILE_ENV = "PSRA_BENCH_PROGRESS"
+
+
+def progress_file_from_env(env: Mapping[str, str] | None = None) -> str | None:
+    """PSRA_BENCH_PROGRESS from ``env`` (``os.environ`` unless given): the progress file of a report run, or None."""
+    env = os.environ if env is None else env
+    return env.get(PROGRESS_FILE_ENV) or None
 
 
 def environ_with(extra: Mapping[str, str]) -> dict[str, str]:

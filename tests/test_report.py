@@ -82,6 +82,12 @@ def test_quick_report_writes_every_file(quick_run: dict[str, Any], settings: Set
         text = path.read_text()
         assert "password" not in text.lower() or '"password": "***"' in text.lower()
     assert "report finished" in quick_run["stdout"]
+    # Where every notebook is, in plain lines (not a terminal); no kernel talks over TCP.
+    err = quick_run["stderr"]
+    assert "query latency: [" in err and "load steps: [" in err and "load test: [" in err, err[-3000:]
+    assert "without encryption" not in err
+    stages = {json.loads(line)["stage"] for line in (run_dir / "progress.jsonl").read_text().splitlines()}
+    assert {"query latency", "load test", "load steps"} <= stages
 
 
 @pytest.mark.slow

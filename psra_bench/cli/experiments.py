@@ -7,6 +7,8 @@ Each option's type, default and help come from the model's field (:mod:`psra_ben
 
 from __future__ import annotations
 
+import shutil
+import sys
 from typing import Any
 
 import click
@@ -210,6 +212,20 @@ def _shown(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _status_line() -> Any:
+    """On a terminal, a status line on stderr rewritten in place (None in a log or under cron: plain lines)."""
+    stream = sys.stderr
+    if not stream.isatty():
+        return None
+
+    def show(text: str) -> None:
+        width = shutil.get_terminal_size().columns - 1
+        stream.write("\r\033[K" + text[:width])
+        stream.flush()
+
+    return show
+
+
 def _report_option(name: str, *flags: str) -> Any:
     """A ``report`` option without a default (an unset flag keeps the preset's or the params file's value)."""
     full, quick = getattr(ReportParams.FULL, name), getattr(ReportParams.QUICK, name)
@@ -275,7 +291,7 @@ def report(
         },
     )
     ready(ctx)
-    run = run_report(params, progress=lambda msg: click.echo(msg, err=True))
+    run = run_report(params, progress=lambda msg: click.echo(msg, err=True), live=_status_line())
     click.echo(f"\nreport finished in {run.seconds:.0f} s: {run.run_dir / 'report.html'}")
     if run.results:
         from psra_bench.report.sections import summary_lines

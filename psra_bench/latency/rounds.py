@@ -38,6 +38,7 @@ from psra_bench.latency.write_cost import (
     verdict_rows,
 )
 from psra_bench.measure.explain import explain_analyze
+from psra_bench.measure.progress import note
 from psra_bench.measure.stats import ab_schedule, decide
 from psra_bench.results import AuditRow
 from psra_bench.settings import LiveSettings
@@ -276,6 +277,7 @@ def run_rounds(settings: LiveSettings, plan: RunPlan, run: Measurements, progres
                 progress(
                     f"round {round_no}/{len(schedule)}: {_LABELS[side]}, {len(run.names)} queries × {p.iterations}"
                 )
+                note("query latency", f"round {round_no}: {_LABELS[side]}", done=round_no - 1, total=len(schedule))
                 for k in order:
                     name = run.names[int(k)]
                     params = generate_params(name, source, p.warmup + p.iterations, p.seed, slot)
@@ -291,5 +293,6 @@ def run_rounds(settings: LiveSettings, plan: RunPlan, run: Measurements, progres
                     # The rolled-back rows sit at the right edge of the time indexes, where the recent-verdict
                     # and dashboard queries read: left there, every later round would read more dead rows.
                     run.vacuum_seconds.append(vacuum_verdicts(observer))
+        note("query latency", "all rounds measured", done=len(schedule), total=len(schedule))
     finally:
         pool.close()

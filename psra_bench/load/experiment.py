@@ -63,6 +63,7 @@ from psra_bench.load.results import (
     users_supported,
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
+from psra_bench.measure.progress import note
 from psra_bench.results import ConfigurationResult, LoadTestResult, OpenModel
 from psra_bench.settings import LiveSettings, Settings, redact
 
@@ -361,7 +362,12 @@ def run_load(
     namespace = _namespace_for(settings)
     out = Path(output_dir) / "04_load_test"
     started = time.time()
-    results = {n: run_configuration(settings, n, plan, out, namespace) for n in names}
+    results: dict[str, ConfigurationResult] = {}
+    for i, name in enumerate(names):
+        what = f"{len(plan.steps)} steps of {plan.step_s:g} s, then {plan.duration_s:g} s open model"
+        note("load test", f"configuration {name} ({i + 1} of {len(names)}): {what}", done=i, total=len(names))
+        results[name] = run_configuration(settings, name, plan, out, namespace)
+    note("load test", "every configuration measured", done=len(names), total=len(names))
     doc: LoadTestResult = {
         "parameters": {
             "users": users,

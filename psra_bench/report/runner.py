@@ -178,12 +178,25 @@ def new_run_id(now: dt.datetime | None = None) -> str:
 
 
 def run_report(
-    params: ReportParams, *, progress: Callable[[str], None] | None = None, run_id: str | None = None
+    params: ReportParams,
+    *,
+    progress: Callable[[str], None] | None = None,
+    live: Callable[[str], None] | None = None,
+    run_id: str | None = None,
 ) -> ReportRun:
-    """Execute the notebooks into ``<reports_dir>/<run-id>/`` and assemble the report."""
+    """Execute the notebooks into ``<reports_dir>/<run-id>/`` and assemble the report.
+
+    ``progress`` gets plain lines: each step, and where each notebook is (a few lines per stage,
+    :mod:`psra_bench.report.progress`); with ``live`` (a terminal's status line, rewritten in
+    place) the notebooks' progress goes there instead. Their events are kept in
+    ``<run-id>/progress.jsonl``.
+    """
+    import tempfile
+
     import papermill
 
     from psra_bench.db.ownership import require_owned
+    from psra_bench.report.progress import ProgressFollower, kernel_manager_class
     from psra_bench.workbench import ensure_dataset, notebook_settings
 
     say = progress or (lambda _msg: None)
@@ -208,22 +221,27 @@ def run_report(
     else:
         say(f"  dataset reused (checksum {dataset.checksum})")
     run = ReportRun(run_id, run_dir, 0.0)
-    for name in names:
-        t0 = time.perf_counter()
-        say(f"  running {name} ...")
-        try:
-            papermill.execute_notebook(
-                str(notebook_path(name)),
-                str(run_dir / f"{name}.ipynb"),
-                parameters=notebook_params(name, params, run_dir, run_id).papermill(),
-                kernel_name="python3",
-                progress_bar=False,
-                cwd=str(Path.cwd()),
-            )
-        except papermill.PapermillExecutionError as e:
-            raise NotebookFailed(name, run_dir / f"{name}.ipynb", f"{e.ename}: {e.evalue}") from None
-        run.notebook_seconds[name] = time.perf_counter() - t0
-        say(f"  {name} done in {run.notebook_seconds[name]:.1f} s")
+    events = run_dir / "progress.jsonl"
+    with tempfile.TemporaryDirectory(prefix="psra-kernel-") as ipc_dir:
+        kernels = kernel_manager_class(Path(ipc_dir), events)
+        for name in names:
+            t0 = time.perf_counter()
+            say(f"  running {name} ...")
+            try:
+                with ProgressFollower(events, say, live=live):
+                    papermill.execute_notebook(
+                        str(notebook_path(name)),
+                        str(run_dir / f"{name}.ipynb"),
+                        parameters=notebook_params(name, params, run_dir, run_id).papermill(),
+                        kernel_name="python3",
+                        progress_bar=False,
+                        cwd=str(Path.cwd()),
+                        kernel_manager_class=kernels,
+                    )
+            except papermill.PapermillExecutionError as e:
+                raise NotebookFailed(name, run_dir / f"{name}.ipynb", f"{e.ename}: {e.evalue}") from None
+            run.notebook_seconds[name] = time.perf_counter() - t0
+            say(f"  {name} done in {run.notebook_seconds[name]:.1f} s")
     run.seconds = time.perf_counter() - started
     from psra_bench.workbench import load_results
 
