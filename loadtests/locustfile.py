@@ -21,6 +21,7 @@ wires them into Locust. The cross-tenant requests send the server's operator tok
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -31,6 +32,8 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 from psra_bench.db.reference import hs_rows
+from psra_bench.exceptions import PsraBenchError
+from psra_bench.load.capacity import CapacitySearch, SearchPlan, Step, step_passed
 from psra_bench.load.request_mix import KIND_WEIGHTS, RequestSpec, Workload, search_words
 from psra_bench.measure.hdr import StageRecorder, write_recording
 from psra_bench.measure.progress import note
@@ -42,6 +45,7 @@ _DONE = {"completed", "failed", "cancelled"}
 # forked after this import and inherit it, so none of them blocks its event loop on it later
 # (a worker that misses its heartbeats for a few seconds is dropped by the master).
 hs_rows(), search_words(), default_rules(), known_hs_subheadings()
+import scipy.stats  # noqa: E402, F401 - a step's p95 CI (measure.hdr) at the first step boundary would import it
 
 
 class _State:
@@ -77,6 +81,12 @@ def _options(parser: Any) -> None:
         type=int,
         default=0,
         help="Step load: never stop early before a step with at least this many users.",
+    )
+    group.add_argument(
+        "--psra-search",
+        default="",
+        help="Step load as a capacity search (psra_bench.load.capacity): "
+        "SLO_P95_MS,HEADLINE_USERS,MEASURE_S,SHORT_S — the --psra-steps are its grid.",
     )
     group.add_argument("--psra-tenants", type=int, default=200, help="Tenants in the seeded dataset.")
     group.add_argument("--psra-seed", type=int, default=42, help="Seed of the request mix.")
@@ -136,7 +146,44 @@ def _write(environment: Any) -> None:
     write_recording(opts.psra_hdr_out, _State.recorder.ordered(), meta, outside_requests=_State.recorder.outside)
 
 
-class StepShape(LoadTestShape):
+class _Steps(LoadTestShape):
+    """What both step loads share: waiting for the workers, and telling a report run where the steps are."""
+
+    abstract = True
+    steps: list[int]
+    current: int
+    started: bool
+
+    def _workers_ready(self) -> bool:
+        """On a master, hold at 0 users until every expected worker finished its set-up (at most 120 s)."""
+        if not self.started:
+            opts = self.runner.environment.parsed_options
+            expected = int(getattr(opts, "expect_workers", 1) or 1) if _runner_kind(self.runner) == "master" else 0
+            if len(_State.ready) < expected and self.get_run_time() < 120:
+                return False
+            self.started = True
+            self.reset_time()
+        return True
+
+    def _overall(self, index: int) -> dict[str, Any]:
+        """Stage ``index``'s overall summary as far as reports have arrived (n, p95, failure rate)."""
+        if _runner_kind(self.runner) == "local":
+            _State.recorder.flush()
+        stage = _State.recorder.stages.get(index)
+        return stage.histograms.summary()["overall"] if stage else {"n": 0}
+
+    def _tell(self, done: int, total: int, message: str, users: int | None = None) -> None:
+        """A progress event for a report run following this process: where the steps are, the last step's p95."""
+        if self.current >= 0 and self.current != getattr(self, "_told", None):
+            self._told = self.current
+            overall = self._overall(self.current)
+            if overall.get("n"):
+                n, p95 = overall["n"], overall["p95_ms"]
+                message += f"; {users or self.steps[self.current]} users: p95 {p95:.1f} ms (n={n:,})"
+        note("load steps", message, done=done, total=total)
+
+
+class StepShape(_Steps):
     """Holds each user count of ``--psra-steps`` for ``--psra-step-seconds``, one measured stage per step."""
 
     abstract = True  # selected in the init event only when --psra-steps is given
@@ -150,37 +197,12 @@ class StepShape(LoadTestShape):
         self.current = -1
         self.started = False
 
-    def _workers_ready(self) -> bool:
-        """On a master, hold at 0 users until every expected worker finished its set-up (at most 120 s)."""
-        if not self.started:
-            opts = self.runner.environment.parsed_options
-            expected = int(getattr(opts, "expect_workers", 1) or 1) if _runner_kind(self.runner) == "master" else 0
-            if len(_State.ready) < expected and self.get_run_time() < 120:
-                return False
-            self.started = True
-            self.reset_time()
-        return True
-
     def _breached(self) -> bool:
         """Whether the stage just finished went over the stop threshold (as far as reports have arrived)."""
         if self.stop_p95_ms <= 0 or self.current < 0 or self.steps[self.current] < self.stop_min_users:
             return False
-        if _runner_kind(self.runner) == "local":
-            _State.recorder.flush()
-        stage = _State.recorder.stages.get(self.current)
-        overall = stage.histograms.overall() if stage else None
-        return bool(overall and overall.count and overall.percentile_ms(95) > self.stop_p95_ms)
-
-    def _tell(self, done: int, message: str) -> None:
-        """A progress event for a report run following this process: where the steps are, the last step's p95."""
-        if self.current >= 0 and self.current != getattr(self, "_told", None):
-            self._told = self.current
-            stage = _State.recorder.stages.get(self.current)
-            overall = stage.histograms.overall() if stage else None
-            if overall and overall.count:
-                p95 = overall.percentile_ms(95)
-                message += f"; {self.steps[self.current]} users: p95 {p95:.1f} ms (n={overall.count:,})"
-        note("load steps", message, done=done, total=len(self.steps))
+        overall = self._overall(self.current)
+        return bool(overall.get("n") and overall["p95_ms"] > self.stop_p95_ms)
 
     def tick(self) -> tuple[int, float] | None:
         """The user count of the current step; None after the last step (or an over-threshold step)."""
@@ -190,18 +212,64 @@ class StepShape(LoadTestShape):
         # early from holding a step one second too long.
         index = int((self.get_run_time() + 0.05) // self.step_s)
         if index >= len(self.steps):
-            self._tell(len(self.steps), "all steps done")
+            self._tell(len(self.steps), len(self.steps), "all steps done")
             return None
         if index != self.current:
             if self._breached():
-                self._tell(len(self.steps), f"stopped after step {self.current + 1}: p95 over {self.stop_p95_ms:g} ms")
+                done = f"stopped after step {self.current + 1}: p95 over {self.stop_p95_ms:g} ms"
+                self._tell(len(self.steps), len(self.steps), done)
                 return None
-            self._tell(index, f"step {index + 1}/{len(self.steps)}: {self.steps[index]} users")
+            self._tell(index, len(self.steps), f"step {index + 1}/{len(self.steps)}: {self.steps[index]} users")
             previous = self.steps[index - 1] if index else 0
             ramp = abs(self.steps[index] - previous) / self.spawn_rate
             self.current = index
             _begin_stage(self.runner.environment, index, self.steps[index], ramp + self.settle)
         return self.steps[index], self.spawn_rate
+
+
+class SearchShape(_Steps):
+    """A capacity search (:mod:`psra_bench.load.capacity`): the grid of ``--psra-steps``, then bisection.
+
+    Each step lasts its ramp from the step before, the settle time and its own measurement time; at
+    its end the search reads the step's p95 and failure rate and picks the next user count.
+    """
+
+    abstract = True  # selected in the init event only when --psra-search is given
+
+    def __init__(self, search: CapacitySearch, spawn_rate: float, settle: float) -> None:
+        super().__init__()
+        self.search, self.spawn_rate, self.settle = search, spawn_rate, settle
+        self.steps = list(search.plan.grid)
+        self.step: Step | None = None
+        self.ends_at = 0.0
+        self.current = -1
+        self.started = False
+
+    def tick(self) -> tuple[int, float] | None:
+        """The user count of the current step; None once the search is done."""
+        if not self._workers_ready():
+            return 0, self.spawn_rate
+        now = self.get_run_time()
+        if self.step is not None and now + 0.05 < self.ends_at:
+            return self.step.users, self.spawn_rate
+        plan = self.search.plan
+        if self.step is None:
+            following: Step | None = self.search.first()
+        else:
+            passed = step_passed(self._overall(self.current), plan.slo_p95_ms, plan.max_failure_rate)
+            following = self.search.after(self.step.users, passed)
+        budget = len(plan.grid) + plan.extra_steps
+        if following is None:
+            self._tell(budget, budget, "capacity search done", self.step.users if self.step else None)
+            return None
+        self._tell(self.current + 1, budget, f"step {self.current + 2}: {following.users} users ({following.kind})",
+                   self.step.users if self.step else None)  # fmt: skip
+        ramp = abs(following.users - (self.step.users if self.step else 0)) / self.spawn_rate
+        self.current, self.step = self.current + 1, following
+        # From now, after the decision: reading the last step's histograms takes a moment.
+        self.ends_at = self.get_run_time() + math.ceil(ramp + self.settle + following.measure_s - 1e-9)
+        _begin_stage(self.runner.environment, self.current, following.users, ramp + self.settle)
+        return following.users, self.spawn_rate
 
 
 @events.init.add_listener
@@ -252,10 +320,27 @@ def _init(environment: Any, runner: Any, **kwargs: Any) -> None:
         if not steps or min(steps) < 1:
             sys.exit(f"--psra-steps={opts.psra_steps!r} is not valid: use user counts >= 1 such as 10,20,40")
         spawn_rate = float(opts.spawn_rate or max(steps))
-        environment.shape_class = StepShape(
-            steps, opts.psra_step_seconds, spawn_rate, opts.psra_warmup, opts.psra_stop_p95_ms, opts.psra_stop_min_users
-        )
+        if opts.psra_search:
+            environment.shape_class = SearchShape(_search(opts.psra_search, steps), spawn_rate, opts.psra_warmup)
+        else:
+            environment.shape_class = StepShape(
+                steps,
+                opts.psra_step_seconds,
+                spawn_rate,
+                opts.psra_warmup,
+                opts.psra_stop_p95_ms,
+                opts.psra_stop_min_users,
+            )
         environment.shape_class.runner = runner
+
+
+def _search(text: str, grid: list[int]) -> CapacitySearch:
+    """The search of ``--psra-search SLO_P95_MS,HEADLINE_USERS,MEASURE_S,SHORT_S`` over ``grid``."""
+    try:
+        slo, headline, measure, short = (float(v) for v in text.split(","))
+        return CapacitySearch(SearchPlan(tuple(sorted(set(grid))), int(headline), slo, measure, short))
+    except (ValueError, PsraBenchError) as e:
+        sys.exit(f"--psra-search={text!r} is not valid: use SLO_P95_MS,HEADLINE_USERS,MEASURE_S,SHORT_S ({e})")
 
 
 @events.test_start.add_listener

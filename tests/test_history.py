@@ -25,6 +25,7 @@ from psra_bench.report.assemble import append_history, read_history
 from psra_bench.report.history import (
     TREND_GROUPS,
     Step,
+    _highs,
     comparable_runs,
     detect_steps,
     trend_series,
@@ -155,6 +156,7 @@ def _comparable(n: int) -> dict[str, Any]:
         "query_p50_ms": {"q_search": (20.0 if n < 5 else 30.0) * wobble},
         "hit_rate": {"verdict": (0.9 if n < 6 else 0.6) * wobble, "rule": 0.8 * wobble},
         "users_supported": {"both": 400.0 + n, "baseline": 100.0},
+        "users_supported_high": {"both": 440.0 + n},  # the bracket's upper end ("baseline": every step passed)
     }
     if n != 3:  # q_lookup was not measured in run 3: a gap
         trend["query_p50_ms"]["q_lookup"] = 2.0 * wobble
@@ -239,6 +241,9 @@ def test_trend_series_has_gaps_where_a_run_did_not_measure(history: list[dict[st
     assert max(v for v in lookup if not math.isnan(v)) < 3, "the other machine's 900 ms is not in it"
     assert trend_series(comparable, "api_p95_ms") == {}
     assert set(TREND_GROUPS) == {"query_p50_ms", "hit_rate", "api_p95_ms", "users_supported"}
+    highs = _highs(comparable, "users_supported")
+    assert highs is not None and list(highs) == ["both"], "the bracket is drawn on its group, not as a group"
+    assert [v for v in highs["both"] if not math.isnan(v)] == [440.0 + n for n in range(2, 12)]
     assert TREND_GROUPS["hit_rate"].higher_is_better and not TREND_GROUPS["query_p50_ms"].higher_is_better
 
 

@@ -51,6 +51,7 @@ from psra_bench.exceptions import (
 )
 from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import start_api_server, stop_api_server
+from psra_bench.load.capacity import capacity
 from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
 from psra_bench.load.open_model import SATURATION_CORES, check_target_url
 from psra_bench.load.params import LoadTestParams
@@ -251,6 +252,7 @@ def run_configuration(
         "closed": headline,
         "steps": closed["steps"],
         "users_supported": users_supported(closed["steps"], plan.slo_p95_ms),
+        "capacity": capacity(closed["steps"], plan.search_plan) if plan.search else None,
         "locust": {
             k: closed[k]
             for k in (
@@ -379,6 +381,8 @@ def run_load(
             "quick": quick,
             "steps": list(plan.steps),
             "step_s": plan.step_s,
+            "search": plan.search,
+            "short_step_s": plan.search_plan.short_s,
             "settle_s": plan.settle_s,
             "think_s": list(plan.think_s),
             "processes": plan.processes,
@@ -467,6 +471,7 @@ def run_external_load(
         },
         "steps": closed["steps"],
         "users_supported": users_supported(closed["steps"], slo_p95_ms),
+        "capacity": capacity(closed["steps"], plan.search_plan) if plan.search else None,
         "locust": {k: closed[k] for k in ("exit_code", "locust_requests", "locust_failures", "recorded_requests")},
         "started_at": started,
         "seconds": time.time() - started,

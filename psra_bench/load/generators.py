@@ -22,6 +22,7 @@ from typing import Any
 
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.load.api_server import log_tail, stop_process_group
+from psra_bench.load.capacity import SearchPlan
 from psra_bench.load.open_model import check_loopback_url, check_target_url
 from psra_bench.measure.hdr import read_recording
 from psra_bench.resources import shipped_file
@@ -55,6 +56,8 @@ class LoadPlan:
     seed: int = 42
     open_max_in_flight: int = 64
     request_timeout_s: float = 10.0
+    #: Find users supported to within 10 % (load.capacity): the steps are the search's grid.
+    search: bool = False
 
     @classmethod
     def make(
@@ -69,7 +72,11 @@ class LoadPlan:
         steps: Sequence[int] | None = None,
         **extra: Any,
     ) -> LoadPlan:
-        """Validate the parameters and derive the steps: users × (½, 1, 2, 4, 8), or (1, 2) with ``quick``."""
+        """Validate the parameters and derive the steps: users × (½, 1, 2, 4, 8), or (1, 2) with ``quick``.
+
+        Without ``quick`` and without explicit ``steps`` the step load is a capacity search
+        (``search``) on that grid, unless ``search=False`` is given.
+        """
         _num("users", users, integer=True)
         _num("spawn_rate", spawn_rate)
         _num("duration", duration)
@@ -79,6 +86,7 @@ class LoadPlan:
         think = tuple(extra.get("think_s", (0.5, 1.5)))
         if len(think) != 2 or _num("think_s", think[0], strict=False) > _num("think_s", think[1], strict=False):
             raise ParameterError("think_s", think, "two numbers (min, max) with 0 <= min <= max")
+        extra.setdefault("search", not quick and steps is None)
         if steps is None:
             factors = (1, 2) if quick else (0.5, 1, 2, 4, 8)
             steps = sorted({max(1, int(users * f)) for f in factors})
@@ -104,6 +112,16 @@ class LoadPlan:
         prev = (0, *self.steps[:-1])
         ramp = max(abs(b - a) for a, b in zip(prev, self.steps, strict=True)) / self.spawn_rate
         return float(math.ceil(ramp + self.settle_s + self.duration_s - 1e-9))
+
+    @property
+    def search_plan(self) -> SearchPlan:
+        """The capacity search over the steps: the full ``duration_s`` at the headline and near the crossing."""
+        return SearchPlan(self.steps, self.users, self.slo_p95_ms, self.duration_s, max(2.0, self.duration_s / 2))
+
+    @property
+    def max_steps(self) -> int:
+        """Steps the run may take: the grid, plus the search's extra steps."""
+        return len(self.steps) + (self.search_plan.extra_steps if self.search else 0)
 
 
 def locustfile_path() -> Path:
@@ -192,6 +210,10 @@ def run_locust(
         f"{stop_p95_ms:g}",
         "--psra-stop-min-users",
         str(plan.users),
+        "--psra-search",
+        ",".join(f"{v:g}" for v in (plan.slo_p95_ms, plan.users, plan.duration_s, plan.search_plan.short_s))
+        if plan.search
+        else "",
         "--psra-hdr-out",
         str(hdr),
         "--json-file",
@@ -211,7 +233,7 @@ def run_locust(
     ]
     if plan.processes > 1:
         cmd += ["--processes", str(plan.processes)]
-    budget = len(plan.steps) * plan.step_s + plan.request_timeout_s + 180  # + start-up, worker readiness, drain
+    budget = plan.max_steps * plan.step_s + plan.request_timeout_s + 180  # + start-up, worker readiness, drain
     code = _run(cmd, out / "locust.log", budget, generator, admin_token)
     if not hdr.exists():
         raise MeasurementError(

@@ -16,7 +16,7 @@ from psra_bench.exceptions import ParameterError
 from psra_bench.load.open_model import SATURATION_CORES
 from psra_bench.load.request_mix import DASHBOARD, REPORT
 from psra_bench.measure.format import DASH, ms, number, percent
-from psra_bench.results import GeneratorFlags, LoadStep, LoadTestResult, OverallRow, UsersSupported
+from psra_bench.results import CapacityStep, GeneratorFlags, LoadStep, LoadTestResult, OverallRow, UsersSupported
 from psra_bench.table import Table
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "overall_system_table",
     "configuration_table",
     "step_table",
+    "capacity_table",
     "load_result_tables",
 ]
 
@@ -203,7 +204,8 @@ def overall_table(
         ("users_supported", "users_supported"),
         "users",
         "higher",
-        note=f"p95 <= {_get(b, 'users_supported', 'slo_p95_ms')} ms; " + "; ".join(caveats),
+        note=f"p95 <= {_get(b, 'users_supported', 'slo_p95_ms')} ms; the highest user count that met it below the "
+        "lowest that did not (a capacity search narrows that bracket to 10 %); " + "; ".join(caveats),
     )
     res = ("closed", "resources", "groups")
     row(
@@ -318,7 +320,51 @@ def overall_system_table(doc: LoadTestResult) -> Table:
 
 
 def _users(us: UsersSupported) -> str:
-    return f"{number(us['users_supported'])}{'+' if us['lower_bound'] else ''}"
+    """Users supported with its bracket: "146 (146–160)", "160+" when every step met the SLO."""
+    low, high = us["users_supported"], us["first_failing_users"]
+    if us["lower_bound"]:
+        return f"{number(low)}+"
+    return f"{number(low)} ({number(low)}–{number(high)})" if low is not None else f"< {number(high)}"
+
+
+def _ci(step: CapacityStep | None) -> str:
+    if step is None or step["p95_ms"] is None:
+        return DASH
+    ci = step["p95_ci_ms"]
+    return f"{ms(step['p95_ms'])} [{ms(ci[0])}–{ms(ci[1])}], n = {number(step['n'])}" if ci else ms(step["p95_ms"])
+
+
+def capacity_table(doc: LoadTestResult) -> Table | None:
+    """One row per configuration whose step load was a capacity search: the bracket and the steps that set it."""
+    rows = []
+    for name, c in doc["configurations"].items():
+        cap = c.get("capacity")
+        if not cap:
+            continue
+        last = {s["users"]: s for s in cap["steps"]}  # each user count's latest look
+        path = ", ".join(f"{s['users']}{'✓' if s['passed'] else '✗'}" for s in cap["steps"])
+        bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
+        rows.append([name, bracket, "yes" if cap["within_bracket"] else "no", "yes" if cap["confirmed"] else "no",
+                     _ci(last.get(cap["low"]) if cap["low"] is not None else None),
+                     _ci(last.get(cap["high"]) if cap["high"] is not None else None), path])  # fmt: skip
+    if not rows:
+        return None
+    columns = ["configuration", "users supported (bracket)", "within 10 %", "low end confirmed",
+               "p95 ms at the low end [95% CI]", "p95 ms at the high end [95% CI]",
+               "steps (✓ met the SLO)"]  # fmt: skip
+    slo = doc["parameters"].get("slo_p95_ms")
+    short = doc["parameters"].get("short_step_s")
+    note = (
+        f"Capacity search (psra_bench.load.capacity): the doubling grid until a step misses p95 ≤ {slo:g} ms "
+        "(or fails ≥ 1 % of its requests), then bisection until the bracket is within 10 %, then the low end "
+        "measured again. p95 CIs are distribution-free (order statistics of the step's histogram)."
+        + (
+            f" Grid steps other than the headline are measured {short:g} s (n about half), the rest in full."
+            if short
+            else ""
+        )
+    )
+    return Table(columns, rows, title="Users supported: the capacity search per configuration", note=note)
 
 
 def configuration_table(doc: LoadTestResult) -> Table | None:
@@ -403,5 +449,5 @@ def step_table(doc: LoadTestResult) -> Table | None:
 
 def load_result_tables(doc: LoadTestResult) -> list[Table]:
     """Every table of a load test, in the report's order: overall, per configuration, per step."""
-    tables = [overall_system_table(doc), configuration_table(doc), step_table(doc)]
+    tables = [overall_system_table(doc), configuration_table(doc), capacity_table(doc), step_table(doc)]
     return [t for t in tables if t is not None]

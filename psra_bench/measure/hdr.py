@@ -178,6 +178,21 @@ class LatencyHistogram:
         """The q-th percentile in milliseconds."""
         return self.percentile_us(q) / 1000.0
 
+    def percentile_ci_ms(self, q: float, confidence: float = 0.95) -> tuple[float, float]:
+        """A distribution-free CI of the q-th percentile, ms: the recorded values at the order-statistic ranks
+        that bracket it with ``confidence`` (binomial ranks; no assumption about the latency distribution)."""
+        from scipy.stats import binom
+
+        n = self.count
+        if not n:
+            raise MeasurementError("the histogram is empty; no percentile can be read")
+        p, tail = min(q, 100.0) / 100.0, (1.0 - confidence) / 2.0
+        ranks = (max(1, int(binom.ppf(tail, n, p))), min(n, int(binom.ppf(1.0 - tail, n, p)) + 1))
+        counts, lowest, width = self._arrays()
+        cum = np.cumsum(counts)
+        lo, hi = (int(np.searchsorted(cum, r, side="left")) for r in ranks)
+        return float(lowest[lo] + width[lo] - 1) / 1000.0, float(lowest[hi] + width[hi] - 1) / 1000.0
+
     def min_us(self) -> int:
         """Smallest recorded latency (lowest equivalent value of its bucket), µs."""
         if not self.count:
@@ -208,9 +223,10 @@ class LatencyHistogram:
         out: dict[str, Any] = {"n": self.count, "unit": "ms", "clamped": self.clamped}
         keys = [_pkey(q) + "_ms" for q in PERCENTILES]
         if not self.count:
-            return out | dict.fromkeys([*keys, "min_ms", "max_ms", "mean_ms", "stdev_ms"])
+            return out | dict.fromkeys([*keys, "p95_ci_ms", "min_ms", "max_ms", "mean_ms", "stdev_ms"])
         for key, value in zip(keys, self._values_at(PERCENTILES), strict=True):
             out[key] = value / 1000.0
+        out["p95_ci_ms"] = list(self.percentile_ci_ms(95.0))
         mean, stdev = self.mean_stdev_us()
         out |= {
             "min_ms": self.min_us() / 1000.0,

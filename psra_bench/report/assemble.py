@@ -431,6 +431,8 @@ def trend_figures(sections: Sections) -> dict[str, dict[str, float]]:
             out["api_p95_ms"] = {k: float(v) for k, v in p95.items() if v is not None}
         if any(v is not None for v in users.values()):
             out["users_supported"] = {k: float(v) for k, v in users.items() if v is not None}
+            highs = {k: c["users_supported"]["first_failing_users"] for k, c in configs.items()}
+            out["users_supported_high"] = {k: float(v) for k, v in highs.items() if v is not None}
     return out
 
 

@@ -64,7 +64,11 @@ TREND_GROUPS: Mapping[str, TrendGroup] = {
     "query_p50_ms": TrendGroup("Query latency, p50 per query", "ms", higher_is_better=False),
     "hit_rate": TrendGroup("Cache hit rate per entity", "fraction of lookups", higher_is_better=True),
     "api_p95_ms": TrendGroup("API latency under load, p95 per configuration", "ms", higher_is_better=False),
-    "users_supported": TrendGroup("Users supported per configuration", "users", higher_is_better=True),
+    "users_supported": TrendGroup(
+        "Users supported per configuration (bar: up to the lowest user count that missed the SLO)",
+        "users",
+        higher_is_better=True,
+    ),
 }
 #: Headline columns of the runs table: (group, series, column title, decimals).
 HEADLINES = (
@@ -223,12 +227,17 @@ def _minor_tick(value: float, _: object) -> str:
     return f"{value:g}" if round(mantissa) in (2, 5) else ""
 
 
+#: Trend figures drawn as a bar above their group's points rather than as a group of their own.
+BRACKETS: Mapping[str, str] = {"users_supported": "users_supported_high"}
+
+
 def _plot(
     run_ids: list[str],
     series: dict[str, list[float]],
     steps: dict[str, list[Step]],
     group: TrendGroup,
     regressed: list[int],
+    highs: Mapping[str, list[float]] | None = None,
 ) -> str:
     """One group's trend plot as a PNG data URI (matplotlib's Agg canvas, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -243,6 +252,9 @@ def _plot(
     for name, ys in series.items():
         shown = [v if v > 0 or not log else math.nan for v in ys]
         (line,) = ax.plot(x, shown, marker="o", markersize=3, linewidth=1.2, label=name)
+        high = (highs or {}).get(name)
+        if high is not None:  # the bracket: from the point up to the lowest count that missed the SLO
+            ax.vlines(x, shown, high, color=line.get_color(), linewidth=3, alpha=0.35)
         for step in steps.get(name, []):
             ax.axvline(step.index - 0.5, color=line.get_color(), linestyle="--", linewidth=1)
     if regressed:
@@ -293,6 +305,11 @@ def _scale(scale: Any) -> str:
 _TocEntries = list[tuple[str, str]]
 
 
+def _highs(comparable: list[Mapping[str, Any]], key: str) -> dict[str, list[float]] | None:
+    """The upper ends of ``key``'s brackets per series (None for a group without brackets)."""
+    return trend_series(comparable, BRACKETS[key]) if key in BRACKETS else None
+
+
 def _trend_section(comparable: list[Mapping[str, Any]], factor: float) -> tuple[list[str], _TocEntries]:
     """HTML of the trends section and its (id, title) entries for the table of contents."""
     parts: list[str] = ["<section><h2 id='trends'>Trends</h2>"]
@@ -313,7 +330,7 @@ def _trend_section(comparable: list[Mapping[str, Any]], factor: float) -> tuple[
         parts.append(f"<h3 id='{html.escape(anchor)}'>{html.escape(title)}</h3>")
         parts.append(
             f"<img alt='{html.escape(f'Trend of {title} over {len(run_ids)} runs')}' "
-            f"src='{_plot(run_ids, series, steps, group, regressed)}'>"
+            f"src='{_plot(run_ids, series, steps, group, regressed, _highs(comparable, key))}'>"
         )
         rows = [
             [

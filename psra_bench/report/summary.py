@@ -127,8 +127,10 @@ def _load_findings(load: LoadTestResult) -> list[str]:
             continue
         if us["users_supported"] is None:
             text = f"{name} fewer than {failing}"
+        elif us["lower_bound"]:
+            text = f"{name} {us['users_supported']}+"
         else:
-            text = f"{name} {us['users_supported']}{'+' if us['lower_bound'] else ''}"
+            text = f"{name} {us['users_supported']} (bracket {us['users_supported']}–{failing})"
         step = next((s for s in c["steps"] if s["users"] == failing), None)
         if step is not None:
             o = step["overall"]

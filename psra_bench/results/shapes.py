@@ -1,26 +1,41 @@
-"""The shapes of what the notebooks write and the report reads, as TypedDicts, down to each row.
-
-Each section notebook saves one JSON file (``01_query_latency.json`` … ``04_load_test.json``);
-the report's section builders read them back. These types name the keys both sides rely on — per
-query, per index, per cache entity, per load configuration and step — so mypy checks the producer
-(``run_query_latency``, ``cache_hit_results``, ``ttl_tuning_results``, ``run_load``) and the
-consumer (:mod:`psra_bench.report`) against one definition. A field that may legitimately be
-absent is ``NotRequired``; one that is always there but may be empty is ``… | None``. Parts whose
-shape belongs to one module only stay ``dict[str, Any]``.
-"""
+"""The shapes of experiments 01–03's results (query latency, cache hit rates, TTL tuning) and of a run's sections."""
 
 from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
+from psra_bench.results.load import LoadTestResult
+
 __all__ = [
-    "TableDict", "LatencySummary", "DecisionDict", "SpecClaimDict", "QueryResult", "Throughput", "ThroughputSide",
-    "WriteCost", "TableIndexSizes", "IndexSizes", "AuditRow", "ThreeWayQuery", "ThreeWayWrite", "ThreeWaySizes",
-    "RecommendedSet", "QueryMethod", "LatencyRow", "QueryLatencyResult", "HitMissLatency", "LiveEntity", "LiveReplay",
-    "CacheHitRatesResult", "TtlPoint", "SimulationResult", "TtlRecommendation", "TtlTuning", "TtlTuningResult",
-    "OverallRow", "LoadOverall", "GeneratorFlags", "LoadStep", "UsersSupported", "OpenModel", "ConfigurationResult",
-    "LoadParameters", "LoadTestResult", "Sections",
-]  # fmt: skip
+    "TableDict",
+    "LatencySummary",
+    "DecisionDict",
+    "SpecClaimDict",
+    "QueryResult",
+    "Throughput",
+    "ThroughputSide",
+    "WriteCost",
+    "TableIndexSizes",
+    "IndexSizes",
+    "AuditRow",
+    "ThreeWayQuery",
+    "ThreeWayWrite",
+    "ThreeWaySizes",
+    "RecommendedSet",
+    "QueryMethod",
+    "LatencyRow",
+    "QueryLatencyResult",
+    "HitMissLatency",
+    "LiveEntity",
+    "LiveReplay",
+    "CacheHitRatesResult",
+    "TtlPoint",
+    "SimulationResult",
+    "TtlRecommendation",
+    "TtlTuning",
+    "TtlTuningResult",
+    "Sections",
+]
 
 
 class _TableRequired(TypedDict):
@@ -444,144 +459,6 @@ class TtlTuningResult(TypedDict):
     notes: list[str]
     fingerprint: dict[str, Any]
     default_grid_s: list[float]
-
-
-# ----------------------------------------------------------------------------- 04 load test
-
-
-class OverallRow(TypedDict):
-    """One row of the spec's "Overall System Performance" table, measured (``overall_table``)."""
-
-    metric: str
-    unit: str
-    before: float | None
-    after: float | None
-    change_pct: float | None
-    improvement: str | None
-    better: str
-    before_config: str
-    after_config: str
-    n_before: int | None
-    n_after: int | None
-    note: str
-
-
-class LoadOverall(TypedDict, total=False):
-    """All requests of one load window, from its HdrHistogram (a window without requests has only ``n``)."""
-
-    n: int
-    requests: int
-    failures: int
-    failure_rate: float
-    rps: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    stdev_ms: float | None
-
-
-class GeneratorFlags(TypedDict):
-    """The load generator's CPU in a window and whether it was saturated (``load.results.generator_flags``)."""
-
-    cpu_cores: float | None
-    busiest_process_cores: float | None
-    saturated: bool | None
-
-
-class LoadStep(TypedDict):
-    """One step of the closed-model step load: its users, every request's summary, resources, the generator."""
-
-    users: int
-    overall: LoadOverall
-    endpoints: NotRequired[dict[str, LoadOverall]]
-    #: Resource groups ("api", "postgres", "redis", "generator") of the step's window (added after the run).
-    resources: NotRequired[dict[str, Any]]
-    generator: NotRequired[GeneratorFlags]
-    cpu_ms_per_request: NotRequired[dict[str, float | None]]
-
-
-class UsersSupported(TypedDict):
-    """The highest user count that met the SLO in the step load (``load.results.users_supported``)."""
-
-    users_supported: int | None
-    first_failing_users: int | None
-    slo_p95_ms: float
-    max_failure_rate: float
-    reason: str
-    generator_limited: bool
-    #: True when every step met the SLO: the true limit is higher.
-    lower_bound: bool
-
-
-class OpenModel(TypedDict, total=False):
-    """The open-model run of a configuration (``load.open_model``): arrivals, latency from intended start."""
-
-    scheduled: int
-    late: int
-    dropped: int
-    late_fraction: float
-    drop_fraction: float
-    measured_arrivals: int
-    target_rps: float
-    achieved_rps: float
-    completed_rps: float
-    #: "overall" (and per endpoint) latency summaries measured from each request's intended start.
-    latency: dict[str, LoadOverall]
-
-
-class ConfigurationResult(TypedDict):
-    """One load-test configuration end to end (``load.experiment.run_configuration``)."""
-
-    name: NotRequired[str]
-    indexes: NotRequired[bool]
-    cache: NotRequired[bool]
-    index_count: NotRequired[int]
-    migration: NotRequired[dict[str, Any]]
-    cache_namespace: NotRequired[str]
-    server_exit_code: NotRequired[int | None]
-    #: The headline step (the one with ``users`` users; None when the step load stopped before it).
-    closed: NotRequired[LoadStep | None]
-    steps: list[LoadStep]
-    users_supported: NotRequired[UsersSupported]
-    locust: NotRequired[dict[str, Any]]
-    open: NotRequired[OpenModel]
-    cache_stats: NotRequired[dict[str, Any] | None]
-    timings_s: NotRequired[dict[str, float]]
-
-
-class LoadParameters(TypedDict, total=False):
-    """The load test's parameters as run (``run_load``)."""
-
-    users: int
-    spawn_rate: float
-    duration_s: float
-    arrival_rate: float
-    configurations: list[str]
-    slo_p95_ms: float
-    quick: bool
-    steps: list[int]
-    step_s: float
-    settle_s: float
-    think_s: list[float]
-    processes: int
-    tenants: int
-    seed: int
-    open_max_in_flight: int
-    max_failure_rate: float
-    saturation_cores: float
-
-
-class LoadTestResult(TypedDict):
-    """``04_load_test.json``: every configuration's load test and the summary table (``run_load``)."""
-
-    parameters: LoadParameters
-    configurations: dict[str, ConfigurationResult]
-    table: list[OverallRow]
-    started_at: float
-    seconds: float
-    fingerprint: dict[str, Any] | None
-    #: One sentence, or (from older runs) a mapping of named sentences.
-    method: str | dict[str, Any]
 
 
 class Sections(TypedDict, total=False):
