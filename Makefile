@@ -18,9 +18,14 @@ $(BIN)/.installed: pyproject.toml
 # wrk, the HTTP load generator of benchmarks/bench_api.py (tests/test_bench_api.py runs it).
 # Installed when missing and this is a Debian machine where we are root; the tests say why they skip otherwise.
 CHROMIUM ?= /usr/bin/chromium
+# Debian's HypoPG for PostgreSQL 15 (what `indexes advise` screens with on the machine's server), when apt knows it.
+HYPOPG_PKG ?= postgresql-15-hypopg
 browser:
-	@if { [ ! -x $(CHROMIUM) ] || ! command -v wrk >/dev/null; } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq chromium wrk >/dev/null; \
+	@if { [ ! -x $(CHROMIUM) ] || ! command -v wrk >/dev/null || \
+	      { ! dpkg -s $(HYPOPG_PKG) >/dev/null 2>&1 && apt-cache show $(HYPOPG_PKG) >/dev/null 2>&1; }; } && \
+	    [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium wrk \
+			$$(apt-cache show $(HYPOPG_PKG) >/dev/null 2>&1 && echo $(HYPOPG_PKG)) >/dev/null; \
 	fi
 
 install: $(BIN)/.installed

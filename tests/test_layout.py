@@ -25,7 +25,7 @@ RANKS: dict[str, int] = {
     "api": 6,
     # the workbench above it: nothing of the system under test may import a measurement
     "measure": 7,
-    "workbench": 8, "latency": 9, "cachesim": 9, "load": 9, "trace": 9, "workload": 9,
+    "workbench": 8, "latency": 9, "cachesim": 9, "load": 9, "trace": 9, "workload": 10,
     "params": 10,
     "report": 11, "doctor": 11,
     "cli": 12, "__main__": 13, "__init__": 0,

@@ -169,6 +169,19 @@ def _pg_running(pgdata: Path) -> psutil.Process | None:
     return _process_named(_read_int(pgdata / "postmaster.pid"), ("postgres",), pgdata)
 
 
+def _preload() -> str:
+    """``-c shared_preload_libraries=pg_stat_statements`` when the embedded build ships the library, else "".
+
+    ``workload capture`` reads pg_stat_statements. A server still running from before it was preloaded
+    is reused as it is (others may be using it); capture then says in one sentence to run
+    ``psra-bench services down`` once, and the next start loads it.
+    """
+    lib = Path(_pg_bin("postgres")).parent.parent / "lib"
+    names = [f"pg_stat_statements{ext}" for ext in (".so", ".dylib")]
+    shipped = any((folder / n).exists() for folder in (lib, lib / "postgresql") for n in names)
+    return " -c shared_preload_libraries=pg_stat_statements" if shipped else ""
+
+
 def start_postgres(home: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL under ``home`` and return its DSN."""
     base, pgdata, port_file = _pg_paths(home)
@@ -210,7 +223,7 @@ def start_postgres(home: Path) -> str:
             opts = (
                 f"-p {port} -h 127.0.0.1 -c unix_socket_directories='' -c max_connections=200 "
                 "-c shared_buffers=256MB -c track_io_timing=on -c listen_addresses=127.0.0.1 "
-                "-c wal_level=minimal -c max_wal_senders=0"
+                "-c wal_level=minimal -c max_wal_senders=0" + _preload()
             )
             res = _pg_run(
                 [
