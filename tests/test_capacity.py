@@ -16,7 +16,8 @@ import pytest
 from psra_bench.exceptions import ParameterError
 from psra_bench.load.api_server import start_api_server, stop_api_server
 from psra_bench.load.capacity import CapacitySearch, SearchPlan, capacity
-from psra_bench.load.generators import LoadPlan, run_locust
+from psra_bench.load.experiment import _open_capacity
+from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust
 from psra_bench.settings import Settings
 
 GRID = (10, 20, 40, 80, 160)
@@ -134,3 +135,15 @@ def test_locust_runs_the_search_step_by_step(api_url: tuple[str, str], slo_p95_m
         assert [s["users"] for s in r["steps"]] == [2, 1] and (cap["low"], cap["high"]) == (None, 1)
     assert all(s["kind"] != "unplanned" and s["n"] > 0 for s in cap["steps"]), cap
     assert r["accounted"]
+
+
+def test_the_open_model_search_runs_one_open_model_run_per_step(api_url: tuple[str, str], tmp_path: Path) -> None:
+    """An SLO no request meets: the first rate fails, the search halves down to 1 req/s, every run recorded."""
+    plan = LoadPlan.make(users=2, spawn_rate=8, duration=1, arrival_rate=4, slo_p95_ms=0.001, settle_s=0.2,
+                         open_search=True)  # fmt: skip
+    cap = _open_capacity(api_url[0], plan, tmp_path, GeneratorProcess(), api_url[1])
+    assert [(s["users"], s["kind"], s["passed"]) for s in cap["steps"]] == [
+        (4, "grid", False), (2, "bisect", False), (1, "bisect", False)
+    ]  # fmt: skip
+    assert (cap["low"], cap["high"]) == (None, 1) and cap["steps"][0]["n"] > 0
+    assert len(list(tmp_path.glob("open-*/open.json"))) == 3

@@ -16,7 +16,10 @@ the one before, while Locust runs (loadtests/locustfile.py calls it at every ste
 
 Bisection and confirmation steps get the full ``duration_s``. :func:`capacity` reads the
 finished steps back (replaying the same decisions, so it also says which kind each step was)
-into the ``capacity`` object of a load run's results: ``{"low", "high", "steps": [...]}``.
+into the ``capacity`` object of a load run's results: ``{"low", "high", "steps": [...]}``. The
+open model's search (``open_capacity``) runs the same decisions over arrival rates (requests per
+second instead of users), one open-model run per step, a step passing when its p95 from the
+intended start meets the SLO and at most 1 % of its arrivals were late or dropped.
 """
 
 from __future__ import annotations
@@ -148,32 +151,33 @@ def step_passed(overall: Mapping[str, Any], slo_p95_ms: float, max_failure_rate:
     return bool(overall.get("n")) and p95 is not None and p95 <= slo_p95_ms and failure_rate < max_failure_rate
 
 
-def capacity(steps: Sequence[Mapping[str, Any]], plan: SearchPlan) -> Capacity:
+def capacity(steps: Sequence[Mapping[str, Any]], plan: SearchPlan, passed: Sequence[bool] | None = None) -> Capacity:
     """The bracket from a search's finished steps (in the order run), each step with its kind, p95, CI and n.
 
     ``low`` is the highest user count that met the SLO every time it was measured below the lowest
     that missed it, ``high`` that lowest miss (None when every step met it: ``low`` is then a lower
-    bound). ``confirmed``: the low end met the SLO on its second look.
+    bound). ``confirmed``: the low end met the SLO on its second look. ``passed`` gives each step's
+    verdict when the SLO is more than :func:`step_passed` (the open model's late and dropped arrivals).
     """
     search = CapacitySearch(plan)
     expected: Step | None = search.first()
     out: list[CapacityStep] = []
-    for st in steps:
+    for i, st in enumerate(steps):
         overall = st.get("overall") or {}
-        passed = step_passed(overall, plan.slo_p95_ms, plan.max_failure_rate)
+        ok = passed[i] if passed is not None else step_passed(overall, plan.slo_p95_ms, plan.max_failure_rate)
         kind: str = expected.kind if expected is not None and expected.users == st.get("users") else "unplanned"
         out.append(
             {
                 "users": int(st.get("users") or 0),
                 "kind": kind,
-                "passed": passed,
+                "passed": ok,
                 "p95_ms": overall.get("p95_ms"),
                 "p95_ci_ms": overall.get("p95_ci_ms"),
                 "n": int(overall.get("n") or 0),
                 "failure_rate": overall.get("failure_rate"),
             }
         )
-        expected = search.after(int(st.get("users") or 0), passed) if expected is not None else None
+        expected = search.after(int(st.get("users") or 0), ok) if expected is not None else None
     failing = [s["users"] for s in out if not s["passed"]]
     high = min(failing) if failing else None
     below = {s["users"] for s in out if high is None or s["users"] < high}

@@ -29,6 +29,7 @@ main functions are re-exported here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import re
@@ -51,7 +52,7 @@ from psra_bench.exceptions import (
 )
 from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import start_api_server, stop_api_server
-from psra_bench.load.capacity import capacity
+from psra_bench.load.capacity import CapacitySearch, SearchPlan, Step, capacity, step_passed
 from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
 from psra_bench.load.open_model import SATURATION_CORES, check_target_url
 from psra_bench.load.params import LoadTestParams
@@ -65,7 +66,7 @@ from psra_bench.load.results import (
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
 from psra_bench.measure.progress import note
-from psra_bench.results import ConfigurationResult, LoadTestResult, OpenModel
+from psra_bench.results import Capacity, ConfigurationResult, LoadTestResult, OpenModel
 from psra_bench.settings import LiveSettings, Settings, redact
 
 __all__ = ["CONFIGURATIONS", "run_configuration", "run_load", "run_external_load"]
@@ -197,11 +198,41 @@ def _serve_and_load(
         lap("closed_model")
         opened = run_open_model(server.base_url, plan, out, generator=generator, admin_token=token)
         lap("open_model")
+        if plan.open_search:
+            opened["capacity"] = _open_capacity(server.base_url, plan, out, generator, token)
+            lap("open_search")
     finally:
         monitor.stop()
         exit_code = stop_api_server(server)
         lap("server_stop")
     return closed, opened, exit_code, monitor
+
+
+#: The open model's SLO besides p95: late or dropped arrivals at most this share of those scheduled.
+OPEN_MAX_MISSED = 0.01
+
+
+def _open_capacity(
+    base_url: str, plan: LoadPlan, out: Path, generator: GeneratorProcess, token: str | None
+) -> Capacity:
+    """The highest arrival rate (req/s) whose p95 from intended start met the SLO with ≤ 1 % late or dropped."""
+    grid = tuple(sorted({max(1, round(plan.arrival_rate * f)) for f in (1, 2, 4, 8)}))
+    search_plan = SearchPlan(grid, grid[0], plan.slo_p95_ms, plan.duration_s, max(2.0, plan.duration_s / 2))
+    search = CapacitySearch(search_plan)
+    runs: list[dict[str, Any]] = []
+    verdicts: list[bool] = []
+    step: Step | None = search.first()
+    while step is not None:
+        rate_plan = dataclasses.replace(plan, arrival_rate=float(step.users), duration_s=step.measure_s)
+        note("load steps", f"open model at {step.users} req/s ({step.kind})", done=len(runs), total=len(grid) + 5)
+        r = run_open_model(base_url, rate_plan, out / f"open-{len(runs)}", generator=generator, admin_token=token)
+        overall = r["latency"]["overall"]
+        missed = (r["late"] + r["dropped"]) / max(1, r["scheduled"])
+        ok = step_passed(overall, plan.slo_p95_ms) and missed <= OPEN_MAX_MISSED
+        runs.append({"users": step.users, "overall": overall})
+        verdicts.append(ok)
+        step = search.after(step.users, ok)
+    return capacity(runs, search_plan, passed=verdicts)
 
 
 def run_configuration(
@@ -358,6 +389,7 @@ def run_load(
         slo_p95_ms=slo_p95_ms,
         quick=quick,
         seed=params.seed,
+        open_search=params.open_search,
         **plan_options,
     )
     names = resolve_configurations(configurations)

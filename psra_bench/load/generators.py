@@ -58,6 +58,8 @@ class LoadPlan:
     request_timeout_s: float = 10.0
     #: Find users supported to within 10 % (load.capacity): the steps are the search's grid.
     search: bool = False
+    #: Also search the open model's highest arrival rate (arrival_rate × 1, 2, 4, 8, then bisection).
+    open_search: bool = False
 
     @classmethod
     def make(

@@ -76,6 +76,11 @@ class LoadTestParams(NotebookParams):
         500.0, 'p95 SLO for "concurrent users supported"', allowed=_POSITIVE, gt=0, allow_inf_nan=False
     )
     quick: bool = param(True, "two steps (users, 2 × users) instead of five", allowed="True or False")
+    open_search: bool = param(
+        False,
+        "also search the open model's highest arrival rate meeting the SLO (one open-model run per step)",
+        allowed="True or False",
+    )
 
     @field_validator("configurations", mode="before")
     @classmethod

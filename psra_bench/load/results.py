@@ -337,8 +337,11 @@ def _ci(step: CapacityStep | None) -> str:
 def capacity_table(doc: LoadTestResult) -> Table | None:
     """One row per configuration whose step load was a capacity search: the bracket and the steps that set it."""
     rows = []
-    for name, c in doc["configurations"].items():
-        cap = c.get("capacity")
+    searched = [(name, c.get("capacity")) for name, c in doc["configurations"].items()]
+    searched += [
+        (f"{name}, open model (req/s)", c["open"].get("capacity")) for name, c in doc["configurations"].items()
+    ]
+    for name, cap in searched:
         if not cap:
             continue
         last = {s["users"]: s for s in cap["steps"]}  # each user count's latest look
@@ -357,7 +360,8 @@ def capacity_table(doc: LoadTestResult) -> Table | None:
     note = (
         f"Capacity search (psra_bench.load.capacity): the doubling grid until a step misses p95 ≤ {slo:g} ms "
         "(or fails ≥ 1 % of its requests), then bisection until the bracket is within 10 %, then the low end "
-        "measured again. p95 CIs are distribution-free (order statistics of the step's histogram)."
+        "measured again; an open-model row searches arrival rates instead of users (a step passes with ≤ 1 % "
+        "of its arrivals late or dropped). p95 CIs are distribution-free (order statistics of the step's histogram)."
         + (
             f" Grid steps other than the headline are measured {short:g} s (n about half), the rest in full."
             if short

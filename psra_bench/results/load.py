@@ -90,6 +90,8 @@ class OpenModel(TypedDict, total=False):
     completed_rps: float
     #: "overall" (and per endpoint) latency summaries measured from each request's intended start.
     latency: dict[str, LoadOverall]
+    #: The highest arrival rate meeting the SLO (req/s in place of users), when the plan searched it.
+    capacity: Capacity | None
 
 
 class CapacityStep(TypedDict):
