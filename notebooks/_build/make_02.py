@@ -42,7 +42,8 @@ from psra_bench.params import CacheHitRatesParams
 
 notebook = CacheHitRatesParams.from_namespace(globals())
 notebook_params, params = notebook.papermill(), notebook.check()
-print(f"parameters OK: {requests:,} reads over {duration_s:g} simulated s, invalidate: {invalidate_on_update}")"""
+source = f"trace {trace}" if trace else f"{requests:,} reads over {duration_s:g} simulated s"
+print(f"parameters OK: {source}, invalidate: {invalidate_on_update}")"""
 
 SETUP = """\
 from psra_bench.workbench import ensure_dataset, notebook_settings

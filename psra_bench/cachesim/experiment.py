@@ -15,7 +15,7 @@ from typing import Any
 
 from psra_bench.cachesim.params import CacheHitRatesParams, ReplayParams, TtlTuningParams, TuningParams
 from psra_bench.cachesim.ttl_sim import DEFAULT_GRID_S, compare_sim_to_live, simulate
-from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, generate_trace
+from psra_bench.cachesim.workload import ALL_ENTITIES, ENTITY_LABELS, Trace, WorkloadSpec, generate_trace
 from psra_bench.measure.format import DASH, ms_ci, number, percent, percent_ci, seconds
 from psra_bench.results import (
     CacheHitRatesResult,
@@ -100,16 +100,16 @@ def _staleness(point: TtlPoint | None, metric: str) -> float | None:
 def hit_rate_table(live: LiveReplay) -> TableDict:
     """The spec's "Cache Hit Rates (after warm-up)" table from a live replay: spec claim beside ours, n, CIs."""
     rows = []
-    for e in ENTITIES:
+    for e in [e for e in ALL_ENTITIES if e in live["entities"]]:
         r = live["entities"][e]
         hit, miss = r["latency"]["hit"], r["latency"]["miss"]
         rows.append(
             [
                 r["label"],
-                SPEC_CLAIMS[e][0],
+                SPEC_CLAIMS.get(e, (DASH, DASH))[0],
                 _rate(r["hit_rate"], r["hit_rate_ci"]),
                 r["n"],
-                SPEC_CLAIMS[e][1],
+                SPEC_CLAIMS.get(e, (DASH, DASH))[1],
                 "DB" if r["miss_source"] == "database" else "compute",
                 _ms(hit, "p50"),
                 _ms(miss, "p50"),
@@ -163,7 +163,7 @@ def comparison_table(check: Mapping[str, Any]) -> TableDict:
             _rate(r["sim_stale_share"]),
             _rate(realized.get(e)),
         ]
-        for e, r in sorted(cmp["entities"].items(), key=lambda kv: ENTITIES.index(kv[0]))
+        for e, r in sorted(cmp["entities"].items(), key=lambda kv: ALL_ENTITIES.index(kv[0]))
     ]
     return {
         "title": "TTL simulation vs live replay (same trace, same TTLs)",
@@ -191,14 +191,15 @@ def comparison_table(check: Mapping[str, Any]) -> TableDict:
 def recommendation_table(tuning: TtlTuning) -> TableDict:
     """Per entity: the current TTL's simulated figures and the recommended TTLs, without and with invalidation."""
     rows = []
-    for e in ENTITIES:
+    entities = [e for e in ALL_ENTITIES if e in tuning["recommendations"]]
+    for e in entities:
         now = tuning["current"]["entities"][e]
         plain, inv = tuning["recommendations"][e], tuning["recommendations_invalidate"][e]
         p, q = plain["point"], inv["point"]
         metric = plain["metric"]
         rows.append(
             [
-                ENTITY_LABELS[e],
+                ENTITY_LABELS.get(e, e),
                 f"{now['ttl_s']:g}",
                 _rate(now["hit_rate"], now["hit_rate_ci"]),
                 now["n"],
@@ -211,7 +212,7 @@ def recommendation_table(tuning: TtlTuning) -> TableDict:
                 _rate(q["hit_rate"] if q else None),
             ]
         )
-    first = tuning["recommendations"][ENTITIES[0]]
+    first = tuning["recommendations"][entities[0]]
     return {
         "title": "Recommended TTL per entity (simulation)",
         "columns": [
@@ -233,7 +234,7 @@ def recommendation_table(tuning: TtlTuning) -> TableDict:
             f"{first['max_staleness_s']:g} s: "
             "the shortest TTL of the grid meeting both. 'With invalidation' uses CachedDAL's invalidation on "
             "update (no stale reads, some hit rate lost). "
-            + " ".join(f"{ENTITY_LABELS[e]}: {tuning['recommendations'][e]['reason']}." for e in ENTITIES)
+            + " ".join(f"{ENTITY_LABELS.get(e, e)}: {tuning['recommendations'][e]['reason']}." for e in entities)
         ),
     }
 
@@ -249,13 +250,15 @@ def sweep_table(sweep_result: Mapping[str, Any], title: str) -> TableDict:
             point = next((p for p in curves[e] if p["ttl_s"] == ttl), None)
             row += [_rate(point["hit_rate"]), _rate(point["stale_share"])] if point else [DASH, DASH]
         rows.append(row)
-    columns = ["TTL s"] + [f"{ENTITY_LABELS[e]} {what}" for e in curves for what in ("hit rate", "stale")]
+    columns = ["TTL s"] + [f"{ENTITY_LABELS.get(e, e)} {what}" for e in curves for what in ("hit rate", "stale")]
     n = {e: c[0]["n"] for e, c in curves.items() if c}
     return {
         "title": title,
         "columns": columns,
         "rows": rows,
-        "note": "Reads counted per entity: " + ", ".join(f"{ENTITY_LABELS[e]} n={v}" for e, v in n.items()) + ".",
+        "note": "Reads counted per entity: "
+        + ", ".join(f"{ENTITY_LABELS.get(e, e)} n={v}" for e, v in n.items())
+        + ".",
     }
 
 
@@ -350,7 +353,7 @@ def what_if(
     hs_updates_per_hour: float | None = None,
     rule_updates_per_hour: float | None = None,
     invalidate_on_update: bool = False,
-    invalidation_scope: str = "entity",
+    invalidation_scope: str | None = None,
 ) -> dict[str, Any]:
     """Simulate ``spec`` with a different key skew / update rate and these TTLs (what the sliders drive)."""
     rates = dict(spec.updates_per_hour)

@@ -18,7 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from psra_bench.cachesim.experiment import what_if
-from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, WorkloadSpec
+from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, WorkloadSpec, generate_trace
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,12 +69,14 @@ def resolve_interactive(interactive: bool | None, environ: Mapping[str, str], in
 def what_if_lines(result: Mapping[str, Any]) -> list[str]:
     """One line per entity of a :func:`~psra_bench.cachesim.experiment.what_if` result: TTL, hit rate, staleness."""
     lines = []
-    for e in ENTITIES:
-        r = result["entities"][e]
+    for e, r in result["entities"].items():
+        if not r["n"]:
+            lines.append(f"{ENTITY_LABELS.get(e, e):<20} TTL {r['ttl_s']:>6g} s  no reads")
+            continue
         lo, hi = r["hit_rate_ci"]
         stale = f"{r['stale_share']:.1%} stale, max {r['max_stale_s'] or 0:,.0f} s"
         lines.append(
-            f"{ENTITY_LABELS[e]:<20} TTL {r['ttl_s']:>6g} s  hit rate {r['hit_rate']:.1%} "
+            f"{ENTITY_LABELS.get(e, e):<20} TTL {r['ttl_s']:>6g} s  hit rate {r['hit_rate']:.1%} "
             f"[{lo:.1%}–{hi:.1%}] n={r['n']}  {stale}"
         )
     return lines
@@ -84,13 +86,14 @@ def what_if_figure(result: Mapping[str, Any]) -> Figure:
     """Bars of hit rate and stale share per entity for a what-if result (a pyplot-free Figure)."""
     from matplotlib.figure import Figure
 
-    rows = [result["entities"][e] for e in ENTITIES]
+    names = [e for e, r in result["entities"].items() if r["n"]]
+    rows = [result["entities"][e] for e in names]
     x = list(range(len(rows)))
     fig = Figure(figsize=(7, 3))
     ax = fig.subplots()
     ax.bar([i - 0.2 for i in x], [r["hit_rate"] * 100 for r in rows], width=0.4, label="hit rate %")
     ax.bar([i + 0.2 for i in x], [r["stale_share"] * 100 for r in rows], width=0.4, label="stale reads %")
-    ax.set_xticks(x, [ENTITY_LABELS[e] for e in ENTITIES])
+    ax.set_xticks(x, [ENTITY_LABELS.get(e, e) for e in names])
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -100,19 +103,17 @@ def what_if_figure(result: Mapping[str, Any]) -> Figure:
 def _redraw(
     spec: WorkloadSpec,
     *,
-    hs_codes: float,
-    rules: float,
-    assessments: float,
-    key_skew: float,
-    hs_updates: float,
-    rule_updates: float,
     invalidate: bool,
+    key_skew: float | None = None,
+    hs_updates: float | None = None,
+    rule_updates: float | None = None,
+    **ttls: float,
 ) -> None:
     from IPython.display import Image, display
 
     result = what_if(
         spec,
-        {"hs_codes": hs_codes, "rules": rules, "assessments": assessments},
+        ttls,
         zipf_s=key_skew,
         hs_updates_per_hour=hs_updates,
         rule_updates_per_hour=rule_updates,
@@ -128,6 +129,7 @@ def ttl_explorer(spec: WorkloadSpec, current_ttls: Mapping[str, float], grid_s: 
     """An ipywidgets box: a TTL slider per entity, key skew, update rates, invalidation, and the output they redraw."""
     import ipywidgets as widgets
 
+    entities = generate_trace(spec).entity_names if spec.trace_file else ENTITIES  # an imported trace: its own
     options = sorted(set(grid_s) | {float(v) for v in current_ttls.values()})
     wide = {"description_width": "160px"}
     row = {"width": "520px"}  # a dict: each widget gets its own Layout
@@ -140,8 +142,20 @@ def ttl_explorer(spec: WorkloadSpec, current_ttls: Mapping[str, float], grid_s: 
             style=wide,
             layout=row,
         )
-        for e in ENTITIES
+        for e in entities
     }
+    if not spec.trace_file:  # skew and update rates shape a drawn trace only
+        _workload_sliders(controls, spec, wide, row)
+    controls["invalidate"] = widgets.Checkbox(
+        value=False, description="invalidate on update (CachedDAL)", indent=False, layout=row
+    )
+    output = widgets.interactive_output(partial(_redraw, spec), controls)
+    return widgets.VBox([widgets.VBox(list(controls.values())), output])
+
+
+def _workload_sliders(controls: dict[str, Any], spec: WorkloadSpec, wide: dict[str, str], row: dict[str, str]) -> None:
+    import ipywidgets as widgets
+
     controls["key_skew"] = widgets.FloatSlider(
         value=spec.zipf_s,
         min=0.0,
@@ -166,11 +180,6 @@ def ttl_explorer(spec: WorkloadSpec, current_ttls: Mapping[str, float], grid_s: 
             style=wide,
             layout=row,
         )
-    controls["invalidate"] = widgets.Checkbox(
-        value=False, description="invalidate on update (CachedDAL)", indent=False, layout=row
-    )
-    output = widgets.interactive_output(partial(_redraw, spec), controls)
-    return widgets.VBox([widgets.VBox(list(controls.values())), output])
 
 
 def show_ttl_explorer(

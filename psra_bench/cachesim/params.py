@@ -14,12 +14,19 @@ from typing import Any, ClassVar
 from pydantic import field_validator, model_validator
 
 from psra_bench.cachesim.ttl_sim import STALENESS_METRICS
-from psra_bench.cachesim.workload import ENTITIES, WorkloadSpec, check_ttls
+from psra_bench.cachesim.workload import ALL_ENTITIES, ENTITIES, WorkloadSpec, check_ttls
 from psra_bench.exceptions import ParameterError
-from psra_bench.paramspec import NotebookParams, output_dir_param, param, refusal, seed_param
+from psra_bench.paramspec import NotebookParams, ParamModel, output_dir_param, param, refusal, seed_param
 from psra_bench.settings import Settings
 
-__all__ = ["WorkloadParams", "CacheHitRatesParams", "TtlTuningParams", "ReplayParams", "TuningParams"]
+__all__ = [
+    "WorkloadParams",
+    "CacheHitRatesParams",
+    "TtlTuningParams",
+    "TraceTuneParams",
+    "ReplayParams",
+    "TuningParams",
+]
 
 _RATE = "updates per simulated hour, from 0 to 1,000,000"
 _COMPRESSION = "None (calibrated) or a number > 0"
@@ -41,8 +48,9 @@ class ReplayParams:
     invalidate_on_update: bool
 
     def ttls_for(self, settings: Settings) -> dict[str, float]:
-        """The TTL of every entity: the settings', overridden by the notebook's."""
-        base = {e: float(settings.ttl.for_entity(e)) for e in ENTITIES}
+        """The TTL of every entity: the settings', overridden by the notebook's (all five for an imported trace)."""
+        entities = ALL_ENTITIES if self.spec.trace_file else ENTITIES
+        base = {e: float(settings.ttl.for_entity(e)) for e in entities}
         return base | (self.ttls or {})
 
 
@@ -73,6 +81,11 @@ class WorkloadParams(NotebookParams):
         12.0, "HS description changes per simulated hour", allowed=_RATE, ge=0, le=1_000_000
     )
     rule_updates_per_hour: float = param(2.0, "rule changes per simulated hour", allowed=_RATE, ge=0, le=1_000_000)
+    trace: str | None = param(
+        None,
+        "a trace file from psra-bench trace import (no warm-up); None: the synthetic Zipf trace",
+        allowed="None or an existing file written by `psra-bench trace import`",
+    )
 
     @model_validator(mode="after")
     def _valid_trace(self) -> WorkloadParams:
@@ -90,6 +103,7 @@ class WorkloadParams(NotebookParams):
             zipf_s=self.zipf_s,
             updates_per_hour=rates,
             seed=self.seed,
+            trace_file=self.trace,
         ).validate()
 
 
@@ -103,7 +117,7 @@ class CacheHitRatesParams(WorkloadParams):
     ttls: dict[str, float] | None = param(
         None,
         'TTL s per entity, e.g. {"assessments": 600}; None: configured',
-        allowed="None or a mapping of entity name (" + ", ".join(ENTITIES) + ") to seconds > 0",
+        allowed="None or a mapping of entity name (" + ", ".join(ALL_ENTITIES) + ") to seconds > 0",
     )
     invalidate_on_update: bool = param(
         False, "True: updates go through CachedDAL's invalidation", allowed="True or False"
@@ -118,7 +132,7 @@ class CacheHitRatesParams(WorkloadParams):
         if value is None:
             return None
         try:
-            return check_ttls(value)  # type: ignore[arg-type]  # check_ttls refuses anything but a mapping
+            return check_ttls(value, allowed=ALL_ENTITIES)  # type: ignore[arg-type]  # refuses all but a mapping
         except ParameterError as e:
             raise refusal(e) from None
 
@@ -214,3 +228,27 @@ class TtlTuningParams(WorkloadParams):
         """What the tuning takes, once ``output_dir`` is proven writable."""
         self.check_output_dir()
         return self.tuning()
+
+
+class TraceTuneParams(ParamModel):
+    """``trace tune``: what a recommended TTL must reach, and the grid it is chosen from."""
+
+    target_hit_rate: float = param(
+        0.8, "the hit rate a recommended TTL must reach", allowed="a hit rate between 0 (exclusive) and 1", gt=0, le=1
+    )
+    max_staleness_s: float = param(
+        900.0, "the staleness a recommended TTL may not exceed, seconds", allowed="seconds ≥ 0", ge=0
+    )
+    staleness_metric: str = param(
+        "max_stale_s",
+        "max_stale_s, p95_stale_s or mean_stale_s",
+        allowed="one of max_stale_s, p95_stale_s, mean_stale_s",
+        pattern="^(max_stale_s|p95_stale_s|mean_stale_s)$",
+    )
+    warmup_s: float = param(0.0, "trace seconds that fill the cache but are not counted", allowed="seconds ≥ 0", ge=0)
+    ttl_grid: list[float] = param(
+        [1, 2, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200],
+        "TTLs to sweep, seconds",
+        allowed="a non-empty list of TTLs in seconds > 0",
+        min_length=1,
+    )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from psra_bench.cachesim.experiment import HIT_RATES, SPEC_CLAIMS, TTL_TUNING
-from psra_bench.cachesim.workload import ENTITIES
+from psra_bench.cachesim.workload import ALL_ENTITIES
 from psra_bench.measure.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _save(fig: Figure, output_dir: str | os.PathLike[str], name: str, dpi: int) 
 
 def _entities(by_entity: Mapping[str, Any]) -> list[str]:
     """The entities of ``by_entity`` in ENTITIES order, also after a JSON round trip (save_results sorts keys)."""
-    return sorted(by_entity, key=lambda e: ENTITIES.index(e) if e in ENTITIES else len(ENTITIES))
+    return sorted(by_entity, key=lambda e: ALL_ENTITIES.index(e) if e in ALL_ENTITIES else len(ALL_ENTITIES))
 
 
 # --------------------------------------------------------------------------- notebook 02
@@ -70,7 +70,7 @@ def plot_hit_rates(results: Mapping[str, Any], output_dir: str | os.PathLike[str
     """Live hit rate per entity with Wilson CI, the simulation and the spec's claim (``…_hit_rates.png``)."""
     live = results["live"]
     sim = results["sim_vs_live"]["comparison"]["entities"]
-    names = _entities(live["entities"])
+    names = [e for e in _entities(live["entities"]) if live["entities"][e]["n"]]
     rows = [live["entities"][e] for e in names]
     x = np.arange(len(rows))
     rate = np.array([r["hit_rate"] for r in rows])
@@ -95,6 +95,8 @@ def plot_hit_rates(results: Mapping[str, Any], output_dir: str | os.PathLike[str
         label="TTL simulation, same trace",
     )
     for i, e in enumerate(names):
+        if e not in SPEC_CLAIMS:  # the spec claims nothing for verdicts and reports
+            continue
         lo, hi = (float(v) for v in SPEC_CLAIMS[e][0].rstrip("%").split("-"))
         ax.fill_between(
             [i - 0.4, i + 0.4], lo, hi, color="tab:orange", alpha=0.3, label="spec's claim" if i == 0 else None

@@ -43,13 +43,10 @@ Method (what the figures of notebook 02 mean):
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import statistics
 import time
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,14 +54,27 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from psra_bench.cache import keys
-from psra_bench.cache.core import MISSING
-from psra_bench.cache.service import CacheService
-from psra_bench.cachesim.ttl_sim import staleness_summary, wilson_interval
-from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, Event, Trace, check_ttls, replay_tenant_ids
+from psra_bench.cachesim.clock import (
+    CALIBRATION_HEADROOM,
+    MIN_REAL_SECONDS,
+    MIN_SCALED_TTL_S,
+    MISS_SOURCES,
+    TIMELINE_BINS,
+    CompressedClockCache,
+    Recorder,
+    Tally,
+    auto_compression,
+    check_compression,
+    drop_cache,
+    entity_result,
+    open_cache,
+    run_events,
+    schedule_summary,
+)
+from psra_bench.cachesim.workload import ALL_ENTITIES, ENTITIES, Event, Trace, check_ttls, replay_tenant_ids
 from psra_bench.db.reference import hs_rows, rules
 from psra_bench.exceptions import MeasurementError, ParameterError
-from psra_bench.measure.stats import percentile, summarize
-from psra_bench.results import LatencySummary, LiveEntity, LiveReplay
+from psra_bench.results import LiveReplay
 from psra_bench.settings import LiveSettings, Settings
 
 __all__ = [
@@ -83,91 +93,16 @@ __all__ = [
 
 #: Keys per entity timed cold and warm (in a scratch namespace) to choose the compression automatically.
 CALIBRATION_READS = 6
-#: Real time budgeted for the replay, as a multiple of the calibrated estimate.
-CALIBRATION_HEADROOM = 1.5
-#: The shortest replay (real seconds) the automatic compression aims for.
-MIN_REAL_SECONDS = 8.0
-#: Scaled TTLs below this (real seconds) would drown in scheduling jitter: refused.
-MIN_SCALED_TTL_S = 0.05
-#: What answers a miss, per entity (the spec's "vs DB" / "vs compute" column).
-MISS_SOURCES: dict[str, str] = {"hs_codes": "database", "rules": "database", "assessments": "computation"}
 
 _MARK = " [psra-bench replay rev {n}]"
 _MARK_RE = re.compile(r" \[psra-bench replay rev (\d+)\]$")
 _MARK_LIKE = "% [psra-bench replay rev %]"
 _UPDATE_RULE_TITLE = "UPDATE psra_rules SET title = %(title)s, updated_at = now() WHERE rule_id = %(rule_id)s"
-_TIMELINE_BINS = 24
-
-
-class CompressedClockCache(CacheService):
-    """The real CacheService on a compressed clock: TTLs divided by ``compression``, GET outcomes recorded.
-
-    ``ttls`` (entity -> simulated seconds) replaces the TTL of that entity's keys whatever the
-    caller passed, so the TTLs under test apply even where a caller sets its own.
-    """
-
-    def __init__(self, settings: Settings, ttls: Mapping[str, float], compression: float, **kwargs: Any) -> None:
-        super().__init__(settings, **kwargs)
-        self.sim_ttls = dict(ttls)
-        self.compression = float(compression)
-        #: (logical key, hit) of every ``get`` since the last :meth:`clear_outcomes`.
-        self.outcomes: list[tuple[str, bool]] = []
-
-    def ttl_ms(self, key: str, ttl: float | None) -> int:
-        """Milliseconds to keep ``key`` on the compressed clock."""
-        seconds = self.sim_ttls.get(keys.entity_of(key))
-        if seconds is None:
-            seconds = super().ttl_ms(key, ttl) / 1000
-        return max(1, round(seconds * 1000 / self.compression))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The cached value of ``key`` (or ``default``), recording whether it was found."""
-        value = super().get(key, MISSING)
-        self.outcomes.append((key, value is not MISSING))
-        return default if value is MISSING else value
-
-    def clear_outcomes(self) -> None:
-        """Forget the recorded GET outcomes."""
-        self.outcomes.clear()
-
-    def first_outcome(self, key: str) -> bool | None:
-        """Whether the first recorded GET of ``key`` was a hit (None: not asked)."""
-        return next((hit for k, hit in self.outcomes if k == key), None)
 
 
 def settings_ttls(settings: Settings) -> dict[str, float]:
-    """The configured TTL (seconds) of each replayed entity."""
-    return {e: float(settings.ttl.for_entity(e)) for e in ENTITIES}
-
-
-def auto_compression(trace: Trace, expected_seconds: float) -> float:
-    """Simulated seconds per real second that give the replay ``expected_seconds`` × the headroom (≥ the minimum)."""
-    return trace.duration_s / max(MIN_REAL_SECONDS, expected_seconds * CALIBRATION_HEADROOM)
-
-
-def _check_compression(compression: float | None, trace: Trace, ttls: Mapping[str, float]) -> float | None:
-    if compression is None:
-        return None
-    if (
-        isinstance(compression, bool)
-        or not isinstance(compression, int | float)
-        or not math.isfinite(compression)
-        or compression <= 0
-    ):
-        raise ParameterError("compression", compression, "simulated seconds per real second > 0, or None for auto")
-    _check_scaled(compression, ttls)
-    return float(compression)
-
-
-def _check_scaled(compression: float, ttls: Mapping[str, float]) -> None:
-    shortest = min(ttls.values())
-    if shortest / compression < MIN_SCALED_TTL_S:
-        raise ParameterError(
-            "compression",
-            compression,
-            f"at most {shortest / MIN_SCALED_TTL_S:g} so the shortest TTL ({shortest:g} s) lasts "
-            f"≥ {MIN_SCALED_TTL_S} real seconds",
-        )
+    """The configured TTL (seconds) of every entity a trace may carry (a generated trace uses the first three)."""
+    return {e: float(settings.ttl.for_entity(e)) for e in ALL_ENTITIES}
 
 
 def repair_database(conn: psycopg.Connection[Any]) -> dict[str, int]:
@@ -214,22 +149,7 @@ def _check_reference(conn: psycopg.Connection[Any], trace: Trace) -> None:
             )
 
 
-@dataclass
-class _Tally:
-    """What the replay counts for one entity."""
-
-    reads: int = 0
-    n: int = 0
-    hits: int = 0
-    fills: int = 0
-    hit_ms: list[float] = field(default_factory=list)
-    miss_ms: list[float] = field(default_factory=list)
-    stale_s: list[float] = field(default_factory=list)
-    bins_reads: list[int] = field(default_factory=lambda: [0] * _TIMELINE_BINS)
-    bins_hits: list[int] = field(default_factory=lambda: [0] * _TIMELINE_BINS)
-
-
-class _Replay:
+class _Replay(Recorder):
     """State of one live replay: versions of changed rows, fill times, tallies."""
 
     def __init__(
@@ -244,7 +164,7 @@ class _Replay:
         self.rule_agreement = {r["rule_id"]: r["agreement_code"] for r in rules()}
         self.updates: dict[tuple[str, str], list[float]] = {}
         self.assessment_fill: dict[int, float] = {}
-        self.tally = {e: _Tally() for e in ENTITIES}
+        self.tally = {e: Tally() for e in ENTITIES}
         self.consistency_errors = 0
         self.verdicts_written = 0
 
@@ -308,83 +228,6 @@ class _Replay:
         after = [u for u in changes if filled is not None and filled < u <= ev.t]
         return ev.t - after[0] if after else None
 
-    def record(self, ev: Event, hit: bool, ms: float, stale: float | None) -> None:
-        """Count one read (after warm-up) and put it on the timeline."""
-        tally = self.tally[ev.entity]
-        tally.reads += 1
-        if not hit:
-            tally.fills += 1
-        b = min(_TIMELINE_BINS - 1, int(ev.t / self.trace.duration_s * _TIMELINE_BINS))
-        tally.bins_reads[b] += 1
-        tally.bins_hits[b] += int(hit)
-        if ev.t < self.trace.warmup_s:
-            return
-        tally.n += 1
-        tally.hits += int(hit)
-        (tally.hit_ms if hit else tally.miss_ms).append(ms)
-        if stale is not None:
-            tally.stale_s.append(stale)
-
-
-def _latency(samples: list[float], seed: int) -> LatencySummary | None:
-    return summarize(samples, seed=seed).to_dict() if len(samples) >= 2 else None
-
-
-def _entity_result(entity: str, tally: _Tally, ttl: float, seed: int) -> LiveEntity:
-    n = tally.n
-    stale = staleness_summary(tally.stale_s, n)
-    return {
-        "label": ENTITY_LABELS[entity],
-        "entity": entity,
-        "ttl_s": ttl,
-        "reads": tally.reads,
-        "n": n,
-        "hits": tally.hits,
-        "misses": n - tally.hits,
-        "hit_rate": tally.hits / n if n else None,
-        "hit_rate_ci": list(ci) if (ci := wilson_interval(tally.hits, n)) else None,
-        "fills": tally.fills,
-        "stale_reads": stale["stale_reads"],
-        "stale_share": stale["stale_share"],
-        "stale_share_ci": list(share_ci) if (share_ci := stale["stale_share_ci"]) else None,
-        "mean_stale_s": stale["mean_stale_s"],
-        "p95_stale_s": stale["p95_stale_s"],
-        "max_stale_s": stale["max_stale_s"],
-        "miss_source": MISS_SOURCES[entity],
-        "latency": {"hit": _latency(tally.hit_ms, seed), "miss": _latency(tally.miss_ms, seed)},
-    }
-
-
-def _run(replay: _Replay, trace: Trace, compression: float) -> tuple[list[float], list[float], float]:
-    lags: list[float] = []
-    realized: list[float] = []
-    start = time.perf_counter()
-    for ev in trace.events():
-        due = start + ev.t / compression
-        now = time.perf_counter()
-        if due > now:
-            time.sleep(due - now)
-        began = time.perf_counter()
-        lags.append(max(0.0, began - due) * compression)
-        realized.append(max(ev.t, (began - start) * compression))
-        if ev.op == "write":
-            replay.write(ev)
-        else:
-            replay.record(ev, *replay.read(ev))
-    return lags, realized, time.perf_counter() - start
-
-
-def _open_cache(settings: Settings, ttls: Mapping[str, float], compression: float) -> CompressedClockCache:
-    namespace = f"{settings.cache_namespace}cache-replay-{uuid.uuid4().hex[:8]}:"
-    return CompressedClockCache(settings.replace(cache_namespace=namespace, enable_cache=True), ttls, compression)
-
-
-def _drop(cache: CompressedClockCache) -> None:
-    """Delete the replay's namespace (keys and the shared stats hash, which close() would write again)."""
-    cache.delete_pattern("*")
-    cache.reset_stats(shared=True)
-    cache.close()
-
 
 def calibrate(
     settings: Settings,
@@ -405,8 +248,8 @@ def calibrate(
     from psra_bench.cachesim.ttl_sim import simulate
     from psra_bench.db.dal import PostgresDAL
 
-    ttls = dict(ttls or settings_ttls(settings))
-    cache = _open_cache(settings, ttls, 1.0)
+    ttls = {e: v for e, v in (ttls or settings_ttls(settings)).items() if e in trace.entity_names}
+    cache = open_cache(settings, ttls, 1.0)
     miss: dict[str, float] = {}
     hit: dict[str, float] = {}
     try:
@@ -424,7 +267,7 @@ def calibrate(
                 miss[entity] = statistics.fmean(replay.read(ev)[1] for ev in timed) / 1000
                 hit[entity] = statistics.fmean(replay.read(ev)[1] for ev in timed) / 1000
     finally:
-        _drop(cache)
+        drop_cache(cache)
         with pool.connection() as conn:
             repair_database(conn)
     sim = simulate(trace, ttls, invalidate_on_update=invalidate_on_update)["entities"]
@@ -467,13 +310,27 @@ def replay_live(
 
     ``ttls`` (entity -> simulated seconds) default to the settings' TTLs; ``compression``
     (simulated seconds per real second) to a calibrated value. Bad arguments raise
-    ParameterError before anything is touched.
+    ParameterError before anything is touched. An imported trace (``trace.spec.trace_file``) is
+    replayed by :func:`psra_bench.cachesim.imported.replay_trace_live` instead.
     """
-    ttls = check_ttls(ttls if ttls is not None else settings_ttls(settings))
+    if trace.spec is not None and trace.spec.trace_file is not None:
+        from psra_bench.cachesim.imported import replay_trace_live
+
+        return replay_trace_live(  # type: ignore[return-value]  # the same shape, over the trace's entities
+            settings,
+            trace,
+            ttls if ttls is not None else settings_ttls(settings),
+            compression=compression,
+            invalidate_on_update=invalidate_on_update,
+            seed=seed,
+        )
+    given = ttls if ttls is not None else settings_ttls(settings)
+    # a drawn trace reads the first three entities only: the settings' verdicts/reports TTLs do not apply
+    ttls = check_ttls({e: v for e, v in given.items() if e in ENTITIES or e not in ALL_ENTITIES})
     missing = [e for e in ENTITIES if e not in ttls]
     if missing:
         raise ParameterError("ttls", missing[0], "a TTL for every entity: " + ", ".join(ENTITIES))
-    chosen = _check_compression(compression, trace, ttls)
+    chosen = check_compression(compression, trace, ttls)
     if not trace.assessments and trace.keys["assessments"]:
         raise ParameterError("trace", "hand-made", "a trace from generate_trace (it carries the assessment inputs)")
     if not isinstance(settings, LiveSettings):
@@ -494,19 +351,19 @@ def replay_live(
             chosen = min(
                 auto_compression(trace, calibration["expected_seconds"]), min(ttls.values()) / MIN_SCALED_TTL_S
             )
-        cache = _open_cache(settings, ttls, chosen)
+        cache = open_cache(settings, ttls, chosen)
         try:
             if not cache.ping():
                 raise MeasurementError(f"Redis at {settings.redis.url(with_password=False)} does not answer PING")
             replay = _Replay(trace, CachedDAL(PostgresDAL(pool), cache), pool, cache, invalidate_on_update)
             try:
-                lags, realized, wall = _run(replay, trace, chosen)
+                lags, realized, wall = run_events(replay, trace, chosen)
             finally:
                 with pool.connection() as conn:
                     cleanup = repair_database(conn)
             stats = cache.stats()["entities"]
         finally:
-            _drop(cache)
+            drop_cache(cache)
     finally:
         if own_pool:
             pool.close()
@@ -523,27 +380,16 @@ def replay_live(
         "invalidation_scope": "entity",
         "warmup_s": trace.warmup_s,
         "real_seconds": wall,
-        "schedule": _schedule(lags),
+        "schedule": schedule_summary(lags),
         "realized_clock_sim": _realized_sim(trace, realized, ttls, invalidate_on_update) if realized else None,
         "cache_errors": sum(int(v.get("errors", 0)) + int(v.get("skipped", 0)) for v in stats.values()),
         "consistency_errors": replay.consistency_errors,
         "verdicts_written": replay.verdicts_written,
         "repaired_before": repaired,
         "cleaned_after": cleanup,
-        "entities": {e: _entity_result(e, replay.tally[e], ttls[e], seed) for e in ENTITIES},
+        "entities": {e: entity_result(e, replay.tally[e], ttls[e], seed) for e in ENTITIES},
         "timeline": {
-            "edges_s": [trace.duration_s * i / _TIMELINE_BINS for i in range(_TIMELINE_BINS + 1)],
+            "edges_s": [trace.duration_s * i / TIMELINE_BINS for i in range(TIMELINE_BINS + 1)],
             **{e: {"reads": t.bins_reads, "hits": t.bins_hits} for e, t in replay.tally.items()},
         },
-    }
-
-
-def _schedule(lags: list[float]) -> dict[str, Any] | None:
-    if not lags:
-        return None
-    return {
-        "lag_p50_s": percentile(lags, 50),
-        "lag_p95_s": percentile(lags, 95),
-        "lag_max_s": max(lags),
-        "unit": "simulated seconds an event started after its due time",
     }

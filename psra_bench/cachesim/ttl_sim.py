@@ -18,9 +18,13 @@ The model is the cache the live replay exercises, reduced to its clock:
   that were stale and the mean, p95 (numpy "linear") and maximum staleness of the stale reads.
 * Only reads at ``t >= warmup_s`` are counted; the hit rate carries a 95 % Wilson score interval.
 
+* An imported trace (:mod:`psra_bench.cachesim.imported`) may also carry writes of a whole entity
+  (key ``-1``: a recorded sweep), which make stale or delete every cached key of the entity, and
+  value sizes, from which ``memory_bytes`` is the mean number of bytes the TTL keeps resident.
+
 Entities are independent here (an entity's hits depend only on its own TTL), so a sweep
-simulates each entity alone. One pass is a plain Python loop over the entity's events: about a
-million events per second, fast enough for sliders in a notebook.
+simulates each entity alone. One pass is vectorized (:mod:`psra_bench.cachesim.ttl_engine`):
+10 million reads in seconds, fast enough for sliders in a notebook.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from statistics import NormalDist
 from typing import Any, cast
 
-from psra_bench.cachesim.workload import ENTITIES, ENTITY_LABELS, WRITE, Trace, check_entity, check_ttls
+from psra_bench.cachesim.ttl_engine import run_entity
+from psra_bench.cachesim.workload import ENTITY_LABELS, Trace, check_entity, check_ttls
 from psra_bench.exceptions import MeasurementError, ParameterError
 from psra_bench.measure.stats import percentile
 from psra_bench.results import SimulationResult, TtlPoint, TtlRecommendation, TtlTuning
@@ -113,6 +117,8 @@ class EntityResult:
     fills: int
     #: Cached keys deleted by an update (with ``invalidate_on_update``).
     invalidations: int
+    #: Mean bytes this entity keeps resident over the trace (value sizes from the trace; None: unknown).
+    memory_bytes: float | None = None
 
     def to_dict(self) -> TtlPoint:
         """JSON-ready fields plus the table label."""
@@ -123,33 +129,11 @@ class EntityResult:
         return cast("TtlPoint", d)  # every field of the dataclass, tuples as lists
 
 
-@lru_cache(maxsize=32)
-def _entity_events(trace: Trace, entity: str) -> tuple[list[float], list[bool], list[list[int]], list[bool]]:
-    """Events that matter to ``entity``: (times, is_write, keys made stale, clears the whole entity).
-
-    Its own reads and row updates; for assessments also rule updates (which make the assessments
-    that applied the rule stale) and HS updates (CachedDAL drops every assessment on both).
-    """
-    e = ENTITIES.index(entity)
-    times, writes, targets, clears = [], [], [], []
-    dependents: dict[int, list[int]] = {}
-    if entity == "assessments":
-        for a, r in enumerate(trace.depends_on.tolist()):
-            if r >= 0:
-                dependents.setdefault(r, []).append(a)
-    rules_i = ENTITIES.index("rules")
-    for t, ent, op, k in zip(*trace.columns(), strict=True):
-        if ent == e:
-            times.append(t)
-            writes.append(op == WRITE)
-            targets.append([k])
-            clears.append(op == WRITE)
-        elif op == WRITE and entity == "assessments":
-            times.append(t)
-            writes.append(True)
-            targets.append(dependents.get(k, []) if ent == rules_i else [])
-            clears.append(True)
-    return times, writes, targets, clears
+def _scope(trace: Trace, scope: str | None) -> str:
+    """The invalidation scope: as given, or the trace's own (``"key"`` for an imported trace, else ``"entity"``)."""
+    if scope is None:
+        return "entity" if trace.derived_invalidation else "key"
+    return _check_scope(scope)
 
 
 def _check_scope(scope: str) -> str:
@@ -164,46 +148,16 @@ def simulate_entity(
     ttl_s: float,
     *,
     invalidate_on_update: bool = False,
-    invalidation_scope: str = "entity",
+    invalidation_scope: str | None = None,
     warmup_s: float | None = None,
 ) -> EntityResult:
     """Replay ``trace``'s events of ``entity`` through a TTL cache of ``ttl_s`` seconds (see the module doc)."""
-    check_entity("entity", entity)
-    ttl = check_ttls({entity: ttl_s})[entity]
-    whole = _check_scope(invalidation_scope) == "entity"
+    check_entity("entity", entity, trace.entity_names)
+    ttl = check_ttls({entity: ttl_s}, allowed=trace.entity_names)[entity]
+    whole = _scope(trace, invalidation_scope) == "entity"
     warm = trace.warmup_s if warmup_s is None else float(warmup_s)
-    expires: dict[int, float] = {}
-    stale_since: dict[int, float] = {}
-    hits = misses = fills = invalidations = 0
-    stale: list[float] = []
-    for t, is_write, keys, clears in zip(*_entity_events(trace, entity), strict=True):
-        if is_write:
-            if invalidate_on_update and whole:
-                if clears:
-                    invalidations += sum(1 for x in expires.values() if x > t)
-                    expires.clear()
-                continue
-            for k in keys:
-                if expires.get(k, -1.0) > t:
-                    if invalidate_on_update:
-                        del expires[k]
-                        invalidations += 1
-                    elif k not in stale_since:
-                        stale_since[k] = t
-            continue
-        k = keys[0]
-        if expires.get(k, -1.0) > t:
-            if t >= warm:
-                hits += 1
-                since = stale_since.get(k)
-                if since is not None:
-                    stale.append(t - since)
-        else:
-            expires[k] = t + ttl
-            stale_since.pop(k, None)
-            fills += 1
-            if t >= warm:
-                misses += 1
+    run = run_entity(trace, entity, ttl, invalidate=bool(invalidate_on_update), whole_scope=whole, warm=warm)
+    hits, misses = run.hits, run.misses
     n = hits + misses
     return EntityResult(
         entity=entity,
@@ -214,9 +168,10 @@ def simulate_entity(
         misses=misses,
         hit_rate=hits / n if n else None,
         hit_rate_ci=wilson_interval(hits, n),
-        fills=fills,
-        invalidations=invalidations,
-        **staleness_summary(stale, n),
+        fills=run.fills,
+        memory_bytes=run.memory_bytes,
+        invalidations=run.invalidations,
+        **staleness_summary(run.stale_s.tolist(), n),
     )
 
 
@@ -225,12 +180,12 @@ def simulate(
     ttls: Mapping[str, float],
     *,
     invalidate_on_update: bool = False,
-    invalidation_scope: str = "entity",
+    invalidation_scope: str | None = None,
     warmup_s: float | None = None,
 ) -> SimulationResult:
     """Simulate each entity of ``ttls`` (entity -> seconds) on ``trace``; a JSON-ready dict."""
-    ttls = check_ttls(ttls)
-    _check_scope(invalidation_scope)
+    ttls = check_ttls(ttls, allowed=trace.entity_names)
+    invalidation_scope = _scope(trace, invalidation_scope)
     return {
         "source": "simulation",
         "trace_fingerprint": trace.fingerprint(),
@@ -266,16 +221,20 @@ def sweep(
     trace: Trace,
     grid_s: Sequence[float] | Mapping[str, Sequence[float]] = DEFAULT_GRID_S,
     *,
-    entities: Sequence[str] = ENTITIES,
+    entities: Sequence[str] | None = None,
     invalidate_on_update: bool = False,
-    invalidation_scope: str = "entity",
+    invalidation_scope: str | None = None,
 ) -> dict[str, Any]:
-    """Hit rate and staleness of each entity at every TTL of the grid (one grid, or one per entity)."""
+    """Hit rate and staleness of each entity at every TTL of the grid (one grid, or one per entity).
+
+    ``entities`` defaults to the trace's (:data:`ENTITIES` for a generated one).
+    """
+    entities = trace.entity_names if entities is None else entities
     for e in entities:
-        check_entity("entities", e)
+        check_entity("entities", e, trace.entity_names)
     if isinstance(grid_s, Mapping):
         for e in grid_s:
-            check_entity("grid entity", e)
+            check_entity("grid entity", e, trace.entity_names)
         grids = {e: _grid(f"grid_s[{e!r}]", grid_s[e]) for e in entities if e in grid_s}
         missing = [e for e in entities if e not in grids]
         if missing:
@@ -283,7 +242,7 @@ def sweep(
     else:
         shared = _grid("grid_s", grid_s)
         grids = {e: shared for e in entities}
-    _check_scope(invalidation_scope)
+    invalidation_scope = _scope(trace, invalidation_scope)
     curves = {
         e: [
             simulate_entity(
@@ -397,7 +356,11 @@ def tune(
     max_staleness_s: float,
     metric: str = "max_stale_s",
 ) -> TtlTuning:
-    """Everything notebook 03 shows: the current TTLs simulated, sweeps without / with invalidation, advice."""
+    """Everything notebook 03 shows: the current TTLs simulated, sweeps without / with invalidation, advice.
+
+    ``current_ttls`` may name entities the trace lacks (a TTL per settings entity): they are left out.
+    """
+    current_ttls = {e: v for e, v in current_ttls.items() if e in trace.entity_names}
     plain = sweep(trace, grid_s)
     invalidating = sweep(trace, grid_s, invalidate_on_update=True)
     return {
@@ -443,7 +406,7 @@ def compare_sim_to_live(sim: Mapping[str, Any], live: Mapping[str, Any]) -> dict
         sr, lr = s["hit_rate"], lv["hit_rate"]
         ci = lv.get("hit_rate_ci")
         rows[e] = {
-            "label": ENTITY_LABELS[e],
+            "label": ENTITY_LABELS.get(e, e),
             "ttl_s": float(sim["ttls_s"][e]),
             "n_sim": s["n"],
             "n_live": lv["n"],

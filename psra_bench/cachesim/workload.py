@@ -29,21 +29,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from psra_bench.cachesim.inputs import (
+    ASSESSMENT_DATE,
+    AssessmentInput,
+    assessment_inputs,
+    check_whole,
+    replay_tenant_ids,
+)
 from psra_bench.db.reference import hs_rows, rules
-from psra_bench.db.seed import EU_MEMBERS
 from psra_bench.exceptions import InputError, ParameterError
 
 __all__ = [
     "ENTITIES",
+    "ALL_ENTITIES",
     "UPDATABLE",
     "ENTITY_LABELS",
     "READ",
@@ -60,11 +68,17 @@ __all__ = [
     "replay_tenant_ids",
     "assessment_inputs",
     "zipf_probabilities",
+    "TRACE_FILE_VERSION",
+    "load_trace",
     "generate_trace",
 ]
 
 #: The cached entities a trace reads, named as in :class:`psra_bench.settings.TTLSettings`.
 ENTITIES: tuple[str, ...] = ("hs_codes", "rules", "assessments")
+#: The normalized trace file version :func:`load_trace` reads (psra_bench.trace.tracefile.FORMAT_VERSION).
+TRACE_FILE_VERSION = 1
+#: Every cached entity an imported trace may carry (the settings' TTL entities, :class:`TTLSettings`).
+ALL_ENTITIES: tuple[str, ...] = (*ENTITIES, "verdicts", "reports")
 #: The entities whose rows a trace updates (an assessment goes stale through its rule).
 UPDATABLE: tuple[str, ...] = ("hs_codes", "rules")
 #: Row names of the spec's "Cache Hit Rates" table.
@@ -72,20 +86,16 @@ ENTITY_LABELS: dict[str, str] = {
     "hs_codes": "HS Code Lookups",
     "rules": "Rule Lookups",
     "assessments": "Assessment Results",
+    "verdicts": "Verdicts",
+    "reports": "Reports",
 }
 #: Event operation codes in :attr:`Trace.op`.
 READ, WRITE = 0, 1
-#: The assessment date of every generated assessment input (fixed, so inputs never depend on today).
-ASSESSMENT_DATE = "2025-06-01"
 #: Share of reads per entity.
 DEFAULT_READ_MIX: dict[str, float] = {"hs_codes": 0.5, "rules": 0.25, "assessments": 0.25}
 #: Data updates per simulated hour, per updatable entity.
 DEFAULT_UPDATES_PER_HOUR: dict[str, float] = {"hs_codes": 12.0, "rules": 2.0}
 
-_REPLAY_TENANT_NAMESPACE = uuid.UUID("3b9d2f4e-5c61-4a8e-9f0b-2d7c6e1a4b90")
-_REPLAY_TENANTS = 20
-_NON_PARTY_SUPPLIERS = ("CN", "IN", "VN", "TR", "KR")
-_PROCESSES = ("POLYMERIZATION", "VULCANIZATION", "ASSEMBLY", "CUTTING", "PACKAGING_ONLY")
 _MAX_REQUESTS = 10_000_000
 
 
@@ -109,13 +119,13 @@ def _check_number(
     return float(value)  # type: ignore[arg-type]
 
 
-def check_ttls(ttls: Mapping[str, float], name: str = "ttls") -> dict[str, float]:
+def check_ttls(ttls: Mapping[str, float], name: str = "ttls", allowed: Sequence[str] = ENTITIES) -> dict[str, float]:
     """Entity -> TTL in seconds, checked: known entity names and TTLs > 0 (ParameterError otherwise)."""
     if not isinstance(ttls, Mapping) or not ttls:
-        raise ParameterError(name, ttls, "a mapping of entity name (" + ", ".join(ENTITIES) + ") to seconds > 0")
+        raise ParameterError(name, ttls, "a mapping of entity name (" + ", ".join(allowed) + ") to seconds > 0")
     out: dict[str, float] = {}
     for entity, ttl in ttls.items():
-        check_entity(f"{name} entity", entity)
+        check_entity(f"{name} entity", entity, allowed)
         out[entity] = _check_number(f"{name}[{entity!r}]", ttl)
     return out
 
@@ -141,12 +151,6 @@ def _check_rates(rates: Mapping[str, float]) -> dict[str, float]:
     return {e: float(rates.get(e, 0.0)) for e in UPDATABLE}
 
 
-def _check_whole(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ParameterError(name, value, f"a whole number from {low:,} to {high:,}")
-    return value
-
-
 @dataclass(frozen=True)
 class WorkloadSpec:
     """Everything a trace is drawn from; :meth:`validate` names the first bad field."""
@@ -168,10 +172,13 @@ class WorkloadSpec:
     #: Distinct assessment inputs.
     assessment_inputs: int = 300
     seed: int = 42
+    #: An imported trace file (``psra-bench trace import``) to use instead of drawing one; its own
+    #: reads, writes, keys and clock then apply, with no warm-up (the fields above are not used).
+    trace_file: str | None = None
 
     def validate(self) -> WorkloadSpec:
         """Check every field before any work starts (ParameterError naming the bad value); return self."""
-        _check_whole("requests", self.requests, 1, _MAX_REQUESTS)
+        check_whole("requests", self.requests, 1, _MAX_REQUESTS)
         _check_number("duration_s", self.duration_s)
         _check_number("warmup_s", self.warmup_s, strict=False)
         if self.warmup_s >= self.duration_s:
@@ -180,9 +187,13 @@ class WorkloadSpec:
         _check_rates(self.updates_per_hour)
         _check_number("zipf_s", self.zipf_s, strict=False, maximum=5)
         _check_number("write_zipf_s", self.write_zipf_s, strict=False, maximum=5)
-        _check_whole("assessment_inputs", self.assessment_inputs, 1, 5000)
+        check_whole("assessment_inputs", self.assessment_inputs, 1, 5000)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ParameterError("seed", self.seed, "a whole number ≥ 0")
+        if self.trace_file is not None and not (isinstance(self.trace_file, str) and Path(self.trace_file).is_file()):
+            raise ParameterError(
+                "trace", self.trace_file, "None or an existing file written by `psra-bench trace import`"
+            )
         return self
 
     def replace(self, **changes: Any) -> WorkloadSpec:
@@ -205,17 +216,6 @@ class WorkloadSpec:
         return cls().replace(**dict(data)).validate()
 
 
-class AssessmentInput(NamedTuple):
-    """One distinct assessment request and the cache key it lands on."""
-
-    #: ``rule_id|hs_code|origin|dest``: the parts of the spec's assessment key.
-    key: str
-    #: The rule the engine selects for it (its update makes the cached result stale), or None.
-    rule_id: str | None
-    #: The request as JSON-ready data (what the API would receive).
-    request: dict[str, Any]
-
-
 class Event(NamedTuple):
     """One trace event as the live replay consumes it."""
 
@@ -227,98 +227,9 @@ class Event(NamedTuple):
     key: str
 
 
-def replay_tenant_ids() -> tuple[str, ...]:
-    """Tenant ids used only by generated assessment inputs (so their verdicts can be deleted afterwards)."""
-    return tuple(str(uuid.uuid5(_REPLAY_TENANT_NAMESPACE, f"cache-replay-tenant-{k}")) for k in range(_REPLAY_TENANTS))
-
-
-def _party_countries(jurisdiction: str) -> list[str]:
-    return sorted(EU_MEMBERS) if jurisdiction == "EU" else [jurisdiction]
-
-
-def _draw_request(
-    rng: np.random.Generator,
-    rule: Mapping[str, Any],
-    subheadings: Sequence[str],
-    by_prefix: dict[str, list[str]],
-    tenants: Sequence[str],
-) -> dict[str, Any]:
-    prefix = rule.get("hs_subheading") or rule.get("hs_heading") or rule["hs_chapter"]
-    if prefix not in by_prefix:
-        by_prefix[prefix] = [c for c in subheadings if c.startswith(prefix)]
-    product = by_prefix[prefix][int(rng.integers(len(by_prefix[prefix])))]
-    parties = list(rule["jurisdictions"])
-    a, b = rng.choice(len(parties), size=2, replace=False)
-    origin_choices, dest_choices = _party_countries(parties[int(a)]), _party_countries(parties[int(b)])
-    origin = origin_choices[int(rng.integers(len(origin_choices)))]
-    dest = dest_choices[int(rng.integers(len(dest_choices)))]
-    suppliers = [origin, dest, *_NON_PARTY_SUPPLIERS]
-    lines = []
-    for _ in range(int(rng.integers(1, 4))):
-        lines.append(
-            {
-                "hs_code": subheadings[int(rng.integers(len(subheadings)))],
-                "origin_country": suppliers[int(rng.integers(len(suppliers)))],
-                "value": f"{rng.uniform(5, 400):.2f}",
-            }
-        )
-    total = sum(float(x["value"]) for x in lines)
-    price = total * float(rng.uniform(1.2, 2.5))
-    processes = sorted({_PROCESSES[int(i)] for i in rng.choice(len(_PROCESSES), size=int(rng.integers(0, 3)))})
-    return {
-        "hs_code": product,
-        "bill_of_materials": lines,
-        "ex_works_price": f"{price:.2f}",
-        "transaction_value": f"{price:.2f}",
-        "net_cost": f"{price * 0.85:.2f}",
-        "agreement_code": rule["agreement_code"],
-        "origin_country": origin,
-        "destination_country": dest,
-        "assessment_date": ASSESSMENT_DATE,
-        "tenant_id": tenants[int(rng.integers(len(tenants)))],
-        "processes": processes,
-    }
-
-
-@lru_cache(maxsize=8)
-def assessment_inputs(count: int, seed: int) -> tuple[AssessmentInput, ...]:
-    """``count`` distinct, valid assessment inputs (distinct cache keys), drawn with ``seed``.
-
-    Each is built for a rule in force on :data:`ASSESSMENT_DATE` (a product under its HS prefix,
-    a route between two of its parties, a 1-3 line bill of materials) and run through the pure
-    engine once to learn which rule it selects, i.e. which cache key it lands on.
-    """
-    from psra_bench.psra.assessment import assess, default_rules
-
-    _check_whole("assessment_inputs", count, 1, 5000)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 3]))
-    in_force = [r for r in rules() if r["effective_to"] is None]
-    subheadings = [r.code for r in hs_rows() if r.level == 6]
-    by_prefix: dict[str, list[str]] = {}
-    tenants = replay_tenant_ids()
-    compiled = default_rules()
-    out: list[AssessmentInput] = []
-    seen: set[str] = set()
-    for _ in range(count * 50):
-        request = _draw_request(rng, in_force[int(rng.integers(len(in_force)))], subheadings, by_prefix, tenants)
-        try:
-            verdict = assess(request, compiled)
-        except InputError:  # pragma: no cover - the draw only makes valid requests
-            continue
-        key = "|".join(
-            (verdict.rule_id or "none", verdict.hs_code, verdict.origin_country, verdict.destination_country)
-        )
-        if key not in seen:
-            seen.add(key)
-            out.append(AssessmentInput(key, verdict.rule_id, request))
-            if len(out) == count:
-                return tuple(out)
-    raise ParameterError("assessment_inputs", count, f"at most {len(out)} distinct inputs for seed {seed}")
-
-
 def zipf_probabilities(n: int, s: float) -> np.ndarray:
     """``P(rank k) ∝ k^-s`` for ranks 1..n (``s = 0``: uniform), summing to 1."""
-    _check_whole("n", n, 1, 100_000_000)
+    check_whole("n", n, 1, 100_000_000)
     _check_number("s", s, strict=False)
     w = np.arange(1, n + 1, dtype=float) ** -float(s)
     return w / w.sum()
@@ -326,7 +237,13 @@ def zipf_probabilities(n: int, s: float) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Trace:
-    """A time-ordered event list: parallel arrays plus the key names of each entity."""
+    """A time-ordered event list: parallel arrays plus the key names of each entity.
+
+    A generated trace has the three :data:`ENTITIES`; an imported one (:mod:`psra_bench.cachesim.imported`)
+    names its own (``entity_names``, a subset of :data:`ALL_ENTITIES`), may carry a write whose key
+    is ``-1`` (an invalidation of the whole entity: a pattern sweep or a dropped generation token)
+    and value sizes per event, and invalidates only what it recorded (``derived_invalidation`` False).
+    """
 
     #: Simulated seconds since the start, non-decreasing.
     t: np.ndarray
@@ -345,6 +262,13 @@ class Trace:
     spec: WorkloadSpec | None = None
     #: The assessment inputs, index-aligned with ``keys["assessments"]`` (empty for hand-made traces).
     assessments: tuple[AssessmentInput, ...] = ()
+    #: What ``entity`` indexes: :data:`ENTITIES` for generated traces.
+    entity_names: tuple[str, ...] = ENTITIES
+    #: True: an HS or rule update also invalidates assessments (CachedDAL's scope, generated traces);
+    #: False: only the trace's own writes invalidate (an imported capture recorded them all).
+    derived_invalidation: bool = True
+    #: Value bytes per event (0: unknown), or None.
+    size: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.t.size)
@@ -420,13 +344,20 @@ class Trace:
             h.update("\x1f".join(self.keys.get(e, ())).encode())
             h.update(b"\x1e")
         h.update(f"{self.duration_s!r}/{self.warmup_s!r}".encode())
+        if self.entity_names != ENTITIES or not self.derived_invalidation or self.size is not None:
+            for e in self.entity_names:
+                if e not in ENTITIES:
+                    h.update("\x1f".join(self.keys.get(e, ())).encode() + b"\x1e")
+            h.update(f"{self.entity_names!r}/{self.derived_invalidation!r}".encode())
+            if self.size is not None:
+                h.update(self.size.astype("<i8").tobytes())
         return h.hexdigest()
 
     def events(self) -> Iterator[Event]:
         """The events in order, with entity, operation and key as names."""
         for i, (t, e, op, k) in enumerate(zip(*self.columns(), strict=True)):
-            entity = ENTITIES[e]
-            yield Event(i, t, entity, "read" if op == READ else "write", k, self.keys[entity][k])
+            entity = self.entity_names[e]
+            yield Event(i, t, entity, "read" if op == READ else "write", k, self.keys[entity][k] if k >= 0 else "*")
 
     @cached_property
     def _columns(self) -> tuple[list[float], list[int], list[int], list[int]]:
@@ -440,7 +371,7 @@ class Trace:
         """Counts per entity and operation, distinct keys, request and update rates, the fingerprint."""
         hours = self.duration_s / 3600
         per: dict[str, Any] = {}
-        for i, e in enumerate(ENTITIES):
+        for i, e in enumerate(self.entity_names):
             reads = (self.entity == i) & (self.op == READ)
             writes = (self.entity == i) & (self.op == WRITE)
             per[e] = {
@@ -448,7 +379,7 @@ class Trace:
                 "writes": int(writes.sum()),
                 "reads_after_warmup": int((reads & (self.t >= self.warmup_s)).sum()),
                 "keys": len(self.keys.get(e, ())),
-                "distinct_keys_read": int(np.unique(self.key[reads]).size),
+                "distinct_keys_read": int(np.unique(self.key[reads]).size) if reads.any() else 0,
                 "updates_per_hour": round(float(writes.sum()) / hours, 3),
             }
         writes_total = int((self.op == WRITE).sum())
@@ -467,9 +398,78 @@ class Trace:
         }
 
 
+def _load(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(bytes(data["meta"]).decode())
+            arrays = {k: data[k] for k in ("t", "entity", "op", "key", "size")}
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError("trace", str(path), f"a trace file written by `psra-bench trace import` ({e})") from None
+    if meta.get("version") != TRACE_FILE_VERSION:
+        raise InputError("trace", str(path), f"a trace file of format version {TRACE_FILE_VERSION}")
+    return arrays, meta
+
+
+def load_trace(path: str | Path, *, warmup_s: float = 0.0) -> Trace:
+    """The simulation trace of an imported trace file, over the entities it has events of."""
+    arrays, meta = _load(path)
+    names: list[str] = list(meta["entity_names"])
+    unknown = [e for e in names if e not in ALL_ENTITIES]
+    if unknown:
+        raise InputError("trace", str(path), "a trace of the entities " + ", ".join(ALL_ENTITIES))
+    present = sorted(set(np.unique(arrays["entity"]).tolist()))
+    if not present:
+        raise InputError("trace", str(path), "a trace with at least one read of an entity key")
+    remap = np.full(len(names), -1, dtype=np.int8)
+    remap[present] = np.arange(len(present), dtype=np.int8)
+    entity_names = tuple(names[i] for i in present)
+    keys = {e: tuple(meta["keys"].get(e, ())) for e in entity_names}
+    t = arrays["t"].astype(np.float64)
+    duration = max(float(t[-1]) if t.size else 0.0, 1e-6)
+    if not 0 <= warmup_s < duration:
+        raise ParameterError("warmup_s", warmup_s, f"seconds ≥ 0 and < the trace's duration ({duration:g} s)")
+    entity = remap[arrays["entity"]]
+    key = arrays["key"].astype(np.int32)
+    size = _key_sizes(entity, key, arrays["size"].astype(np.int64), keys, entity_names)
+    return Trace(
+        t=t,
+        entity=entity,
+        op=arrays["op"].astype(np.int8),
+        key=key,
+        keys=keys,
+        duration_s=duration,
+        warmup_s=float(warmup_s),
+        depends_on=np.zeros(0, dtype=np.int32),
+        entity_names=entity_names,
+        derived_invalidation=False,
+        size=size,
+    )
+
+
+def _key_sizes(
+    entity: np.ndarray, key: np.ndarray, size: np.ndarray, keys: Mapping[str, Sequence[str]], names: Sequence[str]
+) -> np.ndarray | None:
+    """Per event, its key's bytes: the largest value size seen for the key plus the key's own length."""
+    if not size.any():
+        return None
+    out = np.zeros(size.size, dtype=np.int64)
+    for i, e in enumerate(names):
+        mask = (entity == i) & (key >= 0)
+        per_key = np.zeros(len(keys[e]), dtype=np.int64)
+        np.maximum.at(per_key, key[mask], size[mask])
+        per_key += np.fromiter((len(k) for k in keys[e]), dtype=np.int64, count=len(keys[e]))
+        out[mask] = per_key[key[mask]]
+    return out
+
+
 def generate_trace(spec: WorkloadSpec | None = None, **changes: Any) -> Trace:
-    """Draw the trace of ``spec`` (default :class:`WorkloadSpec`, with ``changes`` applied); deterministic."""
+    """Draw the trace of ``spec`` (default :class:`WorkloadSpec`, with ``changes`` applied); deterministic.
+
+    With ``spec.trace_file`` the imported trace is loaded instead (:func:`load_trace`).
+    """
     spec = (spec or WorkloadSpec()).replace(**changes).validate()
+    if spec.trace_file is not None:
+        return dataclasses.replace(load_trace(spec.trace_file), spec=spec)
     inputs = assessment_inputs(spec.assessment_inputs, spec.seed)
     rule_ids = tuple(r["rule_id"] for r in rules())
     keys = {
