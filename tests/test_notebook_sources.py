@@ -20,7 +20,7 @@ GENERATORS = sorted((NOTEBOOKS / "_build").glob("make_*.py"))
 def test_every_notebook_has_a_generator() -> None:
     made = {g.stem.removeprefix("make_") for g in GENERATORS}
     notebooks = {nb.name[:2] for nb in NOTEBOOKS.glob("*.ipynb")}
-    assert made == notebooks and len(notebooks) == 5
+    assert made == notebooks and len(notebooks) == 6
 
 
 @pytest.mark.parametrize("generator", GENERATORS, ids=lambda g: g.stem)

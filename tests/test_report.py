@@ -281,7 +281,7 @@ def test_the_load_section_says_per_step_whether_the_generator_or_the_system_limi
     tables, notes = load_tables(section)
     assert notes == ["Load test: a synthetic load test"]
     per_config = next(t for t in tables if t.title.startswith("Per configuration"))
-    assert per_config.rows[0][9] == "12.50" and per_config.rows[0][8] == "160"
+    assert per_config.rows[0][9] == "12.50" and per_config.rows[0][8] == "160 (160–320)"  # and its bracket
     steps = next(t for t in tables if t.title.startswith("Step load"))
     assert [r[1] for r in steps.rows] == [80, 160, 320]
     limits = ["–", "generator (saturated)", "system under test (p95 > 200 ms); busiest: PostgreSQL"]

@@ -3,12 +3,14 @@
 ``assemble_report(run_dir, ...)`` reads ``01_query_latency.json`` … ``04_load_test.json`` (each
 written by its notebook in this run), builds the tables — shaped like the spec's, with the
 spec's claimed figures beside ours — and writes ``report.md``, a self-contained
-``report.html`` (plots embedded) and, last and atomically, ``results.json``. Its headline
-figures go to ``history.jsonl``; the previous comparable run (same machine key, same scale)
-is compared sample-by-sample, and slowdowns that pass the factor and significance gates are
-flagged as regressions. The report opens with a summary and recommendations
-(:mod:`psra_bench.report.summary`), and every run regenerates ``reports/index.html``, the trend
-page over the comparable runs (:mod:`psra_bench.report.history`).
+``report.html`` (plots embedded) and, last and atomically, ``results.json``; with
+``06_index_advice.json`` (a run given a workload) the section "Index advice for your workload"
+too. Its headline figures go to ``history.jsonl``; the previous comparable run (same machine
+key, same scale, same workload fingerprint — or no workload) is compared sample-by-sample,
+and slowdowns that pass the factor and significance gates are flagged as regressions. The
+report opens with a summary and recommendations (:mod:`psra_bench.report.summary`), and every
+run regenerates ``reports/index.html``, the trend page over the comparable runs
+(:mod:`psra_bench.report.history`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from psra_bench.exceptions import MeasurementError
 from psra_bench.measure.format import ms, p_text, times
 from psra_bench.measure.stats import compare_to_previous
 from psra_bench.report.history import write_history_page
-from psra_bench.report.sections import SECTION_BUILDERS, SECTION_HEADLINES
+from psra_bench.report.sections import SECTION_BUILDERS, SECTION_HEADLINES, advice_result, workload_fingerprint
 from psra_bench.report.summary import findings, recommendations
 from psra_bench.results import LatencySummary, Sections
 from psra_bench.table import Table
@@ -51,6 +53,7 @@ SECTION_FILES: tuple[tuple[str, str], ...] = (
     ("cache", "02_cache_hit_rates"),
     ("ttl", "03_ttl_tuning"),
     ("load", "04_load_test"),
+    ("advice", "06_index_advice"),
 )
 
 
@@ -114,13 +117,18 @@ def append_history(path: Path, entry: Mapping[str, Any]) -> None:
 
 
 def previous_comparable(
-    history: Sequence[Mapping[str, Any]], machine_key: str, scale: Any, exclude_run: str | None = None
+    history: Sequence[Mapping[str, Any]],
+    machine_key: str,
+    scale: Any,
+    exclude_run: str | None = None,
+    workload: str | None = None,
 ) -> Mapping[str, Any] | None:
-    """The latest earlier entry with the same machine key and dataset scale."""
+    """The latest earlier entry with the same machine key, dataset scale and workload fingerprint (None: none)."""
     for entry in reversed(history):
         if entry.get("run_id") == exclude_run:
             continue
-        if entry.get("machine_key") == machine_key and entry.get("scale") == scale:
+        same = entry.get("machine_key") == machine_key and entry.get("scale") == scale
+        if same and entry.get("workload") == workload:
             return entry
     return None
 
@@ -331,15 +339,16 @@ def assemble_report(
     (run_dir / "results.json").unlink(missing_ok=True)  # never leave an older results.json to be trusted
     present = read_sections(run_dir)
     if not present:
-        raise MeasurementError(f"no section results (01…04 *.json) in {run_dir}: run the notebooks first")
+        raise MeasurementError(f"no section results (01…04, 06 *.json) in {run_dir}: run the notebooks first")
     fingerprints = _fingerprints(present)
     fingerprint = fingerprints[0] if fingerprints else {}
     machine_key = fingerprint.get("machine_key", "unknown")
     datasets = [f["dataset"] for f in fingerprints if isinstance(f.get("dataset"), dict)]
     scale = datasets[0].get("verdicts") if datasets else None
     headline = headline_figures(present)
+    workload = workload_fingerprint(present)
     history = read_history(history_path)
-    previous = previous_comparable(history, machine_key, scale, exclude_run=run_id)
+    previous = previous_comparable(history, machine_key, scale, exclude_run=run_id, workload=workload)
     regressions = (
         find_regressions(previous.get("headline", {}), headline, factor=factor, alpha=alpha) if previous else []
     )
@@ -352,6 +361,7 @@ def assemble_report(
             "mode": "quick" if quick else "full",
             "dataset": f"{scale:,} verdicts" if isinstance(scale, int) else "n/a",
             "machine key": machine_key,
+            "workload": workload or "none (no index advice)",
             "compared with": previous["run_id"] if previous else "no earlier comparable run",
             "regressions": len(regressions),
             "sections": ", ".join(present),
@@ -376,6 +386,7 @@ def assemble_report(
         "quick": quick,
         "machine_key": machine_key,
         "scale": scale,
+        "workload": workload,
         "fingerprint": fingerprint,
         "sections": present,
         "headline": headline,
@@ -391,6 +402,7 @@ def assemble_report(
             "run_id": run_id,
             "machine_key": machine_key,
             "scale": scale,
+            "workload": workload,
             "quick": quick,
             "finished_at": dt.datetime.now(dt.UTC).isoformat(),
             "headline": headline,
@@ -399,7 +411,9 @@ def assemble_report(
             "report": _relative_report(run_dir, history_path.parent),
         },
     )
-    write_history_page(history_path.parent, read_history(history_path), machine_key=machine_key, scale=scale)
+    write_history_page(
+        history_path.parent, read_history(history_path), machine_key=machine_key, scale=scale, workload=workload
+    )
     return results
 
 
@@ -411,6 +425,8 @@ def _fingerprints(sections: Sections) -> list[dict[str, Any]]:
         sections["ttl"]["fingerprint"] if "ttl" in sections else None,
         sections["load"]["fingerprint"] if "load" in sections else None,
     ]
+    advice = advice_result(sections)
+    found.append(advice["fingerprint"] if advice is not None else None)
     return [f for f in found if f]
 
 

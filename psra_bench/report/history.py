@@ -172,13 +172,13 @@ def detect_steps(
 
 
 def comparable_runs(
-    entries: Sequence[Mapping[str, Any]], machine_key: str, scale: int | None
+    entries: Sequence[Mapping[str, Any]], machine_key: str, scale: int | None, workload: str | None = None
 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """(Entries of this machine key and scale, the others), both in history order (oldest first)."""
+    """(Entries of this machine key, scale and workload fingerprint, the others), in history order (oldest first)."""
     comparable: list[Mapping[str, Any]] = []
     others: list[Mapping[str, Any]] = []
     for entry in entries:
-        same = entry.get("machine_key") == machine_key and entry.get("scale") == scale
+        same = (entry.get("machine_key"), entry.get("scale"), entry.get("workload")) == (machine_key, scale, workload)
         (comparable if same else others).append(entry)
     return comparable, others
 
@@ -404,12 +404,16 @@ def write_history_page(
     *,
     machine_key: str,
     scale: int | None,
+    workload: str | None = None,
     factor: float = 1.1,
 ) -> Path:
-    """Write ``reports_dir/index.html`` (atomically): trends and steps of the comparable runs, every run listed."""
+    """Write ``reports_dir/index.html`` (atomically): trends and steps of the comparable runs, every run listed.
+
+    Comparable: the same machine key, dataset scale and workload fingerprint (a run with index advice for a
+    workload only trends with runs of that workload)."""
     _check([], factor, 2, None)  # a bad factor fails here, also when there is no trend to fit yet
     e = html.escape
-    comparable, others = comparable_runs(entries, machine_key, scale)
+    comparable, others = comparable_runs(entries, machine_key, scale, workload)
     trends, trend_toc = _trend_section(comparable, factor)
     span = f", {e(str(comparable[0].get('run_id')))} to {e(str(comparable[-1].get('run_id')))}" if comparable else ""
     toc = "".join(f"<li><a href='#{e(a)}'>{e(t)}</a></li>" for a, t in trend_toc)

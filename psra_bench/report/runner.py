@@ -2,13 +2,15 @@
 
 The flow: validate every parameter (flags or a YAML ``--params`` file) before any work; bring
 up the servers; seed the dataset once; execute 01–04 with papermill into ``reports/<run-id>/``;
-execute 05, which assembles ``report.html``, ``report.md`` and — last, atomically —
-``results.json``; append the headline figures to ``reports/history.jsonl``.
+with a ``workload``, execute 06 (index advice for it) after them; execute 05, which assembles
+``report.html``, ``report.md`` and — last, atomically — ``results.json``; append the headline
+figures to ``reports/history.jsonl``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -30,15 +32,19 @@ from psra_bench.params import (
 from psra_bench.paramspec import ParamModel, field_of, output_dir_param, param, refusal
 from psra_bench.resources import shipped_file
 from psra_bench.workbench import SeedParams, check_writable_dir
+from psra_bench.workload.params import IndexAdviceParams
 
 __all__ = [
     "ReportParams",
     "NOTEBOOKS",
+    "ADVICE_NOTEBOOK",
+    "REPORT_NOTEBOOK_PARAMS",
     "FEEDS",
     "merge_params",
     "notebook_path",
     "notebook_params",
     "load_params_file",
+    "notebooks_to_run",
     "run_report",
     "ReportRun",
 ]
@@ -46,13 +52,17 @@ __all__ = [
 #: The notebooks a report runs, in order; the last one assembles the report.
 NOTEBOOKS: tuple[str, ...] = ("01_query_latency", "02_cache_hit_rates", "03_ttl_tuning", "04_load_test", "05_report")
 _SECTIONS = NOTEBOOKS[:-1]
+#: Index advice for a workload: run after 01–04 (before 05 assembles) only when the report is given a workload.
+ADVICE_NOTEBOOK = IndexAdviceParams.NOTEBOOK_NAME
+#: Every notebook a report may run, with its parameter model (psra_bench.params' and notebook 06's).
+REPORT_NOTEBOOK_PARAMS: dict[str, type[NotebookParams]] = {**NOTEBOOK_PARAMS, ADVICE_NOTEBOOK: IndexAdviceParams}
 
 
 #: Each report parameter that a notebook takes: report field -> (the notebooks, their field).
 FEEDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "database": (NOTEBOOKS, "database"),
-    "verdicts": (NOTEBOOKS, "verdicts"),
-    "seed": (NOTEBOOKS, "seed"),
+    "database": ((*NOTEBOOKS, ADVICE_NOTEBOOK), "database"),
+    "verdicts": ((*NOTEBOOKS, ADVICE_NOTEBOOK), "verdicts"),
+    "seed": ((*NOTEBOOKS, ADVICE_NOTEBOOK), "seed"),
     "iterations": (("01_query_latency",), "iterations"),
     "rounds": (("01_query_latency",), "rounds"),
     "cache_requests": (("02_cache_hit_rates", "03_ttl_tuning"), "requests"),
@@ -63,6 +73,7 @@ FEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "slo_p95_ms": (("04_load_test",), "slo_p95_ms"),
     "quick": (("04_load_test", "05_report"), "quick"),
     "reports_dir": (("05_report",), "reports_dir"),
+    "workload": ((ADVICE_NOTEBOOK,), "workload"),
 }
 
 
@@ -70,7 +81,7 @@ def _from_notebooks(preset: str) -> dict[str, Any]:
     """The report's values of ``preset`` ("quick", "full"): those of the notebooks' own presets."""
     values: dict[str, Any] = {}
     for key, (names, name) in FEEDS.items():
-        if key in ("quick", "reports_dir"):
+        if key in ("quick", "reports_dir", "workload"):
             continue
         values[key] = getattr(NOTEBOOK_PARAMS[names[0]].preset(preset), name)
     return values
@@ -108,6 +119,18 @@ class ReportParams(ParamModel):
     )
     reports_dir: str = output_dir_param("where run folders and history.jsonl go", "reports")
     quick: bool = param(False, "a small run (target ≤ 2 minutes)", allowed="True or False")
+    workload: str | None = field_of(
+        IndexAdviceParams,
+        "workload",
+        None,
+        "a workload file from `workload capture`, or a .sql file: the report adds index advice for it (notebook 06, "
+        "verified); None: no index advice section",
+    )
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _workload_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @field_validator("sections", mode="before")
     @classmethod
@@ -157,7 +180,18 @@ def notebook_params(name: str, params: ReportParams, run_dir: Path, run_id: str)
     values |= {theirs: getattr(params, key) for key, (names, theirs) in FEEDS.items() if name in names}
     if name == "05_report":
         values["run_id"] = run_id
-    return NOTEBOOK_PARAMS[name].preset("quick" if params.quick else "full").replace(**values)
+    if name == ADVICE_NOTEBOOK:
+        values["verify"] = True  # the report's database is psra-bench's own: the advice is measured
+        values["workload"] = str(Path(params.workload).resolve()) if params.workload is not None else None
+    return REPORT_NOTEBOOK_PARAMS[name].preset("quick" if params.quick else "full").replace(**values)
+
+
+def notebooks_to_run(params: ReportParams) -> list[str]:
+    """The notebooks this run executes, in order: the chosen sections, 06 when given a workload, then 05."""
+    names = [n for n in _SECTIONS if n in params.sections]
+    if params.workload is not None:
+        names.append(ADVICE_NOTEBOOK)
+    return [*names, "05_report"]
 
 
 @dataclass
@@ -202,7 +236,7 @@ def run_report(
     say = progress or (lambda _msg: None)
     run_id = run_id or new_run_id()
     run_dir = Path(params.reports_dir) / run_id
-    names = [n for n in NOTEBOOKS if n in params.sections or n == "05_report"]
+    names = notebooks_to_run(params)
     check_writable_dir("reports_dir", params.reports_dir)  # one sentence now, not a failure after the measurements
     run_dir.mkdir(exist_ok=False)
     try:

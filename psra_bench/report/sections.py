@@ -4,7 +4,8 @@ Tables are shaped like the spec's (Query Performance, Cache Hit Rates, Overall S
 Performance) with the spec's claimed figure beside the one measured in this run, and every
 measured figure carries n and its 95 % CI. The tables themselves are built where their results
 are made (:mod:`psra_bench.latency.tables`, :mod:`psra_bench.cachesim.experiment`,
-:mod:`psra_bench.load.results`), so a notebook prints the same :class:`Table` the report shows;
+:mod:`psra_bench.load.results`, :mod:`psra_bench.workload.tables`), so a notebook prints the same
+:class:`Table` the report shows;
 this module only files them under the report's sections. ``SECTION_HEADLINES`` picks the stats
 (with samples) that later runs compare against for regressions.
 """
@@ -32,12 +33,16 @@ from psra_bench.results import (
     TtlTuningResult,
 )
 from psra_bench.table import Table
+from psra_bench.workload.tables import IndexAdviceResult, advice_notes, advice_of, advice_tables
 
 __all__ = [
     "query_tables",
     "cache_tables",
     "ttl_tables",
     "load_tables",
+    "advice_section_tables",
+    "advice_result",
+    "workload_fingerprint",
     "SECTION_BUILDERS",
     "SECTION_HEADLINES",
     "summary_lines",
@@ -49,6 +54,7 @@ AUDIT_SECTION = "Index audit and the recommended set"
 CACHE_SECTION = "Cache hit rates"
 TTL_SECTION = "TTL tuning"
 LOAD_SECTION = "Overall system performance under load"
+ADVICE_SECTION = "Index advice for your workload"
 
 
 def _filed(section: str, tables: list[Table | None]) -> list[Table]:
@@ -107,12 +113,34 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
     return _filed(LOAD_SECTION, list(load_result_tables(section))), [note]
 
 
+# ----------------------------------------------------------------------------- 06 index advice
+
+
+def advice_section_tables(section: IndexAdviceResult) -> tuple[list[Table], list[str]]:
+    """Notebook 06's tables: per index add / drop / keep, predicted vs measured per query, insert cost, skipped."""
+    advice = advice_of(section)
+    return _filed(ADVICE_SECTION, list(advice_tables(advice))), advice_notes(advice)
+
+
+def advice_result(sections: Mapping[str, Any]) -> IndexAdviceResult | None:
+    """Notebook 06's result among a run's sections (None when the run was given no workload)."""
+    found: IndexAdviceResult | None = sections.get("advice")
+    return found
+
+
+def workload_fingerprint(sections: Mapping[str, Any]) -> str | None:
+    """The fingerprint of the workload the run advised indexes for (None: no workload): history keys runs by it."""
+    found = advice_result(sections)
+    return None if found is None else found["workload_fingerprint"]
+
+
 #: Section name -> its table builder; each takes the typed result of its notebook (read back from JSON).
 SECTION_BUILDERS: dict[str, Callable[[Any], tuple[list[Table], list[str]]]] = {
     "query_latency": query_tables,
     "cache": cache_tables,
     "ttl": ttl_tables,
     "load": load_tables,
+    "advice": advice_section_tables,
 }
 
 #: Section name -> the stats (with samples) of its headline items, compared with the previous comparable run.

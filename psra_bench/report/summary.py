@@ -12,8 +12,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psra_bench.latency.audit import DROP, REVIEW, FinalRecommendation, final_recommendation, lost_indexes
-from psra_bench.measure.format import interval, mb, ms, number, p_text, percent, percent_ci, speedup_text, times
+from psra_bench.measure.format import (
+    interval,
+    mb,
+    ms,
+    number,
+    p_text,
+    percent,
+    percent_ci,
+    speedup_text,
+    times,
+    times_ci,
+)
 from psra_bench.measure.stats import FASTER, SLOWER, compare_to_previous
+from psra_bench.report.sections import advice_result
 from psra_bench.results import (
     AuditRow,
     CacheHitRatesResult,
@@ -24,6 +36,9 @@ from psra_bench.results import (
     ThroughputSide,
     TtlTuningResult,
 )
+from psra_bench.workload.advise import ADD
+from psra_bench.workload.advise import DROP as DROP_INDEX
+from psra_bench.workload.tables import advice_of
 
 __all__ = ["findings", "recommendations"]
 
@@ -145,6 +160,46 @@ def _load_findings(load: LoadTestResult) -> list[str]:
     ]
 
 
+def _advice_findings(sections: Sections) -> tuple[list[str], list[str], list[str]]:
+    """(findings, do, open) of notebook 06's index advice for the run's workload (all empty without one)."""
+    result = advice_result(sections)
+    if result is None:
+        return [], [], []
+    advice = advice_of(result)
+    fp, actions = advice.fingerprint, [ix.action for ix in advice.indexes]
+    adds, drops = actions.count(ADD), actions.count(DROP_INDEX)
+    head = f"Index advice for workload {fp} ({advice.path} screening): {adds} to add, {drops} to drop"
+    measured = advice.predicted_vs_measured
+    if measured is None:
+        return (
+            [head + "; not measured (verify off), so the gains are the planner's only."],
+            [],
+            [f"Index advice for workload {fp} was not measured: run it with verify on a database psra-bench owns."],
+        )
+    rows = list(measured.values())
+    faster = sorted((r for r in rows if r["verdict"] == FASTER), key=lambda r: -r["measured_speedup"])
+    slower = [r for r in rows if r["verdict"] == SLOWER]
+    best = (
+        f" (best {times_ci(faster[0]['measured_speedup'], faster[0]['ci'])}, planner predicted "
+        f"{times(faster[0]['predicted_speedup'])})"
+        if faster
+        else ""
+    )
+    ins = advice.insert
+    insert = "" if ins is None else f"; inserts take {times_ci(ins['ratio'], ins['ratio_ci'])} as long"
+    line = (
+        f"{head}; with the recommended set {len(faster)} of {len(rows)} replayed queries were significantly faster"
+        f"{best} and {len(slower)} slower{insert}."
+    )
+    todo = []
+    if faster and (adds or drops):
+        todo.append(
+            f"Index advice for workload {fp}: apply 06_index_advice/recommended_indexes.up.sql with psql "
+            f"({adds} CREATE, {drops} DROP INDEX CONCURRENTLY) after reviewing each drop."
+        )
+    return [line], todo, []
+
+
 def findings(
     sections: Sections,
     *,
@@ -160,8 +215,10 @@ def findings(
         out += _cache_findings(sections["cache"])
     if "load" in sections:
         out += _load_findings(sections["load"])
+    out += _advice_findings(sections)[0]
     if previous_run is None:
-        out.append("There is no earlier comparable run (same machine key and scale) to look for regressions against.")
+        same = "machine key, scale and workload" if advice_result(sections) else "machine key and scale"
+        out.append(f"There is no earlier comparable run (same {same}) to look for regressions against.")
     elif regressions:
         worst = max(regressions, key=lambda r: r["slowdown"] or 0)
         out.append(
@@ -315,4 +372,5 @@ def recommendations(sections: Sections) -> dict[str, list[str]]:
                 f"Users supported is only a lower bound for {', '.join(bounded)}: every step met the SLO; "
                 "raise `users` to find the limit."
             )
-    return {"do": todo, "open": open_}
+    _, do, undecided = _advice_findings(sections)
+    return {"do": todo + do, "open": open_ + undecided}

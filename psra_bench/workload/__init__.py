@@ -5,7 +5,9 @@ or :func:`capture_log` (a PostgreSQL log), or a plain SQL file (:func:`read_work
 index candidates from the queries' WHERE, JOIN and ORDER BY columns (:mod:`.candidates`); screens
 them by planner cost (:mod:`.screening`: HypoPG's hypothetical indexes, or real builds on a
 database psra-bench owns); and measures the picked set against the current one (:mod:`.verify`).
-:func:`write_advice` writes advice.json and the migration pair.
+:func:`write_advice` writes advice.json and the migration pair. Notebook 06 (parameters
+:class:`IndexAdviceParams`) runs it through :func:`run_index_advice`; :mod:`.tables` builds the tables
+it prints and the report files under "Index advice for your workload".
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from psra_bench.workload.advise import Advice, IndexAdvice, advise, migration_sql, write_advice
 from psra_bench.workload.capture import capture, capture_log
 from psra_bench.workload.model import Workload, WorkloadQuery, read_workload, write_workload
-from psra_bench.workload.params import AdviceParams, CaptureParams
+from psra_bench.workload.params import EXAMPLE_WORKLOAD, AdviceParams, CaptureParams, IndexAdviceParams
+from psra_bench.workload.tables import IndexAdviceResult, advice_of, advice_tables, run_index_advice
 
 __all__ = [
     "Advice",
@@ -29,4 +32,10 @@ __all__ = [
     "write_workload",
     "AdviceParams",
     "CaptureParams",
+    "IndexAdviceParams",
+    "EXAMPLE_WORKLOAD",
+    "IndexAdviceResult",
+    "advice_of",
+    "advice_tables",
+    "run_index_advice",
 ]

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from psra_bench.paramspec import ParamModel, param, seed_param
+from pydantic import field_validator
 
-__all__ = ["CaptureParams", "AdviceParams"]
+from psra_bench.paramspec import NotebookParams, ParamModel, field_of, param, seed_param
+
+if TYPE_CHECKING:
+    from psra_bench.workload.model import Workload
+
+__all__ = ["CaptureParams", "AdviceParams", "IndexAdviceParams", "EXAMPLE_WORKLOAD"]
+
+#: The small workload notebook 06 advises when it is given none (shipped in the package).
+EXAMPLE_WORKLOAD = "data/example_workload.sql"
 
 
 class CaptureParams(ParamModel):
@@ -125,3 +135,63 @@ class AdviceParams(ParamModel):
     alpha: float = param(
         0.05, "significance level of the Mann-Whitney test", allowed="a number between 0 and 1 (alpha)", gt=0, lt=1
     )
+
+
+#: The knobs of :class:`AdviceParams` notebook 06 and the report set (the rest keep AdviceParams' defaults).
+_NOTEBOOK_KNOBS = ("max_indexes", "rounds", "iterations", "warmup", "write_batches", "write_batch_rows")
+_SMALL = AdviceParams.QUICK
+
+
+class IndexAdviceParams(NotebookParams):
+    """Notebook 06: index advice for a workload, screened by planner cost and measured against the current set.
+
+    The field defaults are the small run nbval executes (AdviceParams' ``quick`` verification);
+    ``full`` measures with AdviceParams' own defaults.
+    """
+
+    NOTEBOOK_NAME: ClassVar[str] = "06_index_advice"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "full": {name: AdviceParams.field_default(name) for name in _NOTEBOOK_KNOBS},
+    }
+
+    seed: int = seed_param("dataset seed, and the seed of the replay parameters and the bootstrap")
+    workload: str | None = param(
+        None,
+        "a workload file from `psra-bench workload capture`, or a .sql file; None: the example workload shipped "
+        "with psra-bench",
+        allowed="None (the example workload) or the path of a workload file (JSON from `workload capture`) or a "
+        ".sql file",
+    )
+    verify: bool = param(
+        True,
+        "measure the recommended index set against the current one (the database must be psra-bench's)",
+        allowed="True or False",
+    )
+    max_indexes: int = field_of(AdviceParams, "max_indexes", _SMALL.max_indexes)
+    rounds: int = field_of(AdviceParams, "rounds", _SMALL.rounds)
+    iterations: int = field_of(AdviceParams, "iterations", _SMALL.iterations)
+    warmup: int = field_of(AdviceParams, "warmup", _SMALL.warmup)
+    write_batches: int = field_of(AdviceParams, "write_batches", _SMALL.write_batches)
+    write_batch_rows: int = field_of(AdviceParams, "write_batch_rows", _SMALL.write_batch_rows)
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _workload_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    def workload_path(self) -> Path:
+        """The workload file: ``workload``, or the example shipped with psra-bench."""
+        from psra_bench.resources import shipped_file
+
+        return Path(self.workload) if self.workload is not None else shipped_file(EXAMPLE_WORKLOAD)
+
+    def advice_params(self) -> AdviceParams:
+        """The AdviceParams of this run: the notebook's knobs and seed, the rest at their defaults."""
+        return AdviceParams.NOTEBOOK.replace(seed=self.seed, **{name: getattr(self, name) for name in _NOTEBOOK_KNOBS})
+
+    def check(self) -> Workload:
+        """The workload, read and parsed before any work; ``output_dir`` proven writable (values are valid already)."""
+        from psra_bench.workload.model import read_workload
+
+        self.check_output_dir()
+        return read_workload(self.workload_path())
