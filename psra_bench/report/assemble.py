@@ -28,7 +28,13 @@ from psra_bench.exceptions import MeasurementError
 from psra_bench.measure.format import ms, p_text, times
 from psra_bench.measure.stats import compare_to_previous
 from psra_bench.report.history import write_history_page
-from psra_bench.report.sections import SECTION_BUILDERS, SECTION_HEADLINES, advice_result, workload_fingerprint
+from psra_bench.report.sections import (
+    SECTION_BUILDERS,
+    SECTION_HEADLINES,
+    advice_result,
+    synthetic_vs_trace_table,
+    workload_fingerprint,
+)
 from psra_bench.report.summary import findings, recommendations
 from psra_bench.results import LatencySummary, Sections
 from psra_bench.table import Table
@@ -52,6 +58,7 @@ SECTION_FILES: tuple[tuple[str, str], ...] = (
     ("query_latency", "01_query_latency"),
     ("cache", "02_cache_hit_rates"),
     ("ttl", "03_ttl_tuning"),
+    ("ttl_trace", "trace/03_ttl_tuning"),  # notebook 03 on the team's own trace (report --trace)
     ("load", "04_load_test"),
     ("advice", "06_index_advice"),
 )
@@ -369,6 +376,8 @@ def assemble_report(
         regressions=regressions,
     )
     for name, section in present.items():
+        if name == "ttl_trace" and "ttl" in present:  # synthetic vs your trace, side by side, first
+            report.tables.append(synthetic_vs_trace_table(present["ttl"], present["ttl_trace"]))
         tables, notes = SECTION_BUILDERS[name](section)
         report.tables += tables
         report.notes += notes

@@ -28,6 +28,7 @@ from psra_bench.params import (
     LoadTestParams,
     NotebookParams,
     QueryLatencyParams,
+    TtlTuningParams,
 )
 from psra_bench.paramspec import ParamModel, field_of, output_dir_param, param, refusal
 from psra_bench.resources import shipped_file
@@ -45,6 +46,7 @@ __all__ = [
     "notebook_params",
     "load_params_file",
     "notebooks_to_run",
+    "TRACE_RUN",
     "run_report",
     "ReportRun",
 ]
@@ -127,7 +129,15 @@ class ReportParams(ParamModel):
         "verified); None: no index advice section",
     )
 
-    @field_validator("workload", mode="before")
+    trace: str | None = field_of(
+        TtlTuningParams,
+        "trace",
+        None,
+        "a trace file from `psra-bench trace import`: TTL tuning runs on it too, beside the synthetic trace "
+        "(notebook 03 once more); None: the synthetic trace only",
+    )
+
+    @field_validator("workload", "trace", mode="before")
     @classmethod
     def _workload_as_text(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
@@ -174,8 +184,16 @@ def notebook_path(name: str) -> Path:
     return shipped_file(f"notebooks/{name}.ipynb")
 
 
+#: The second run of notebook 03, on the report's ``trace``: its files go to ``<run-id>/trace/``.
+TRACE_RUN = "03_ttl_tuning:trace"
+
+
 def notebook_params(name: str, params: ReportParams, run_dir: Path, run_id: str) -> NotebookParams:
     """What notebook ``name`` is given in this run: its quick or full preset, with the report's own values (FEEDS)."""
+    if name == TRACE_RUN:
+        assert params.trace is not None
+        tuning = notebook_params("03_ttl_tuning", params, run_dir, run_id)
+        return tuning.replace(output_dir=str(run_dir / "trace"), trace=str(Path(params.trace).resolve()))
     values: dict[str, Any] = {"output_dir": str(run_dir)}
     values |= {theirs: getattr(params, key) for key, (names, theirs) in FEEDS.items() if name in names}
     if name == "05_report":
@@ -187,8 +205,11 @@ def notebook_params(name: str, params: ReportParams, run_dir: Path, run_id: str)
 
 
 def notebooks_to_run(params: ReportParams) -> list[str]:
-    """The notebooks this run executes, in order: the chosen sections, 06 when given a workload, then 05."""
+    """The notebooks this run executes, in order: the chosen sections (03 twice with a trace), 06 when given a
+    workload, then 05."""
     names = [n for n in _SECTIONS if n in params.sections]
+    if params.trace is not None and "03_ttl_tuning" in names:
+        names.insert(names.index("03_ttl_tuning") + 1, TRACE_RUN)
     if params.workload is not None:
         names.append(ADVICE_NOTEBOOK)
     return [*names, "05_report"]
@@ -261,11 +282,14 @@ def run_report(
         for name in names:
             t0 = time.perf_counter()
             say(f"  running {name} ...")
+            notebook, _, variant = name.partition(":")  # "03_ttl_tuning:trace" runs 03 into <run-id>/trace/
+            executed = run_dir / variant / f"{notebook}.ipynb"
+            executed.parent.mkdir(exist_ok=True)
             try:
                 with ProgressFollower(events, say, live=live):
                     papermill.execute_notebook(
-                        str(notebook_path(name)),
-                        str(run_dir / f"{name}.ipynb"),
+                        str(notebook_path(notebook)),
+                        str(executed),
                         parameters=notebook_params(name, params, run_dir, run_id).papermill(),
                         kernel_name="python3",
                         progress_bar=False,
@@ -273,7 +297,7 @@ def run_report(
                         kernel_manager_class=kernels,
                     )
             except papermill.PapermillExecutionError as e:
-                raise NotebookFailed(name, run_dir / f"{name}.ipynb", f"{e.ename}: {e.evalue}") from None
+                raise NotebookFailed(name, executed, f"{e.ename}: {e.evalue}") from None
             run.notebook_seconds[name] = time.perf_counter() - t0
             say(f"  {name} done in {run.notebook_seconds[name]:.1f} s")
     run.seconds = time.perf_counter() - started

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from psra_bench.latency.tables import (
     audit_table,
@@ -25,11 +25,13 @@ from psra_bench.latency.tables import (
     write_cost_table,
 )
 from psra_bench.load.results import load_result_tables
+from psra_bench.measure.format import DASH, mb, number, percent
 from psra_bench.results import (
     CacheHitRatesResult,
     LatencySummary,
     LoadTestResult,
     QueryLatencyResult,
+    TtlRecommendation,
     TtlTuningResult,
 )
 from psra_bench.table import Table
@@ -44,6 +46,8 @@ __all__ = [
     "advice_result",
     "workload_fingerprint",
     "SECTION_BUILDERS",
+    "trace_ttl_tables",
+    "synthetic_vs_trace_table",
     "SECTION_HEADLINES",
     "summary_lines",
 ]
@@ -53,6 +57,7 @@ QUERY_SECTION = "Query performance (before vs after the index migration)"
 AUDIT_SECTION = "Index audit and the recommended set"
 CACHE_SECTION = "Cache hit rates"
 TTL_SECTION = "TTL tuning"
+TRACE_SECTION = "TTL tuning on your cache traffic"
 LOAD_SECTION = "Overall system performance under load"
 ADVICE_SECTION = "Index advice for your workload"
 
@@ -89,6 +94,45 @@ def cache_tables(section: CacheHitRatesResult) -> tuple[list[Table], list[str]]:
 def ttl_tables(section: TtlTuningResult) -> tuple[list[Table], list[str]]:
     """The tables notebook 03 saved (recommended TTLs, simulation vs live, sweeps) and its notes."""
     return [Table.from_dict({**t, "section": TTL_SECTION}) for t in section["tables"]], list(section["notes"])
+
+
+def trace_ttl_tables(section: TtlTuningResult) -> tuple[list[Table], list[str]]:
+    """Notebook 03's tables for the team's own trace (``--trace``), under a section of their own."""
+    return [Table.from_dict({**t, "section": TRACE_SECTION}) for t in section["tables"]], list(section["notes"])
+
+
+def _recommended(rec: TtlRecommendation | None) -> list[str]:
+    """TTL, hit rate [CI], staleness and memory of one recommendation (dashes when none met the target)."""
+    point = rec["point"] if rec else None
+    if rec is None or point is None or rec["ttl_s"] is None:
+        return [DASH, DASH, DASH, DASH]
+    ci = point["hit_rate_ci"]
+    hit = f"{percent(point['hit_rate'])} [{percent(ci[0])}–{percent(ci[1])}]" if ci else percent(point["hit_rate"])
+    staleness = cast(Mapping[str, Any], point).get(rec["metric"])
+    memory = point.get("memory_bytes")
+    return [f"{rec['ttl_s']:g} s", hit, f"{staleness:g} s" if staleness is not None else DASH,
+            mb(memory) if memory is not None else DASH]  # fmt: skip
+
+
+def synthetic_vs_trace_table(synthetic: TtlTuningResult, trace: TtlTuningResult) -> Table:
+    """Per entity, the recommended TTL on the synthetic trace beside the one on the team's own trace."""
+    ours, theirs = synthetic["tuning"]["recommendations"], trace["tuning"]["recommendations"]
+
+    def reads(rec: TtlRecommendation | None) -> str:
+        return number(rec["point"]["n"]) if rec and rec["point"] else DASH
+
+    rows = [[e, *_recommended(ours.get(e)), *_recommended(theirs.get(e)), reads(theirs.get(e))]
+            for e in sorted(set(ours) | set(theirs))]  # fmt: skip
+    columns = ["entity", "synthetic: TTL", "hit rate [95% CI]", "staleness", "memory",
+               "your trace: TTL", "hit rate [95% CI]", "staleness", "memory", "reads (n)"]  # fmt: skip
+    fingerprint = str(trace.get("trace", {}).get("fingerprint", ""))[:12]
+    note = (
+        "The shortest TTL meeting the hit-rate target within the staleness bound, simulated on the synthetic "
+        f"Zipf trace and on your trace ({fingerprint or 'imported'}); memory: bytes the TTL keeps resident. "
+        "A dash: no TTL of the grid met the target."
+    )
+    return Table(columns, rows, title="Synthetic vs your trace: recommended TTL per entity", note=note,
+                 section=TRACE_SECTION)  # fmt: skip
 
 
 def _cache_headline(section: CacheHitRatesResult) -> dict[str, LatencySummary]:
@@ -139,6 +183,7 @@ SECTION_BUILDERS: dict[str, Callable[[Any], tuple[list[Table], list[str]]]] = {
     "query_latency": query_tables,
     "cache": cache_tables,
     "ttl": ttl_tables,
+    "ttl_trace": trace_ttl_tables,
     "load": load_tables,
     "advice": advice_section_tables,
 }

@@ -409,6 +409,8 @@ class TtlPoint(TypedDict):
     max_stale_s: float | None
     fills: int
     invalidations: int
+    #: Bytes the TTL keeps resident (value sizes from the trace; absent in older results).
+    memory_bytes: NotRequired[int | None]
 
 
 class SimulationResult(TypedDict):
@@ -467,4 +469,6 @@ class Sections(TypedDict, total=False):
     query_latency: QueryLatencyResult
     cache: CacheHitRatesResult
     ttl: TtlTuningResult
+    #: Notebook 03 on the team's own trace (``report --trace``), beside the synthetic ``ttl``.
+    ttl_trace: TtlTuningResult
     load: LoadTestResult
