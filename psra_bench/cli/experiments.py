@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from psra_bench.cli.base import cli, handle_errors, ready
 from psra_bench.cli.options import model_option
 from psra_bench.latency.params import QueryLatencyParams
 from psra_bench.load.params import LoadTestParams
+from psra_bench.load.replay import ReplayParams
 from psra_bench.report.runner import ReportParams
 from psra_bench.settings import LiveSettings
 from psra_bench.table import Table
@@ -25,6 +27,7 @@ __all__ = ["indexes", "load", "report"]
 
 _AUDIT = QueryLatencyParams.AUDIT
 _LOAD = LoadTestParams.CLI
+_REPLAY = ReplayParams.NOTEBOOK
 
 
 # ----------------------------------------------------------------------------- indexes
@@ -133,9 +136,14 @@ def _catalog_audit(settings: LiveSettings, out_dir: str | None, found: Any) -> N
 @click.option(
     "--url",
     default=None,
-    help="Load an API this tool did not start (http(s)://host[:port]): only the Locust step load, no "
-    "configurations; the operator token comes from PSRA_ADMIN_TOKEN.",
+    help="Load an API this tool did not start (http(s)://host[:port]): only the Locust step load (or, with "
+    "--from-log, the replay), no configurations; the operator token comes from PSRA_ADMIN_TOKEN.",
 )
+@click.option("--from-log", "from_log", type=click.Path(dir_okay=False), default=None,
+              help="Replay this access log (see --format, --speed, --mode) instead of the synthetic mix.")  # fmt: skip
+@model_option(ReplayParams, "log_format", "--format", preset=_REPLAY)
+@model_option(ReplayParams, "speed", preset=_REPLAY)
+@model_option(ReplayParams, "mode", preset=_REPLAY)
 @click.pass_context
 @handle_errors
 def load(
@@ -151,11 +159,25 @@ def load(
     output_dir: str,
     quick: bool,
     url: str | None,
+    from_log: str | None,
+    log_format: str,
+    speed: float,
+    mode: str,
 ) -> None:
     """Load-test the API with Locust for each configuration (baseline/indexes/cache/both), or one at --url."""
     from psra_bench.load.experiment import run_load
     from psra_bench.workbench import check_writable_dir, ensure_dataset, notebook_settings
 
+    replay = _REPLAY.replace(log_format=log_format, speed=speed, mode=mode)
+    if from_log is not None:
+        _load_from_log(ctx, from_log, replay, url=url, verdicts=verdicts, seed=seed, output_dir=output_dir)
+        return
+    for name in ("log_format", "speed", "mode"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            from psra_bench.exceptions import ParameterError
+
+            flag = "--format" if name == "log_format" else "--" + name
+            raise ParameterError(flag, ctx.params[name], "set only together with --from-log")
     if url is not None:
         _load_url(ctx, url, users=users, spawn_rate=spawn_rate, duration=duration, slo_p95_ms=slo_p95_ms,
                   output_dir=output_dir, quick=quick)  # fmt: skip
@@ -201,6 +223,56 @@ def _load_url(ctx: click.Context, url: str, **options: Any) -> None:
     limited = "; the load generator was saturated, so the limit may be its own" if sup["generator_limited"] else ""
     head = f"users supported at p95 <= {sup['slo_p95_ms']:g} ms: {sup['users_supported']}{bound}"
     click.echo(f"{head} — {sup['reason']}{limited}")
+
+
+def _load_from_log(
+    ctx: click.Context,
+    from_log: str,
+    params: ReplayParams,
+    *,
+    url: str | None,
+    verdicts: int,
+    seed: int,
+    output_dir: str,
+) -> None:
+    """``load --from-log``: read the log (refusing bad input before anything is sent), then replay it."""
+    from psra_bench.exceptions import ParameterError
+    from psra_bench.load.replay import load_replay, run_replay
+    from psra_bench.settings import admin_token_from_env
+    from psra_bench.workbench import check_writable_dir, ensure_dataset, notebook_settings
+
+    for name in ("users", "spawn_rate", "duration", "arrival_rate", "configurations", "slo_p95_ms", "quick"):
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            flag = "--" + name.replace("_", "-")
+            raise ParameterError(flag, ctx.params[name], "not set together with --from-log (the log sets the load)")
+    check_writable_dir("--output-dir", output_dir)
+    plan = load_replay(from_log, params)
+    if url is not None:
+        doc = run_replay(plan, output_dir, url=url, admin_token=admin_token_from_env())
+    else:
+        ready(ctx)
+        settings = notebook_settings(_LOAD.database)
+        ensure_dataset(settings, verdicts, seed, action="load")
+        doc = run_replay(plan, output_dir, settings=settings)
+    r = doc["replay"]
+    rows = [
+        [name, f"{r['recorded_share'].get(name, 0):.1%}", f"{r['replayed_share'].get(name, 0):.1%}", e["n"],
+         _ms(e["p50_ms"]), _ms(e["p95_ms"]), _ms(e["p99_ms"])]
+        for name, e in r["endpoints"].items()
+    ]  # fmt: skip
+    click.echo(Table.of(["endpoint", "recorded", "replayed", "n", "p50 ms", "p95 ms", "p99 ms"], rows).text())
+    rates = [
+        [f"{i * r['bucket_s']:g}-{(i + 1) * r['bucket_s']:g}", f"{a:.1f}", f"{b:.1f}"]
+        for i, (a, b) in enumerate(zip(r["recorded_rate"], r["replayed_rate"], strict=False))
+    ]
+    click.echo("\n" + Table.of(["recorded s", "recorded req/s", "replayed req/s"], rates).text())
+    if r["unmatched"]:
+        click.echo(f"not sent (no such route here): {sum(r['unmatched'].values())} requests, e.g. "
+                   + ", ".join(f"{p} ×{n}" for p, n in list(r["unmatched"].items())[:5]))  # fmt: skip
+    unparsed = r["log"]["unparsed"]
+    if unparsed["count"]:
+        click.echo(f"{unparsed['count']} lines did not parse, e.g. " + " | ".join(unparsed["first"]))
+    click.echo(f"wrote {Path(output_dir) / '04_load_replay.json'} and {doc['files']['rates_plot']}")
 
 
 def _ms(value: Any) -> str:
@@ -256,6 +328,10 @@ def _report_option(name: str, *flags: str) -> Any:
     help="Run only these sections (repeatable; default all).",
 )
 @_report_option("reports_dir")
+@click.option("--workload", "workload", type=click.Path(dir_okay=False), default=None,
+              help="Also advise indexes for this workload (`workload capture` file or .sql): notebook 06.")  # fmt: skip
+@click.option("--trace", "trace", type=click.Path(dir_okay=False), default=None,
+              help="Also tune TTLs on this trace (`trace import`), beside the synthetic one.")  # fmt: skip
 @click.pass_context
 @handle_errors
 def report(
@@ -270,6 +346,8 @@ def report(
     duration: float | None,
     sections: tuple[str, ...],
     reports_dir: str | None,
+    workload: str | None,
+    trace: str | None,
 ) -> None:
     """The main job: measure everything and write reports/<run-id>/ (HTML, Markdown, JSON, plots, notebooks)."""
     from psra_bench.report.runner import load_params_file, merge_params, run_report
@@ -288,6 +366,8 @@ def report(
             "duration": duration,
             "sections": tuple(sections) or None,
             "reports_dir": reports_dir,
+            "workload": workload,
+            "trace": trace,
         },
     )
     ready(ctx)

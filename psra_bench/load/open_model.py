@@ -17,6 +17,12 @@ omission"). This driver runs the *open* model instead:
 * arrivals intended during the first ``warmup_s`` are sent but not measured; after the schedule
   ends, requests still in flight get ``drain_s`` to finish and are then counted as unfinished.
 
+Instead of a constant rate, ``schedule`` gives every arrival's intended start (seconds after the
+start; a recorded log's inter-arrival times, :mod:`psra_bench.load.replay`); then each arrival's
+request is drawn before the backlog check, so a dropped arrival drops its own request, and
+``timeline_bucket_s`` counts the requests sent per endpoint and bucket of dispatch time.
+``remote`` allows a target that is not on this machine (``psra-bench load --url``).
+
 The generator's own CPU use is measured: above ~90 % of a core it is flagged as saturated,
 because then lateness is the generator's, not the server's. It uses gevent and geventhttpclient
 (Locust's own client stack) without monkey-patching; ``python -m psra_bench.load.open_model`` runs it
@@ -28,6 +34,7 @@ environment (never from the command line, which other users of the machine can r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
@@ -124,9 +131,18 @@ class OpenLoadConfig:
     max_requests: int = 1_000_000
     #: The server's operator token for the cross-tenant requests of the mix (a secret: not in repr or results).
     admin_token: str | None = field(default=None, repr=False)
+    #: Intended starts (seconds after the start, ascending) replacing rate × duration; not in the result.
+    schedule: tuple[float, ...] | None = field(default=None, repr=False)
+    #: Count requests sent per endpoint and bucket of this many seconds of dispatch time (None: no timeline).
+    timeline_bucket_s: float | None = None
+    #: The target may be anywhere (an http(s):// URL an operator gave), not only on this machine.
+    remote: bool = False
 
     def __post_init__(self) -> None:
-        check_loopback_url(self.base_url)
+        if self.remote:
+            check_target_url(self.base_url, "base_url")
+        else:
+            check_loopback_url(self.base_url)
         _positive("rate", self.rate)
         _positive("duration_s", self.duration_s)
         _positive("warmup_s", self.warmup_s, zero=True)
@@ -141,6 +157,17 @@ class OpenLoadConfig:
             _positive("drain_s", self.drain_s, zero=True)
         if self.warmup_s >= self.duration_s:
             raise ParameterError("warmup_s", self.warmup_s, f"less than duration_s ({self.duration_s})")
+        if self.timeline_bucket_s is not None:
+            _positive("timeline_bucket_s", self.timeline_bucket_s)
+        if self.schedule is not None:
+            s = self.schedule
+            ok = (
+                bool(s)
+                and all(math.isfinite(x) and x >= 0 for x in s)
+                and all(a <= b for a, b in zip(s, s[1:], strict=False))
+            )
+            if not ok:
+                raise ParameterError("schedule", f"<{len(s)} times>", "ascending start offsets >= 0 (at least one)")
 
     @property
     def interval_s(self) -> float:
@@ -149,12 +176,13 @@ class OpenLoadConfig:
 
     @property
     def scheduled(self) -> int:
-        """Arrivals on the schedule (rate × duration, capped by max_requests)."""
-        return min(int(self.rate * self.duration_s), self.max_requests)
+        """Arrivals on the schedule (its length, or rate × duration; capped by max_requests)."""
+        planned = len(self.schedule) if self.schedule is not None else int(self.rate * self.duration_s)
+        return min(planned, self.max_requests)
 
     def resolved(self) -> dict[str, Any]:
         """The configuration with every default filled in (for the result)."""
-        plain = {k: v for k, v in asdict(self).items() if k != "admin_token"}
+        plain = {k: v for k, v in asdict(self).items() if k not in ("admin_token", "schedule")}
         return plain | {
             "operator_auth": self.admin_token is not None,
             "max_backlog": self.backlog,
@@ -218,6 +246,10 @@ class _Run:
         self.measure_from = 0.0
         self.first_dispatch: float | None = None
         self.last_dispatch = 0.0
+        self.t0 = 0.0
+        #: (bucket of dispatch time, endpoint) -> requests sent; (endpoint) -> arrivals dropped.
+        self.timeline: Counter[tuple[int, str]] = Counter()
+        self.dropped_by_name: Counter[str] = Counter()
 
     def one(self, client: Any, slots: Any, spec: RequestSpec, intended: float) -> None:
         """Wait for a connection, send ``spec``, record latency from ``intended``."""
@@ -231,6 +263,8 @@ class _Run:
             self.first_dispatch = dispatched if self.first_dispatch is None else self.first_dispatch
             self.last_dispatch = dispatched
             self.counts["sent"] += 1
+            if self.config.timeline_bucket_s is not None:
+                self.timeline[(int((dispatched - self.t0) // self.config.timeline_bucket_s), spec.name)] += 1
             late = dispatched - intended
             measured = intended >= self.measure_from
             if measured:
@@ -283,37 +317,47 @@ def run_open_load(
 
     if source is None:
         source, on_job = workload_source(config.tenants, config.seed, config.admin_token)
-    host, port = check_loopback_url(config.base_url)
     rng = random.Random(config.seed)
     run = _Run(config, on_job)
-    client = HTTPClient(
-        host,
-        port=port,
-        concurrency=config.max_in_flight,
-        connection_timeout=config.timeout_s,
-        network_timeout=config.timeout_s,
-    )
+    timeout = config.timeout_s
+    if config.remote:
+        client = HTTPClient.from_url(
+            config.base_url, concurrency=config.max_in_flight, connection_timeout=timeout, network_timeout=timeout
+        )
+    else:
+        host, port = check_loopback_url(config.base_url)
+        client = HTTPClient(
+            host, port=port, concurrency=config.max_in_flight, connection_timeout=timeout, network_timeout=timeout
+        )
+    prefix = urlsplit(config.base_url).path.rstrip("/") if config.remote else ""
     slots = gevent.lock.BoundedSemaphore(config.max_in_flight)
     group = gevent.pool.Group()
     gevent.get_hub().loop.update_now()
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
-    t0 = wall0 + 0.05
+    t0 = run.t0 = wall0 + 0.05
     epoch0 = time.time() + (t0 - time.perf_counter())
     run.measure_from = t0 + config.warmup_s
     interval = config.interval_s
+    schedule = config.schedule
     try:
         for i in range(config.scheduled):
-            intended = t0 + i * interval
+            intended = t0 + (schedule[i] if schedule is not None else i * interval)
             delay = intended - time.perf_counter()
             if delay > 0:
                 gevent.sleep(delay)
             run.counts["scheduled"] += 1
             if intended >= run.measure_from:
                 run.counts["arrivals_measured"] += 1
+            spec = source(rng) if schedule is not None else None  # a scheduled arrival drops its own request
             if run.waiting >= config.backlog:
                 run.counts["dropped"] += 1
+                if spec is not None:
+                    run.dropped_by_name[spec.name] += 1
                 continue
-            group.spawn(run.one, client, slots, source(rng), intended)
+            spec = spec if spec is not None else source(rng)
+            if prefix:
+                spec = dataclasses.replace(spec, path=prefix + spec.path)
+            group.spawn(run.one, client, slots, spec, intended)
         schedule_end = time.perf_counter()
         group.join(timeout=config.drain_s if config.drain_s is not None else config.timeout_s)
         run.counts["unfinished"] = len(group)
@@ -323,6 +367,13 @@ def run_open_load(
     wall = time.perf_counter() - wall0
     cpu = _cpu_seconds() - cpu0
     out = _result(config, run, wall, cpu, schedule_end - t0)
+    if config.timeline_bucket_s is not None:
+        sent: dict[str, dict[str, int]] = {}
+        for (bucket, name), n in sorted(run.timeline.items()):
+            sent.setdefault(name, {})[str(bucket)] = n
+        out["timeline"] = {"bucket_s": config.timeline_bucket_s, "sent": sent}
+    if schedule is not None:
+        out["dropped_by_endpoint"] = dict(run.dropped_by_name)
     out |= {"started_at": epoch0, "measure_from": epoch0 + config.warmup_s, "ended_at": epoch0 + config.duration_s}
     return out
 
