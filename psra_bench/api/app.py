@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -317,6 +318,10 @@ def create_app(settings: LiveSettings, *, run_workers: bool = False) -> FastAPI:
                 where = f"{queue.store.host}:{queue.store.port}"
                 dependencies.report(JOB_STORE, where, False, monotonic(), str(e) or type(e).__name__)
                 dependencies.probe(JOB_STORE, where, queue.redis.ping, then=use_job_store)
+            # What start-up built (modules, reference data, compiled rules, clients) lives as long as the
+            # process: moved out of the collector's generations, a full collection while serving no longer
+            # walks it, which shortens the pauses that land in the latency tail (benchmarks/bench_api.py).
+            gc.freeze()
             yield
         finally:
             if workers:
