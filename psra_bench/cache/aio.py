@@ -77,6 +77,11 @@ class WaitingConnectionPool(redis.asyncio.ConnectionPool):
 
 def _async_client(redis_settings: RedisSettings) -> redis.asyncio.Redis:
     kwargs = redis_settings.client_kwargs()
+    # The service bounds each step with one asyncio.timeout (AsyncCacheService._run) instead: redis-py's
+    # socket_timeout guards every write with asyncio.wait_for, a new task per command on Python 3.11, and
+    # every read with a timeout of its own (about 7 % of a cached lookup's CPU, benchmarks/bench_api.py).
+    # A step cut short disconnects its connection (redis-py does so on any exception mid-command).
+    kwargs["socket_timeout"] = None
     if kwargs.pop("ssl", False):  # a pool takes TLS as its connection class
         kwargs["connection_class"] = redis.asyncio.SSLConnection
     pool = WaitingConnectionPool(
@@ -104,6 +109,8 @@ class AsyncCacheService(CacheCore):
         super().__init__(settings, client, _async_client, redis.asyncio.cluster.RedisCluster, **options)
         self._flights: dict[str, asyncio.Future[Any]] = {}
         self.closed = False
+        #: Seconds one Redis step may take (a client given to us keeps its own timeouts).
+        self._deadline = settings.redis.socket_timeout if self._owns_client and settings.redis else None
 
     # -- the I/O: one operation's steps, awaited ------------------------------------
     async def _run(self, op: Op[T]) -> T:
@@ -112,7 +119,11 @@ class AsyncCacheService(CacheCore):
             step = next(op)
             while True:
                 try:
-                    reply = await (step.call(self.client) if type(step) is Command else self._do(step))
+                    if type(step) is Command:
+                        async with asyncio.timeout(self._deadline):
+                            reply = await step.call(self.client)
+                    else:
+                        reply = await self._do(step)
                 except BaseException as e:  # raised in the operation, at its yield (its finally may still send)
                     step = op.throw(e)
                 else:
@@ -122,11 +133,12 @@ class AsyncCacheService(CacheCore):
 
     async def _do(self, step: Step) -> Any:
         if isinstance(step, Command | Pipeline):
-            return await step.call(self.client)
+            async with asyncio.timeout(self._deadline):
+                return await step.call(self.client)
         if isinstance(step, Sweep):
             if self._cluster:
                 return await keys.ascan_unlink_cluster(self.client, step.match)
-            return await keys.ascan_unlink_nodes([self.client], step.match)
+            return await keys.ascan_unlink_nodes([self.client], step.match, deadline=self._deadline)
         if isinstance(step, Call):  # the public method, as a subclass may have overridden it
             return await getattr(self, step.name)(*step.args)
         if isinstance(step, Sleep):

@@ -14,6 +14,7 @@ on one standalone server and on each primary of a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
@@ -21,7 +22,7 @@ import string
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -346,18 +347,21 @@ async def ascan_unlink_nodes(
     count: int = SCAN_COUNT,
     batch: int = UNLINK_BATCH,
     by_slot: bool = False,
+    deadline: float | None = None,
 ) -> int:
-    """Asyncio twin of :func:`scan_unlink_nodes` for standalone node clients."""
+    """Asyncio twin of :func:`scan_unlink_nodes` for standalone node clients; ``deadline``: seconds per command."""
     total = 0
     for node in nodes:
         pending: list[bytes] = []
-        async for key in node.scan_iter(match=match, count=count):
-            pending.append(key)
-            if len(pending) >= batch:
-                total += await _aunlink_groups(node, pending, by_slot)
+        cursor: int | None = None
+        while cursor != 0:
+            async with asyncio.timeout(deadline):
+                cursor, found = await node.scan(cursor or 0, match=match, count=count)
+            pending.extend(cast(list[bytes], found))  # a client without decode_responses
+            if len(pending) >= batch or (cursor == 0 and pending):
+                async with asyncio.timeout(deadline):
+                    total += await _aunlink_groups(node, pending, by_slot)
                 pending = []
-        if pending:
-            total += await _aunlink_groups(node, pending, by_slot)
     return total
 
 
