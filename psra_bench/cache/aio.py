@@ -181,6 +181,8 @@ class AsyncCacheService(CacheCore):
         """The cached value of ``key``, or ``default`` on a miss (and when Redis is down or disabled)."""
         return await self._run(self._get(key, default))
 
+    FACE_GET = get  # a subclass that overrides get is called through it by get_or_compute (core._read_through)
+
     async def set(self, key: str, value: Any, ttl: float | None = None) -> bool:
         """Store ``value`` as JSON for ``ttl`` seconds (None: the entity's TTL); False when skipped (unconditional)."""
         return await self._run(self._set(key, value, ttl))

@@ -140,6 +140,8 @@ class CacheCore(SpecHelpers):
         if self.client is None and self.enabled:
             raise CacheError("settings.redis is None: call psra_bench.infra.ensure_services(settings) or pass client=.")
         self._cluster = isinstance(self.client, cluster_class)
+        #: Whether ``get`` is the face's own (each face names it ``FACE_GET``), so a read-through may inline it.
+        self._own_get = getattr(type(self), "get", None) is getattr(type(self), "FACE_GET", object())
 
     def physical(self, key: str) -> str:
         """The key as stored: namespace + logical key (CacheError for an empty or non-string key)."""
@@ -405,7 +407,11 @@ class CacheCore(SpecHelpers):
             return (yield compute)
         self.ttl_ms(key, ttl)  # bad TTLs fail before any work
         while True:
-            value = yield Call("get", (key, MISSING))
+            # The face's own get runs inline; a subclass's override (CompressedClockCache records outcomes) is called.
+            if self._own_get:
+                value = yield from self._get(key, MISSING)
+            else:
+                value = yield Call("get", (key, MISSING))
             if value is not MISSING:
                 return value
             value = yield Flight(key, self._lead(key, compute, ttl, lock_timeout or self.lock_timeout))
