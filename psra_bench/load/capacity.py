@@ -5,7 +5,8 @@ configuration that holds 150 users read as 80. :class:`CapacitySearch` decides e
 the one before, while Locust runs (loadtests/locustfile.py calls it at every step boundary):
 
 1. **Grid.** The plan's steps in order until one misses the SLO (p95 over ``slo_p95_ms``, or a
-   failure rate at or over ``max_failure_rate``, or no successful request). Every grid step but
+   failure rate at or over ``max_failure_rate``, or no successful request); when every one meets
+   it, doubling on from the last (within the extra budget) until one does not. Every grid step but
    the headline one (``users``) is measured for ``short_s`` seconds: far from the crossing a
    shorter look says enough, and the time goes to the steps that decide the answer.
 2. **Bisection.** Between the highest passing step L and the failing one H, the geometric
@@ -36,8 +37,10 @@ __all__ = ["BRACKET", "EXTRA_STEPS", "SearchPlan", "Step", "CapacitySearch", "st
 
 #: The bracket the search narrows to: H / L at most this (within 10 %).
 BRACKET = 1.10
-#: Bisection and confirmation steps a search may add after the grid.
-EXTRA_STEPS = 5
+#: Steps a search may add after the grid: doublings past it, bisection, confirmation.
+EXTRA_STEPS = 6
+#: Doublings past the grid's largest step at most (160 users -> 320 -> 640): ramps grow with the step.
+MAX_DOUBLINGS = 2
 #: A step with this share of failed requests (or more) misses the SLO, whatever its p95.
 MAX_FAILURE_RATE = 0.01
 
@@ -56,6 +59,7 @@ class SearchPlan:
     bracket: float = BRACKET
     extra_steps: int = EXTRA_STEPS
     max_failure_rate: float = MAX_FAILURE_RATE
+    max_doublings: int = MAX_DOUBLINGS
 
     def __post_init__(self) -> None:
         if not self.grid or any(u < 1 for u in self.grid) or list(self.grid) != sorted(set(self.grid)):
@@ -104,7 +108,11 @@ class CapacitySearch:
                 self.low, self._grid_index = users, self._grid_index + 1
                 if self._grid_index < len(self.plan.grid):
                     return self._step(self.plan.grid[self._grid_index], "grid")
-                return None  # every step met the SLO: the answer is a lower bound
+                doubled = users // self.plan.grid[-1] > 2 ** (self.plan.max_doublings - 1)
+                if doubled or self.extra + 2 > self.plan.extra_steps:
+                    return None  # the answer is a lower bound: no doubling (or no budget to bracket one) left
+                self.extra += 1  # every step met the SLO: double on (its bisection needs budget too)
+                return self._step(users * 2, "grid")
             self.high = users
         elif self._phase == "bisect":
             if passed:

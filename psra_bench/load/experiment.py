@@ -398,7 +398,8 @@ def run_load(
     started = time.time()
     results: dict[str, ConfigurationResult] = {}
     for i, name in enumerate(names):
-        what = f"{len(plan.steps)} steps of {plan.step_s:g} s, then {plan.duration_s:g} s open model"
+        steps = f"a capacity search on {len(plan.steps)} grid steps" if plan.search else f"{len(plan.steps)} steps"
+        what = f"{steps} (up to {plan.step_s:g} s each), then {plan.duration_s:g} s open model"
         note("load test", f"configuration {name} ({i + 1} of {len(names)}): {what}", done=i, total=len(names))
         results[name] = run_configuration(settings, name, plan, out, namespace)
     note("load test", "every configuration measured", done=len(names), total=len(names))
