@@ -339,11 +339,20 @@ def test_the_miss_ratio_curve_agrees_with_a_live_valkey(tmp_path: Path, policy: 
     # used_memory carries allocator rounding and client buffers no key accounts for (LRU: 0.001-0.034 apart
     # over repeated runs here). Its LFU counter is 8-bit, logarithmic and starts new keys at 5, so it ranks
     # keys far more coarsely than the exact counts of the curve's ideal LFU (0.03-0.045 apart here): hence 0.08.
+    # Valkey's LRU clock ticks once a second, so keys read within the same second are equally old to it: a
+    # fast replay evicts nearly at random, a slow one (a busy machine) nearly by exact LRU. The live ratio is
+    # therefore checked between exact LRU (the curve) and random eviction, each with the tolerance; which end
+    # it lands near depends on the machine's speed, never on whether the test passes.
     trace = _zipf_trace(tmp_path, 3000, 600)
     result = check_live(trace, policy, [0.2, 0.5])
     for point in result["points"]:
         assert point["evicted_keys"] > 0
-        assert point["abs_diff"] <= tolerance, result
+        live, exact = point["live_miss_ratio"], point["predicted_miss_ratio"]
+        if policy == "allkeys-lru":
+            assert exact <= point["random_eviction_miss_ratio"], result  # LRU beats random on a Zipf trace
+            assert exact - tolerance <= live <= point["random_eviction_miss_ratio"] + tolerance, result
+        else:
+            assert point["abs_diff"] <= tolerance, result
 
 
 # ----------------------------------------------------------------------------- the vectorized simulation
