@@ -142,6 +142,26 @@ def make_seeded_database(make_database: Callable[..., str]) -> Callable[..., str
     return make
 
 
+@pytest.fixture(scope="session")
+def make_team_database(make_seeded_database: Callable[..., str]) -> Callable[[], str]:
+    """Factory: a database psra-bench does not own, as a team's would be (their verdicts and a table of theirs).
+
+    No claim and no bookkeeping of psra-bench's: it looks as if the team had written the rows.
+    """
+
+    def make() -> str:
+        dsn = make_seeded_database(500, seed=3, tenants=5)
+        with db.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM psra_bench.seed_runs")
+            conn.execute("DROP TABLE psra_bench.ownership")
+            conn.execute("CREATE TABLE customer_orders (id int PRIMARY KEY, total numeric)")
+            conn.execute("INSERT INTO customer_orders SELECT g, g * 10 FROM generate_series(1, 3) g")
+            conn.execute("ANALYZE")
+        return dsn
+
+    return make
+
+
 @pytest.fixture(scope="module")
 def dsn(make_database: Callable[..., str]) -> str:
     """A database of this module's own: the schema, the HS table and the 13 rules, no verdicts."""

@@ -47,16 +47,9 @@ def snapshot(dsn: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def team_db(make_seeded_database: Callable[..., str]) -> str:
+def team_db(make_team_database: Callable[[], str]) -> str:
     """A database psra-bench did not create, holding a team's own verdicts and a table of theirs."""
-    dsn = make_seeded_database(500, seed=3, tenants=5)
-    with db.connect(dsn, autocommit=True) as conn:
-        # as if the team had written them: no bookkeeping of psra-bench's, no claim
-        conn.execute("DELETE FROM psra_bench.seed_runs")
-        conn.execute("DROP TABLE psra_bench.ownership")
-        conn.execute("CREATE TABLE customer_orders (id int PRIMARY KEY, total numeric)")
-        conn.execute("INSERT INTO customer_orders SELECT g, g * 10 FROM generate_series(1, 3) g")
-    return dsn
+    return make_team_database()
 
 
 @pytest.fixture

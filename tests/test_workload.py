@@ -143,15 +143,9 @@ def test_advice_finds_measures_and_migrates(advice_db: str, settings: Settings, 
 
 
 @pytest.fixture(scope="module")
-def team_db(make_seeded_database: Callable[..., str]) -> str:
+def team_db(make_team_database: Callable[[], str]) -> str:
     """A database psra-bench does not own: its verdicts and a table of the team's, no claim, no extensions."""
-    dsn = make_seeded_database(500, seed=3, tenants=5)
-    with db.connect(dsn, autocommit=True) as conn:
-        conn.execute("DELETE FROM psra_bench.seed_runs")
-        conn.execute("DROP TABLE psra_bench.ownership")
-        conn.execute("CREATE TABLE customer_orders (id int PRIMARY KEY, total numeric)")
-        conn.execute("ANALYZE")
-    return dsn
+    return make_team_database()
 
 
 def _one_sentence(result: Result) -> str:
