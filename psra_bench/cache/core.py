@@ -229,8 +229,11 @@ class CacheCore(SpecHelpers):
             return False, default
 
     # -- operations: each yields its steps to a face's _run ------------------------
-    def _simple(self, key: str, op: str, command: Callable[[str], Command], default: Any) -> Op[Any]:
-        """One command built from ``key``'s stored name: its reply, or ``default`` when off, skipped or failed."""
+    def _simple(self, key: str, op: str, step: Callable[[str], Op[Any]], default: Any) -> Op[Any]:
+        """One step built from ``key``'s stored name: its reply, or ``default`` when off, skipped or failed.
+
+        ``step`` is a command through :meth:`_send` or a script through :meth:`_script`.
+        """
         full = self.physical(key)
         if not self.enabled:
             return default
@@ -238,7 +241,7 @@ class CacheCore(SpecHelpers):
         if self._skip(entity):
             return default
         try:
-            result = yield command(full)
+            result = yield from step(full)
         except REDIS_ERRORS as e:
             self._failed(entity, op, e)
             return default
@@ -277,20 +280,12 @@ class CacheCore(SpecHelpers):
         return tuple(Command("hincrby", (stats_key, name, n)) for name, n in pending.items())
 
     def _get(self, key: str, default: Any) -> Op[Any]:
-        full = self.physical(key)
-        if not self.enabled:
-            return default
-        entity = keys.entity_of(key)
-        if self._skip(entity):
-            return default
         started = time.perf_counter()
-        try:
-            raw = yield from self._send(Command("get", (full,)))  # with the counters, when a flush is due
-        except REDIS_ERRORS as e:
-            self._failed(entity, "GET", e)
+        raw = yield from self._simple(key, "GET", lambda k: self._send(Command("get", (k,))), MISSING)
+        if raw is MISSING:  # off, skipped or failed
             return default
         elapsed = time.perf_counter() - started
-        self._answered()
+        entity = keys.entity_of(key)
         hit, value = self._decoded(entity, raw, default)
         if hit or raw is None:
             self.counters.record(entity, "hits" if hit else "misses", elapsed)
@@ -301,26 +296,19 @@ class CacheCore(SpecHelpers):
         if not self.enabled:
             return False
         data, ms, entity = self.encode(key, value), self.ttl_ms(key, ttl), keys.entity_of(key)
-        reply = yield from self._simple(key, "SET", lambda _: Command("set", (full, data), {"px": ms}), MISSING)
+        reply = yield from self._simple(
+            key, "SET", lambda _: self._send(Command("set", (full, data), {"px": ms})), MISSING
+        )
         if reply is MISSING:
             return False
         self.counters.record(entity, "sets")
         return True
 
     def _generation(self, key: str) -> Op[str | None]:
-        self.physical(key)
-        gen = self.generation_physical(key)
-        if not self.enabled:
-            return None
-        entity = keys.entity_of(key)
-        if self._skip(entity):
-            return None
-        try:
-            raw = yield from self._script(scripts.GENERATION, (gen,), (uuid.uuid4().hex,))
-        except REDIS_ERRORS as e:
-            self._failed(entity, "EVALSHA generation", e)
-            return None
-        self._answered()
+        gen, token = self.generation_physical(key), uuid.uuid4().hex
+        raw = yield from self._simple(
+            key, "EVALSHA generation", lambda _: self._script(scripts.GENERATION, (gen,), (token,)), None
+        )
         return self._token(raw)
 
     def _set_if_generation(self, key: str, value: Any, generation: str | None, ttl: float | None) -> Op[bool]:
@@ -347,16 +335,16 @@ class CacheCore(SpecHelpers):
         return stored
 
     def _delete(self, key: str) -> Op[bool]:
-        deleted = bool((yield from self._simple(key, "UNLINK", lambda k: Command("unlink", (k,)), 0)))
+        deleted = bool((yield from self._simple(key, "UNLINK", lambda k: self._send(Command("unlink", (k,))), 0)))
         if deleted:
             self.counters.record(keys.entity_of(key), "deletes")
         return deleted
 
     def _exists(self, key: str) -> Op[bool]:
-        return bool((yield from self._simple(key, "EXISTS", lambda k: Command("exists", (k,)), 0)))
+        return bool((yield from self._simple(key, "EXISTS", lambda k: self._send(Command("exists", (k,))), 0)))
 
     def _get_ttl(self, key: str) -> Op[int | None]:
-        ttl = yield from self._simple(key, "TTL", lambda k: Command("ttl", (k,)), None)
+        ttl = yield from self._simple(key, "TTL", lambda k: self._send(Command("ttl", (k,))), None)
         return None if ttl is None or ttl == -2 else int(ttl)
 
     def _invalidate(self, patterns: list[str]) -> Op[int]:
@@ -437,7 +425,7 @@ class CacheCore(SpecHelpers):
     def _try_lock(self, lock: str, token: str, timeout: float) -> Op[str]:
         px = max(1, round(timeout * 1000))
         got = yield from self._simple(
-            LOCK_PREFIX, "SET NX", lambda _: Command("set", (lock, token), {"nx": True, "px": px}), MISSING
+            LOCK_PREFIX, "SET NX", lambda _: self._send(Command("set", (lock, token), {"nx": True, "px": px})), MISSING
         )
         return "down" if got is MISSING else ("acquired" if got else "busy")
 
@@ -485,20 +473,14 @@ class CacheCore(SpecHelpers):
 
     def _first_look(self, key: str, lock: str, token: str, timeout: float) -> Op[tuple[bool, Any, str, Any]]:
         """One round trip (:data:`scripts.LEAD`): (found, value, lock state, generation)."""
-        entity = keys.entity_of(key)
-        if self._skip(entity):
-            return False, None, "down", None
         px = max(1, round(timeout * 1000))
-        stored = (self.physical(key), lock, self.generation_physical(key))
-        try:
-            reply = yield from self._script(scripts.LEAD, stored, (token, px, uuid.uuid4().hex))
-        except REDIS_ERRORS as e:
-            self._failed(entity, "EVALSHA lead", e)
+        stored, args = (self.physical(key), lock, self.generation_physical(key)), (token, px, uuid.uuid4().hex)
+        reply = yield from self._simple(key, "EVALSHA lead", lambda _: self._script(scripts.LEAD, stored, args), None)
+        if reply is None:  # skipped or failed
             return False, None, "down", None
-        self._answered()
         if reply[0] == 0:
             return False, None, "acquired" if reply[2] else "busy", self._token(reply[1])
-        found, value = self._decoded(entity, reply[1], None)
+        found, value = self._decoded(keys.entity_of(key), reply[1], None)
         if found:
             return True, value, "", None
         # a value we cannot read (someone else's): compute and replace it, the step-by-step way
@@ -525,14 +507,9 @@ class CacheCore(SpecHelpers):
 
     def _release(self, lock: str, token: str) -> Op[None]:
         """Delete the single-flight lock if it still holds ``token`` (compare-and-delete)."""
-        if self._skip("other"):
-            return
-        try:
-            yield from self._script(scripts.RELEASE, (lock,), (token,))
-        except REDIS_ERRORS as e:
-            self._failed("other", "EVALSHA release", e)
-            return
-        self._answered()
+        yield from self._simple(
+            LOCK_PREFIX, "EVALSHA release", lambda _: self._script(scripts.RELEASE, (lock,), (token,)), 0
+        )
 
     # -- stats --------------------------------------------------------------------
     def _flush_stats(self) -> Op[bool]:
@@ -557,7 +534,7 @@ class CacheCore(SpecHelpers):
         if self.client is None:
             return None
         yield Call("flush_stats")
-        raw = yield from self._simple(STATS_KEY, "HGETALL", lambda k: Command("hgetall", (k,)), None)
+        raw = yield from self._simple(STATS_KEY, "HGETALL", lambda k: self._send(Command("hgetall", (k,))), None)
         return None if raw is None else CacheStats.from_hash(raw)
 
     def _keyspace_stats(self) -> Op[dict[str, Any] | None]:
@@ -573,7 +550,7 @@ class CacheCore(SpecHelpers):
     def _reset_stats(self, shared: bool) -> Op[None]:
         self.counters.reset()
         if shared and self.client is not None:
-            yield from self._simple(STATS_KEY, "UNLINK", lambda k: Command("unlink", (k,)), 0)
+            yield from self._simple(STATS_KEY, "UNLINK", lambda k: self._send(Command("unlink", (k,))), 0)
 
     def _closing(self) -> Op[None]:
         """The last flush of the counters before the client closes."""
