@@ -11,7 +11,9 @@ Every request's latency is also recorded into an HdrHistogram (µs resolution) p
 worker processes ship their histograms to the master with each stats report, and the master
 (or the single local process) writes the merged result to ``--psra-hdr-out`` and prints
 p50/p95/p99/p99.9 with n. ``--psra-steps 10,20,40 --psra-step-seconds 20`` runs a step load
-(one measured stage per user count) instead of a constant one.
+(one measured stage per user count) instead of a constant one. ``--psra-mix PLAN`` (a replay plan
+written by ``psra-bench load --from-log``) makes every user draw its requests from a recorded log,
+in the log's own proportions and with its own paths and tenants, instead of the synthetic mix.
 
 The request mix, tenants and parameters come from :mod:`psra_bench.load.request_mix`; this file only
 wires them into Locust. The cross-tenant requests send the server's operator token, given as
@@ -21,6 +23,7 @@ wires them into Locust. The cross-tenant requests send the server's operator tok
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -34,6 +37,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from psra_bench.db.reference import hs_rows
 from psra_bench.exceptions import PsraBenchError
 from psra_bench.load.capacity import CapacitySearch, SearchPlan, Step, step_passed
+from psra_bench.load.replay import ReplaySource
 from psra_bench.load.request_mix import KIND_WEIGHTS, RequestSpec, Workload, search_words
 from psra_bench.measure.hdr import StageRecorder, write_recording
 from psra_bench.measure.progress import note
@@ -53,6 +57,7 @@ class _State:
 
     recorder = StageRecorder()
     workload: Any = None  # the greenlet building this process's Workload
+    mix: Any = None  # the recorded log's replay plan (--psra-mix), or None: the synthetic mix
     options: Any = None
     reporters: set[str] = set()
     ready: set[str] = set()
@@ -87,6 +92,11 @@ def _options(parser: Any) -> None:
         default="",
         help="Step load as a capacity search (psra_bench.load.capacity): "
         "SLO_P95_MS,HEADLINE_USERS,MEASURE_S,SHORT_S — the --psra-steps are its grid.",
+    )
+    group.add_argument(
+        "--psra-mix",
+        default="",
+        help="Draw each request from this replay plan (psra-bench load --from-log) instead of the synthetic mix.",
     )
     group.add_argument("--psra-tenants", type=int, default=200, help="Tenants in the seeded dataset.")
     group.add_argument("--psra-seed", type=int, default=42, help="Seed of the request mix.")
@@ -281,6 +291,9 @@ def _init(environment: Any, runner: Any, **kwargs: Any) -> None:
     if kind in ("local", "worker"):
         runner.register_message("psra_stage", _on_stage_message)
         PsraUser.network_timeout = opts.psra_timeout
+        if opts.psra_mix:
+            _State.mix = _read_mix(opts.psra_mix)
+            PsraUser.tasks = [PsraUser.recorded]  # the log's requests replace the synthetic tasks
         # Built in a greenlet that yields every few products, so heartbeats keep flowing.
         _State.workload = gevent.spawn(
             Workload,
@@ -332,6 +345,18 @@ def _init(environment: Any, runner: Any, **kwargs: Any) -> None:
                 opts.psra_stop_min_users,
             )
         environment.shape_class.runner = runner
+
+
+def _read_mix(path: str) -> Any:
+    """The replay plan of ``--psra-mix``: its arrivals (one per recorded request) and assessment bodies."""
+    try:
+        with open(path) as fh:
+            plan = json.load(fh)
+        if not plan["arrivals"]:
+            raise ValueError("it holds no requests")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"--psra-mix={path!r} is not a replay plan written by psra-bench load --from-log ({e})")
+    return plan
 
 
 def _search(text: str, grid: list[int]) -> CapacitySearch:
@@ -408,6 +433,7 @@ class PsraUser(FastHttpUser):
             else Workload(tenants=opts.psra_tenants, seed=opts.psra_seed, admin_token=opts.psra_admin_token or None)
         )
         self.tenant = self.workload.tenant(self.rng)
+        self.source: ReplaySource | None = None  # built on the first recorded request (--psra-mix)
 
     def wait_time(self) -> float:
         """Think time between tasks, uniform in [--psra-think-min, --psra-think-max]."""
@@ -424,6 +450,21 @@ class PsraUser(FastHttpUser):
             json=spec.json,
             **kwargs,
         )
+
+    def recorded(self) -> None:
+        """One request of the recorded log (``--psra-mix``), drawn uniformly from its requests: the log's own mix.
+
+        Not a @task: it replaces the synthetic tasks when the option is given (see ``_init``).
+        """
+        if self.source is None:
+            self.source = ReplaySource(_State.mix, self.environment.parsed_options.psra_admin_token or None)
+        spec = self.source.spec(self.rng.randrange(len(self.source.arrivals)))
+        resp = self.send(spec)
+        if spec.kind == "job_submit" and resp.status_code == 202:
+            try:
+                self.source.on_job(resp.json()["job_id"], spec.headers.get("X-Tenant-ID"))
+            except (ValueError, KeyError, TypeError):
+                pass
 
     def do(self, kind: str) -> None:
         """One request of ``kind`` for this user's tenant."""

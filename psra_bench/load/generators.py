@@ -172,11 +172,14 @@ def run_locust(
     generator: GeneratorProcess | None = None,
     admin_token: str | None = None,
     remote: bool = False,
+    mix_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the plan's step load with Locust headless; return per-step summaries and Locust's own totals.
 
     ``admin_token`` (the server's operator token) is sent on the cross-tenant requests. The API
     must be on this machine unless ``remote`` (``psra-bench load --url``: an API anywhere).
+    ``mix_file``: a replay plan (:mod:`psra_bench.load.replay`) whose recorded requests the users
+    draw from, in the log's proportions, instead of the synthetic mix.
     """
     if remote:
         check_target_url(base_url)
@@ -235,6 +238,8 @@ def run_locust(
     ]
     if plan.processes > 1:
         cmd += ["--processes", str(plan.processes)]
+    if mix_file is not None:
+        cmd += ["--psra-mix", str(mix_file)]
     budget = plan.max_steps * plan.step_s + plan.request_timeout_s + 180  # + start-up, worker readiness, drain
     code = _run(cmd, out / "locust.log", budget, generator, admin_token)
     if not hdr.exists():
