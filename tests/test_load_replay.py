@@ -23,9 +23,13 @@ from replay_fixtures import RATES, SECRET, WRITERS, traffic
 
 from psra_bench.cli import cli
 from psra_bench.exceptions import ParameterError
+from psra_bench.infra import postgres as db
 from psra_bench.load.api_server import ApiServer, start_api_server, stop_api_server
+from psra_bench.load.experiment import run_log_replay
 from psra_bench.load.fromlog import api_routes, match_route, read_log
+from psra_bench.load.params import LoadTestParams
 from psra_bench.load.replay import ReplayParams, load_replay, run_replay
+from psra_bench.load.replay_tables import REPLAY_TITLES, replay_tables
 from psra_bench.settings import Settings
 
 SPEED = 6.0
@@ -168,6 +172,7 @@ def test_bad_input_is_one_sentence_and_nothing_is_sent(
         (["--from-log", str(logs["combined"]), "--format", "xml"], "log_format='xml'"),
         (["--speed", "2"], "--speed=2.0"),
         (["--from-log", str(logs["combined"]), "--users", "50"], "--users=50"),
+        (["--capacity"], "--capacity=True"),
     ]
     runner = CliRunner()
     for args, named in cases:
@@ -203,7 +208,7 @@ def test_open_replay_through_the_cli_keeps_the_mix_and_the_rate(
     failing = {n for n, e in endpoints.items() if e["failures"]}
     assert failing <= {"GET /api/jobs/{job_id}/status"}, {n: endpoints[n] for n in failing}
     assert all(e["p95_ms"] is not None for n, e in endpoints.items() if n not in failing)
-    assert "recorded req/s" in done.output and "not sent (no such route here)" in done.output
+    assert REPLAY_TITLES[1] in done.output and REPLAY_TITLES[3] in done.output
     print(fmt, json.dumps({k: replay[k] for k in ("recorded_rate", "replayed_rate")}), _deviation(replay))
     assert Path(doc["files"]["rates_plot"]).stat().st_size > 1000  # the recorded vs replayed rate curve
 
@@ -248,3 +253,37 @@ def test_without_url_the_replay_starts_and_stops_its_own_api(
 def test_speed_must_be_positive() -> None:
     with pytest.raises(ParameterError, match="speed=0"):
         ReplayParams.NOTEBOOK.replace(speed=0.0)
+
+
+def test_capacity_at_the_logs_mix_runs_on_a_copy_and_sends_only_the_logs_requests(
+    logs: dict[str, Path], settings: Settings, make_seeded_database: Callable[..., str], tmp_path: Path
+) -> None:
+    """Replay, then a capacity search whose users draw the log's requests, on a 'both' copy of the dataset.
+
+    The SLO (p95 <= 1 µs) is one no request meets, so the search's path is known without racing
+    anything: the grid's first step misses it and the bracket is (none, 1 user).
+    """
+    dataset = settings.replace(db_dsn=make_seeded_database(2000, seed=7, tenants=200))
+    with db.connect(dataset.db_dsn, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM psra_verdicts").fetchone()
+    plan = load_replay(logs["jsonl"], ReplayParams.NOTEBOOK.replace(log_format="jsonl", speed=12.0))
+    search = LoadTestParams.NOTEBOOK.replace(users=1, duration=1.0, spawn_rate=10.0, slo_p95_ms=0.001)
+    doc = run_log_replay(dataset, plan, tmp_path, load=search)
+    assert doc["configuration"] == "both" and doc["url"] is None
+    _check_replay(doc["replay"])
+    searched = doc["capacity"]
+    assert searched is not None
+    cap = searched["capacity"]
+    assert (cap["low"], cap["high"]) == (None, 1) and [s["users"] for s in cap["steps"]] == [1], cap
+    recorded = set(doc["replay"]["recorded_share"])
+    hit = {name for st in searched["steps"] for name in st.get("endpoints", {})}
+    assert hit and hit <= recorded, hit - recorded  # only the log's endpoints, none of the synthetic mix's own
+    assert searched["locust"]["locust_requests"] == searched["locust"]["recorded_requests"] > 0
+    # the replay's assessments were written to the copy, which is gone; the dataset is as it was
+    with db.connect(dataset.db_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM psra_verdicts").fetchone() == before
+        name = dataset.db_dsn.rsplit("/", 1)[-1].split("?")[0]
+        copies = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name[:40] + "_load_%",))
+        assert copies.fetchall() == []
+    titles = [t.title for t in replay_tables(doc)]
+    assert titles == list(REPLAY_TITLES), titles

@@ -144,6 +144,9 @@ def _catalog_audit(settings: LiveSettings, out_dir: str | None, found: Any) -> N
 @model_option(ReplayParams, "log_format", "--format", preset=_REPLAY)
 @model_option(ReplayParams, "speed", preset=_REPLAY)
 @model_option(ReplayParams, "mode", preset=_REPLAY)
+@click.option("--capacity", is_flag=True, default=False,
+              help="With --from-log: then search users supported at the log's own mix (Locust users drawing the "
+              "log's requests; --users, --spawn-rate, --duration and --slo-p95-ms set the search).")  # fmt: skip
 @click.pass_context
 @handle_errors
 def load(
@@ -163,6 +166,7 @@ def load(
     log_format: str,
     speed: float,
     mode: str,
+    capacity: bool,
 ) -> None:
     """Load-test the API with Locust for each configuration (baseline/indexes/cache/both), or one at --url."""
     from psra_bench.load.experiment import run_load
@@ -170,9 +174,11 @@ def load(
 
     replay = _REPLAY.replace(log_format=log_format, speed=speed, mode=mode)
     if from_log is not None:
-        _load_from_log(ctx, from_log, replay, url=url, verdicts=verdicts, seed=seed, output_dir=output_dir)
+        search = _LOAD.replace(users=users, spawn_rate=spawn_rate, duration=duration, slo_p95_ms=slo_p95_ms, seed=seed)
+        _load_from_log(ctx, from_log, replay, url=url, verdicts=verdicts, seed=seed, output_dir=output_dir,
+                       search=search if capacity else None)  # fmt: skip
         return
-    for name in ("log_format", "speed", "mode"):
+    for name in ("log_format", "speed", "mode", "capacity"):
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
             from psra_bench.exceptions import ParameterError
 
@@ -234,42 +240,40 @@ def _load_from_log(
     verdicts: int,
     seed: int,
     output_dir: str,
+    search: LoadTestParams | None,
 ) -> None:
-    """``load --from-log``: read the log (refusing bad input before anything is sent), then replay it."""
+    """``load --from-log``: read the log (refusing bad input before anything is sent), then replay it.
+
+    Without ``--url`` the log is replayed against the "both" configuration on a copy of the dataset.
+    """
     from psra_bench.exceptions import ParameterError
+    from psra_bench.load.experiment import log_search_plan, run_log_replay
     from psra_bench.load.replay import load_replay, run_replay
+    from psra_bench.load.replay_tables import replay_tables
     from psra_bench.settings import admin_token_from_env
     from psra_bench.workbench import check_writable_dir, ensure_dataset, notebook_settings
 
+    searching = ("users", "spawn_rate", "duration", "slo_p95_ms")
     for name in ("users", "spawn_rate", "duration", "arrival_rate", "configurations", "slo_p95_ms", "quick"):
+        if search is not None and name in searching:
+            continue
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
             flag = "--" + name.replace("_", "-")
-            raise ParameterError(flag, ctx.params[name], "not set together with --from-log (the log sets the load)")
+            why = "the log sets the load" + ("; with --capacity they set the search" if name in searching else "")
+            raise ParameterError(flag, ctx.params[name], f"not set together with --from-log ({why})")
     check_writable_dir("--output-dir", output_dir)
     plan = load_replay(from_log, params)
     if url is not None:
-        doc = run_replay(plan, output_dir, url=url, admin_token=admin_token_from_env())
+        capacity = log_search_plan(search) if search is not None else None
+        doc = run_replay(plan, output_dir, url=url, admin_token=admin_token_from_env(), capacity=capacity)
     else:
         ready(ctx)
         settings = notebook_settings(_LOAD.database)
         ensure_dataset(settings, verdicts, seed, action="load")
-        doc = run_replay(plan, output_dir, settings=settings)
-    r = doc["replay"]
-    rows = [
-        [name, f"{r['recorded_share'].get(name, 0):.1%}", f"{r['replayed_share'].get(name, 0):.1%}", e["n"],
-         _ms(e["p50_ms"]), _ms(e["p95_ms"]), _ms(e["p99_ms"])]
-        for name, e in r["endpoints"].items()
-    ]  # fmt: skip
-    click.echo(Table.of(["endpoint", "recorded", "replayed", "n", "p50 ms", "p95 ms", "p99 ms"], rows).text())
-    rates = [
-        [f"{i * r['bucket_s']:g}-{(i + 1) * r['bucket_s']:g}", f"{a:.1f}", f"{b:.1f}"]
-        for i, (a, b) in enumerate(zip(r["recorded_rate"], r["replayed_rate"], strict=False))
-    ]
-    click.echo("\n" + Table.of(["recorded s", "recorded req/s", "replayed req/s"], rates).text())
-    if r["unmatched"]:
-        click.echo(f"not sent (no such route here): {sum(r['unmatched'].values())} requests, e.g. "
-                   + ", ".join(f"{p} ×{n}" for p, n in list(r["unmatched"].items())[:5]))  # fmt: skip
-    unparsed = r["log"]["unparsed"]
+        doc = run_log_replay(settings, plan, output_dir, load=search)
+    for table in replay_tables(doc):
+        click.echo("\n" + table.text())
+    unparsed = doc["replay"]["log"]["unparsed"]
     if unparsed["count"]:
         click.echo(f"{unparsed['count']} lines did not parse, e.g. " + " | ".join(unparsed["first"]))
     click.echo(f"wrote {Path(output_dir) / '04_load_replay.json'} and {doc['files']['rates_plot']}")
@@ -332,6 +336,10 @@ def _report_option(name: str, *flags: str) -> Any:
               help="Also advise indexes for this workload (`workload capture` file or .sql): notebook 06.")  # fmt: skip
 @click.option("--trace", "trace", type=click.Path(dir_okay=False), default=None,
               help="Also tune TTLs on this trace (`trace import`), beside the synthetic one.")  # fmt: skip
+@click.option("--from-log", "from_log", type=click.Path(dir_okay=False), default=None,
+              help="Also replay this access log in the load section, with the capacity at its own mix.")  # fmt: skip
+@_report_option("log_format", "--log-format")
+@_report_option("log_speed", "--log-speed")
 @click.pass_context
 @handle_errors
 def report(
@@ -348,6 +356,9 @@ def report(
     reports_dir: str | None,
     workload: str | None,
     trace: str | None,
+    from_log: str | None,
+    log_format: str | None,
+    log_speed: float | None,
 ) -> None:
     """The main job: measure everything and write reports/<run-id>/ (HTML, Markdown, JSON, plots, notebooks)."""
     from psra_bench.report.runner import load_params_file, merge_params, run_report
@@ -368,6 +379,9 @@ def report(
             "reports_dir": reports_dir,
             "workload": workload,
             "trace": trace,
+            "from_log": from_log,
+            "log_format": log_format,
+            "log_speed": log_speed,
         },
     )
     ready(ctx)

@@ -56,6 +56,7 @@ from psra_bench.load.capacity import CapacitySearch, SearchPlan, Step, capacity,
 from psra_bench.load.generators import GeneratorProcess, LoadPlan, run_locust, run_open_model
 from psra_bench.load.open_model import SATURATION_CORES, check_target_url
 from psra_bench.load.params import LoadTestParams
+from psra_bench.load.replay import ReplayPlan
 from psra_bench.load.results import (
     CONFIGURATIONS,
     MAX_FAILURE_RATE,
@@ -66,10 +67,10 @@ from psra_bench.load.results import (
 )
 from psra_bench.measure.procmon import ProcessMonitor, postgres_processes, process_tree, redis_processes
 from psra_bench.measure.progress import note
-from psra_bench.results import Capacity, ConfigurationResult, LoadTestResult, OpenModel
+from psra_bench.results import Capacity, ConfigurationResult, LoadTestResult, OpenModel, ReplayResult
 from psra_bench.settings import LiveSettings, Settings, redact
 
-__all__ = ["CONFIGURATIONS", "run_configuration", "run_load", "run_external_load"]
+__all__ = ["CONFIGURATIONS", "run_configuration", "run_load", "run_external_load", "run_log_replay", "log_search_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -511,3 +512,47 @@ def run_external_load(
     }
     save_results(output_dir, "04_load_external", doc)
     return doc
+
+
+def log_search_plan(params: LoadTestParams) -> LoadPlan:
+    """The capacity search at a log's mix, set by notebook 04's users (headline), spawn rate, duration and SLO."""
+    return LoadPlan.make(
+        users=params.users, spawn_rate=params.spawn_rate, duration=params.duration, arrival_rate=params.arrival_rate,
+        slo_p95_ms=params.slo_p95_ms, seed=params.seed, search=True,
+    )  # fmt: skip
+
+
+def run_log_replay(
+    settings: LiveSettings,
+    plan: ReplayPlan,
+    output_dir: str | Path,
+    *,
+    load: LoadTestParams | None = None,
+    configuration: str = "both",
+) -> ReplayResult:
+    """Replay a recorded log against one configuration on a copy of the dataset, then search its capacity there.
+
+    The copy is migrated (or not) and the cache switched as ``configuration`` says, like a load
+    test's configuration, so the dataset itself is only read. With ``load`` (notebook 04's
+    parameters) the replay is followed by a capacity search at the log's own mix on the same API:
+    its users, spawn rate, seconds per step and SLO. Saved as ``04_load_replay.json``.
+    """
+    from psra_bench.db.migrate import migrate_down, migrate_up
+    from psra_bench.load.replay import run_replay
+
+    if configuration not in CONFIGURATIONS:
+        raise ParameterError("configuration", configuration, "one of " + ", ".join(CONFIGURATIONS))
+    search = log_search_plan(load) if load is not None else None
+    indexes, cache = CONFIGURATIONS[configuration]
+    namespace = _namespace_for(settings)
+    with _cloned_database(settings, "replay") as dsn:
+        cfg = settings.replace(db_dsn=dsn, enable_cache=cache, cache_namespace=namespace)
+        if indexes:
+            migrate_up(dsn)
+        else:
+            migrate_down(dsn)
+        _delete_namespace(cfg, namespace)
+        try:
+            return run_replay(plan, output_dir, settings=cfg, capacity=search, configuration=configuration)
+        finally:
+            _delete_namespace(cfg, namespace)

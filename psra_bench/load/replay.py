@@ -26,21 +26,24 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from psra_bench.db.seed import tenant_ids
 from psra_bench.exceptions import MeasurementError
 from psra_bench.load.fromlog import BUCKET_S, RecordedLog, api_routes, read_log, shares
 from psra_bench.load.request_mix import RequestSpec
 from psra_bench.paramspec import ParamModel, param
+from psra_bench.results import EndpointLatency, LogCapacity, ReplayComparison, ReplayResult
+
+if TYPE_CHECKING:
+    from psra_bench.load.generators import LoadPlan
 
 __all__ = [
     "ReplayParams",
     "ReplayPlan",
-    "ReplayComparison",
-    "EndpointLatency",
     "ReplaySource",
     "load_replay",
+    "log_capacity",
     "run_replay",
     "replay_summary",
     "plot_replay_rates",
@@ -176,37 +179,6 @@ class ReplaySource:
         self._jobs[tenant] = self._jobs[None] = (job_id, tenant)
 
 
-class EndpointLatency(TypedDict):
-    """One endpoint's replayed requests: n measured, failures, percentiles in ms (None when n is 0)."""
-
-    n: int
-    failures: int
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-
-
-class ReplayComparison(TypedDict):
-    """The ``replay`` object of ``04_load_replay.json``."""
-
-    mode: str
-    speed: float
-    bucket_s: float
-    recorded_requests: int
-    replayed_requests: int
-    #: endpoint template -> share of the requests to this API's routes (unmatched ones are in neither)
-    recorded_share: dict[str, float]
-    replayed_share: dict[str, float]
-    #: requests per second of recorded time, per bucket of recorded time
-    recorded_rate: list[float]
-    replayed_rate: list[float]
-    #: "METHOD path" of a route this API does not have -> requests (never sent)
-    unmatched: dict[str, int]
-    endpoints: dict[str, EndpointLatency]
-    lateness: dict[str, Any] | None
-    log: dict[str, Any]
-
-
 def replay_summary(
     log: RecordedLog,
     sent: Mapping[str, Mapping[str, int]],
@@ -328,6 +300,51 @@ def _run_closed(url: str, plan: ReplayPlan, out: Path, admin_token: str | None, 
     return {"sent": sent, "latency": latency, "lateness": doc.get("lateness"), "run": doc | {"exit_code": code}}
 
 
+def log_capacity(
+    url: str, plan: ReplayPlan, load: LoadPlan, out: Path, admin_token: str | None, remote: bool
+) -> LogCapacity:
+    """Users supported at the log's own mix: a Locust capacity search whose users draw the log's requests.
+
+    Each user picks one of the recorded requests at random for each task (so the endpoints come in
+    the log's proportions, with the log's paths and tenants) and thinks between tasks as in the
+    synthetic load; the search is :mod:`psra_bench.load.capacity`'s (grid, bisection to 10 %, the
+    low end measured twice). Returns ``capacity`` (the bracket) and each step's summary with the
+    load generator's CPU.
+    """
+    from psra_bench.load.capacity import capacity
+    from psra_bench.load.generators import GeneratorProcess, run_locust
+    from psra_bench.load.results import generator_flags
+    from psra_bench.measure.procmon import ProcessMonitor, process_tree
+
+    if not load.search:
+        raise MeasurementError("the capacity at a log's mix is a capacity search: make its LoadPlan with search=True")
+    mix = out / "replay_plan.json"
+    mix.write_text(json.dumps(plan.to_dict()))
+    generator = GeneratorProcess()
+    monitor = ProcessMonitor({"generator": lambda: process_tree(generator.pid)})
+    monitor.start()
+    try:
+        closed = run_locust(
+            url, load, out / "capacity", stop_p95_ms=load.slo_p95_ms * 3, generator=generator,
+            admin_token=admin_token, remote=remote, mix_file=mix,
+        )  # fmt: skip
+    finally:
+        monitor.stop()
+    steps = closed["steps"]
+    for st in steps:
+        st["generator"] = generator_flags(monitor.window(st["measure_from"] or 0, st["ended_at"] or 0))
+    return {
+        "capacity": capacity(steps, load.search_plan),
+        "steps": steps,
+        "parameters": {
+            "users": load.users, "grid": list(load.steps), "slo_p95_ms": load.slo_p95_ms,
+            "duration_s": load.duration_s, "short_step_s": load.search_plan.short_s, "spawn_rate": load.spawn_rate,
+            "think_s": list(load.think_s),
+        },
+        "locust": {k: closed[k] for k in ("exit_code", "locust_requests", "locust_failures", "recorded_requests")},
+    }  # fmt: skip
+
+
 def run_replay(
     plan: ReplayPlan,
     output_dir: str | Path,
@@ -335,11 +352,15 @@ def run_replay(
     url: str | None = None,
     settings: Any = None,
     admin_token: str | None = None,
-) -> dict[str, Any]:
+    capacity: LoadPlan | None = None,
+    configuration: str | None = None,
+) -> ReplayResult:
     """Replay ``plan`` against ``url`` (an API anywhere) or an API started here on ``settings``; save and return it.
 
-    Without ``url`` the API is started on ``settings``' database (the seeded dataset the caller
-    ensured) with a fresh operator token, and stopped at the end. Saved as ``04_load_replay.json``.
+    Without ``url`` the API is started on ``settings``' database (a copy the caller prepared, e.g.
+    :func:`psra_bench.load.experiment.run_log_replay`) with a fresh operator token, and stopped at
+    the end. With ``capacity`` (a search plan) the same API then gets :func:`log_capacity`.
+    ``configuration`` names the API's setup in the result. Saved as ``04_load_replay.json``.
     """
     from psra_bench.load.api_server import start_api_server, stop_api_server
     from psra_bench.settings import redact
@@ -359,22 +380,27 @@ def run_replay(
         from psra_bench.load.open_model import check_target_url
 
         target, token, remote = check_target_url(url), admin_token, True
+    searched = None
     try:
         if plan.params.mode == "open":
             ran = _run_open(target, plan, token, remote)
         else:
             ran = _run_closed(target, plan, out, token, remote)
+        if capacity is not None:
+            searched = log_capacity(target, plan, capacity, out, token, remote)
     finally:
         if server is not None:
             stop_api_server(server)
     p = plan.params
     replay = replay_summary(plan.log, ran["sent"], ran["latency"], speed=p.speed, mode=p.mode, lateness=ran["lateness"])
     plot_replay_rates(replay, output_dir)
-    doc = {
+    doc: ReplayResult = {
         "url": redact(url) if url else None,
         "parameters": plan.params.values() | {"bucket_s": BUCKET_S},
+        "configuration": configuration,
         "replay": replay,
         "run": ran["run"],
+        "capacity": searched,
         "files": {"rates_plot": str(Path(output_dir) / "04_load_replay_rates.png")},
         "started_at": started,
         "seconds": time.time() - started,

@@ -16,7 +16,15 @@ from psra_bench.exceptions import ParameterError
 from psra_bench.load.open_model import SATURATION_CORES
 from psra_bench.load.request_mix import DASHBOARD, REPORT
 from psra_bench.measure.format import DASH, ms, number, percent
-from psra_bench.results import CapacityStep, GeneratorFlags, LoadStep, LoadTestResult, OverallRow, UsersSupported
+from psra_bench.results import (
+    Capacity,
+    CapacityStep,
+    GeneratorFlags,
+    LoadStep,
+    LoadTestResult,
+    OverallRow,
+    UsersSupported,
+)
 from psra_bench.table import Table
 
 __all__ = [
@@ -34,6 +42,9 @@ __all__ = [
     "configuration_table",
     "step_table",
     "capacity_table",
+    "CAPACITY_COLUMNS",
+    "capacity_row",
+    "capacity_note",
     "load_result_tables",
 ]
 
@@ -334,30 +345,24 @@ def _ci(step: CapacityStep | None) -> str:
     return f"{ms(step['p95_ms'])} [{ms(ci[0])}–{ms(ci[1])}], n = {number(step['n'])}" if ci else ms(step["p95_ms"])
 
 
-def capacity_table(doc: LoadTestResult) -> Table | None:
-    """One row per configuration whose step load was a capacity search: the bracket and the steps that set it."""
-    rows = []
-    searched = [(name, c.get("capacity")) for name, c in doc["configurations"].items()]
-    searched += [
-        (f"{name}, open model (req/s)", c["open"].get("capacity")) for name, c in doc["configurations"].items()
-    ]
-    for name, cap in searched:
-        if not cap:
-            continue
-        last = {s["users"]: s for s in cap["steps"]}  # each user count's latest look
-        path = ", ".join(f"{s['users']}{'✓' if s['passed'] else '✗'}" for s in cap["steps"])
-        bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
-        rows.append([name, bracket, "yes" if cap["within_bracket"] else "no", "yes" if cap["confirmed"] else "no",
-                     _ci(last.get(cap["low"]) if cap["low"] is not None else None),
-                     _ci(last.get(cap["high"]) if cap["high"] is not None else None), path])  # fmt: skip
-    if not rows:
-        return None
-    columns = ["configuration", "users supported (bracket)", "within 10 %", "low end confirmed",
-               "p95 ms at the low end [95% CI]", "p95 ms at the high end [95% CI]",
-               "steps (✓ met the SLO)"]  # fmt: skip
-    slo = doc["parameters"].get("slo_p95_ms")
-    short = doc["parameters"].get("short_step_s")
-    note = (
+#: The columns of a capacity row (:func:`capacity_row`) after the row's name.
+CAPACITY_COLUMNS = ["users supported (bracket)", "within 10 %", "low end confirmed", "p95 ms at the low end [95% CI]",
+                    "p95 ms at the high end [95% CI]", "steps (✓ met the SLO)"]  # fmt: skip
+
+
+def capacity_row(cap: Capacity) -> list[str]:
+    """A capacity search as cells: its bracket, within 10 % and confirmed or not, its ends' p95s, its path."""
+    last = {s["users"]: s for s in cap["steps"]}  # each user count's latest look
+    path = ", ".join(f"{s['users']}{'✓' if s['passed'] else '✗'}" for s in cap["steps"])
+    bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
+    return [bracket, "yes" if cap["within_bracket"] else "no", "yes" if cap["confirmed"] else "no",
+            _ci(last.get(cap["low"]) if cap["low"] is not None else None),
+            _ci(last.get(cap["high"]) if cap["high"] is not None else None), path]  # fmt: skip
+
+
+def capacity_note(slo: float | None, short: float | None) -> str:
+    """How a capacity search works, for a table's note."""
+    return (
         f"Capacity search (psra_bench.load.capacity): the doubling grid until a step misses p95 ≤ {slo:g} ms "
         "(or fails ≥ 1 % of its requests), then bisection until the bracket is within 10 %, then the low end "
         "measured again; an open-model row searches arrival rates instead of users (a step passes with ≤ 1 % "
@@ -368,7 +373,24 @@ def capacity_table(doc: LoadTestResult) -> Table | None:
             else ""
         )
     )
-    return Table(columns, rows, title="Users supported: the capacity search per configuration", note=note)
+
+
+def capacity_table(doc: LoadTestResult) -> Table | None:
+    """One row per configuration whose step load was a capacity search: the bracket and the steps that set it."""
+    searched = [(name, c.get("capacity")) for name, c in doc["configurations"].items()]
+    searched += [
+        (f"{name}, open model (req/s)", c["open"].get("capacity")) for name, c in doc["configurations"].items()
+    ]
+    rows = [[name, *capacity_row(cap)] for name, cap in searched if cap]
+    if not rows:
+        return None
+    note = capacity_note(doc["parameters"].get("slo_p95_ms"), doc["parameters"].get("short_step_s"))
+    return Table(
+        ["configuration", *CAPACITY_COLUMNS],
+        rows,
+        title="Users supported: the capacity search per configuration",
+        note=note,
+    )
 
 
 def configuration_table(doc: LoadTestResult) -> Table | None:

@@ -16,13 +16,17 @@ from psra_bench.results.load import (
     Capacity,
     CapacityStep,
     ConfigurationResult,
+    EndpointLatency,
     GeneratorFlags,
     LoadOverall,
     LoadParameters,
     LoadStep,
     LoadTestResult,
+    LogCapacity,
     OpenModel,
     OverallRow,
+    ReplayComparison,
+    ReplayResult,
     UsersSupported,
 )
 from psra_bench.results.shapes import (
@@ -62,5 +66,6 @@ __all__ = [
     "RecommendedSet", "QueryMethod", "LatencyRow", "QueryLatencyResult", "HitMissLatency", "LiveEntity", "LiveReplay",
     "CacheHitRatesResult", "TtlPoint", "SimulationResult", "TtlRecommendation", "TtlTuning", "TtlTuningResult",
     "OverallRow", "LoadOverall", "GeneratorFlags", "LoadStep", "UsersSupported", "OpenModel", "ConfigurationResult",
-    "LoadParameters", "LoadTestResult", "Sections", "Capacity", "CapacityStep",
+    "LoadParameters", "LoadTestResult", "Sections", "Capacity", "CapacityStep", "EndpointLatency", "ReplayComparison",
+    "LogCapacity", "ReplayResult",
 ]  # fmt: skip

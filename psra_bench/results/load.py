@@ -6,7 +6,8 @@ from typing import Any, NotRequired, TypedDict
 
 __all__ = [
     "OverallRow", "LoadOverall", "GeneratorFlags", "LoadStep", "UsersSupported", "OpenModel", "CapacityStep",
-    "Capacity", "ConfigurationResult", "LoadParameters", "LoadTestResult",
+    "Capacity", "ConfigurationResult", "LoadParameters", "LoadTestResult", "EndpointLatency", "ReplayComparison",
+    "LogCapacity", "ReplayResult",
 ]  # fmt: skip
 
 
@@ -177,3 +178,60 @@ class LoadTestResult(TypedDict):
     fingerprint: dict[str, Any] | None
     #: One sentence, or (from older runs) a mapping of named sentences.
     method: str | dict[str, Any]
+
+
+class EndpointLatency(TypedDict):
+    """One endpoint's replayed requests: n measured, failures, percentiles in ms (None when n is 0)."""
+
+    n: int
+    failures: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class ReplayComparison(TypedDict):
+    """The ``replay`` object of ``04_load_replay.json`` (``load.replay.replay_summary``)."""
+
+    mode: str
+    speed: float
+    bucket_s: float
+    recorded_requests: int
+    replayed_requests: int
+    #: endpoint template -> share of the requests to this API's routes (unmatched ones are in neither)
+    recorded_share: dict[str, float]
+    replayed_share: dict[str, float]
+    #: requests per second of recorded time, per bucket of recorded time
+    recorded_rate: list[float]
+    replayed_rate: list[float]
+    #: "METHOD path" of a route this API does not have -> requests (never sent)
+    unmatched: dict[str, int]
+    endpoints: dict[str, EndpointLatency]
+    lateness: dict[str, Any] | None
+    log: dict[str, Any]
+
+
+class LogCapacity(TypedDict):
+    """Users supported at a recorded log's own mix (``load.replay.log_capacity``): the bracket and every step."""
+
+    capacity: Capacity
+    steps: list[LoadStep]
+    #: users (headline), grid, slo_p95_ms, duration_s, short_step_s, spawn_rate, think_s
+    parameters: dict[str, Any]
+    locust: dict[str, Any]
+
+
+class ReplayResult(TypedDict):
+    """``04_load_replay.json``: a recorded log replayed (``load.replay.run_replay``), and its capacity when searched."""
+
+    #: The --url replayed against (password redacted); None: an API this tool started.
+    url: str | None
+    #: The configuration of the API this tool started (e.g. "both"); None for a --url.
+    configuration: str | None
+    parameters: dict[str, Any]
+    replay: ReplayComparison
+    run: dict[str, Any]
+    capacity: LogCapacity | None
+    files: dict[str, str]
+    started_at: float
+    seconds: float

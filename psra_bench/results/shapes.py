@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
 
-from psra_bench.results.load import LoadTestResult
+from psra_bench.results.load import LoadTestResult, ReplayResult
 
 __all__ = [
     "TableDict",
@@ -472,3 +472,5 @@ class Sections(TypedDict, total=False):
     #: Notebook 03 on the team's own trace (``report --trace``), beside the synthetic ``ttl``.
     ttl_trace: TtlTuningResult
     load: LoadTestResult
+    #: A recorded log replayed in the load section (``report --from-log``).
+    replay: ReplayResult
