@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from helpers import chromium_path, cli_env, quick_report_argv
+from replay_fixtures import WRITERS, traffic
 
 from psra_bench.cli import cli
 from psra_bench.exceptions import MeasurementError
+from psra_bench.load.replay_tables import REPLAY_TITLES
 from psra_bench.load.results import users_supported
 from psra_bench.measure.stats import summarize
 from psra_bench.report.assemble import (
@@ -37,8 +39,10 @@ def quick_run(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> d
     """One real `psra-bench report --quick` (tiny scale) in a subprocess; its run folder and output."""
     reports = tmp_path_factory.mktemp("reports")
     params = reports / "params.yml"
+    log = WRITERS["jsonl"](reports / "access.jsonl", traffic())  # the team's recorded traffic, replayed in 04
     params.write_text(
         "verdicts: 3000\niterations: 4\ncache_requests: 400\nusers: 2\nduration: 2\ndatabase: psra_bench_report_test\n"
+        f"from_log: {log}\nlog_format: jsonl\nlog_speed: 12\n"
     )
     proc = subprocess.run(
         quick_report_argv(params, reports),
@@ -68,7 +72,7 @@ def test_quick_report_writes_every_file(quick_run: dict[str, Any], settings: Set
     assert list(run_dir.glob("*.png")), "plots are saved next to the report"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["complete"] is True
-    assert set(results["sections"]) == {"query_latency", "cache", "ttl", "load"}
+    assert set(results["sections"]) == {"query_latency", "cache", "ttl", "load", "replay"}
     # Every measured latency row carries n and a CI.
     for row in results["sections"]["query_latency"]["table"]:
         assert row["n_before"] > 0 and row["n_after"] > 0
@@ -88,6 +92,21 @@ def test_quick_report_writes_every_file(quick_run: dict[str, Any], settings: Set
     assert "without encryption" not in err
     stages = {json.loads(line)["stage"] for line in (run_dir / "progress.jsonl").read_text().splitlines()}
     assert {"query latency", "load test", "load steps"} <= stages
+
+
+@pytest.mark.slow
+def test_quick_report_replays_the_given_log_with_its_capacity(quick_run: dict[str, Any]) -> None:
+    """report --from-log: the load section's replay, in the report's own section with its plot and a finding."""
+    run_dir: Path = quick_run["dir"]
+    replay = json.loads((run_dir / "04_load_replay.json").read_text())
+    assert replay["configuration"] == "both" and replay["capacity"]["capacity"]["steps"]
+    md = (run_dir / "report.md").read_text()
+    section = md.split("## Load from your recorded traffic", 1)[1].split("\n## ", 1)[0]
+    for title in REPLAY_TITLES[:3]:
+        assert title in section, title
+    assert "04_load_replay_rates.png" in section  # the recorded vs replayed rate beside its table
+    summary = md.split("## Summary", 1)[1].split("## Recommendations", 1)[0]
+    assert "Your recorded traffic (" in summary and "users supported at its own mix" in summary
 
 
 @pytest.mark.slow

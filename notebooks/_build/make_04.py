@@ -46,9 +46,14 @@ PARAMETERS = LoadTestParams.cell()  # the one definition: psra_bench/params.py
 VALIDATE = """\
 from psra_bench.params import LoadTestParams
 
-config_names = LoadTestParams.from_namespace(globals()).check()
+params = LoadTestParams.from_namespace(globals())
+config_names = params.check()
+replay_plan = params.replay_plan()  # from_log read and templated before any measurement (None without one)
 print(f"parameters OK: {', '.join(config_names)}; {users} users, {duration:g} s per step, "
-      f"{arrival_rate:g} req/s open model, SLO p95 <= {slo_p95_ms:g} ms")"""
+      f"{arrival_rate:g} req/s open model, SLO p95 <= {slo_p95_ms:g} ms")
+if replay_plan is not None:
+    print(f"from_log: {len(replay_plan.arrivals)} requests to this API's routes to replay at speed {log_speed:g}, "
+          f"{sum(replay_plan.log.unmatched.values())} for other routes (not sent)")"""
 
 MIX = """\
 # NBVAL_CHECK_OUTPUT
@@ -120,6 +125,38 @@ PLOT_ENDPOINTS = """plot_endpoints(results, output_dir)"""
 
 PLOT_RESOURCES = """plot_resources(results, output_dir)"""
 
+REPLAY_MD = """\
+## Your recorded traffic (`from_log`)
+
+Given an access log (`from_log`: nginx/Apache combined, JSON lines or HAR, see `log_format`), the
+log is replayed against the **both** configuration on its own copy of the dataset: every recorded
+request at its recorded time divided by `log_speed` (the open model, latency from the intended
+start), paths templated against this API's routes, requests for other routes listed and never
+sent. Then a capacity search at the **log's own mix**: Locust users drawing each request from the
+recorded ones, with this notebook's `users`, `spawn_rate`, `duration` and `slo_p95_ms`. All of it
+is `psra_bench.load.replay` (and `replay_tables`); results: `<output_dir>/04_load_replay.json`."""
+
+REPLAY = """\
+if replay_plan is None:
+    print("from_log is None: no recorded traffic to replay (set it to an access log to compare your mix with this one)")
+else:
+    from psra_bench.load.experiment import run_log_replay
+    from psra_bench.load.replay_tables import replay_tables
+
+    replay = run_log_replay(settings, replay_plan, output_dir, load=params)
+    print(f"saved {output_dir}/04_load_replay.json after {replay['seconds']:.0f} s")
+    for table in replay_tables(replay):  # the tables the report shows
+        print(table.text())
+        print()"""
+
+REPLAY_PLOT = """\
+if replay_plan is not None:
+    from IPython.display import display
+
+    from psra_bench.load.replay import plot_replay_rates
+
+    display(plot_replay_rates(replay["replay"], output_dir))  # recorded vs replayed rate per 10 s"""
+
 NOTES = """\
 ## Reading the results
 
@@ -165,6 +202,9 @@ def build() -> nbformat.NotebookNode:
         new_code_cell(PLOT_STEPS),
         new_code_cell(PLOT_ENDPOINTS),
         new_code_cell(PLOT_RESOURCES),
+        new_markdown_cell(REPLAY_MD),
+        new_code_cell(REPLAY),
+        new_code_cell(REPLAY_PLOT),
         new_markdown_cell(NOTES),
     ]
     return finish(cells, "nb04")

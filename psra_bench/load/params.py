@@ -7,13 +7,18 @@ help; its presets are the notebook's small run (``NOTEBOOK``), the quick and the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
 
 from psra_bench.exceptions import ParameterError
+from psra_bench.load.replay import ReplayParams
 from psra_bench.load.results import CONFIGURATIONS, resolve_configurations
-from psra_bench.paramspec import NotebookParams, param, refusal, seed_param, verdicts_param
+from psra_bench.paramspec import NotebookParams, field_of, param, refusal, seed_param, verdicts_param
+
+if TYPE_CHECKING:
+    from psra_bench.load.replay import ReplayPlan
 
 __all__ = ["LoadTestParams"]
 
@@ -84,6 +89,20 @@ class LoadTestParams(NotebookParams):
         allowed="True or False",
     )
 
+    from_log: str | None = param(
+        None,
+        "an access log to replay against the 'both' configuration, with a capacity search at its own mix; "
+        "None: no replay",
+        allowed="None or the path of an access log (nginx/Apache combined, JSON lines or HAR: see log_format)",
+    )
+    log_format: str = field_of(ReplayParams, "log_format", "combined", "from_log's format: combined, jsonl or har")
+    log_speed: float = field_of(ReplayParams, "speed", 1.0, "replay from_log this many times faster than recorded")
+
+    @field_validator("from_log", mode="before")
+    @classmethod
+    def _log_as_text(cls, value: object) -> object:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
     @field_validator("configurations", mode="before")
     @classmethod
     def _configurations_as_text(cls, value: object) -> object:
@@ -107,6 +126,21 @@ class LoadTestParams(NotebookParams):
         return resolve_configurations(self.configurations)
 
     def check(self) -> list[str]:
-        """The configuration names to run, once ``output_dir`` is proven writable."""
+        """The configuration names to run, once ``output_dir`` is proven writable and ``from_log`` is replayable."""
         self.check_output_dir()
+        self.replay_plan()
         return self.configuration_names
+
+    def replay_plan(self) -> ReplayPlan | None:
+        """``from_log`` read and templated (refused in one sentence when nothing in it is replayable); None without one.
+
+        Read before any measurement, so a bad log costs nothing.
+        """
+        if self.from_log is None:
+            return None
+        from psra_bench.load.replay import load_replay
+
+        return load_replay(
+            self.from_log,
+            ReplayParams.NOTEBOOK.replace(log_format=self.log_format, speed=self.log_speed, seed=self.seed),
+        )

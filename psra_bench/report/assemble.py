@@ -60,6 +60,7 @@ SECTION_FILES: tuple[tuple[str, str], ...] = (
     ("ttl", "03_ttl_tuning"),
     ("ttl_trace", "trace/03_ttl_tuning"),  # notebook 03 on the team's own trace (report --trace)
     ("load", "04_load_test"),
+    ("replay", "04_load_replay"),  # a recorded log replayed in the load section (report --from-log)
     ("advice", "06_index_advice"),
 )
 
@@ -193,6 +194,7 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("TTL tuning", "Hit rate and stale share", "03_ttl_tuning_staleness"),
     ("Overall system", "Overall system", "04_load_test_latency"),
     ("Overall system", "Per configuration", "04_load_test_endpoints"),
+    ("Load from your recorded traffic", "Request rate", "04_load_replay_rates"),
     ("Overall system", "Step load", "04_load_test_steps"),
 )
 

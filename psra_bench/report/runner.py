@@ -76,6 +76,9 @@ FEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "quick": (("04_load_test", "05_report"), "quick"),
     "reports_dir": (("05_report",), "reports_dir"),
     "workload": ((ADVICE_NOTEBOOK,), "workload"),
+    "from_log": (("04_load_test",), "from_log"),
+    "log_format": (("04_load_test",), "log_format"),
+    "log_speed": (("04_load_test",), "log_speed"),
 }
 
 
@@ -83,7 +86,7 @@ def _from_notebooks(preset: str) -> dict[str, Any]:
     """The report's values of ``preset`` ("quick", "full"): those of the notebooks' own presets."""
     values: dict[str, Any] = {}
     for key, (names, name) in FEEDS.items():
-        if key in ("quick", "reports_dir", "workload"):
+        if key in ("quick", "reports_dir", "workload", "from_log"):
             continue
         values[key] = getattr(NOTEBOOK_PARAMS[names[0]].preset(preset), name)
     return values
@@ -137,7 +140,17 @@ class ReportParams(ParamModel):
         "(notebook 03 once more); None: the synthetic trace only",
     )
 
-    @field_validator("workload", "trace", mode="before")
+    from_log: str | None = field_of(
+        _LT,
+        "from_log",
+        None,
+        "an access log (combined, jsonl or har: log_format): the load section replays it against 'both' and "
+        "searches the capacity at its mix; None: the synthetic load only",
+    )
+    log_format: str = field_of(_LT, "log_format", _FULL["log_format"])
+    log_speed: float = field_of(_LT, "log_speed", _FULL["log_speed"])
+
+    @field_validator("workload", "trace", "from_log", mode="before")
     @classmethod
     def _workload_as_text(cls, value: object) -> object:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
@@ -198,6 +211,8 @@ def notebook_params(name: str, params: ReportParams, run_dir: Path, run_id: str)
     values |= {theirs: getattr(params, key) for key, (names, theirs) in FEEDS.items() if name in names}
     if name == "05_report":
         values["run_id"] = run_id
+    if name == "04_load_test" and params.from_log is not None:
+        values["from_log"] = str(Path(params.from_log).resolve())  # papermill runs the notebook in another folder
     if name == ADVICE_NOTEBOOK:
         values["verify"] = True  # the report's database is psra-bench's own: the advice is measured
         values["workload"] = str(Path(params.workload).resolve()) if params.workload is not None else None

@@ -24,6 +24,7 @@ from psra_bench.latency.tables import (
     three_way_table,
     write_cost_table,
 )
+from psra_bench.load.replay_tables import replay_tables
 from psra_bench.load.results import load_result_tables
 from psra_bench.measure.format import DASH, mb, number, percent
 from psra_bench.results import (
@@ -31,6 +32,7 @@ from psra_bench.results import (
     LatencySummary,
     LoadTestResult,
     QueryLatencyResult,
+    ReplayResult,
     TtlRecommendation,
     TtlTuningResult,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "cache_tables",
     "ttl_tables",
     "load_tables",
+    "replay_section_tables",
     "advice_section_tables",
     "advice_result",
     "workload_fingerprint",
@@ -59,6 +62,7 @@ CACHE_SECTION = "Cache hit rates"
 TTL_SECTION = "TTL tuning"
 TRACE_SECTION = "TTL tuning on your cache traffic"
 LOAD_SECTION = "Overall system performance under load"
+REPLAY_SECTION = "Load from your recorded traffic"
 ADVICE_SECTION = "Index advice for your workload"
 
 
@@ -157,6 +161,11 @@ def load_tables(section: LoadTestResult) -> tuple[list[Table], list[str]]:
     return _filed(LOAD_SECTION, list(load_result_tables(section))), [note]
 
 
+def replay_section_tables(section: ReplayResult) -> tuple[list[Table], list[str]]:
+    """A replayed log (``report --from-log``): shares and latency per endpoint, rate, capacity at its mix, unmatched."""
+    return _filed(REPLAY_SECTION, list(replay_tables(section))), []
+
+
 # ----------------------------------------------------------------------------- 06 index advice
 
 
@@ -185,6 +194,7 @@ SECTION_BUILDERS: dict[str, Callable[[Any], tuple[list[Table], list[str]]]] = {
     "ttl": ttl_tables,
     "ttl_trace": trace_ttl_tables,
     "load": load_tables,
+    "replay": replay_section_tables,
     "advice": advice_section_tables,
 }
 

@@ -160,6 +160,26 @@ def _load_findings(load: LoadTestResult) -> list[str]:
     ]
 
 
+def _replay_findings(sections: Sections) -> list[str]:
+    """One sentence on the replayed log (``report --from-log``): how faithfully it replayed, its capacity."""
+    doc = sections.get("replay")
+    if doc is None:
+        return []
+    r = doc["replay"]
+    diff = max((abs(r["replayed_share"].get(k, 0.0) - v) for k, v in r["recorded_share"].items()), default=0.0)
+    text = (
+        f"Your recorded traffic ({number(r['recorded_requests'])} requests to {len(r['recorded_share'])} endpoints of "
+        f"this API, {number(sum(r['unmatched'].values()))} to other routes not sent) replayed against "
+        f"'{doc['configuration'] or doc['url']}', every endpoint's share within {diff * 100:.1f} points of the log's"
+    )
+    searched = doc.get("capacity")
+    if searched:
+        cap = searched["capacity"]
+        bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
+        text += f"; users supported at its own mix: {bracket} (p95 ≤ {cap['slo_p95_ms']:g} ms)"
+    return [text + "."]
+
+
 def _advice_findings(sections: Sections) -> tuple[list[str], list[str], list[str]]:
     """(findings, do, open) of notebook 06's index advice for the run's workload (all empty without one)."""
     result = advice_result(sections)
@@ -215,6 +235,7 @@ def findings(
         out += _cache_findings(sections["cache"])
     if "load" in sections:
         out += _load_findings(sections["load"])
+    out += _replay_findings(sections)
     out += _advice_findings(sections)[0]
     if previous_run is None:
         same = "machine key, scale and workload" if advice_result(sections) else "machine key and scale"
