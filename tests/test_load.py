@@ -309,7 +309,7 @@ def test_run_load_one_configuration_end_to_end(
         spawn_rate=4,
         duration=1.0,
         arrival_rate=5,
-        configurations=["cache"],
+        configurations=["both"],
         slo_p95_ms=2000,
         output_dir=tmp_path,
         steps=(2,),
@@ -320,13 +320,14 @@ def test_run_load_one_configuration_end_to_end(
     assert "Bearer" not in saved_text and "admin_token" not in saved_text  # the server's token stays out
     saved = json.loads(saved_text)
     assert saved["parameters"]["steps"] == [2]
-    c = saved["configurations"]["cache"]
-    assert c["cache"] is True and c["indexes"] is False and c["index_count"] == 20
+    c = saved["configurations"]["both"]
+    # a clone of the once-migrated copy: the 46 indexes, built there, not in the dataset
+    assert c["cache"] is True and c["indexes"] is True and c["index_count"] == 46
     assert c["locust"]["accounted"] and c["closed"]["users"] == 2 and c["closed"]["overall"]["n"] > 0
     assert c["closed"]["resources"]["groups"]["api"]["measured"]
     assert c["open"]["scheduled"] == 7 and c["users_supported"]["slo_p95_ms"] == 2000
     assert {r["metric"] for r in doc["table"]} >= {"API Response Time (p95)", "Concurrent Users Supported"}
-    # the clone is gone, the dataset untouched, and no key is left under the namespace
+    # the clone and the migrated copy are gone, the dataset untouched, and no key is left under the namespace
     with db.connect(s.db_dsn or "", autocommit=True) as conn:
         clones = conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (s.db_dsn.rsplit("/", 1)[-1] + "_load_%",)
