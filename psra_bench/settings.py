@@ -181,10 +181,13 @@ class TTLSettings:
 
     def for_entity(self, entity: str) -> int:
         """TTL of ``entity`` (hs_codes, rules, assessments, verdicts, reports or default)."""
-        if entity not in {f.name for f in dataclasses.fields(self)}:
+        if entity not in _TTL_ENTITY_NAMES:  # a set built once: the cache asks on every write
             allowed = ", ".join(f.name for f in dataclasses.fields(self))
             raise ConfigError("entity", entity, f"one of {allowed}")
         return int(getattr(self, entity))
+
+
+_TTL_ENTITY_NAMES = frozenset(f.name for f in dataclasses.fields(TTLSettings))
 
 
 @dataclass(frozen=True)

@@ -878,6 +878,43 @@ async def test_async_dead_server_falls_through(namespaced_settings: Settings, th
         await service.aclose()
 
 
+async def test_async_frozen_server_times_out_each_step_and_an_outside_cancel_stays_a_cancel(
+    namespaced_settings: Settings, throwaway: Path
+) -> None:
+    """A server that accepts nothing (SIGSTOP): each step ends at its deadline as a miss, never hangs."""
+    port = int((throwaway / "valkey" / "port").read_text())
+    rs = RedisSettings(port=port, socket_timeout=0.2, socket_connect_timeout=0.2)
+    service = AsyncCacheService(namespaced_settings.replace(redis=rs), breaker_threshold=100)
+    pid = _valkey_pid(throwaway)
+    assert pid is not None
+    try:
+        assert await service.set("hs:code:1", {"a": 1}) and await service.get("hs:code:1") == {"a": 1}
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(30):  # the test's own bound: the 0.2 s deadline must end it long before
+                assert await service.get("hs:code:1", MISSING) is MISSING
+                assert await service.get("hs:code:1", MISSING) is MISSING
+            assert service.stats()["entities"]["hs_codes"]["errors"] == 2
+            # cancelled from outside while its step waits: a cancel, not a timeout (and nothing counted)
+            started = asyncio.Event()
+
+            async def waiting() -> Any:
+                started.set()
+                return await service.get("hs:code:1", MISSING)
+
+            task = asyncio.create_task(waiting())
+            await started.wait()
+            await asyncio.sleep(0)  # the step is on the wire now
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await service.get("hs:code:1") == {"a": 1}  # back
+    finally:
+        await service.aclose()
+
+
 def test_circuit_breaker_states() -> None:
     clock = ManualClock()
     breaker = CircuitBreaker(threshold=3, reset_after=0.2, clock=clock)

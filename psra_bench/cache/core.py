@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypedDict
 
+import orjson
 import redis
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
@@ -223,6 +224,10 @@ class CacheCore(SpecHelpers):
         if raw is None:
             return False, default
         try:
+            return True, orjson.loads(raw)
+        except ValueError:
+            pass  # orjson refuses what json accepts beyond what encode writes (NaN, integers over 64 bits)
+        try:
             return True, json.loads(raw)
         except ValueError:  # written by someone else; treat as a miss
             self.counters.record(entity, "errors")
@@ -393,7 +398,8 @@ class CacheCore(SpecHelpers):
         if not self.enabled:
             self.physical(key)
             return (yield compute)
-        self.ttl_ms(key, ttl)  # bad TTLs fail before any work
+        if ttl is not None:
+            self.ttl_ms(key, ttl)  # a bad TTL fails before any work (None is the entity's, checked at start-up)
         while True:
             # The face's own get runs inline; a subclass's override (CompressedClockCache records outcomes) is called.
             if self._own_get:
