@@ -1188,3 +1188,28 @@ def test_junk_paths_and_params_never_yield_a_500(client: httpx.Client, template:
         }
         r = client.get(path, params=params, headers={**tenant(rng.choice([A, B])), **OPERATOR})
         assert r.status_code < 500
+
+
+def test_an_assessment_body_is_validated_once_per_day_and_only_small_ones_are_remembered() -> None:
+    import json as _json
+
+    from fastapi.exceptions import RequestValidationError
+
+    from psra_bench.api import models
+
+    me = A
+    raw = _json.dumps(assessment(me)).encode()
+    first = models.parse_assessment_body(raw)
+    assert models.parse_assessment_body(raw) is first  # remembered: no second validation
+    assert models.parse_assessment_body(raw + b" ") is not first  # other bytes: validated on their own
+    padded = _json.dumps({**assessment(me), "processes": None}, indent=models.PARSED_BODY_BYTES).encode()
+    assert len(padded) > models.PARSED_BODY_BYTES
+    assert models.parse_assessment_body(padded) is not models.parse_assessment_body(padded)  # too big to keep
+    bad = _json.dumps({**assessment(me), "hs_code": "12"}).encode()
+    for _ in range(2):  # a refused body is refused every time, never remembered
+        with pytest.raises(RequestValidationError) as refused:
+            models.parse_assessment_body(bad)
+        assert refused.value.errors()[0]["loc"][0] == "body"
+    for i in range(models.PARSED_BODIES + 5):  # bounded: the oldest go first
+        models.parse_assessment_body(raw + b" " * (i + 2))
+    assert len(models._parsed) == models.PARSED_BODIES and models.parse_assessment_body(raw) is not first

@@ -568,3 +568,23 @@ def test_assess_and_store_commits_on_a_non_autocommit_connection(
         own.rollback()
     missing = conn.execute("SELECT count(*) FROM psra_verdicts WHERE evaluation_id = %s", (rolled_back.evaluation_id,))
     assert missing.fetchone() == (0,)
+
+
+def test_the_input_hash_is_the_sha256_of_the_standard_librarys_canonical_json() -> None:
+    """orjson writes the canonical JSON; these are the bytes json.dumps wrote before (stored hashes stay valid)."""
+    import hashlib
+    import json
+    import random
+
+    from psra_bench.load.request_mix import Workload
+    from psra_bench.psra.assessment import canonical_input, input_hash, parse_input, parse_request
+
+    workload = Workload(tenants=20, seed=3, products=60)
+    rng = random.Random(3)
+    bodies = [workload.assessment_body(rng, workload.tenant(rng)) for _ in range(200)]
+    requests = [parse_request(b) for b in bodies]
+    bare = {k: v for k, v in bodies[0].items() if k not in ("tenant_id", "ex_works_price", "transaction_value")}
+    requests.append(parse_input(bare | {"net_cost": "12.50", "processes": []}))  # no tenant, no BOM price: None
+    for req in requests:
+        text = json.dumps(canonical_input(req), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert input_hash(req) == hashlib.sha256(text.encode()).hexdigest(), canonical_input(req)

@@ -39,7 +39,7 @@ from psra_bench.api.models import (
     BulkImportJob,
     BulkImportRequest,
     SubmitJobRequest,
-    inline_schema,
+    json_body,
 )
 from psra_bench.exceptions import JobNotFoundError
 
@@ -75,11 +75,6 @@ _OPTIONAL_OPERATOR: dict[str, Any] = {"security": [{}]}
 JobId = Annotated[str, Path(description="The id submit returned", examples=["6f1c0d3e-2a4b-4c5d-8e9f-0a1b2c3d4e5f"])]
 #: Validates the spec's submit body (a union on job_type: FastAPI would name the variant in each error's field).
 _SUBMIT_BODY: TypeAdapter[AssessmentJob | BulkImportJob] = TypeAdapter(SubmitJobRequest)
-
-
-def _json_body(schema: Any) -> dict[str, Any]:
-    """``openapi_extra`` of a route that reads its JSON body itself: the body's schema."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(schema)}}}}
 
 
 def _queue(request: Request) -> Any:
@@ -161,7 +156,7 @@ def _assessment_job(body: AssessmentJobRequest) -> tuple[dict[str, Any], dict[st
     status_code=202,
     response_model=SubmitJobResponse,
     responses=responses(401, 403, 404, 413, 422),
-    openapi_extra={**_OPTIONAL_OPERATOR, **_json_body(SubmitJobRequest)},
+    openapi_extra={**_OPTIONAL_OPERATOR, **json_body(SubmitJobRequest)},
 )
 async def submit(
     request: Request, operator: Annotated[bool, Depends(optional_operator)], x_tenant_id: OptionalTenantHeader = None
@@ -206,7 +201,7 @@ async def submit_assessment(
     response_model=SubmitJobResponse,
     dependencies=[Depends(require_operator)],
     responses=responses(401, 404, 413, 422),
-    openapi_extra=_json_body(BulkImportRequest),
+    openapi_extra=json_body(BulkImportRequest),
 )
 async def submit_bulk_import(request: Request) -> SubmitJobResponse:
     """Queue an HS code upsert (operator only: it rewrites shared reference data); over 10,000 items is a 413."""

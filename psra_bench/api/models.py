@@ -14,9 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
 
+import pydantic
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from psra_bench.db.seed import tenant_ids
@@ -47,6 +50,10 @@ __all__ = [
     "SubmitJobRequest",
     "JOB_TYPES",
     "inline_schema",
+    "json_body",
+    "parse_assessment_body",
+    "PARSED_BODIES",
+    "PARSED_BODY_BYTES",
     "Priority",
     "IsoDate",
     "IsoDateTime",
@@ -285,3 +292,39 @@ def inline_schema(model: Any) -> dict[str, Any]:
 
     out: dict[str, Any] = resolve(schema)
     return out
+
+
+def json_body(schema: Any) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads its JSON body itself: the body's schema, inlined."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(schema)}}}}
+
+
+#: Assessment bodies remembered once validated (least recently used first out) and the largest one remembered.
+PARSED_BODIES, PARSED_BODY_BYTES = 2048, 4096
+_parsed: OrderedDict[tuple[bytes, dt.date], ApiAssessmentRequest] = OrderedDict()
+
+
+def parse_assessment_body(raw: bytes) -> ApiAssessmentRequest:
+    """The validated body of ``POST /api/assessments``; the same bytes on the same day are validated once.
+
+    Validation is a function of the bytes and of today's date (``assessment_date``'s default) alone,
+    and the model is frozen, so a body seen before is answered from :data:`PARSED_BODIES` remembered
+    ones without pydantic: a client asking the same question again (the case a cached assessment
+    answers) pays for its parsing once. Bodies over :data:`PARSED_BODY_BYTES` are not remembered.
+    A body that does not validate raises RequestValidationError, its errors' ``loc`` under ``body``
+    as FastAPI's own.
+    """
+    key = (raw, _today())
+    found = _parsed.get(key)
+    if found is not None:
+        _parsed.move_to_end(key)
+        return found
+    try:
+        body = ApiAssessmentRequest.model_validate_json(raw)
+    except pydantic.ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+    if len(raw) <= PARSED_BODY_BYTES:
+        _parsed[key] = body
+        if len(_parsed) > PARSED_BODIES:
+            _parsed.popitem(last=False)
+    return body

@@ -30,6 +30,8 @@ from psra_bench.api.models import (
     ApiAssessmentRequest,
     IsoDate,
     IsoDateTime,
+    json_body,
+    parse_assessment_body,
 )
 from psra_bench.api.responses import JsonBytes
 from psra_bench.exceptions import InputError
@@ -123,11 +125,12 @@ async def rule(
     return JsonBytes(dict(row))
 
 
-@router.post("/assessments", responses=responses(403, 413, 422))
-async def assess(request: Request, body: ApiAssessmentRequest, x_tenant_id: TenantHeader) -> JsonBytes:
+@router.post("/assessments", responses=responses(403, 413, 422), openapi_extra=json_body(ApiAssessmentRequest))
+async def assess(request: Request, x_tenant_id: TenantHeader) -> JsonBytes:
     """Assess a product synchronously, store the verdict, cache it (assessment:{rule}:{hs}:{o}:{d})."""
     from psra_bench.psra.service import assess_with_cache_async
 
+    body = parse_assessment_body(await request.body())  # a body seen before is not validated again
     if body.tenant_id != x_tenant_id:
         raise HTTPException(status_code=403, detail="X-Tenant-ID does not match tenant_id in the body")
     st = _state(request)

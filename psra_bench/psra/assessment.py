@@ -32,6 +32,7 @@ from decimal import Decimal
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 import pydantic
 from pydantic import (
     AfterValidator,
@@ -438,11 +439,18 @@ def canonical_input(request: AssessmentInput, agreement_code: str | None = None)
 
 
 def input_hash(request: AssessmentInput, agreement_code: str | None = None) -> str:
-    """sha256 hex of the canonical JSON of :func:`canonical_input` (per tenant, BOM order-free)."""
-    text = json.dumps(
-        canonical_input(request, agreement_code), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    """sha256 hex of the canonical JSON of :func:`canonical_input` (per tenant, BOM order-free).
+
+    The JSON is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``'s, UTF-8;
+    orjson writes the same bytes for these values in half the time (tests/test_assessment.py checks
+    both agree), and the standard library answers what orjson refuses.
+    """
+    canonical = canonical_input(request, agreement_code)
+    try:
+        data = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        data = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(data).hexdigest()
 
 
 def request_to_dict(request: AssessmentInput) -> dict[str, Any]:
