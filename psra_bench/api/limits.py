@@ -47,13 +47,17 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
 
 def _content_length(scope: Scope) -> int | None:
+    """The declared body size: ``Content-Length`` (None when unreadable), 0 when neither it nor chunking is given."""
+    chunked = False
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:
                 return int(value)
             except ValueError:
                 return None
-    return None
+        if name == b"transfer-encoding":
+            chunked = True
+    return None if chunked else 0
 
 
 class BodyLimits:
@@ -83,6 +87,9 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
+        if declared == 0:  # no body (a GET): nothing to count, check or replay
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared > self.max_bytes:
             await _reply(send, 413, self._too_large(f"{declared:,} bytes (Content-Length)"))
             return
