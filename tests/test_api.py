@@ -1196,11 +1196,13 @@ def test_an_assessment_body_is_validated_once_per_day_and_only_small_ones_are_re
     from fastapi.exceptions import RequestValidationError
 
     from psra_bench.api import models
+    from psra_bench.psra.assessment import input_hash
 
     me = A
     raw = _json.dumps(assessment(me)).encode()
     first = models.parse_assessment_body(raw)
     assert models.parse_assessment_body(raw) is first  # remembered: no second validation
+    assert first.input_hash == input_hash(first.body)
     assert models.parse_assessment_body(raw + b" ") is not first  # other bytes: validated on their own
     padded = _json.dumps({**assessment(me), "processes": None}, indent=models.PARSED_BODY_BYTES).encode()
     assert len(padded) > models.PARSED_BODY_BYTES

@@ -16,7 +16,7 @@ import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import pydantic
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +30,7 @@ from psra_bench.psra.assessment import (
     AssessmentInput,
     AssessmentRequest,
     BomLine,
+    input_hash,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "inline_schema",
     "json_body",
     "parse_assessment_body",
+    "ParsedAssessment",
     "PARSED_BODIES",
     "PARSED_BODY_BYTES",
     "Priority",
@@ -301,18 +303,27 @@ def json_body(schema: Any) -> dict[str, Any]:
 
 #: Assessment bodies remembered once validated (least recently used first out) and the largest one remembered.
 PARSED_BODIES, PARSED_BODY_BYTES = 2048, 4096
-_parsed: OrderedDict[tuple[bytes, dt.date], ApiAssessmentRequest] = OrderedDict()
 
 
-def parse_assessment_body(raw: bytes) -> ApiAssessmentRequest:
-    """The validated body of ``POST /api/assessments``; the same bytes on the same day are validated once.
+class ParsedAssessment(NamedTuple):
+    """A validated assessment body and its input hash (:func:`psra_bench.psra.assessment.input_hash`)."""
 
-    Validation is a function of the bytes and of today's date (``assessment_date``'s default) alone,
-    and the model is frozen, so a body seen before is answered from :data:`PARSED_BODIES` remembered
-    ones without pydantic: a client asking the same question again (the case a cached assessment
-    answers) pays for its parsing once. Bodies over :data:`PARSED_BODY_BYTES` are not remembered.
-    A body that does not validate raises RequestValidationError, its errors' ``loc`` under ``body``
-    as FastAPI's own.
+    body: ApiAssessmentRequest
+    input_hash: str
+
+
+_parsed: OrderedDict[tuple[bytes, dt.date], ParsedAssessment] = OrderedDict()
+
+
+def parse_assessment_body(raw: bytes) -> ParsedAssessment:
+    """The validated body of ``POST /api/assessments`` and its input hash; the same bytes on the same day once.
+
+    Validation and the hash are functions of the bytes and of today's date (``assessment_date``'s
+    default) alone, and the model is frozen, so a body seen before is answered from the
+    :data:`PARSED_BODIES` remembered ones without pydantic: a client asking the same question again
+    (the case a cached assessment answers) pays for parsing and hashing once. Bodies over
+    :data:`PARSED_BODY_BYTES` are not remembered. A body that does not validate raises
+    RequestValidationError, its errors' ``loc`` under ``body`` as FastAPI's own.
     """
     key = (raw, _today())
     found = _parsed.get(key)
@@ -323,8 +334,9 @@ def parse_assessment_body(raw: bytes) -> ApiAssessmentRequest:
         body = ApiAssessmentRequest.model_validate_json(raw)
     except pydantic.ValidationError as e:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+    parsed = ParsedAssessment(body, input_hash(body))
     if len(raw) <= PARSED_BODY_BYTES:
-        _parsed[key] = body
+        _parsed[key] = parsed
         if len(_parsed) > PARSED_BODIES:
             _parsed.popitem(last=False)
-    return body
+    return parsed

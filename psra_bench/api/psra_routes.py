@@ -130,11 +130,11 @@ async def assess(request: Request, x_tenant_id: TenantHeader) -> JsonBytes:
     """Assess a product synchronously, store the verdict, cache it (assessment:{rule}:{hs}:{o}:{d})."""
     from psra_bench.psra.service import assess_with_cache_async
 
-    body = parse_assessment_body(await request.body())  # a body seen before is not validated again
+    body, request_hash = parse_assessment_body(await request.body())  # a body seen before is not validated again
     if body.tenant_id != x_tenant_id:
         raise HTTPException(status_code=403, detail="X-Tenant-ID does not match tenant_id in the body")
     st = _state(request)
-    return JsonBytes(await assess_with_cache_async(st.apool, st.acached, body))
+    return JsonBytes(await assess_with_cache_async(st.apool, st.acached, body, request_hash=request_hash))
 
 
 @router.get("/verdicts/recent", dependencies=[Depends(require_operator)], responses=responses(401, 404, 422))

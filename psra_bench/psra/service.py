@@ -229,16 +229,22 @@ def assess_with_cache(
 
 
 async def assess_with_cache_async(
-    pool: AsyncConnectionPool, cached: AsyncCachedDAL, request: AssessmentRequest | dict[str, Any]
+    pool: AsyncConnectionPool,
+    cached: AsyncCachedDAL,
+    request: AssessmentRequest | dict[str, Any],
+    *,
+    request_hash: str | None = None,
 ) -> dict[str, Any]:
     """:func:`assess_with_cache` for async callers (the API's synchronous-assessment route): a full request.
 
     The same steps, each awaited: the cache lookup when the key is known, else (and on a miss) the
     assessments' generation, the cached rules, the pure assessment (on the event loop: about
     0.2 ms), then the verdict's INSERT (with a tenant) and the generation-checked cache write.
+    ``request_hash``: the request's :func:`input_hash`, when the caller has it already.
     """
     req = parse_request(request)
-    cache, choices, request_hash = cached.cache, _choices_of(cached.cache), input_hash(req)
+    cache, choices = cached.cache, _choices_of(cached.cache)
+    request_hash = request_hash or input_hash(req)
     rule_id = choices.rule_of(req)
     if rule_id is not None and (hit := _hit(await cache.get(_key(req, rule_id)), request_hash)) is not None:
         return hit
