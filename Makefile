@@ -12,7 +12,7 @@ SERVER_REDIS ?= redis://127.0.0.1:6379/0
 # machine, a cold cache either way); pip is the fallback when uv cannot be had or cannot install.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	{ $(BIN)/pip install --quiet uv && $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'; } || \
+	{ $(BIN)/pip install -qq uv && $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'; } || \
 	  { $(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -e '.[dev]'; }
 	touch $@
 

@@ -87,7 +87,7 @@ def test_zipf_skew_favours_the_first_items() -> None:
 def test_plan_derives_steps_and_refuses_bad_values() -> None:
     plan = LoadPlan.make(users=10, spawn_rate=5, duration=20, arrival_rate=50, slo_p95_ms=200)
     assert plan.steps == (5, 10, 20, 40, 80)
-    assert plan.step_s == 29.0  # ramp 40 users at 5/s + settle 1 s + 20 s measured, in whole seconds
+    assert plan.step_s == 29.0  # ramp 40 users at 5/s + settle 0.5 s + 20 s measured, up to whole seconds
     assert LoadPlan.make(users=3, spawn_rate=3, duration=2, arrival_rate=5, slo_p95_ms=100, quick=True).steps == (3, 6)
     for bad in ({"users": 0}, {"duration": -1}, {"spawn_rate": True}, {"steps": [1, 2]}, {"think_s": (2, 1)}):
         args: dict[str, Any] = {"users": 4, "spawn_rate": 2, "duration": 1, "arrival_rate": 1, "slo_p95_ms": 50}
