@@ -160,24 +160,27 @@ def _load_findings(load: LoadTestResult) -> list[str]:
     ]
 
 
-def _replay_findings(sections: Sections) -> list[str]:
-    """One sentence on the replayed log (``report --from-log``): how faithfully it replayed, its capacity."""
+def _replay_clause(sections: Sections) -> str | None:
+    """The replayed log (``report --from-log``) in a clause: how faithfully it replayed, its capacity (None: no log).
+
+    It joins the users-supported finding rather than adding one, so a run keeps 5–8 findings.
+    """
     doc = sections.get("replay")
     if doc is None:
-        return []
+        return None
     r = doc["replay"]
     diff = max((abs(r["replayed_share"].get(k, 0.0) - v) for k, v in r["recorded_share"].items()), default=0.0)
     text = (
-        f"Your recorded traffic ({number(r['recorded_requests'])} requests to {len(r['recorded_share'])} endpoints of "
+        f"your recorded traffic ({number(r['recorded_requests'])} requests to {len(r['recorded_share'])} endpoints of "
         f"this API, {number(sum(r['unmatched'].values()))} to other routes not sent) replayed against "
-        f"'{doc['configuration'] or doc['url']}', every endpoint's share within {diff * 100:.1f} points of the log's"
+        f"'{doc['configuration'] or doc['url']}' with each endpoint's share within {diff * 100:.1f} points of the log's"
     )
     searched = doc.get("capacity")
     if searched:
         cap = searched["capacity"]
         bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
-        text += f"; users supported at its own mix: {bracket} (p95 ≤ {cap['slo_p95_ms']:g} ms)"
-    return [text + "."]
+        text += f", and users supported at its own mix: {bracket} (p95 ≤ {cap['slo_p95_ms']:g} ms)"
+    return text
 
 
 def _advice_findings(sections: Sections) -> tuple[list[str], list[str], list[str]]:
@@ -234,8 +237,13 @@ def findings(
     if "cache" in sections:
         out += _cache_findings(sections["cache"])
     if "load" in sections:
-        out += _load_findings(sections["load"])
-    out += _replay_findings(sections)
+        load = _load_findings(sections["load"])
+        replay = _replay_clause(sections)
+        if replay is not None and load:
+            load[-1] = f"{load[-1][:-1]}; {replay}."
+        elif replay is not None:
+            load.append(f"{replay[0].upper()}{replay[1:]}.")
+        out += load
     out += _advice_findings(sections)[0]
     if previous_run is None:
         same = "machine key, scale and workload" if advice_result(sections) else "machine key and scale"
