@@ -47,8 +47,7 @@ VALIDATE = """\
 from psra_bench.params import LoadTestParams
 
 params = LoadTestParams.from_namespace(globals())
-config_names = params.check()
-replay_plan = params.replay_plan()  # from_log read and templated before any measurement (None without one)
+config_names, replay_plan = params.prepare()  # from_log read and templated before any measurement (None without)
 print(f"parameters OK: {', '.join(config_names)}; {users} users, {duration:g} s per step, "
       f"{arrival_rate:g} req/s open model, SLO p95 <= {slo_p95_ms:g} ms")
 if replay_plan is not None:

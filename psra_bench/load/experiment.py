@@ -254,6 +254,36 @@ def _migrated_template(settings: LiveSettings, needed: bool) -> Iterator[LiveSet
         yield settings.replace(db_dsn=dsn)
 
 
+@contextlib.contextmanager
+def _configured_copy(
+    settings: LiveSettings,
+    name: str,
+    namespace: str,
+    *,
+    source: LiveSettings | None = None,
+    suffix: str | None = None,
+    lap: Callable[[str], None] = lambda _: None,
+) -> Iterator[tuple[LiveSettings, dict[str, Any]]]:
+    """A copy of the dataset (or of ``source``) set up as configuration ``name``: its settings and its migration.
+
+    The copy is migrated up or down and the cache switched as :data:`CONFIGURATIONS` says; the cache
+    ``namespace`` is emptied before and after; the copy (named after ``suffix``, default ``name``) is dropped.
+    """
+    from psra_bench.db.migrate import migrate_down, migrate_up
+
+    indexes, cache = CONFIGURATIONS[name]
+    with _cloned_database(source or settings, suffix or name) as dsn:
+        lap("clone_database")
+        cfg = settings.replace(db_dsn=dsn, enable_cache=cache, cache_namespace=namespace)
+        migration = migrate_up(dsn) if indexes else migrate_down(dsn)
+        _delete_namespace(cfg, namespace)
+        lap("migration")
+        try:
+            yield cfg, migration
+        finally:
+            _delete_namespace(cfg, namespace)
+
+
 def run_configuration(
     settings: LiveSettings,
     name: str,
@@ -266,8 +296,6 @@ def run_configuration(
 
     ``source``: the database to clone instead of the settings' (a migrated copy, see ``run_load``).
     """
-    from psra_bench.db.migrate import migrate_down, migrate_up
-
     if name not in CONFIGURATIONS:
         raise ParameterError("configurations", name, "one of " + ", ".join(CONFIGURATIONS))
     indexes, cache = CONFIGURATIONS[name]
@@ -281,19 +309,11 @@ def run_configuration(
         timings[what] = round(now - clock, 3)
         clock = now
 
-    with _cloned_database(source or settings, name) as dsn:
-        lap("clone_database")
-        cfg = settings.replace(db_dsn=dsn, enable_cache=cache, cache_namespace=namespace)
-        migration = migrate_up(dsn) if indexes else migrate_down(dsn)
-        _delete_namespace(cfg, namespace)
-        lap("migration")
-        try:
-            closed, opened, exit_code, monitor = _serve_and_load(cfg, plan, out, lap)
-            with db.connect(dsn, autocommit=True) as conn:
-                index_count = db.index_count(conn)
-            stats = _cache_stats(cfg) if cache else None
-        finally:
-            _delete_namespace(cfg, namespace)
+    with _configured_copy(settings, name, namespace, source=source, lap=lap) as (cfg, migration):
+        closed, opened, exit_code, monitor = _serve_and_load(cfg, plan, out, lap)
+        with db.connect(cfg.db_dsn, autocommit=True) as conn:
+            index_count = db.index_count(conn)
+        stats = _cache_stats(cfg) if cache else None
     for st in closed["steps"]:
         st |= _phase(monitor.window(st["measure_from"] or 0, st["ended_at"] or 0), st["overall"].get("rps"))
     opened |= _phase(monitor.window(opened["measure_from"], opened["ended_at"]), opened["completed_rps"])
@@ -565,22 +585,10 @@ def run_log_replay(
     parameters) the replay is followed by a capacity search at the log's own mix on the same API:
     its users, spawn rate, seconds per step and SLO. Saved as ``04_load_replay.json``.
     """
-    from psra_bench.db.migrate import migrate_down, migrate_up
     from psra_bench.load.replay import run_replay
 
     if configuration not in CONFIGURATIONS:
         raise ParameterError("configuration", configuration, "one of " + ", ".join(CONFIGURATIONS))
     search = log_search_plan(load) if load is not None else None
-    indexes, cache = CONFIGURATIONS[configuration]
-    namespace = _namespace_for(settings)
-    with _cloned_database(settings, "replay") as dsn:
-        cfg = settings.replace(db_dsn=dsn, enable_cache=cache, cache_namespace=namespace)
-        if indexes:
-            migrate_up(dsn)
-        else:
-            migrate_down(dsn)
-        _delete_namespace(cfg, namespace)
-        try:
-            return run_replay(plan, output_dir, settings=cfg, capacity=search, configuration=configuration)
-        finally:
-            _delete_namespace(cfg, namespace)
+    with _configured_copy(settings, configuration, _namespace_for(settings), suffix="replay") as (cfg, _):
+        return run_replay(plan, output_dir, settings=cfg, capacity=search, configuration=configuration)

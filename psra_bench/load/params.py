@@ -127,9 +127,12 @@ class LoadTestParams(NotebookParams):
 
     def check(self) -> list[str]:
         """The configuration names to run, once ``output_dir`` is proven writable and ``from_log`` is replayable."""
+        return self.prepare()[0]
+
+    def prepare(self) -> tuple[list[str], ReplayPlan | None]:
+        """:meth:`check`, with the replay plan it read (the notebook's one read of ``from_log``)."""
         self.check_output_dir()
-        self.replay_plan()
-        return self.configuration_names
+        return self.configuration_names, self.replay_plan()
 
     def replay_plan(self) -> ReplayPlan | None:
         """``from_log`` read and templated (refused in one sentence when nothing in it is replayable); None without one.

@@ -43,6 +43,7 @@ __all__ = [
     "step_table",
     "capacity_table",
     "CAPACITY_COLUMNS",
+    "capacity_bracket",
     "capacity_row",
     "capacity_note",
     "load_result_tables",
@@ -350,12 +351,16 @@ CAPACITY_COLUMNS = ["users supported (bracket)", "within 10 %", "low end confirm
                     "p95 ms at the high end [95% CI]", "steps (✓ met the SLO)"]  # fmt: skip
 
 
+def capacity_bracket(cap: Capacity) -> str:
+    """Users supported as its bracket: "low–high", or "low+" when every step met the SLO."""
+    return f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
+
+
 def capacity_row(cap: Capacity) -> list[str]:
     """A capacity search as cells: its bracket, within 10 % and confirmed or not, its ends' p95s, its path."""
     last = {s["users"]: s for s in cap["steps"]}  # each user count's latest look
     path = ", ".join(f"{s['users']}{'✓' if s['passed'] else '✗'}" for s in cap["steps"])
-    bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
-    return [bracket, "yes" if cap["within_bracket"] else "no", "yes" if cap["confirmed"] else "no",
+    return [capacity_bracket(cap), "yes" if cap["within_bracket"] else "no", "yes" if cap["confirmed"] else "no",
             _ci(last.get(cap["low"]) if cap["low"] is not None else None),
             _ci(last.get(cap["high"]) if cap["high"] is not None else None), path]  # fmt: skip
 

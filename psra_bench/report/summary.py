@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psra_bench.latency.audit import DROP, REVIEW, FinalRecommendation, final_recommendation, lost_indexes
+from psra_bench.load.results import capacity_bracket
 from psra_bench.measure.format import (
     interval,
     mb,
@@ -178,8 +179,7 @@ def _replay_clause(sections: Sections) -> str | None:
     searched = doc.get("capacity")
     if searched:
         cap = searched["capacity"]
-        bracket = f"{number(cap['low'])}–{number(cap['high'])}" if cap["high"] is not None else f"{number(cap['low'])}+"
-        text += f", and users supported at its own mix: {bracket} (p95 ≤ {cap['slo_p95_ms']:g} ms)"
+        text += f", and users supported at its own mix: {capacity_bracket(cap)} (p95 ≤ {cap['slo_p95_ms']:g} ms)"
     return text
 
 
